@@ -1,0 +1,40 @@
+//! The current balance of one organization, changed only by the ledger.
+
+use sea_orm::entity::prelude::*;
+
+/// A row of `credit_balances`.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "credit_balances")]
+pub struct Model {
+    /// `bal_…`, stable per organization.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    /// The owning organization (unique).
+    pub organization_id: String,
+    /// Credits available now; never negative.
+    pub balance: i64,
+    /// Number of changes applied so far; the `seq` of the latest transaction.
+    pub version: i64,
+    /// Time of the latest change.
+    pub updated_at: ChronoDateTimeUtc,
+}
+
+/// Relations of a balance.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    /// The owning organization.
+    #[sea_orm(
+        belongs_to = "super::organization::Entity",
+        from = "Column::OrganizationId",
+        to = "super::organization::Column::Id"
+    )]
+    Organization,
+}
+
+impl Related<super::organization::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Organization.def()
+    }
+}
+
+impl ActiveModelBehavior for ActiveModel {}

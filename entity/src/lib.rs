@@ -1,0 +1,10 @@
+//! SeaORM entities of the credits ledger: one module per table, and nothing else.
+//!
+//! The GraphQL layer never exposes these types directly; the ledger maps them to domain
+//! types so the API and the tables can change independently.
+
+pub mod api_key;
+pub mod credit_balance;
+pub mod credit_purchase;
+pub mod credit_transaction;
+pub mod organization;

@@ -1,0 +1,133 @@
+//! Organization API keys: random secrets with a recognizable prefix, stored only as a
+//! SHA-256 hash. A secret has 256 random bits, so a fast hash is enough: nothing short of
+//! the secret itself finds the row.
+
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+use entity::api_key;
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter};
+use sha2::{Digest, Sha256};
+
+use super::{Ledger, LedgerError, check_label, new_id, now};
+
+/// What every API key secret starts with, so leaked keys are easy to recognize and scan for.
+pub const API_KEY_PREFIX: &str = "crk_";
+/// How many leading characters of a secret are kept in the clear to tell keys apart.
+const SHOWN_PREFIX_LEN: usize = 12;
+/// `last_used_at` is refreshed at most this often, so reads do not become writes.
+const LAST_USED_RESOLUTION: Duration = Duration::seconds(60);
+
+/// An API key's public description (never its secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKey {
+    /// `key_…`
+    pub id: String,
+    /// The organization it acts for.
+    pub organization_id: String,
+    /// Label.
+    pub name: String,
+    /// Leading characters of the secret.
+    pub prefix: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last authenticated use, to the minute.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Revocation time.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<api_key::Model> for ApiKey {
+    fn from(row: api_key::Model) -> Self {
+        Self {
+            id: row.id,
+            organization_id: row.organization_id,
+            name: row.name,
+            prefix: row.prefix,
+            created_at: row.created_at,
+            last_used_at: row.last_used_at,
+            revoked_at: row.revoked_at,
+        }
+    }
+}
+
+/// Hex SHA-256 of a secret: the only form in which secrets are stored.
+fn hash_secret(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn new_secret() -> Result<String, LedgerError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|error| LedgerError::internal(format!("no randomness: {error}")))?;
+    Ok(format!("{API_KEY_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+impl Ledger {
+    /// Creates a key for the organization; returns it with its secret, which is not stored.
+    pub async fn create_api_key(&self, organization_id: &str, name: &str) -> Result<(ApiKey, String), LedgerError> {
+        check_label("name", name)?;
+        if self.organization(organization_id).await?.is_none() {
+            return Err(LedgerError::OrganizationNotFound);
+        }
+        let secret = new_secret()?;
+        let row = api_key::ActiveModel {
+            id: Set(new_id("key")),
+            organization_id: Set(organization_id.to_owned()),
+            name: Set(name.trim().to_owned()),
+            prefix: Set(secret.chars().take(SHOWN_PREFIX_LEN).collect()),
+            secret_hash: Set(hash_secret(&secret)),
+            created_at: Set(now()),
+            last_used_at: Set(None),
+            revoked_at: Set(None),
+        }
+        .insert(&self.db)
+        .await?;
+        Ok((ApiKey::from(row), secret))
+    }
+
+    /// Revokes a key (idempotent: revoking twice keeps the first time).
+    pub async fn revoke_api_key(&self, id: &str) -> Result<ApiKey, LedgerError> {
+        api_key::Entity::update_many()
+            .col_expr(api_key::Column::RevokedAt, Some(now()).into())
+            .filter(api_key::Column::Id.eq(id))
+            .filter(api_key::Column::RevokedAt.is_null())
+            .exec(&self.db)
+            .await?;
+        self.api_key(id).await?.ok_or(LedgerError::ApiKeyNotFound)
+    }
+
+    /// A key by id.
+    pub async fn api_key(&self, id: &str) -> Result<Option<ApiKey>, LedgerError> {
+        Ok(api_key::Entity::find_by_id(id.to_owned()).one(&self.db).await?.map(ApiKey::from))
+    }
+
+    /// The live (unrevoked) key whose secret this is, noting its use.
+    pub async fn authenticate_api_key(&self, secret: &str) -> Result<Option<ApiKey>, LedgerError> {
+        if !secret.starts_with(API_KEY_PREFIX) {
+            return Ok(None);
+        }
+        let Some(key) = api_key::Entity::find()
+            .filter(api_key::Column::SecretHash.eq(hash_secret(secret)))
+            .filter(api_key::Column::RevokedAt.is_null())
+            .one(&self.db)
+            .await?
+            .map(ApiKey::from)
+        else {
+            return Ok(None);
+        };
+        let at = now();
+        if key.last_used_at.is_none_or(|last| at - last >= LAST_USED_RESOLUTION) {
+            // Conditional, so replicas racing on the same key write once per interval.
+            api_key::Entity::update_many()
+                .col_expr(api_key::Column::LastUsedAt, Some(at).into())
+                .filter(api_key::Column::Id.eq(&key.id))
+                .filter(
+                    Condition::any()
+                        .add(api_key::Column::LastUsedAt.is_null())
+                        .add(api_key::Column::LastUsedAt.lt(at - LAST_USED_RESOLUTION)),
+                )
+                .exec(&self.db)
+                .await?;
+        }
+        Ok(Some(key))
+    }
+}

@@ -1,0 +1,130 @@
+//! Reading an organization's transaction history: filters and cursor pages, newest first.
+
+use chrono::{DateTime, Utc};
+use entity::credit_transaction::{Column, Entity};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select};
+
+use super::{CreditTransaction, Ledger, LedgerError, TransactionKind};
+
+/// Which transactions to list. Every present condition must hold.
+#[derive(Clone, Debug, Default)]
+pub struct TransactionFilter {
+    /// Any of these kinds (all kinds when `None`).
+    pub kinds: Option<Vec<TransactionKind>>,
+    /// Exactly this reference type.
+    pub reference_type: Option<String>,
+    /// Exactly this reference id.
+    pub reference_id: Option<String>,
+    /// Created strictly after this time.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created strictly before this time.
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+/// A window of the newest-first history, in Relay terms. Cursors are sequence numbers.
+#[derive(Clone, Copy, Debug)]
+pub enum PageRequest {
+    /// The `count` transactions that follow (are older than) `after`, or the newest.
+    Forward {
+        /// How many.
+        count: u64,
+        /// Exclusive cursor.
+        after: Option<i64>,
+    },
+    /// The `count` transactions that precede (are newer than) `before`, or the oldest.
+    Backward {
+        /// How many.
+        count: u64,
+        /// Exclusive cursor.
+        before: Option<i64>,
+    },
+}
+
+/// One page of history, newest first.
+#[derive(Clone, Debug)]
+pub struct Page {
+    /// The transactions, newest first.
+    pub items: Vec<CreditTransaction>,
+    /// Whether newer transactions exist before this page.
+    pub has_previous: bool,
+    /// Whether older transactions exist after this page.
+    pub has_next: bool,
+}
+
+impl Ledger {
+    /// A page of the organization's transactions matching `filter`, newest first.
+    pub async fn transactions(
+        &self,
+        organization_id: &str,
+        filter: &TransactionFilter,
+        page: PageRequest,
+    ) -> Result<Page, LedgerError> {
+        let query = filtered(organization_id, filter);
+        let (rows, count, has_previous, has_next) = match page {
+            PageRequest::Forward { count, after } => {
+                let query = match after {
+                    Some(cursor) => query.filter(Column::Seq.lt(cursor)),
+                    None => query,
+                };
+                let rows = query.order_by_desc(Column::Seq).limit(count + 1).all(&self.db).await?;
+                let more = rows.len() as u64 > count;
+                (rows, count, after.is_some(), more)
+            }
+            PageRequest::Backward { count, before } => {
+                let query = match before {
+                    Some(cursor) => query.filter(Column::Seq.gt(cursor)),
+                    None => query,
+                };
+                let mut rows = query.order_by_asc(Column::Seq).limit(count + 1).all(&self.db).await?;
+                let more = rows.len() as u64 > count;
+                rows.truncate(count as usize);
+                rows.reverse();
+                (rows, count, more, before.is_some())
+            }
+        };
+        let items = rows
+            .into_iter()
+            .take(count as usize)
+            .map(CreditTransaction::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page { items, has_previous, has_next })
+    }
+
+    /// How many of the organization's transactions match `filter`.
+    pub async fn count_transactions(
+        &self,
+        organization_id: &str,
+        filter: &TransactionFilter,
+    ) -> Result<u64, LedgerError> {
+        Ok(filtered(organization_id, filter).count(&self.db).await?)
+    }
+
+    /// A transaction by id, if it exists.
+    pub async fn transaction(&self, id: &str) -> Result<Option<CreditTransaction>, LedgerError> {
+        Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .map(CreditTransaction::try_from)
+            .transpose()
+    }
+}
+
+fn filtered(organization_id: &str, filter: &TransactionFilter) -> Select<Entity> {
+    let mut query = Entity::find().filter(Column::OrganizationId.eq(organization_id));
+    if let Some(kinds) = &filter.kinds {
+        query = query.filter(Column::Kind.is_in(kinds.iter().map(|kind| kind.as_str())));
+    }
+    if let Some(reference_type) = &filter.reference_type {
+        query = query.filter(Column::ReferenceType.eq(reference_type));
+    }
+    if let Some(reference_id) = &filter.reference_id {
+        query = query.filter(Column::ReferenceId.eq(reference_id));
+    }
+    if let Some(after) = filter.created_after {
+        query = query.filter(Column::CreatedAt.gt(after));
+    }
+    if let Some(before) = filter.created_before {
+        query = query.filter(Column::CreatedAt.lt(before));
+    }
+    query
+}

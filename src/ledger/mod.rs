@@ -1,0 +1,178 @@
+//! The credit ledger: organizations' balances and their immutable transaction history.
+//!
+//! This module knows nothing of GraphQL, HTTP or Stripe; adapters call it with parsed
+//! domain values and map [`LedgerError`] to their own protocol.
+//!
+//! Every change of balance goes through [`apply::apply_change`]: one conditional `UPDATE`
+//! of the balance row (so a consume can never overdraw, however many race) followed by the
+//! `INSERT` of exactly one transaction, inside a database transaction the caller owns.
+
+mod api_keys;
+mod apply;
+mod error;
+mod history;
+mod organizations;
+mod types;
+
+pub use api_keys::{API_KEY_PREFIX, ApiKey};
+pub use apply::apply_change;
+pub use error::LedgerError;
+pub use history::{Page, PageRequest, TransactionFilter};
+pub use types::*;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use entity::{credit_balance, credit_transaction};
+use sea_orm::{
+    AccessMode, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend,
+    EntityTrait, QueryFilter, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+
+/// The ledger over one database: cheap to clone, shared by every request.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    db: DatabaseConnection,
+}
+
+impl Ledger {
+    /// A ledger over `db`, whose schema must be migrated.
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// The underlying connection pool.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Takes `amount` credits from the organization's balance, atomically, or fails with
+    /// [`LedgerError::InsufficientCredits`] and changes nothing.
+    ///
+    /// With an idempotency key, a retry returns the original transaction (`replayed`),
+    /// and the same key with a different request is [`LedgerError::IdempotencyConflict`].
+    #[tracing::instrument(skip(self, request), fields(organization = %request.organization_id, amount = request.amount.get()))]
+    pub async fn consume(&self, request: ConsumeRequest) -> Result<Applied, LedgerError> {
+        self.change(ChangeRequest {
+            organization_id: request.organization_id,
+            kind: TransactionKind::Consumption,
+            delta: -request.amount.get(),
+            description: Some(request.description),
+            reference_type: request.reference_type,
+            reference_id: request.reference_id,
+            idempotency_key: request.idempotency_key,
+        })
+        .await
+    }
+
+    /// Adds `amount` credits to the organization's balance as a `GRANT` transaction.
+    #[tracing::instrument(skip(self, request), fields(organization = %request.organization_id, amount = request.amount.get()))]
+    pub async fn grant(&self, request: GrantRequest) -> Result<Applied, LedgerError> {
+        self.change(ChangeRequest {
+            organization_id: request.organization_id,
+            kind: TransactionKind::Grant,
+            delta: request.amount.get(),
+            description: Some(request.description),
+            reference_type: None,
+            reference_id: None,
+            idempotency_key: request.idempotency_key,
+        })
+        .await
+    }
+
+    /// Applies one change in its own database transaction, with idempotent replay.
+    async fn change(&self, request: ChangeRequest) -> Result<Applied, LedgerError> {
+        // A replay is answered without taking the write lock at all.
+        if let Some(applied) = self.replay(&request).await? {
+            return Ok(applied);
+        }
+        let txn = self.begin_write().await?;
+        let error = match apply_change(&txn, &request, now()).await {
+            Ok((transaction, balance)) => {
+                txn.commit().await?;
+                return Ok(Applied { transaction, balance, replayed: false });
+            }
+            Err(error) => {
+                txn.rollback().await?;
+                error
+            }
+        };
+        match error {
+            LedgerError::DuplicateIdempotencyKey => {
+                // A concurrent request with the same key committed first.
+                self.replay(&request)
+                    .await?
+                    .ok_or_else(|| LedgerError::internal("idempotency key vanished after conflict"))
+            }
+            LedgerError::InsufficientCredits { .. } | LedgerError::BalanceLimitExceeded { .. } => {
+                // The original of this key may have committed while we waited for the
+                // row; then the answer is its replay, not a refusal.
+                match self.replay(&request).await? {
+                    Some(applied) => Ok(applied),
+                    None => Err(error),
+                }
+            }
+            error => Err(error),
+        }
+    }
+
+    /// The original transaction under `request`'s idempotency key, if there is one.
+    async fn replay(&self, request: &ChangeRequest) -> Result<Option<Applied>, LedgerError> {
+        let Some(key) = &request.idempotency_key else {
+            return Ok(None);
+        };
+        let Some(original) = credit_transaction::Entity::find()
+            .filter(credit_transaction::Column::OrganizationId.eq(&request.organization_id))
+            .filter(credit_transaction::Column::IdempotencyKey.eq(key))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let original = CreditTransaction::try_from(original)?;
+        if !request.matches(&original) {
+            return Err(LedgerError::IdempotencyConflict);
+        }
+        let balance = self.balance(&request.organization_id).await?;
+        Ok(Some(Applied { transaction: original, balance, replayed: true }))
+    }
+
+    /// The organization's current balance.
+    pub async fn balance(&self, organization_id: &str) -> Result<Balance, LedgerError> {
+        credit_balance::Entity::find()
+            .filter(credit_balance::Column::OrganizationId.eq(organization_id))
+            .one(&self.db)
+            .await?
+            .map(Balance::from)
+            .ok_or(LedgerError::OrganizationNotFound)
+    }
+
+    /// Balances of many organizations at once (for batching loaders); unknown ids are absent.
+    pub async fn balances(&self, organization_ids: &[String]) -> Result<Vec<Balance>, LedgerError> {
+        Ok(credit_balance::Entity::find()
+            .filter(credit_balance::Column::OrganizationId.is_in(organization_ids.iter().cloned()))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Balance::from)
+            .collect())
+    }
+
+    /// Starts a transaction that will write. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so concurrent writers queue on the busy timeout instead of
+    /// failing when a read lock cannot be upgraded.
+    pub async fn begin_write(&self) -> Result<DatabaseTransaction, LedgerError> {
+        let options = match self.db.get_database_backend() {
+            DbBackend::Sqlite => TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            },
+            _ => TransactionOptions { access_mode: Some(AccessMode::ReadWrite), ..Default::default() },
+        };
+        Ok(self.db.begin_with_options(options).await?)
+    }
+}
+
+/// The current time, at the microsecond precision both engines store.
+pub(crate) fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+

@@ -1,0 +1,88 @@
+//! Organizations and their settings. Creating one also opens its balance at zero.
+
+use entity::{credit_balance, organization};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+
+use super::{Balance, Ledger, LedgerError, MAX_CREDITS, Organization, check_label, new_id, now};
+
+impl Ledger {
+    /// Creates an organization with a zero balance.
+    pub async fn create_organization(
+        &self,
+        name: &str,
+        low_balance_threshold: Option<i64>,
+    ) -> Result<Organization, LedgerError> {
+        check_label("name", name)?;
+        check_threshold(low_balance_threshold)?;
+        let at = now();
+        let organization = Organization {
+            id: new_id("org"),
+            name: name.trim().to_owned(),
+            low_balance_threshold,
+            created_at: at,
+        };
+        let txn = self.begin_write().await?;
+        organization::ActiveModel {
+            id: Set(organization.id.clone()),
+            name: Set(organization.name.clone()),
+            low_balance_threshold: Set(low_balance_threshold),
+            created_at: Set(at),
+        }
+        .insert(&txn)
+        .await?;
+        credit_balance::ActiveModel {
+            id: Set(new_id("bal")),
+            organization_id: Set(organization.id.clone()),
+            balance: Set(0),
+            version: Set(0),
+            updated_at: Set(at),
+        }
+        .insert(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(organization)
+    }
+
+    /// An organization by id, if it exists.
+    pub async fn organization(&self, id: &str) -> Result<Option<Organization>, LedgerError> {
+        Ok(organization::Entity::find_by_id(id.to_owned()).one(&self.db).await?.map(Organization::from))
+    }
+
+    /// Many organizations at once (for batching loaders); unknown ids are absent.
+    pub async fn organizations(&self, ids: &[String]) -> Result<Vec<Organization>, LedgerError> {
+        Ok(organization::Entity::find()
+            .filter(organization::Column::Id.is_in(ids.iter().cloned()))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Organization::from)
+            .collect())
+    }
+
+    /// Sets (or, with `None`, clears) the organization's low-balance threshold and
+    /// returns the organization and its balance.
+    pub async fn set_low_balance_threshold(
+        &self,
+        organization_id: &str,
+        threshold: Option<i64>,
+    ) -> Result<(Organization, Balance), LedgerError> {
+        check_threshold(threshold)?;
+        let updated = organization::Entity::update_many()
+            .col_expr(organization::Column::LowBalanceThreshold, threshold.into())
+            .filter(organization::Column::Id.eq(organization_id))
+            .exec_with_returning(&self.db)
+            .await?;
+        let organization = updated.into_iter().next().map(Organization::from).ok_or(LedgerError::OrganizationNotFound)?;
+        let balance = self.balance(organization_id).await?;
+        Ok((organization, balance))
+    }
+}
+
+fn check_threshold(threshold: Option<i64>) -> Result<(), LedgerError> {
+    match threshold {
+        Some(value) if !(0..=MAX_CREDITS).contains(&value) => Err(LedgerError::InvalidInput(format!(
+            "lowBalanceThreshold must be between 0 and {MAX_CREDITS}, got {value}"
+        ))),
+        _ => Ok(()),
+    }
+}

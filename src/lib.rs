@@ -1,0 +1,2 @@
+//! credits: a GraphQL server for credit-based usage billing.
+pub mod ledger;
