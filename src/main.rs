@@ -1,1 +1,13 @@
-fn main() {}
+//! The `credits` binary: parse the command line, set up tracing, run.
+
+use anyhow::Context;
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = credits::cli::Cli::parse();
+    let config = credits::config::Config::from_env().context("invalid configuration")?;
+    credits::telemetry::init(config.log_format);
+    credits::cli::run(cli, config).await?;
+    Ok(())
+}

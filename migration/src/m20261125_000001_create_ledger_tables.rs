@@ -20,7 +20,12 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(Organizations::Table)
-                    .col(ColumnDef::new(Organizations::Id).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(Organizations::Id)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(Organizations::Name).string().not_null())
                     .col(
                         ColumnDef::new(Organizations::LowBalanceThreshold)
@@ -44,7 +49,12 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(CreditBalances::Table)
-                    .col(ColumnDef::new(CreditBalances::Id).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(CreditBalances::Id)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(
                         ColumnDef::new(CreditBalances::OrganizationId)
                             .string()
@@ -127,10 +137,26 @@ impl MigrationTrait for Migration {
                                 Expr::col(CreditTransactions::BalanceAfter).between(0, MAX_CREDITS),
                             ),
                     )
-                    .col(ColumnDef::new(CreditTransactions::Description).text().null())
-                    .col(ColumnDef::new(CreditTransactions::ReferenceType).string().null())
-                    .col(ColumnDef::new(CreditTransactions::ReferenceId).string().null())
-                    .col(ColumnDef::new(CreditTransactions::IdempotencyKey).string().null())
+                    .col(
+                        ColumnDef::new(CreditTransactions::Description)
+                            .text()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(CreditTransactions::ReferenceType)
+                            .string()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(CreditTransactions::ReferenceId)
+                            .string()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(CreditTransactions::IdempotencyKey)
+                            .string()
+                            .null(),
+                    )
                     .col(
                         ColumnDef::new(CreditTransactions::CreatedAt)
                             .timestamp_with_time_zone()
@@ -138,7 +164,10 @@ impl MigrationTrait for Migration {
                     )
                     .foreign_key(
                         ForeignKey::create()
-                            .from(CreditTransactions::Table, CreditTransactions::OrganizationId)
+                            .from(
+                                CreditTransactions::Table,
+                                CreditTransactions::OrganizationId,
+                            )
                             .to(Organizations::Table, Organizations::Id)
                             .on_delete(ForeignKeyAction::Cascade),
                     )
@@ -187,14 +216,36 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(ApiKeys::Table)
-                    .col(ColumnDef::new(ApiKeys::Id).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(ApiKeys::Id)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(ApiKeys::OrganizationId).string().not_null())
                     .col(ColumnDef::new(ApiKeys::Name).string().not_null())
                     .col(ColumnDef::new(ApiKeys::Prefix).string().not_null())
-                    .col(ColumnDef::new(ApiKeys::SecretHash).string().not_null().unique_key())
-                    .col(ColumnDef::new(ApiKeys::CreatedAt).timestamp_with_time_zone().not_null())
-                    .col(ColumnDef::new(ApiKeys::LastUsedAt).timestamp_with_time_zone().null())
-                    .col(ColumnDef::new(ApiKeys::RevokedAt).timestamp_with_time_zone().null())
+                    .col(
+                        ColumnDef::new(ApiKeys::SecretHash)
+                            .string()
+                            .not_null()
+                            .unique_key(),
+                    )
+                    .col(
+                        ColumnDef::new(ApiKeys::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ApiKeys::LastUsedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(ApiKeys::RevokedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
                     .foreign_key(
                         ForeignKey::create()
                             .from(ApiKeys::Table, ApiKeys::OrganizationId)
@@ -218,9 +269,22 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(CreditPurchases::Table)
-                    .col(ColumnDef::new(CreditPurchases::Id).string().not_null().primary_key())
-                    .col(ColumnDef::new(CreditPurchases::OrganizationId).string().not_null())
-                    .col(ColumnDef::new(CreditPurchases::PackageId).string().not_null())
+                    .col(
+                        ColumnDef::new(CreditPurchases::Id)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(CreditPurchases::OrganizationId)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(CreditPurchases::PackageId)
+                            .string()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(CreditPurchases::Status).string().not_null())
                     .col(
                         ColumnDef::new(CreditPurchases::Credits)
@@ -234,7 +298,11 @@ impl MigrationTrait for Migration {
                             .not_null()
                             .check(Expr::col(CreditPurchases::Amount).gte(0)),
                     )
-                    .col(ColumnDef::new(CreditPurchases::Currency).string().not_null())
+                    .col(
+                        ColumnDef::new(CreditPurchases::Currency)
+                            .string()
+                            .not_null(),
+                    )
                     .col(
                         ColumnDef::new(CreditPurchases::CheckoutSessionId)
                             .string()
@@ -281,7 +349,9 @@ impl MigrationTrait for Migration {
             CreditBalances::Table.into_iden(),
             Organizations::Table.into_iden(),
         ] {
-            manager.drop_table(Table::drop().table(table).to_owned()).await?;
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
         }
         Ok(())
     }

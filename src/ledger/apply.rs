@@ -26,14 +26,26 @@ pub async fn apply_change<C: ConnectionTrait>(
 ) -> Result<(CreditTransaction, Balance), LedgerError> {
     let delta = request.delta;
     if delta == 0 || delta.unsigned_abs() > MAX_CREDITS as u64 {
-        return Err(LedgerError::InvalidInput(format!("change of {delta} credits is out of range")));
+        return Err(LedgerError::InvalidInput(format!(
+            "change of {delta} credits is out of range"
+        )));
     }
     // The balance before the change must lie in [lowest, highest] for the result to
     // stay within 0 ..= MAX_CREDITS; written so that no bound can overflow.
-    let (lowest, highest) = if delta < 0 { (-delta, MAX_CREDITS) } else { (0, MAX_CREDITS - delta) };
+    let (lowest, highest) = if delta < 0 {
+        (-delta, MAX_CREDITS)
+    } else {
+        (0, MAX_CREDITS - delta)
+    };
     let updated = credit_balance::Entity::update_many()
-        .col_expr(credit_balance::Column::Balance, Expr::col(credit_balance::Column::Balance).add(delta))
-        .col_expr(credit_balance::Column::Version, Expr::col(credit_balance::Column::Version).add(1))
+        .col_expr(
+            credit_balance::Column::Balance,
+            Expr::col(credit_balance::Column::Balance).add(delta),
+        )
+        .col_expr(
+            credit_balance::Column::Version,
+            Expr::col(credit_balance::Column::Version).add(1),
+        )
         .col_expr(credit_balance::Column::UpdatedAt, Expr::value(at))
         .filter(credit_balance::Column::OrganizationId.eq(&request.organization_id))
         .filter(credit_balance::Column::Balance.between(lowest, highest))
@@ -85,16 +97,20 @@ pub async fn apply_change<C: ConnectionTrait>(
 }
 
 /// Why the conditional update matched no row.
-async fn refusal<C: ConnectionTrait>(conn: &C, request: &ChangeRequest) -> Result<LedgerError, LedgerError> {
+async fn refusal<C: ConnectionTrait>(
+    conn: &C,
+    request: &ChangeRequest,
+) -> Result<LedgerError, LedgerError> {
     let current = credit_balance::Entity::find()
         .filter(credit_balance::Column::OrganizationId.eq(&request.organization_id))
         .one(conn)
         .await?;
     Ok(match current {
         None => LedgerError::OrganizationNotFound,
-        Some(row) if request.delta < 0 => {
-            LedgerError::InsufficientCredits { balance: row.balance, required: -request.delta }
-        }
+        Some(row) if request.delta < 0 => LedgerError::InsufficientCredits {
+            balance: row.balance,
+            required: -request.delta,
+        },
         Some(_) => LedgerError::BalanceLimitExceeded { max: MAX_CREDITS },
     })
 }

@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use entity::credit_transaction::{Column, Entity};
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select};
+use sea_orm::{
+    ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+};
 
 use super::{CreditTransaction, Ledger, LedgerError, TransactionKind};
 
@@ -66,7 +68,11 @@ impl Ledger {
                     Some(cursor) => query.filter(Column::Seq.lt(cursor)),
                     None => query,
                 };
-                let rows = query.order_by_desc(Column::Seq).limit(count + 1).all(&self.db).await?;
+                let rows = query
+                    .order_by_desc(Column::Seq)
+                    .limit(count + 1)
+                    .all(&self.db)
+                    .await?;
                 let more = rows.len() as u64 > count;
                 (rows, count, after.is_some(), more)
             }
@@ -75,7 +81,11 @@ impl Ledger {
                     Some(cursor) => query.filter(Column::Seq.gt(cursor)),
                     None => query,
                 };
-                let mut rows = query.order_by_asc(Column::Seq).limit(count + 1).all(&self.db).await?;
+                let mut rows = query
+                    .order_by_asc(Column::Seq)
+                    .limit(count + 1)
+                    .all(&self.db)
+                    .await?;
                 let more = rows.len() as u64 > count;
                 rows.truncate(count as usize);
                 rows.reverse();
@@ -87,7 +97,11 @@ impl Ledger {
             .take(count as usize)
             .map(CreditTransaction::try_from)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page { items, has_previous, has_next })
+        Ok(Page {
+            items,
+            has_previous,
+            has_next,
+        })
     }
 
     /// How many of the organization's transactions match `filter`.

@@ -23,8 +23,8 @@ pub use types::*;
 use chrono::{DateTime, SubsecRound, Utc};
 use entity::{credit_balance, credit_transaction};
 use sea_orm::{
-    AccessMode, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend,
-    EntityTrait, QueryFilter, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    AccessMode, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
+    QueryFilter, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
 /// The ledger over one database: cheap to clone, shared by every request.
@@ -88,7 +88,11 @@ impl Ledger {
         let error = match apply_change(&txn, &request, now()).await {
             Ok((transaction, balance)) => {
                 txn.commit().await?;
-                return Ok(Applied { transaction, balance, replayed: false });
+                return Ok(Applied {
+                    transaction,
+                    balance,
+                    replayed: false,
+                });
             }
             Err(error) => {
                 txn.rollback().await?;
@@ -132,7 +136,11 @@ impl Ledger {
             return Err(LedgerError::IdempotencyConflict);
         }
         let balance = self.balance(&request.organization_id).await?;
-        Ok(Some(Applied { transaction: original, balance, replayed: true }))
+        Ok(Some(Applied {
+            transaction: original,
+            balance,
+            replayed: true,
+        }))
     }
 
     /// The organization's current balance.
@@ -143,6 +151,14 @@ impl Ledger {
             .await?
             .map(Balance::from)
             .ok_or(LedgerError::OrganizationNotFound)
+    }
+
+    /// A balance by its own id (`bal_…`), if it exists.
+    pub async fn balance_by_id(&self, id: &str) -> Result<Option<Balance>, LedgerError> {
+        Ok(credit_balance::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .map(Balance::from))
     }
 
     /// Balances of many organizations at once (for batching loaders); unknown ids are absent.
@@ -165,7 +181,10 @@ impl Ledger {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                 ..Default::default()
             },
-            _ => TransactionOptions { access_mode: Some(AccessMode::ReadWrite), ..Default::default() },
+            _ => TransactionOptions {
+                access_mode: Some(AccessMode::ReadWrite),
+                ..Default::default()
+            },
         };
         Ok(self.db.begin_with_options(options).await?)
     }
@@ -175,4 +194,3 @@ impl Ledger {
 pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
-

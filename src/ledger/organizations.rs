@@ -45,7 +45,10 @@ impl Ledger {
 
     /// An organization by id, if it exists.
     pub async fn organization(&self, id: &str) -> Result<Option<Organization>, LedgerError> {
-        Ok(organization::Entity::find_by_id(id.to_owned()).one(&self.db).await?.map(Organization::from))
+        Ok(organization::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .map(Organization::from))
     }
 
     /// Many organizations at once (for batching loaders); unknown ids are absent.
@@ -72,7 +75,11 @@ impl Ledger {
             .filter(organization::Column::Id.eq(organization_id))
             .exec_with_returning(&self.db)
             .await?;
-        let organization = updated.into_iter().next().map(Organization::from).ok_or(LedgerError::OrganizationNotFound)?;
+        let organization = updated
+            .into_iter()
+            .next()
+            .map(Organization::from)
+            .ok_or(LedgerError::OrganizationNotFound)?;
         let balance = self.balance(organization_id).await?;
         Ok((organization, balance))
     }
@@ -80,9 +87,9 @@ impl Ledger {
 
 fn check_threshold(threshold: Option<i64>) -> Result<(), LedgerError> {
     match threshold {
-        Some(value) if !(0..=MAX_CREDITS).contains(&value) => Err(LedgerError::InvalidInput(format!(
-            "lowBalanceThreshold must be between 0 and {MAX_CREDITS}, got {value}"
-        ))),
+        Some(value) if !(0..=MAX_CREDITS).contains(&value) => Err(LedgerError::InvalidInput(
+            format!("lowBalanceThreshold must be between 0 and {MAX_CREDITS}, got {value}"),
+        )),
         _ => Ok(()),
     }
 }

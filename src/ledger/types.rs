@@ -38,7 +38,9 @@ impl Amount {
 /// Checks a free-text field's length (in characters) and, when `required`, that it is not blank.
 pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), LedgerError> {
     if value.chars().count() > max {
-        return Err(LedgerError::InvalidInput(format!("{field} is longer than {max} characters")));
+        return Err(LedgerError::InvalidInput(format!(
+            "{field} is longer than {max} characters"
+        )));
     }
     Ok(())
 }
@@ -46,7 +48,9 @@ pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), LedgerErro
 /// Checks a label (key, reference, name): non-blank and at most [`MAX_LABEL_LEN`] characters.
 pub fn check_label(field: &str, value: &str) -> Result<(), LedgerError> {
     if value.trim().is_empty() {
-        return Err(LedgerError::InvalidInput(format!("{field} must not be blank")));
+        return Err(LedgerError::InvalidInput(format!(
+            "{field} must not be blank"
+        )));
     }
     check_text(field, value, MAX_LABEL_LEN)
 }
@@ -85,7 +89,11 @@ impl TransactionKind {
             "GRANT" => Self::Grant,
             "REFUND" => Self::Refund,
             "ADJUSTMENT" => Self::Adjustment,
-            other => return Err(LedgerError::internal(format!("unknown transaction kind {other}"))),
+            other => {
+                return Err(LedgerError::internal(format!(
+                    "unknown transaction kind {other}"
+                )));
+            }
         })
     }
 }
@@ -119,7 +127,14 @@ impl ConsumeRequest {
     ) -> Result<Self, LedgerError> {
         check_text("description", &description, MAX_DESCRIPTION_LEN)?;
         check_optional_labels(&reference_type, &reference_id, &idempotency_key)?;
-        Ok(Self { organization_id, amount, description, reference_type, reference_id, idempotency_key })
+        Ok(Self {
+            organization_id,
+            amount,
+            description,
+            reference_type,
+            reference_id,
+            idempotency_key,
+        })
     }
 }
 
@@ -146,7 +161,12 @@ impl GrantRequest {
     ) -> Result<Self, LedgerError> {
         check_text("description", &description, MAX_DESCRIPTION_LEN)?;
         check_optional_labels(&None, &None, &idempotency_key)?;
-        Ok(Self { organization_id, amount, description, idempotency_key })
+        Ok(Self {
+            organization_id,
+            amount,
+            description,
+            idempotency_key,
+        })
     }
 }
 

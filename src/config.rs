@@ -1,0 +1,176 @@
+//! Configuration, read from the environment in one place (flags may override it).
+
+use std::{fmt, net::SocketAddr, path::PathBuf};
+
+use crate::billing::{PackageCatalog, PackageError};
+
+/// A secret value that never appears in logs or debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Output format of the logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Bounds that keep one client from exhausting the server.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest accepted request body, in bytes.
+    pub body_bytes: usize,
+    /// Deepest accepted query nesting.
+    pub query_depth: usize,
+    /// Largest accepted query complexity (every field and alias counts).
+    pub query_complexity: usize,
+    /// Most operations in one batched request.
+    pub batch_size: usize,
+    /// Longest time one HTTP request may take, in seconds.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            body_bytes: 64 * 1024,
+            query_depth: 12,
+            query_complexity: 500,
+            batch_size: 10,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+/// Everything the server needs to start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// Bearer token with rights over every organization; none disables admin access over HTTP.
+    pub admin_token: Option<Secret>,
+    /// Credit packages on sale.
+    pub packages: PackageCatalog,
+    /// Where Checkout returns the buyer after paying, when the request names no URL.
+    pub checkout_success_url: Option<String>,
+    /// Where Checkout returns the buyer after cancelling, when the request names no URL.
+    pub checkout_cancel_url: Option<String>,
+    /// Browser origins allowed to call `/graphql`.
+    pub cors_origins: Vec<String>,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Abuse limits.
+    pub limits: Limits,
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable has a value that cannot be used.
+    #[error("{name}: {message}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The package file is unusable.
+    #[error(transparent)]
+    Packages(#[from] PackageError),
+}
+
+/// The default database: a file next to the working directory, created on first run.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://credits.db?mode=rwc";
+/// The default listen address.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+/// The shortest admin token accepted, so a guessable one cannot be configured by accident.
+const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| {
+            lookup(name)
+                .map(|value| value.trim().to_owned())
+                .filter(|value| !value.is_empty())
+        };
+        let addr = get("CREDITS_ADDR").unwrap_or_else(|| DEFAULT_ADDR.to_owned());
+        let addr = addr.parse().map_err(|_| ConfigError::Invalid {
+            name: "CREDITS_ADDR",
+            message: format!("{addr:?} is not a socket address like 127.0.0.1:8080"),
+        })?;
+        let admin_token = get("CREDITS_ADMIN_TOKEN").map(Secret::new);
+        if admin_token
+            .as_ref()
+            .is_some_and(|token| token.expose().len() < MIN_ADMIN_TOKEN_LEN)
+        {
+            return Err(ConfigError::Invalid {
+                name: "CREDITS_ADMIN_TOKEN",
+                message: format!(
+                    "must be at least {MIN_ADMIN_TOKEN_LEN} characters (try `openssl rand -hex 32`)"
+                ),
+            });
+        }
+        let packages = match get("CREDITS_PACKAGES") {
+            Some(path) => PackageCatalog::load(&PathBuf::from(path))?,
+            None => PackageCatalog::default(),
+        };
+        let log_format = match get("CREDITS_LOG_FORMAT").as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "CREDITS_LOG_FORMAT",
+                    message: format!("{other:?} is neither json nor pretty"),
+                });
+            }
+        };
+        let cors_origins = get("CREDITS_CORS_ORIGINS")
+            .map(|value| {
+                value
+                    .split(',')
+                    .map(|origin| origin.trim().to_owned())
+                    .filter(|o| !o.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Self {
+            database_url: get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            addr,
+            admin_token,
+            packages,
+            checkout_success_url: get("CREDITS_CHECKOUT_SUCCESS_URL"),
+            checkout_cancel_url: get("CREDITS_CHECKOUT_CANCEL_URL"),
+            cors_origins,
+            log_format,
+            limits: Limits::default(),
+        })
+    }
+}

@@ -1,0 +1,228 @@
+//! The GraphQL layer's errors and the one mapping from domain errors to `extensions.code`.
+//!
+//! Resolvers return [`ApiError`]. It deliberately does not implement `Display`: that keeps
+//! async-graphql's blanket `From<impl Display>` from turning it (or a stray `LedgerError`)
+//! into an error without a code. Errors raised by async-graphql itself (parsing,
+//! validation, argument coercion) get their codes from the [`ErrorCodes`] extension.
+
+use std::sync::Arc;
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest, NextValidation,
+};
+use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::{
+    ErrorExtensionValues, Response, ServerError, ServerResult, ValidationResult, Variables,
+};
+
+use crate::ledger::LedgerError;
+
+/// Error codes of the public contract.
+pub mod code {
+    /// No or invalid credentials.
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    /// Credentials valid, but not for this.
+    pub const FORBIDDEN: &str = "FORBIDDEN";
+    /// The thing named does not exist.
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    /// An argument's value is unacceptable.
+    pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
+    /// The document is not GraphQL.
+    pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
+    /// The document does not fit the schema or the limits.
+    pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
+    /// The balance is too small.
+    pub const INSUFFICIENT_CREDITS: &str = "INSUFFICIENT_CREDITS";
+    /// The idempotency key names another request.
+    pub const IDEMPOTENCY_CONFLICT: &str = "IDEMPOTENCY_CONFLICT";
+    /// The database is unreachable.
+    pub const SERVICE_UNAVAILABLE: &str = "SERVICE_UNAVAILABLE";
+    /// Anything else; details are in the server log only.
+    pub const INTERNAL_SERVER_ERROR: &str = "INTERNAL_SERVER_ERROR";
+}
+
+/// An error a resolver reports to the client.
+#[derive(Clone, Debug)]
+pub enum ApiError {
+    /// No token, or a token that is not valid.
+    Unauthenticated,
+    /// The caller may not do this.
+    Forbidden(&'static str),
+    /// The named object does not exist (or is not visible).
+    NotFound(&'static str),
+    /// A value is unacceptable; the message says which and why.
+    BadUserInput(String),
+    /// The balance is smaller than the amount required.
+    InsufficientCredits {
+        /// Balance when refused.
+        balance: i64,
+        /// Amount asked for.
+        required: i64,
+    },
+    /// The idempotency key was used for a different request.
+    IdempotencyConflict,
+    /// The database could not be reached.
+    ServiceUnavailable,
+    /// A bug or an unexpected failure, already logged.
+    Internal,
+}
+
+impl ApiError {
+    /// The `extensions.code` of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated => code::UNAUTHENTICATED,
+            Self::Forbidden(_) => code::FORBIDDEN,
+            Self::NotFound(_) => code::NOT_FOUND,
+            Self::BadUserInput(_) => code::BAD_USER_INPUT,
+            Self::InsufficientCredits { .. } => code::INSUFFICIENT_CREDITS,
+            Self::IdempotencyConflict => code::IDEMPOTENCY_CONFLICT,
+            Self::ServiceUnavailable => code::SERVICE_UNAVAILABLE,
+            Self::Internal => code::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Self::Unauthenticated => "a valid bearer token is required".into(),
+            Self::Forbidden(what) => (*what).into(),
+            Self::NotFound(what) => format!("{what} not found"),
+            Self::BadUserInput(message) => message.clone(),
+            Self::InsufficientCredits { balance, required } => {
+                format!("insufficient credits: balance {balance}, required {required}")
+            }
+            Self::IdempotencyConflict => {
+                "idempotency key was already used for a different request".into()
+            }
+            Self::ServiceUnavailable => "the database is unavailable, try again later".into(),
+            Self::Internal => "internal server error".into(),
+        }
+    }
+}
+
+impl From<ApiError> for async_graphql::Error {
+    fn from(error: ApiError) -> Self {
+        let mut extensions = ErrorExtensionValues::default();
+        extensions.set("code", error.code());
+        if let ApiError::InsufficientCredits { balance, required } = &error {
+            extensions.set("balance", *balance);
+            extensions.set("required", *required);
+        }
+        async_graphql::Error {
+            message: error.message(),
+            source: None,
+            extensions: Some(extensions),
+        }
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(error: LedgerError) -> Self {
+        match error {
+            LedgerError::OrganizationNotFound => Self::NotFound("organization"),
+            LedgerError::ApiKeyNotFound => Self::NotFound("API key"),
+            LedgerError::InsufficientCredits { balance, required } => {
+                Self::InsufficientCredits { balance, required }
+            }
+            LedgerError::BalanceLimitExceeded { max } => Self::BadUserInput(format!(
+                "the balance would exceed the largest allowed, {max} credits"
+            )),
+            LedgerError::IdempotencyConflict => Self::IdempotencyConflict,
+            LedgerError::InvalidInput(message) => Self::BadUserInput(message),
+            LedgerError::Unavailable(source) => {
+                tracing::error!(error = %source, "database unavailable");
+                Self::ServiceUnavailable
+            }
+            error @ (LedgerError::DuplicateIdempotencyKey | LedgerError::Internal(_)) => {
+                tracing::error!(%error, "ledger failure");
+                Self::Internal
+            }
+        }
+    }
+}
+
+/// Schema extension giving every error async-graphql raises itself a contract code.
+pub struct ErrorCodes;
+
+impl ExtensionFactory for ErrorCodes {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ErrorCodes)
+    }
+}
+
+fn has_code(error: &ServerError) -> bool {
+    error
+        .extensions
+        .as_ref()
+        .is_some_and(|extensions| extensions.get("code").is_some())
+}
+
+fn set_code(mut error: ServerError, code: &str) -> ServerError {
+    if !has_code(&error) {
+        error
+            .extensions
+            .get_or_insert_with(Default::default)
+            .set("code", code);
+    }
+    error
+}
+
+/// Whether a validation message is about a value (a bad scalar, a missing variable)
+/// rather than the shape of the document.
+fn is_value_error(message: &str) -> bool {
+    message.starts_with("Invalid value for argument")
+        || (message.starts_with("Variable")
+            && (message.contains("expected type") || message.contains("not provided")))
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for ErrorCodes {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        next.run(ctx, query, variables).await.map_err(|error| {
+            // The nesting limit is checked while parsing but is a validation rule to clients.
+            let code = if error.message.starts_with("The recursion depth") {
+                code::GRAPHQL_VALIDATION_FAILED
+            } else {
+                code::GRAPHQL_PARSE_FAILED
+            };
+            set_code(error, code)
+        })
+    }
+
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        next.run(ctx).await.map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|error| {
+                    let code = if is_value_error(&error.message) {
+                        code::BAD_USER_INPUT
+                    } else {
+                        code::GRAPHQL_VALIDATION_FAILED
+                    };
+                    set_code(error, code)
+                })
+                .collect()
+        })
+    }
+
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        let mut response = next.run(ctx).await;
+        // What is left without a code was raised by the executor: argument coercion,
+        // an unknown operation name. Our resolvers always set a code.
+        response.errors = std::mem::take(&mut response.errors)
+            .into_iter()
+            .map(|error| set_code(error, code::BAD_USER_INPUT))
+            .collect();
+        response
+    }
+}

@@ -1,0 +1,68 @@
+//! The GraphQL API: a thin adapter from the contract in `API.md` to the ledger.
+//!
+//! Resolvers parse arguments into domain values, check the caller's scope
+//! ([`context`]) and map domain errors to contract codes ([`errors`]) in one place.
+
+pub mod context;
+pub mod errors;
+mod loaders;
+mod mutation;
+mod pagination;
+mod query;
+pub mod scalars;
+mod types;
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{EmptySubscription, Schema};
+
+pub use context::{Caller, RequestSpan};
+pub use mutation::Mutation;
+pub use query::Query;
+
+use crate::billing::{PackageCatalog, Purchases};
+use crate::config::Limits;
+use crate::ledger::Ledger;
+use loaders::{BalanceLoader, OrganizationLoader};
+
+/// The executable schema.
+pub type CreditsSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Builds the schema over the ledger, with the abuse limits applied.
+pub fn build_schema(ledger: Ledger, packages: PackageCatalog, limits: &Limits) -> CreditsSchema {
+    let purchases = Purchases::new(ledger.db().clone());
+    Schema::build(Query, Mutation, EmptySubscription)
+        .data(ledger)
+        .data(packages)
+        .data(purchases)
+        .limit_depth(limits.query_depth)
+        .limit_complexity(limits.query_complexity)
+        .limit_recursive_depth(limits.query_depth * 2)
+        .limit_directives(10)
+        .extension(errors::ErrorCodes)
+        .finish()
+}
+
+/// The SDL of the schema, as committed in `schema.graphql`.
+pub fn sdl() -> String {
+    Schema::build(Query, Mutation, EmptySubscription)
+        .finish()
+        .sdl()
+}
+
+/// Per-request data: the caller, the request span and fresh DataLoaders (their caches
+/// must not outlive one request).
+pub fn request_data(
+    request: async_graphql::Request,
+    ledger: &Ledger,
+    caller: Caller,
+    span: tracing::Span,
+) -> async_graphql::Request {
+    request
+        .data(caller)
+        .data(RequestSpan(span))
+        .data(DataLoader::new(
+            OrganizationLoader(ledger.clone()),
+            tokio::spawn,
+        ))
+        .data(DataLoader::new(BalanceLoader(ledger.clone()), tokio::spawn))
+}

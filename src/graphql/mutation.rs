@@ -1,0 +1,119 @@
+//! Mutations: consuming and granting credits, thresholds, organizations and API keys.
+
+use async_graphql::{Context, ID, Object};
+
+use super::context::{caller, scope};
+use super::errors::ApiError;
+use super::scalars::Credits;
+use super::types::{
+    ApiKey, BalanceChangePayload, Consume, ConsumeCreditsInput, CreateApiKeyInput,
+    CreateApiKeyPayload, CreateOrganizationInput, CreditBalance, Grant, GrantCreditsInput,
+    Organization,
+};
+use crate::ledger::{Amount, ConsumeRequest, GrantRequest, Ledger};
+
+/// The root mutation type.
+#[derive(Default)]
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Deducts credits, atomically: succeeds in full or changes nothing, and never takes
+    /// the balance below zero. With `idempotencyKey`, retries return the original.
+    async fn consume_credits(
+        &self,
+        ctx: &Context<'_>,
+        input: ConsumeCreditsInput,
+    ) -> Result<BalanceChangePayload<Consume>, ApiError> {
+        let organization_id = scope(ctx, input.organization_id.as_ref())?;
+        let request = ConsumeRequest::new(
+            organization_id,
+            Amount::parse(input.amount.0)?,
+            input.description,
+            input.reference_type,
+            input.reference_id,
+            input.idempotency_key,
+        )?;
+        Ok(ctx
+            .data_unchecked::<Ledger>()
+            .consume(request)
+            .await?
+            .into())
+    }
+
+    /// Adds credits to an organization as a `GRANT`. Admin only.
+    async fn grant_credits(
+        &self,
+        ctx: &Context<'_>,
+        input: GrantCreditsInput,
+    ) -> Result<BalanceChangePayload<Grant>, ApiError> {
+        caller(ctx).require_admin()?;
+        let organization_id = scope(ctx, Some(&input.organization_id))?;
+        let request = GrantRequest::new(
+            organization_id,
+            Amount::parse(input.amount.0)?,
+            input.description,
+            input.idempotency_key,
+        )?;
+        Ok(ctx.data_unchecked::<Ledger>().grant(request).await?.into())
+    }
+
+    /// Sets the organization's low-balance threshold; null clears it.
+    async fn set_low_balance_threshold(
+        &self,
+        ctx: &Context<'_>,
+        organization_id: Option<ID>,
+        threshold: Option<Credits>,
+    ) -> Result<CreditBalance, ApiError> {
+        let organization_id = scope(ctx, organization_id.as_ref())?;
+        let (_, balance) = ctx
+            .data_unchecked::<Ledger>()
+            .set_low_balance_threshold(&organization_id, threshold.map(|credits| credits.0))
+            .await?;
+        Ok(CreditBalance(balance))
+    }
+
+    /// Creates an organization with a zero balance. Admin only.
+    async fn create_organization(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateOrganizationInput,
+    ) -> Result<Organization, ApiError> {
+        caller(ctx).require_admin()?;
+        let ledger = ctx.data_unchecked::<Ledger>();
+        let organization = ledger
+            .create_organization(
+                &input.name,
+                input.low_balance_threshold.map(|credits| credits.0),
+            )
+            .await?;
+        Ok(Organization(organization))
+    }
+
+    /// Creates an API key for an organization; its secret is in the payload, once. Admin only.
+    async fn create_api_key(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateApiKeyInput,
+    ) -> Result<CreateApiKeyPayload, ApiError> {
+        caller(ctx).require_admin()?;
+        let (api_key, secret) = ctx
+            .data_unchecked::<Ledger>()
+            .create_api_key(input.organization_id.as_str(), &input.name)
+            .await?;
+        Ok(CreateApiKeyPayload {
+            api_key: ApiKey(api_key),
+            secret,
+        })
+    }
+
+    /// Revokes an API key at once. Admin only.
+    async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> Result<ApiKey, ApiError> {
+        caller(ctx).require_admin()?;
+        Ok(ApiKey(
+            ctx.data_unchecked::<Ledger>()
+                .revoke_api_key(id.as_str())
+                .await?,
+        ))
+    }
+}

@@ -1,0 +1,544 @@
+//! GraphQL object types: thin views over domain values, never over database rows.
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, Enum, ID, InputObject, Interface, Object, SimpleObject};
+
+use super::errors::ApiError;
+use super::loaders::{BalanceLoader, OrganizationLoader};
+use super::scalars::{Credits, DateTime};
+use crate::billing;
+use crate::ledger::{self, Ledger, TransactionFilter, TransactionKind};
+
+async fn load_organization(ctx: &Context<'_>, id: &str) -> Result<ledger::Organization, ApiError> {
+    ctx.data_unchecked::<DataLoader<OrganizationLoader>>()
+        .load_one(id.to_owned())
+        .await?
+        .ok_or(ApiError::NotFound("organization"))
+}
+
+async fn load_balance(
+    ctx: &Context<'_>,
+    organization_id: &str,
+) -> Result<ledger::Balance, ApiError> {
+    ctx.data_unchecked::<DataLoader<BalanceLoader>>()
+        .load_one(organization_id.to_owned())
+        .await?
+        .ok_or(ApiError::NotFound("organization"))
+}
+
+/// An object with a globally unique, type-prefixed id (Relay refetching).
+#[derive(Interface)]
+#[graphql(field(name = "id", ty = "ID", desc = "Opaque id with a type prefix."))]
+pub enum Node {
+    /// An organization.
+    Organization(Organization),
+    /// A balance.
+    CreditBalance(CreditBalance),
+    /// A transaction.
+    CreditTransaction(CreditTransaction),
+    /// An API key.
+    ApiKey(ApiKey),
+    /// A purchase.
+    CreditPurchase(CreditPurchase),
+}
+
+/// A tenant: holds one credit balance.
+pub struct Organization(pub ledger::Organization);
+
+#[Object]
+impl Organization {
+    /// `org_…`
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+
+    /// Display name.
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// Default threshold below which the balance counts as low.
+    async fn low_balance_threshold(&self) -> Option<Credits> {
+        self.0.low_balance_threshold.map(Credits)
+    }
+
+    /// The organization's credit balance.
+    async fn balance(&self, ctx: &Context<'_>) -> Result<CreditBalance, ApiError> {
+        load_balance(ctx, &self.0.id).await.map(CreditBalance)
+    }
+
+    /// Creation time.
+    async fn created_at(&self) -> DateTime {
+        DateTime(self.0.created_at)
+    }
+}
+
+/// An organization's balance. Its id is stable, so client caches merge updates.
+pub struct CreditBalance(pub ledger::Balance);
+
+#[Object]
+impl CreditBalance {
+    /// `bal_…`, stable per organization.
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+
+    /// The owning organization's id.
+    async fn organization_id(&self) -> ID {
+        ID(self.0.organization_id.clone())
+    }
+
+    /// Credits available now.
+    async fn balance(&self) -> Credits {
+        Credits(self.0.balance)
+    }
+
+    /// The organization's low-balance threshold.
+    async fn low_balance_threshold(&self, ctx: &Context<'_>) -> Result<Option<Credits>, ApiError> {
+        Ok(load_organization(ctx, &self.0.organization_id)
+            .await?
+            .low_balance_threshold
+            .map(Credits))
+    }
+
+    /// Whether the balance is below the organization's threshold (false when none is set).
+    async fn is_low(&self, ctx: &Context<'_>) -> Result<bool, ApiError> {
+        let threshold = load_organization(ctx, &self.0.organization_id)
+            .await?
+            .low_balance_threshold;
+        Ok(threshold.is_some_and(|threshold| self.0.balance < threshold))
+    }
+
+    /// Time of the latest change.
+    async fn updated_at(&self) -> DateTime {
+        DateTime(self.0.updated_at)
+    }
+
+    /// The owning organization.
+    async fn organization(&self, ctx: &Context<'_>) -> Result<Organization, ApiError> {
+        load_organization(ctx, &self.0.organization_id)
+            .await
+            .map(Organization)
+    }
+}
+
+/// Why a balance changed.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CreditTransactionKind {
+    /// A paid credit package.
+    Purchase,
+    /// Usage of a paid feature.
+    Consumption,
+    /// Credits granted by an operator.
+    Grant,
+    /// Credits taken back after a refund.
+    Refund,
+    /// A correction.
+    Adjustment,
+}
+
+impl From<TransactionKind> for CreditTransactionKind {
+    fn from(kind: TransactionKind) -> Self {
+        match kind {
+            TransactionKind::Purchase => Self::Purchase,
+            TransactionKind::Consumption => Self::Consumption,
+            TransactionKind::Grant => Self::Grant,
+            TransactionKind::Refund => Self::Refund,
+            TransactionKind::Adjustment => Self::Adjustment,
+        }
+    }
+}
+
+impl From<CreditTransactionKind> for TransactionKind {
+    fn from(kind: CreditTransactionKind) -> Self {
+        match kind {
+            CreditTransactionKind::Purchase => Self::Purchase,
+            CreditTransactionKind::Consumption => Self::Consumption,
+            CreditTransactionKind::Grant => Self::Grant,
+            CreditTransactionKind::Refund => Self::Refund,
+            CreditTransactionKind::Adjustment => Self::Adjustment,
+        }
+    }
+}
+
+/// One immutable change of an organization's balance.
+pub struct CreditTransaction(pub ledger::CreditTransaction);
+
+#[Object]
+impl CreditTransaction {
+    /// `ctx_…`
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+
+    /// The organization whose balance changed.
+    async fn organization_id(&self) -> ID {
+        ID(self.0.organization_id.clone())
+    }
+
+    /// Why.
+    async fn kind(&self) -> CreditTransactionKind {
+        self.0.kind.into()
+    }
+
+    /// Signed change: negative for `CONSUMPTION` and `REFUND`.
+    async fn amount(&self) -> Credits {
+        Credits(self.0.amount)
+    }
+
+    /// The balance right after this transaction.
+    async fn balance_after(&self) -> Credits {
+        Credits(self.0.balance_after)
+    }
+
+    /// Reason given.
+    async fn description(&self) -> Option<&str> {
+        self.0.description.as_deref()
+    }
+
+    /// What the change is about, e.g. `ai_image`.
+    async fn reference_type(&self) -> Option<&str> {
+        self.0.reference_type.as_deref()
+    }
+
+    /// Which one of those.
+    async fn reference_id(&self) -> Option<&str> {
+        self.0.reference_id.as_deref()
+    }
+
+    /// The idempotency key it was made under.
+    async fn idempotency_key(&self) -> Option<&str> {
+        self.0.idempotency_key.as_deref()
+    }
+
+    /// Commit time.
+    async fn created_at(&self) -> DateTime {
+        DateTime(self.0.created_at)
+    }
+
+    /// The organization whose balance changed.
+    async fn organization(&self, ctx: &Context<'_>) -> Result<Organization, ApiError> {
+        load_organization(ctx, &self.0.organization_id)
+            .await
+            .map(Organization)
+    }
+}
+
+/// An organization API key (its secret is shown once, at creation, and never again).
+pub struct ApiKey(pub ledger::ApiKey);
+
+#[Object]
+impl ApiKey {
+    /// `key_…`
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+
+    /// The organization the key acts for.
+    async fn organization_id(&self) -> ID {
+        ID(self.0.organization_id.clone())
+    }
+
+    /// Label.
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The first characters of the secret, to recognize the key.
+    async fn prefix(&self) -> &str {
+        &self.0.prefix
+    }
+
+    /// Creation time.
+    async fn created_at(&self) -> DateTime {
+        DateTime(self.0.created_at)
+    }
+
+    /// Latest use, to the minute.
+    async fn last_used_at(&self) -> Option<DateTime> {
+        self.0.last_used_at.map(DateTime)
+    }
+
+    /// When it was revoked.
+    async fn revoked_at(&self) -> Option<DateTime> {
+        self.0.revoked_at.map(DateTime)
+    }
+}
+
+/// A credit package on sale.
+pub struct CreditPackage(pub billing::CreditPackage);
+
+#[Object]
+impl CreditPackage {
+    /// Chosen in the package file, e.g. `credits_basic`.
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+
+    /// Display name.
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// Credits bought.
+    async fn credits(&self) -> Credits {
+        Credits(self.0.credits)
+    }
+
+    /// Credits added free on top.
+    async fn bonus_credits(&self) -> Credits {
+        Credits(self.0.bonus_credits)
+    }
+
+    /// Credits plus bonus.
+    async fn total_credits(&self) -> Credits {
+        Credits(self.0.total_credits())
+    }
+
+    /// Price in the currency's smallest unit (cents).
+    async fn price_amount(&self) -> i32 {
+        i32::try_from(self.0.price_amount).unwrap_or(i32::MAX)
+    }
+
+    /// Lower-case ISO currency code.
+    async fn currency(&self) -> &str {
+        &self.0.currency
+    }
+}
+
+/// Where a purchase stands.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CreditPurchaseStatus {
+    /// Checkout started, not paid yet.
+    Pending,
+    /// Paid; credits added.
+    Paid,
+    /// Payment failed.
+    Failed,
+    /// Checkout expired unpaid.
+    Expired,
+    /// Refunded in full.
+    Refunded,
+    /// Refunded in part.
+    PartiallyRefunded,
+}
+
+/// A purchase of a credit package through Stripe Checkout.
+pub struct CreditPurchase(pub billing::CreditPurchase);
+
+#[Object]
+impl CreditPurchase {
+    /// `pur_…`
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+
+    /// The buyer.
+    async fn organization_id(&self) -> ID {
+        ID(self.0.organization_id.clone())
+    }
+
+    /// The package bought.
+    async fn package_id(&self) -> ID {
+        ID(self.0.package_id.clone())
+    }
+
+    /// Where the purchase stands.
+    async fn status(&self) -> Result<CreditPurchaseStatus, ApiError> {
+        Ok(match self.0.status.as_str() {
+            "PENDING" => CreditPurchaseStatus::Pending,
+            "PAID" => CreditPurchaseStatus::Paid,
+            "FAILED" => CreditPurchaseStatus::Failed,
+            "EXPIRED" => CreditPurchaseStatus::Expired,
+            "REFUNDED" => CreditPurchaseStatus::Refunded,
+            "PARTIALLY_REFUNDED" => CreditPurchaseStatus::PartiallyRefunded,
+            other => {
+                tracing::error!(status = other, purchase = %self.0.id, "unknown purchase status");
+                return Err(ApiError::Internal);
+            }
+        })
+    }
+
+    /// Credits the purchase adds.
+    async fn credits(&self) -> Credits {
+        Credits(self.0.credits)
+    }
+
+    /// Price paid in the currency's smallest unit.
+    async fn amount(&self) -> i32 {
+        i32::try_from(self.0.amount).unwrap_or(i32::MAX)
+    }
+
+    /// Currency code.
+    async fn currency(&self) -> &str {
+        &self.0.currency
+    }
+
+    /// Stripe Checkout Session id.
+    async fn checkout_session_id(&self) -> &str {
+        &self.0.checkout_session_id
+    }
+
+    /// Creation time.
+    async fn created_at(&self) -> DateTime {
+        DateTime(self.0.created_at)
+    }
+
+    /// Latest status change.
+    async fn updated_at(&self) -> DateTime {
+        DateTime(self.0.updated_at)
+    }
+}
+
+/// Which transactions to list; every condition given must hold.
+#[derive(InputObject, Default)]
+pub struct CreditTransactionFilter {
+    /// Any of these kinds.
+    pub kinds: Option<Vec<CreditTransactionKind>>,
+    /// Exactly this reference type.
+    pub reference_type: Option<String>,
+    /// Exactly this reference id.
+    pub reference_id: Option<String>,
+    /// Created strictly after.
+    pub created_after: Option<DateTime>,
+    /// Created strictly before.
+    pub created_before: Option<DateTime>,
+}
+
+impl From<CreditTransactionFilter> for TransactionFilter {
+    fn from(filter: CreditTransactionFilter) -> Self {
+        Self {
+            kinds: filter
+                .kinds
+                .map(|kinds| kinds.into_iter().map(TransactionKind::from).collect()),
+            reference_type: filter.reference_type,
+            reference_id: filter.reference_id,
+            created_after: filter.created_after.map(|time| time.0),
+            created_before: filter.created_before.map(|time| time.0),
+        }
+    }
+}
+
+/// Connection fields computed only when asked for.
+pub struct TransactionTotals {
+    pub(crate) ledger: Ledger,
+    pub(crate) organization_id: String,
+    pub(crate) filter: TransactionFilter,
+}
+
+#[Object]
+impl TransactionTotals {
+    /// How many transactions match the filter, across all pages.
+    async fn total_count(&self) -> Result<i64, ApiError> {
+        let count = self
+            .ledger
+            .count_transactions(&self.organization_id, &self.filter)
+            .await?;
+        Ok(i64::try_from(count).unwrap_or(i64::MAX))
+    }
+}
+
+/// Connection fields of purchases, computed only when asked for.
+pub struct PurchaseTotals {
+    pub(crate) purchases: billing::Purchases,
+    pub(crate) organization_id: String,
+}
+
+#[Object]
+impl PurchaseTotals {
+    /// How many purchases the organization has.
+    async fn total_count(&self) -> Result<i64, ApiError> {
+        let count = self.purchases.count(&self.organization_id).await?;
+        Ok(i64::try_from(count).unwrap_or(i64::MAX))
+    }
+}
+
+/// Input of `consumeCredits`.
+#[derive(InputObject)]
+pub struct ConsumeCreditsInput {
+    /// Whose credits; omit with an API key.
+    pub organization_id: Option<ID>,
+    /// How many (positive).
+    pub amount: Credits,
+    /// What for, e.g. `AI Image Generation`.
+    pub description: String,
+    /// What the usage is about, e.g. `ai_image`.
+    pub reference_type: Option<String>,
+    /// Which one, e.g. the image id.
+    pub reference_id: Option<String>,
+    /// Names this operation: a retry with the same key is answered with the original.
+    pub idempotency_key: Option<String>,
+}
+
+/// Marks the payload of `consumeCredits`.
+pub struct Consume;
+/// Marks the payload of `grantCredits`.
+pub struct Grant;
+
+/// Result of a balance change: `ConsumeCreditsPayload` or `GrantCreditsPayload`.
+#[derive(SimpleObject)]
+#[graphql(
+    concrete(name = "ConsumeCreditsPayload", params(Consume)),
+    concrete(name = "GrantCreditsPayload", params(Grant))
+)]
+pub struct BalanceChangePayload<Op: Send + Sync + 'static> {
+    /// The transaction written (for a replay, the original one).
+    pub transaction: CreditTransaction,
+    /// The balance now.
+    pub balance: CreditBalance,
+    /// Whether this answers a retry under the same idempotency key.
+    pub replayed: bool,
+    #[graphql(skip)]
+    pub operation: std::marker::PhantomData<Op>,
+}
+
+impl<Op: Send + Sync + 'static> From<ledger::Applied> for BalanceChangePayload<Op> {
+    fn from(applied: ledger::Applied) -> Self {
+        Self {
+            transaction: CreditTransaction(applied.transaction),
+            balance: CreditBalance(applied.balance),
+            replayed: applied.replayed,
+            operation: std::marker::PhantomData,
+        }
+    }
+}
+
+/// Input of `grantCredits`.
+#[derive(InputObject)]
+pub struct GrantCreditsInput {
+    /// To whom.
+    pub organization_id: ID,
+    /// How many (positive).
+    pub amount: Credits,
+    /// Why.
+    pub description: String,
+    /// Names this operation: a retry with the same key is answered with the original.
+    pub idempotency_key: Option<String>,
+}
+
+/// Input of `createOrganization`.
+#[derive(InputObject)]
+pub struct CreateOrganizationInput {
+    /// Display name.
+    pub name: String,
+    /// Default low-balance threshold.
+    pub low_balance_threshold: Option<Credits>,
+}
+
+/// Input of `createApiKey`.
+#[derive(InputObject)]
+pub struct CreateApiKeyInput {
+    /// The organization the key will act for.
+    pub organization_id: ID,
+    /// Label.
+    pub name: String,
+}
+
+/// Result of `createApiKey`.
+#[derive(SimpleObject)]
+pub struct CreateApiKeyPayload {
+    /// The key's description.
+    pub api_key: ApiKey,
+    /// The secret: shown this once, never stored.
+    pub secret: String,
+}

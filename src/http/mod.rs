@@ -1,0 +1,72 @@
+//! HTTP routes: GraphQL, GraphiQL, health probes; with tracing, CORS, timeouts and limits.
+
+pub mod auth;
+mod graphql;
+mod health;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, Request, StatusCode, header};
+use axum::routing::get;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::{Limits, Secret};
+use crate::graphql::CreditsSchema;
+use crate::ledger::Ledger;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The executable GraphQL schema.
+    pub schema: CreditsSchema,
+    /// The ledger (for authentication and health).
+    pub ledger: Ledger,
+    /// The admin token, if configured.
+    pub admin_token: Option<Secret>,
+    /// Abuse limits.
+    pub limits: Limits,
+}
+
+/// The application's routes over `state`.
+pub fn router(state: AppState, cors_origins: &[String]) -> Router {
+    let limits = state.limits;
+    let mut router = Router::new()
+        .route("/graphql", get(graphql::get).post(graphql::post))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(limits.body_bytes));
+    if !cors_origins.is_empty() {
+        let origins: Vec<HeaderValue> = cors_origins
+            .iter()
+            .filter_map(|origin| origin.parse().ok())
+            .collect();
+        router = router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+                .max_age(Duration::from_secs(3600)),
+        );
+    }
+    router
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(limits.request_timeout_secs),
+        ))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    operation = tracing::field::Empty,
+                    organization = tracing::field::Empty,
+                )
+            }),
+        )
+}
