@@ -11,7 +11,7 @@ use sea_orm::{
 
 /// An arbitrary, fixed key for the PostgreSQL advisory lock that serializes migrations
 /// when several replicas start at once.
-const MIGRATION_LOCK_KEY: i64 = 0x6372_6564_6974_73;
+const MIGRATION_LOCK_KEY: i64 = 0x0063_7265_6469_7473;
 
 /// Opens a pool on `url` (`sqlite://…` or `postgres://…`).
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {

@@ -40,6 +40,8 @@ impl Query {
     }
 
     /// The organization's transactions, newest first (Relay connection).
+    // The contract fixes these arguments; each is a GraphQL argument, not a Rust design choice.
+    #[allow(clippy::too_many_arguments)]
     async fn credit_transactions(
         &self,
         ctx: &Context<'_>,

@@ -84,13 +84,9 @@ fn request_error(
         .into_response()
 }
 
-fn bad_request(media: MediaType, message: &str) -> Response {
-    request_error(
-        StatusCode::BAD_REQUEST,
-        media,
-        code::BAD_USER_INPUT,
-        message,
-    )
+fn bad_request(media: MediaType, refusal: impl Into<Refusal>) -> Response {
+    let Refusal(error_code, message) = refusal.into();
+    request_error(StatusCode::BAD_REQUEST, media, error_code, &message)
 }
 
 /// `GET /graphql`: GraphiQL for browsers, otherwise a query from the URL.
@@ -128,7 +124,9 @@ pub async fn get(
             let value = if name == "variables" || name == "extensions" {
                 match serde_json::from_str(value) {
                     Ok(value) => value,
-                    Err(_) => return bad_request(media, &format!("{name} is not valid JSON")),
+                    Err(_) => {
+                        return bad_request(media, format!("{name} is not valid JSON").as_str());
+                    }
                 }
             } else {
                 Value::String(value.to_owned())
@@ -138,7 +136,7 @@ pub async fn get(
     }
     let request = match parse_request(Value::Object(fields), &state) {
         Ok(request) => request,
-        Err(message) => return bad_request(media, &message),
+        Err(refusal) => return bad_request(media, refusal),
     };
     execute_single(state, headers, media, request, Method::Get).await
 }
@@ -158,28 +156,31 @@ pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes
     }
     let value: Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
-        Err(error) => return bad_request(media, &format!("the body is not valid JSON: {error}")),
+        Err(error) => {
+            return bad_request(
+                media,
+                format!("the body is not valid JSON: {error}").as_str(),
+            );
+        }
     };
     match value {
         Value::Array(items) => {
             if items.is_empty() || items.len() > state.limits.batch_size {
-                return bad_request(
-                    media,
-                    &format!("a batch holds 1 to {} operations", state.limits.batch_size),
-                );
+                let message = format!("a batch holds 1 to {} operations", state.limits.batch_size);
+                return bad_request(media, message.as_str());
             }
             let mut requests = Vec::with_capacity(items.len());
             for item in items {
                 match parse_request(item, &state) {
                     Ok(request) => requests.push(request),
-                    Err(message) => return bad_request(media, &message),
+                    Err(refusal) => return bad_request(media, refusal),
                 }
             }
             execute_batch(state, headers, media, requests).await
         }
         value => match parse_request(value, &state) {
             Ok(request) => execute_single(state, headers, media, request, Method::Post).await,
-            Err(message) => bad_request(media, &message),
+            Err(refusal) => bad_request(media, refusal),
         },
     }
 }
@@ -208,8 +209,17 @@ fn is_json_content_type(headers: &HeaderMap) -> bool {
     essence.eq_ignore_ascii_case(JSON) && utf8
 }
 
+/// Why a request was refused before execution: a contract code and a message.
+struct Refusal(&'static str, String);
+
+impl From<&str> for Refusal {
+    fn from(message: &str) -> Self {
+        Self(code::BAD_USER_INPUT, message.to_owned())
+    }
+}
+
 /// Checks the shape of one request object and the nesting of its document.
-fn parse_request(value: Value, state: &AppState) -> Result<async_graphql::Request, String> {
+fn parse_request(value: Value, state: &AppState) -> Result<async_graphql::Request, Refusal> {
     let Value::Object(mut fields) = value else {
         return Err("the request must be a JSON object".into());
     };
@@ -233,10 +243,11 @@ fn parse_request(value: Value, state: &AppState) -> Result<async_graphql::Reques
         Some(_) => return Err("extensions must be an object".into()),
     }
     if nesting_depth(&query) > state.limits.query_depth * 2 + 4 {
-        return Err(format!(
+        let message = format!(
             "the query is nested deeper than {} levels",
             state.limits.query_depth
-        ));
+        );
+        return Err(Refusal(code::GRAPHQL_VALIDATION_FAILED, message));
     }
     let mut request = async_graphql::Request::new(query).variables(variables);
     if let Some(name) = operation_name {

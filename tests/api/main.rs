@@ -1,1 +1,12 @@
-fn main() {}
+//! One integration-test binary: every module drives the real server (or the ledger)
+//! on SQLite and on a throw-away PostgreSQL.
+
+mod helpers;
+
+mod bad_input;
+mod cli;
+mod graphql_api;
+mod http_spec;
+mod ledger;
+mod races;
+mod schema;

@@ -1,0 +1,131 @@
+//! The operator command line against a real database file.
+
+use std::process::{Command, Output};
+
+fn credits(database_url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_credits"))
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .env_remove("CREDITS_ADMIN_TOKEN")
+        .output()
+        .expect("run credits")
+}
+
+fn stdout_lines(output: &Output) -> Vec<String> {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn operators_create_orgs_keys_and_grants_from_the_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("cli.db").display());
+    assert_eq!(stdout_lines(&credits(&url, &["migrate"])), vec!["migrated"]);
+
+    let org = stdout_lines(&credits(&url, &["org", "create", "--name", "Acme"]));
+    assert_eq!(org.len(), 1);
+    assert!(org[0].starts_with("org_"));
+
+    let created = credits(
+        &url,
+        &["api-key", "create", "--org", &org[0], "--name", "ci"],
+    );
+    let key = stdout_lines(&created);
+    assert!(
+        key[0].starts_with("key_") && key[1].starts_with("crk_"),
+        "{key:?}"
+    );
+    assert!(String::from_utf8_lossy(&created.stderr).contains("shown this once"));
+
+    let granted = stdout_lines(&credits(
+        &url,
+        &[
+            "grant",
+            "--org",
+            &org[0],
+            "--amount",
+            "250",
+            "--description",
+            "welcome",
+        ],
+    ));
+    assert!(granted[0].starts_with("ctx_"));
+    assert_eq!(granted[1], "250");
+
+    let json = stdout_lines(&credits(
+        &url,
+        &[
+            "--json",
+            "grant",
+            "--org",
+            &org[0],
+            "--amount",
+            "5",
+            "--description",
+            "more",
+        ],
+    ));
+    let value: serde_json::Value = serde_json::from_str(&json[0]).unwrap();
+    assert_eq!(value["balance"], 255);
+
+    let revoked = stdout_lines(&credits(&url, &["api-key", "revoke", "--id", &key[0]]));
+    assert_eq!(revoked, vec![key[0].clone()]);
+
+    // Errors go to stderr with a non-zero exit.
+    for args in [
+        vec![
+            "grant",
+            "--org",
+            "org_missing",
+            "--amount",
+            "5",
+            "--description",
+            "x",
+        ],
+        vec![
+            "grant",
+            "--org",
+            org[0].as_str(),
+            "--amount",
+            "0",
+            "--description",
+            "x",
+        ],
+        vec!["api-key", "revoke", "--id", "key_missing"],
+    ] {
+        let output = credits(&url, &args);
+        assert!(!output.status.success(), "{args:?} should fail");
+        assert!(output.stdout.is_empty());
+        assert!(!output.stderr.is_empty());
+    }
+}
+
+#[test]
+fn a_bad_package_file_is_a_clear_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("packages.toml");
+    std::fs::write(
+        &path,
+        "[[package]]\nid = \"a\"\nname = \"A\"\ncredits = 0\nprice_amount = 1\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_credits"))
+        .arg("schema")
+        .env("CREDITS_PACKAGES", &path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 1") && stderr.contains("credits"),
+        "{stderr}"
+    );
+}
