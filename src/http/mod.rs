@@ -12,7 +12,8 @@ use axum::http::{HeaderValue, Method, Request, StatusCode, header};
 use axum::routing::get;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::config::{Limits, Secret};
 use crate::graphql::CreditsSchema;
@@ -59,14 +60,16 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
             Duration::from_secs(limits.request_timeout_secs),
         ))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                tracing::info_span!(
-                    "request",
-                    method = %request.method(),
-                    path = %request.uri().path(),
-                    operation = tracing::field::Empty,
-                    organization = tracing::field::Empty,
-                )
-            }),
+            TraceLayer::new_for_http()
+                .on_response(DefaultOnResponse::new().level(Level::INFO))
+                .make_span_with(|request: &Request<_>| {
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        operation = tracing::field::Empty,
+                        organization = tracing::field::Empty,
+                    )
+                }),
         )
 }

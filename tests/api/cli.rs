@@ -129,3 +129,76 @@ fn a_bad_package_file_is_a_clear_startup_error() {
         "{stderr}"
     );
 }
+
+/// `credits` with no subcommand serves on a fresh SQLite file, and with
+/// `CREDITS_LOG_FORMAT=json` logs one JSON object per line, each request in a span that
+/// names its GraphQL operation and organization.
+#[tokio::test]
+async fn the_binary_serves_and_logs_requests_as_json() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("serve.db").display()
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_credits"))
+        .env("DATABASE_URL", &url)
+        .env("CREDITS_ADDR", "127.0.0.1:0")
+        .env("CREDITS_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
+        .env("CREDITS_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn credits");
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let parsed = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+            if lines_tx.send(parsed).is_err() {
+                break;
+            }
+        }
+    });
+    let next_matching = |predicate: &dyn Fn(&serde_json::Value) -> bool| loop {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("log line");
+        if predicate(&line) {
+            return line;
+        }
+    };
+    let serving = next_matching(&|line| line["fields"]["message"] == "credits is serving");
+    let addr = serving["fields"]["addr"].as_str().unwrap().to_owned();
+
+    let client = reqwest::Client::new();
+    let created: serde_json::Value = client
+        .post(format!("http://{addr}/graphql"))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .json(&serde_json::json!({ "query": "mutation MakeOrg { createOrganization(input: { name: \"Logs\" }) { id } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let org = created["data"]["createOrganization"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    client
+        .post(format!("http://{addr}/graphql"))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .json(&serde_json::json!({ "query": "query Balance($org: ID) { creditBalance(organizationId: $org) { balance } }", "variables": { "org": org } }))
+        .send()
+        .await
+        .unwrap();
+    let logged = next_matching(&|line| line["span"]["operation"] == "Balance");
+    assert_eq!(logged["span"]["organization"], org.as_str(), "{logged}");
+    assert_eq!(logged["span"]["name"], "request");
+    child.kill().ok();
+    child.wait().ok();
+}

@@ -232,20 +232,35 @@ pub struct TestApp {
     _database: TestDatabase,
 }
 
-/// Configuration for a test server over `database_url`.
-pub fn test_config(database_url: &str) -> Config {
-    let vars: HashMap<&str, String> = HashMap::from([
+/// Configuration for a test server over `database_url`, plus `extra` variables.
+pub fn test_config_with(database_url: &str, extra: &[(&str, &str)]) -> Config {
+    let mut vars: HashMap<&str, String> = HashMap::from([
         ("DATABASE_URL", database_url.to_owned()),
         ("CREDITS_ADDR", "127.0.0.1:0".to_owned()),
         ("CREDITS_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
     ]);
+    vars.extend(
+        extra
+            .iter()
+            .map(|(name, value)| (*name, (*value).to_owned())),
+    );
     Config::from_lookup(|name| vars.get(name).cloned()).expect("test config")
+}
+
+/// Configuration for a test server over `database_url`.
+pub fn test_config(database_url: &str) -> Config {
+    test_config_with(database_url, &[])
 }
 
 /// Starts a server on a fresh database, or `None` when the engine is unavailable.
 pub async fn spawn_app(engine: Engine) -> Option<TestApp> {
+    spawn_app_with(engine, &[]).await
+}
+
+/// Starts a server with extra configuration variables.
+pub async fn spawn_app_with(engine: Engine, extra: &[(&str, &str)]) -> Option<TestApp> {
     let database = database(engine).await?;
-    let config = test_config(&database.url);
+    let config = test_config_with(&database.url, extra);
     let app = Application::build(&config).await.expect("build app");
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped(std::future::pending()));

@@ -219,3 +219,45 @@ async fn graphql_over_http_audit_passes() {
     );
     assert!(stdout.contains("graphql-http audit:"), "{stdout}");
 }
+
+#[tokio::test]
+async fn cors_admits_configured_origins_only() {
+    let origins = [(
+        "CREDITS_CORS_ORIGINS",
+        "https://app.example, https://admin.example",
+    )];
+    let Some(app) = crate::helpers::spawn_app_with(Engine::Sqlite, &origins).await else {
+        return;
+    };
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, format!("{}/graphql", app.base))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("https://admin.example").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://admin.example"
+    );
+    let allowed_headers = allowed.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        allowed_headers.contains("authorization"),
+        "{allowed_headers}"
+    );
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}
