@@ -7,6 +7,8 @@ use axum::Router;
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::net::TcpListener;
 
+use crate::billing::Billing;
+use crate::billing::stripe::StripeGateway;
 use crate::config::Config;
 use crate::graphql::build_schema;
 use crate::http::{AppState, router};
@@ -18,6 +20,9 @@ pub enum StartError {
     /// The database could not be opened or migrated.
     #[error("database: {0}")]
     Database(#[from] DbErr),
+    /// The Stripe client could not be built.
+    #[error("stripe: {0}")]
+    Stripe(#[from] crate::billing::stripe::GatewayError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -48,10 +53,25 @@ impl Application {
         db: DatabaseConnection,
     ) -> Result<Self, StartError> {
         let ledger = Ledger::new(db);
+        let gateway = config.stripe.as_ref().map(StripeGateway::new).transpose()?;
+        let billing = Billing::new(
+            ledger.clone(),
+            config.packages.clone(),
+            gateway,
+            config.checkout_success_url.clone(),
+            config.checkout_cancel_url.clone(),
+        );
         let state = AppState {
-            schema: build_schema(ledger.clone(), config.packages.clone(), &config.limits),
+            schema: build_schema(
+                ledger.clone(),
+                config.packages.clone(),
+                billing.clone(),
+                &config.limits,
+            ),
             ledger,
+            billing,
             admin_token: config.admin_token.clone(),
+            stripe_webhook_secret: config.stripe_webhook_secret.clone(),
             limits: config.limits,
         };
         let listener = TcpListener::bind(config.addr)

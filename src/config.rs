@@ -77,12 +77,27 @@ pub struct Config {
     pub checkout_success_url: Option<String>,
     /// Where Checkout returns the buyer after cancelling, when the request names no URL.
     pub checkout_cancel_url: Option<String>,
+    /// Stripe API access; `None` when `STRIPE_SECRET_KEY` is unset.
+    pub stripe: Option<StripeConfig>,
+    /// The `whsec_…` secret webhooks are signed with; `None` disables the webhook (503).
+    pub stripe_webhook_secret: Option<Secret>,
     /// Browser origins allowed to call `/graphql`.
     pub cors_origins: Vec<String>,
     /// Log line format.
     pub log_format: LogFormat,
     /// Abuse limits.
     pub limits: Limits,
+}
+
+/// How to reach Stripe's API.
+#[derive(Clone, Debug)]
+pub struct StripeConfig {
+    /// `sk_…` secret key.
+    pub secret_key: Secret,
+    /// API origin without `/v1`; `None` for Stripe's public API.
+    pub api_base: Option<String>,
+    /// How long one Stripe call may take before it counts as failed.
+    pub timeout: std::time::Duration,
 }
 
 /// Why the configuration was refused.
@@ -152,6 +167,22 @@ impl Config {
                 });
             }
         };
+        let stripe_timeout_ms = match get("CREDITS_STRIPE_TIMEOUT_MS") {
+            None => 10_000,
+            Some(value) => value
+                .parse::<u64>()
+                .ok()
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| ConfigError::Invalid {
+                    name: "CREDITS_STRIPE_TIMEOUT_MS",
+                    message: format!("{value:?} is not a positive number of milliseconds"),
+                })?,
+        };
+        let stripe = get("STRIPE_SECRET_KEY").map(|key| StripeConfig {
+            secret_key: Secret::new(key),
+            api_base: get("STRIPE_API_BASE"),
+            timeout: std::time::Duration::from_millis(stripe_timeout_ms),
+        });
         let cors_origins = get("CREDITS_CORS_ORIGINS")
             .map(|value| {
                 value
@@ -168,6 +199,8 @@ impl Config {
             packages,
             checkout_success_url: get("CREDITS_CHECKOUT_SUCCESS_URL"),
             checkout_cancel_url: get("CREDITS_CHECKOUT_CANCEL_URL"),
+            stripe,
+            stripe_webhook_secret: get("STRIPE_WEBHOOK_SECRET").map(Secret::new),
             cors_origins,
             log_format,
             limits: Limits::default(),

@@ -25,6 +25,12 @@ pub struct Model {
     pub checkout_session_id: String,
     /// Creation time.
     pub created_at: ChronoDateTimeUtc,
+    /// Stripe PaymentIntent that paid it, once paid.
+    pub payment_intent_id: Option<String>,
+    /// Amount refunded so far, in the currency's smallest unit.
+    pub refunded_amount: i64,
+    /// Credits accounted for by refunds so far (taken back, or already spent).
+    pub refunded_credits: i64,
     /// Time of the latest status change.
     pub updated_at: ChronoDateTimeUtc,
 }

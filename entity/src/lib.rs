@@ -8,3 +8,5 @@ pub mod credit_balance;
 pub mod credit_purchase;
 pub mod credit_transaction;
 pub mod organization;
+pub mod stripe_event;
+pub mod stripe_refund;

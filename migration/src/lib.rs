@@ -3,6 +3,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_create_ledger_tables;
+mod m20261125_000002_add_stripe_payments;
 
 /// Every migration of the schema, oldest first.
 pub struct Migrator;
@@ -10,6 +11,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261125_000001_create_ledger_tables::Migration)]
+        vec![
+            Box::new(m20261125_000001_create_ledger_tables::Migration),
+            Box::new(m20261125_000002_add_stripe_payments::Migration),
+        ]
     }
 }

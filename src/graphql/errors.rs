@@ -15,6 +15,7 @@ use async_graphql::{
     ErrorExtensionValues, Response, ServerError, ServerResult, ValidationResult, Variables,
 };
 
+use crate::billing::BillingError;
 use crate::ledger::LedgerError;
 
 /// Error codes of the public contract.
@@ -35,6 +36,10 @@ pub mod code {
     pub const INSUFFICIENT_CREDITS: &str = "INSUFFICIENT_CREDITS";
     /// The idempotency key names another request.
     pub const IDEMPOTENCY_CONFLICT: &str = "IDEMPOTENCY_CONFLICT";
+    /// `STRIPE_SECRET_KEY` is not set.
+    pub const PAYMENT_PROVIDER_NOT_CONFIGURED: &str = "PAYMENT_PROVIDER_NOT_CONFIGURED";
+    /// Stripe failed or timed out.
+    pub const PAYMENT_PROVIDER_ERROR: &str = "PAYMENT_PROVIDER_ERROR";
     /// The database is unreachable.
     pub const SERVICE_UNAVAILABLE: &str = "SERVICE_UNAVAILABLE";
     /// Anything else; details are in the server log only.
@@ -61,6 +66,10 @@ pub enum ApiError {
     },
     /// The idempotency key was used for a different request.
     IdempotencyConflict,
+    /// Stripe is not configured on this server.
+    PaymentProviderNotConfigured,
+    /// Stripe failed or did not answer in time (details are logged).
+    PaymentProviderError,
     /// The database could not be reached.
     ServiceUnavailable,
     /// A bug or an unexpected failure, already logged.
@@ -77,6 +86,8 @@ impl ApiError {
             Self::BadUserInput(_) => code::BAD_USER_INPUT,
             Self::InsufficientCredits { .. } => code::INSUFFICIENT_CREDITS,
             Self::IdempotencyConflict => code::IDEMPOTENCY_CONFLICT,
+            Self::PaymentProviderNotConfigured => code::PAYMENT_PROVIDER_NOT_CONFIGURED,
+            Self::PaymentProviderError => code::PAYMENT_PROVIDER_ERROR,
             Self::ServiceUnavailable => code::SERVICE_UNAVAILABLE,
             Self::Internal => code::INTERNAL_SERVER_ERROR,
         }
@@ -94,6 +105,10 @@ impl ApiError {
             Self::IdempotencyConflict => {
                 "idempotency key was already used for a different request".into()
             }
+            Self::PaymentProviderNotConfigured => {
+                "payments are not configured on this server".into()
+            }
+            Self::PaymentProviderError => "the payment provider failed, try again later".into(),
             Self::ServiceUnavailable => "the database is unavailable, try again later".into(),
             Self::Internal => "internal server error".into(),
         }
@@ -135,6 +150,25 @@ impl From<LedgerError> for ApiError {
             }
             error @ (LedgerError::DuplicateIdempotencyKey | LedgerError::Internal(_)) => {
                 tracing::error!(%error, "ledger failure");
+                Self::Internal
+            }
+        }
+    }
+}
+
+impl From<BillingError> for ApiError {
+    fn from(error: BillingError) -> Self {
+        match error {
+            BillingError::UnknownPackage(_) => Self::NotFound("credit package"),
+            BillingError::InvalidInput(message) => Self::BadUserInput(message),
+            BillingError::NotConfigured => Self::PaymentProviderNotConfigured,
+            BillingError::Provider(source) => {
+                tracing::error!(error = %source, "payment provider failure");
+                Self::PaymentProviderError
+            }
+            BillingError::Ledger(error) => error.into(),
+            error @ BillingError::MalformedEvent { .. } => {
+                tracing::error!(%error, "unexpected billing failure");
                 Self::Internal
             }
         }

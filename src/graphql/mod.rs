@@ -19,7 +19,7 @@ pub use context::{Caller, RequestSpan};
 pub use mutation::Mutation;
 pub use query::Query;
 
-use crate::billing::{PackageCatalog, Purchases};
+use crate::billing::{Billing, PackageCatalog, Purchases};
 use crate::config::Limits;
 use crate::ledger::Ledger;
 use loaders::{BalanceLoader, OrganizationLoader};
@@ -27,13 +27,19 @@ use loaders::{BalanceLoader, OrganizationLoader};
 /// The executable schema.
 pub type CreditsSchema = Schema<Query, Mutation, EmptySubscription>;
 
-/// Builds the schema over the ledger, with the abuse limits applied.
-pub fn build_schema(ledger: Ledger, packages: PackageCatalog, limits: &Limits) -> CreditsSchema {
+/// Builds the schema over the ledger and billing, with the abuse limits applied.
+pub fn build_schema(
+    ledger: Ledger,
+    packages: PackageCatalog,
+    billing: Billing,
+    limits: &Limits,
+) -> CreditsSchema {
     let purchases = Purchases::new(ledger.db().clone());
     Schema::build(Query, Mutation, EmptySubscription)
         .data(ledger)
         .data(packages)
         .data(purchases)
+        .data(billing)
         .limit_depth(limits.query_depth)
         .limit_complexity(limits.query_complexity)
         .limit_recursive_depth(limits.query_depth * 2)

@@ -7,9 +7,10 @@ use super::errors::ApiError;
 use super::scalars::Credits;
 use super::types::{
     ApiKey, BalanceChangePayload, Consume, ConsumeCreditsInput, CreateApiKeyInput,
-    CreateApiKeyPayload, CreateOrganizationInput, CreditBalance, Grant, GrantCreditsInput,
-    Organization,
+    CreateApiKeyPayload, CreateOrganizationInput, CreditBalance, CreditPurchase, Grant,
+    GrantCreditsInput, Organization, PurchasePackageInput, PurchasePackagePayload,
 };
+use crate::billing::Billing;
 use crate::ledger::{Amount, ConsumeRequest, GrantRequest, Ledger};
 
 /// The root mutation type.
@@ -39,6 +40,30 @@ impl Mutation {
             .consume(request)
             .await?
             .into())
+    }
+
+    /// Starts buying a credit package through Stripe Checkout. The purchase is `PENDING`
+    /// until Stripe reports the payment; then its credits (plus bonus) are added once.
+    async fn purchase_package(
+        &self,
+        ctx: &Context<'_>,
+        input: PurchasePackageInput,
+    ) -> Result<PurchasePackagePayload, ApiError> {
+        let organization_id = scope(ctx, input.organization_id.as_ref())?;
+        let started = ctx
+            .data_unchecked::<Billing>()
+            .purchase_package(
+                &organization_id,
+                input.package_id.as_str(),
+                input.success_url,
+                input.cancel_url,
+            )
+            .await?;
+        Ok(PurchasePackagePayload {
+            purchase: CreditPurchase(started.purchase),
+            checkout_session_id: started.checkout_session_id,
+            checkout_url: started.checkout_url,
+        })
     }
 
     /// Adds credits to an organization as a `GRANT`. Admin only.

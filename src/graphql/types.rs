@@ -542,3 +542,27 @@ pub struct CreateApiKeyPayload {
     /// The secret: shown this once, never stored.
     pub secret: String,
 }
+
+/// Input of `purchasePackage`.
+#[derive(InputObject)]
+pub struct PurchasePackageInput {
+    /// The buyer; omit with an API key.
+    pub organization_id: Option<ID>,
+    /// The credit package to buy.
+    pub package_id: ID,
+    /// Where Checkout sends the buyer after paying (else the server's default).
+    pub success_url: Option<String>,
+    /// Where Checkout sends the buyer after cancelling (else the server's default).
+    pub cancel_url: Option<String>,
+}
+
+/// Result of `purchasePackage`: send the buyer to `checkoutUrl`.
+#[derive(SimpleObject)]
+pub struct PurchasePackagePayload {
+    /// The pending purchase.
+    pub purchase: CreditPurchase,
+    /// Stripe Checkout Session id.
+    pub checkout_session_id: String,
+    /// The hosted Checkout page.
+    pub checkout_url: String,
+}

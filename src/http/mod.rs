@@ -3,18 +3,20 @@
 pub mod auth;
 mod graphql;
 mod health;
+mod webhook;
 
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, Request, StatusCode, header};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::billing::Billing;
 use crate::config::{Limits, Secret};
 use crate::graphql::CreditsSchema;
 use crate::ledger::Ledger;
@@ -26,8 +28,12 @@ pub struct AppState {
     pub schema: CreditsSchema,
     /// The ledger (for authentication and health).
     pub ledger: Ledger,
+    /// Purchases and webhook events.
+    pub billing: Billing,
     /// The admin token, if configured.
     pub admin_token: Option<Secret>,
+    /// The Stripe webhook signing secret, if configured.
+    pub stripe_webhook_secret: Option<Secret>,
     /// Abuse limits.
     pub limits: Limits,
 }
@@ -37,6 +43,10 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let limits = state.limits;
     let mut router = Router::new()
         .route("/graphql", get(graphql::get).post(graphql::post))
+        .route(
+            "/webhooks/stripe",
+            post(webhook::stripe).layer(DefaultBodyLimit::max(webhook::MAX_BODY_BYTES)),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .with_state(state)

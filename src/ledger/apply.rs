@@ -3,9 +3,13 @@
 use chrono::{DateTime, Utc};
 use entity::{credit_balance, credit_transaction};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, SqlErr};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, SqlErr,
+};
 
-use super::{Balance, ChangeRequest, CreditTransaction, LedgerError, MAX_CREDITS, new_id};
+use super::{
+    Balance, ChangeRequest, CreditTransaction, LedgerError, MAX_CREDITS, TransactionKind, new_id,
+};
 
 /// Applies one change of balance on `conn`, which should be a transaction the caller
 /// commits (or a batch of changes a group-committer decides in order).
@@ -112,5 +116,65 @@ async fn refusal<C: ConnectionTrait>(
             required: -request.delta,
         },
         Some(_) => LedgerError::BalanceLimitExceeded { max: MAX_CREDITS },
+    })
+}
+
+/// What a clawback took.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Clawback {
+    /// The `REFUND` transaction, when anything was taken.
+    pub transaction: Option<CreditTransaction>,
+    /// Credits taken back.
+    pub taken: i64,
+    /// Credits wanted but already spent, so not recovered.
+    pub shortfall: i64,
+}
+
+/// Takes back up to `wanted` credits as a `REFUND`, but never more than the balance:
+/// credits already spent are not recovered, and the shortfall is written in the
+/// transaction's description. Runs inside the caller's transaction; the balance row is
+/// locked first so the amount taken is decided against a balance nobody else changes.
+pub async fn clawback<C: ConnectionTrait>(
+    conn: &C,
+    organization_id: &str,
+    wanted: i64,
+    description: &str,
+    reference: (&str, &str),
+    at: DateTime<Utc>,
+) -> Result<Clawback, LedgerError> {
+    let balance = credit_balance::Entity::find()
+        .filter(credit_balance::Column::OrganizationId.eq(organization_id))
+        .lock_exclusive()
+        .one(conn)
+        .await?
+        .ok_or(LedgerError::OrganizationNotFound)?;
+    let taken = Ord::clamp(wanted, 0, balance.balance);
+    let shortfall = Ord::max(wanted, 0) - taken;
+    if taken == 0 {
+        return Ok(Clawback {
+            transaction: None,
+            taken,
+            shortfall,
+        });
+    }
+    let description = if shortfall > 0 {
+        format!("{description}; {shortfall} credits were already spent and not recovered")
+    } else {
+        description.to_owned()
+    };
+    let request = ChangeRequest {
+        organization_id: organization_id.to_owned(),
+        kind: TransactionKind::Refund,
+        delta: -taken,
+        description: Some(description),
+        reference_type: Some(reference.0.to_owned()),
+        reference_id: Some(reference.1.to_owned()),
+        idempotency_key: None,
+    };
+    let (transaction, _) = apply_change(conn, &request, at).await?;
+    Ok(Clawback {
+        transaction: Some(transaction),
+        taken,
+        shortfall,
     })
 }

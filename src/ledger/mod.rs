@@ -15,7 +15,7 @@ mod organizations;
 mod types;
 
 pub use api_keys::{API_KEY_PREFIX, ApiKey};
-pub use apply::apply_change;
+pub use apply::{Clawback, apply_change, clawback};
 pub use error::LedgerError;
 pub use history::{Page, PageRequest, TransactionFilter};
 pub use types::*;
@@ -191,6 +191,6 @@ impl Ledger {
 }
 
 /// The current time, at the microsecond precision both engines store.
-pub(crate) fn now() -> DateTime<Utc> {
+pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }

@@ -51,6 +51,17 @@ impl Ledger {
             .map(Organization::from))
     }
 
+    /// An organization by id, read on `conn` (e.g. inside a transaction).
+    pub async fn organization_in<C: sea_orm::ConnectionTrait>(
+        conn: &C,
+        id: &str,
+    ) -> Result<Option<Organization>, LedgerError> {
+        Ok(organization::Entity::find_by_id(id.to_owned())
+            .one(conn)
+            .await?
+            .map(Organization::from))
+    }
+
     /// Many organizations at once (for batching loaders); unknown ids are absent.
     pub async fn organizations(&self, ids: &[String]) -> Result<Vec<Organization>, LedgerError> {
         Ok(organization::Entity::find()

@@ -5,8 +5,10 @@ mod helpers;
 
 mod bad_input;
 mod cli;
+mod fake_stripe;
 mod graphql_api;
 mod http_spec;
 mod ledger;
+mod purchases;
 mod races;
 mod schema;
