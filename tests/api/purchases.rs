@@ -693,3 +693,19 @@ async fn return_urls_come_from_the_input_or_config_and_price_ids_are_used() {
         json!([{ "id": "gold", "totalCredits": 100 }])
     );
 }
+
+#[tokio::test]
+async fn a_failing_handler_answers_500_and_applies_nothing() {
+    let Some((app, _fake)) = stripe_app(Engine::Sqlite).await else { return };
+    let (org, key) = app.funded_org("Full", 0).await;
+    let started = app.purchase(&key, "credits_starter").await;
+    let (session, purchase) = (started["checkoutSessionId"].as_str().unwrap().to_owned(), started["purchase"]["id"].as_str().unwrap().to_owned());
+    // A balance so close to the limit that the purchase's credits cannot be added.
+    app.grant(&org, 9_007_199_254_740_991 - 5_000).await;
+    let paid = event("evt_full", "checkout.session.completed", paid_session(&session, &metadata(&org, "credits_starter", &purchase), 999, "usd", "pi_full"));
+    assert_eq!(app.webhook(&paid).await, 500);
+    assert_eq!(app.purchase_status(&key, &purchase).await, "PENDING", "nothing applied");
+    // The event was not recorded, so Stripe's retry is tried afresh (and fails the same way).
+    assert_eq!(app.webhook(&paid).await, 500);
+    assert_eq!(app.balance(&key).await, 9_007_199_254_740_991 - 5_000);
+}
