@@ -37,6 +37,7 @@ pub enum StartError {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    shutdown: tokio::sync::watch::Sender<()>,
 }
 
 impl Application {
@@ -48,11 +49,10 @@ impl Application {
     }
 
     /// Binds the listener over an already migrated database.
-    pub async fn with_database(
-        config: &Config,
-        db: DatabaseConnection,
-    ) -> Result<Self, StartError> {
+    pub async fn with_database(config: &Config, db: DatabaseConnection) -> Result<Self, StartError> {
         let ledger = Ledger::new(db);
+        ledger.start_event_listener();
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(());
         let gateway = config.stripe.as_ref().map(StripeGateway::new).transpose()?;
         let billing = Billing::new(
             ledger.clone(),
@@ -62,36 +62,22 @@ impl Application {
             config.checkout_cancel_url.clone(),
         );
         let state = AppState {
-            schema: build_schema(
-                ledger.clone(),
-                config.packages.clone(),
-                billing.clone(),
-                &config.limits,
-            ),
+            schema: build_schema(ledger.clone(), config.packages.clone(), billing.clone(), &config.limits),
             ledger,
             billing,
             admin_token: config.admin_token.clone(),
             stripe_webhook_secret: config.stripe_webhook_secret.clone(),
             limits: config.limits,
+            shutdown: shutdown_rx,
         };
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.addr,
-                source,
-            })?;
-        Ok(Self {
-            listener,
-            router: router(state, &config.cors_origins),
-        })
+        let listener =
+            TcpListener::bind(config.addr).await.map_err(|source| StartError::Bind { addr: config.addr, source })?;
+        Ok(Self { listener, router: router(state, &config.cors_origins), shutdown })
     }
 
     /// The bound port (useful when binding port 0).
     pub fn port(&self) -> u16 {
-        self.listener
-            .local_addr()
-            .map(|addr| addr.port())
-            .unwrap_or_default()
+        self.listener.local_addr().map(|addr| addr.port()).unwrap_or_default()
     }
 
     /// The bound address.
@@ -100,13 +86,14 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+    /// WebSockets are closed with 1001 (going away) as shutdown begins.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let notify = self.shutdown;
+        let signal = async move {
+            shutdown.await;
+            notify.send_replace(());
+        };
+        axum::serve(self.listener, self.router).with_graceful_shutdown(signal).await
     }
 }
 

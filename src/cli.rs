@@ -147,55 +147,25 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
             print(json, json!({ "migrated": true }), &["migrated"]);
         }
         Command::Schema => println!("{}", crate::graphql::sdl()),
-        Command::Org {
-            action:
-                OrgAction::Create {
-                    name,
-                    low_balance_threshold,
-                },
-        } => {
+        Command::Org { action: OrgAction::Create { name, low_balance_threshold } } => {
             let ledger = ledger(&config).await?;
-            let organization = ledger
-                .create_organization(&name, low_balance_threshold)
-                .await?;
-            print(
-                json,
-                json!({ "id": organization.id, "name": organization.name }),
-                &[&organization.id],
-            );
+            let organization = ledger.create_organization(&name, low_balance_threshold).await?;
+            print(json, json!({ "id": organization.id, "name": organization.name }), &[&organization.id]);
         }
-        Command::ApiKey {
-            action: ApiKeyAction::Create { org, name },
-        } => {
+        Command::ApiKey { action: ApiKeyAction::Create { org, name } } => {
             let ledger = ledger(&config).await?;
             let (key, secret) = ledger.create_api_key(&org, &name).await?;
             eprintln!("note: the secret is shown this once and cannot be recovered; store it now");
-            print(
-                json,
-                json!({ "id": key.id, "prefix": key.prefix, "secret": secret }),
-                &[&key.id, &secret],
-            );
+            print(json, json!({ "id": key.id, "prefix": key.prefix, "secret": secret }), &[&key.id, &secret]);
         }
-        Command::ApiKey {
-            action: ApiKeyAction::Revoke { id },
-        } => {
+        Command::ApiKey { action: ApiKeyAction::Revoke { id } } => {
             let ledger = ledger(&config).await?;
             let key = ledger.revoke_api_key(&id).await?;
-            print(
-                json,
-                json!({ "id": key.id, "revokedAt": key.revoked_at }),
-                &[&key.id],
-            );
+            print(json, json!({ "id": key.id, "revokedAt": key.revoked_at }), &[&key.id]);
         }
-        Command::Grant {
-            org,
-            amount,
-            description,
-            idempotency_key,
-        } => {
+        Command::Grant { org, amount, description, idempotency_key } => {
             let ledger = ledger(&config).await?;
-            let request =
-                GrantRequest::new(org, Amount::parse(amount)?, description, idempotency_key)?;
+            let request = GrantRequest::new(org, Amount::parse(amount)?, description, idempotency_key)?;
             let applied = ledger.grant(request).await?;
             let balance = applied.balance.balance.to_string();
             print(

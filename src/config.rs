@@ -48,6 +48,10 @@ pub struct Limits {
     pub batch_size: usize,
     /// Longest time one HTTP request may take, in seconds.
     pub request_timeout_secs: u64,
+    /// Interval of WebSocket keep-alive pings; a client silent for three is closed.
+    pub ws_keepalive: std::time::Duration,
+    /// Time a WebSocket client has to send `connection_init`.
+    pub ws_init_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -58,6 +62,8 @@ impl Default for Limits {
             query_complexity: 500,
             batch_size: 10,
             request_timeout_secs: 30,
+            ws_keepalive: std::time::Duration::from_secs(15),
+            ws_init_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -131,26 +137,17 @@ impl Config {
 
     /// Reads configuration through `lookup` (the environment, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|value| value.trim().to_owned())
-                .filter(|value| !value.is_empty())
-        };
+        let get = |name: &str| lookup(name).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty());
         let addr = get("CREDITS_ADDR").unwrap_or_else(|| DEFAULT_ADDR.to_owned());
         let addr = addr.parse().map_err(|_| ConfigError::Invalid {
             name: "CREDITS_ADDR",
             message: format!("{addr:?} is not a socket address like 127.0.0.1:8080"),
         })?;
         let admin_token = get("CREDITS_ADMIN_TOKEN").map(Secret::new);
-        if admin_token
-            .as_ref()
-            .is_some_and(|token| token.expose().len() < MIN_ADMIN_TOKEN_LEN)
-        {
+        if admin_token.as_ref().is_some_and(|token| token.expose().len() < MIN_ADMIN_TOKEN_LEN) {
             return Err(ConfigError::Invalid {
                 name: "CREDITS_ADMIN_TOKEN",
-                message: format!(
-                    "must be at least {MIN_ADMIN_TOKEN_LEN} characters (try `openssl rand -hex 32`)"
-                ),
+                message: format!("must be at least {MIN_ADMIN_TOKEN_LEN} characters (try `openssl rand -hex 32`)"),
             });
         }
         let packages = match get("CREDITS_PACKAGES") {
@@ -169,28 +166,31 @@ impl Config {
         };
         let stripe_timeout_ms = match get("CREDITS_STRIPE_TIMEOUT_MS") {
             None => 10_000,
-            Some(value) => value
-                .parse::<u64>()
-                .ok()
-                .filter(|ms| *ms > 0)
-                .ok_or_else(|| ConfigError::Invalid {
-                    name: "CREDITS_STRIPE_TIMEOUT_MS",
-                    message: format!("{value:?} is not a positive number of milliseconds"),
-                })?,
+            Some(value) => value.parse::<u64>().ok().filter(|ms| *ms > 0).ok_or_else(|| ConfigError::Invalid {
+                name: "CREDITS_STRIPE_TIMEOUT_MS",
+                message: format!("{value:?} is not a positive number of milliseconds"),
+            })?,
         };
         let stripe = get("STRIPE_SECRET_KEY").map(|key| StripeConfig {
             secret_key: Secret::new(key),
             api_base: get("STRIPE_API_BASE"),
             timeout: std::time::Duration::from_millis(stripe_timeout_ms),
         });
+        let mut limits = Limits::default();
+        for (name, field) in [
+            ("CREDITS_WS_KEEPALIVE_MS", &mut limits.ws_keepalive),
+            ("CREDITS_WS_INIT_TIMEOUT_MS", &mut limits.ws_init_timeout),
+        ] {
+            if let Some(value) = get(name) {
+                let millis = value.parse::<u64>().ok().filter(|ms| *ms > 0).ok_or_else(|| ConfigError::Invalid {
+                    name,
+                    message: format!("{value:?} is not a positive number of milliseconds"),
+                })?;
+                *field = std::time::Duration::from_millis(millis);
+            }
+        }
         let cors_origins = get("CREDITS_CORS_ORIGINS")
-            .map(|value| {
-                value
-                    .split(',')
-                    .map(|origin| origin.trim().to_owned())
-                    .filter(|o| !o.is_empty())
-                    .collect()
-            })
+            .map(|value| value.split(',').map(|origin| origin.trim().to_owned()).filter(|o| !o.is_empty()).collect())
             .unwrap_or_default();
         Ok(Self {
             database_url: get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
@@ -203,7 +203,7 @@ impl Config {
             stripe_webhook_secret: get("STRIPE_WEBHOOK_SECRET").map(Secret::new),
             cors_origins,
             log_format,
-            limits: Limits::default(),
+            limits,
         })
     }
 }

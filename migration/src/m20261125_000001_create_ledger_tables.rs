@@ -20,27 +20,15 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(Organizations::Table)
-                    .col(
-                        ColumnDef::new(Organizations::Id)
-                            .string()
-                            .not_null()
-                            .primary_key(),
-                    )
+                    .col(ColumnDef::new(Organizations::Id).string().not_null().primary_key())
                     .col(ColumnDef::new(Organizations::Name).string().not_null())
                     .col(
                         ColumnDef::new(Organizations::LowBalanceThreshold)
                             .big_integer()
                             .null()
-                            .check(
-                                Expr::col(Organizations::LowBalanceThreshold)
-                                    .between(0, MAX_CREDITS),
-                            ),
+                            .check(Expr::col(Organizations::LowBalanceThreshold).between(0, MAX_CREDITS)),
                     )
-                    .col(
-                        ColumnDef::new(Organizations::CreatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(Organizations::CreatedAt).timestamp_with_time_zone().not_null())
                     .to_owned(),
             )
             .await?;
@@ -49,18 +37,8 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(CreditBalances::Table)
-                    .col(
-                        ColumnDef::new(CreditBalances::Id)
-                            .string()
-                            .not_null()
-                            .primary_key(),
-                    )
-                    .col(
-                        ColumnDef::new(CreditBalances::OrganizationId)
-                            .string()
-                            .not_null()
-                            .unique_key(),
-                    )
+                    .col(ColumnDef::new(CreditBalances::Id).string().not_null().primary_key())
+                    .col(ColumnDef::new(CreditBalances::OrganizationId).string().not_null().unique_key())
                     .col(
                         ColumnDef::new(CreditBalances::Balance)
                             .big_integer()
@@ -75,11 +53,7 @@ impl MigrationTrait for Migration {
                             .default(0)
                             .check(Expr::col(CreditBalances::Version).gte(0)),
                     )
-                    .col(
-                        ColumnDef::new(CreditBalances::UpdatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(CreditBalances::UpdatedAt).timestamp_with_time_zone().not_null())
                     .foreign_key(
                         ForeignKey::create()
                             .from(CreditBalances::Table, CreditBalances::OrganizationId)
@@ -94,35 +68,23 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(CreditTransactions::Table)
-                    .col(
-                        ColumnDef::new(CreditTransactions::Id)
-                            .string()
-                            .not_null()
-                            .primary_key(),
-                    )
-                    .col(
-                        ColumnDef::new(CreditTransactions::OrganizationId)
-                            .string()
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(CreditTransactions::Id).string().not_null().primary_key())
+                    .col(ColumnDef::new(CreditTransactions::OrganizationId).string().not_null())
                     .col(
                         ColumnDef::new(CreditTransactions::Seq)
                             .big_integer()
                             .not_null()
                             .check(Expr::col(CreditTransactions::Seq).gt(0)),
                     )
-                    .col(
-                        ColumnDef::new(CreditTransactions::Kind)
-                            .string()
-                            .not_null()
-                            .check(Expr::col(CreditTransactions::Kind).is_in([
-                                "PURCHASE",
-                                "CONSUMPTION",
-                                "GRANT",
-                                "REFUND",
-                                "ADJUSTMENT",
-                            ])),
-                    )
+                    .col(ColumnDef::new(CreditTransactions::Kind).string().not_null().check(
+                        Expr::col(CreditTransactions::Kind).is_in([
+                            "PURCHASE",
+                            "CONSUMPTION",
+                            "GRANT",
+                            "REFUND",
+                            "ADJUSTMENT",
+                        ]),
+                    ))
                     .col(
                         ColumnDef::new(CreditTransactions::Amount)
                             .big_integer()
@@ -133,41 +95,16 @@ impl MigrationTrait for Migration {
                         ColumnDef::new(CreditTransactions::BalanceAfter)
                             .big_integer()
                             .not_null()
-                            .check(
-                                Expr::col(CreditTransactions::BalanceAfter).between(0, MAX_CREDITS),
-                            ),
+                            .check(Expr::col(CreditTransactions::BalanceAfter).between(0, MAX_CREDITS)),
                     )
-                    .col(
-                        ColumnDef::new(CreditTransactions::Description)
-                            .text()
-                            .null(),
-                    )
-                    .col(
-                        ColumnDef::new(CreditTransactions::ReferenceType)
-                            .string()
-                            .null(),
-                    )
-                    .col(
-                        ColumnDef::new(CreditTransactions::ReferenceId)
-                            .string()
-                            .null(),
-                    )
-                    .col(
-                        ColumnDef::new(CreditTransactions::IdempotencyKey)
-                            .string()
-                            .null(),
-                    )
-                    .col(
-                        ColumnDef::new(CreditTransactions::CreatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(CreditTransactions::Description).text().null())
+                    .col(ColumnDef::new(CreditTransactions::ReferenceType).string().null())
+                    .col(ColumnDef::new(CreditTransactions::ReferenceId).string().null())
+                    .col(ColumnDef::new(CreditTransactions::IdempotencyKey).string().null())
+                    .col(ColumnDef::new(CreditTransactions::CreatedAt).timestamp_with_time_zone().not_null())
                     .foreign_key(
                         ForeignKey::create()
-                            .from(
-                                CreditTransactions::Table,
-                                CreditTransactions::OrganizationId,
-                            )
+                            .from(CreditTransactions::Table, CreditTransactions::OrganizationId)
                             .to(Organizations::Table, Organizations::Id)
                             .on_delete(ForeignKeyAction::Cascade),
                     )
@@ -216,36 +153,14 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(ApiKeys::Table)
-                    .col(
-                        ColumnDef::new(ApiKeys::Id)
-                            .string()
-                            .not_null()
-                            .primary_key(),
-                    )
+                    .col(ColumnDef::new(ApiKeys::Id).string().not_null().primary_key())
                     .col(ColumnDef::new(ApiKeys::OrganizationId).string().not_null())
                     .col(ColumnDef::new(ApiKeys::Name).string().not_null())
                     .col(ColumnDef::new(ApiKeys::Prefix).string().not_null())
-                    .col(
-                        ColumnDef::new(ApiKeys::SecretHash)
-                            .string()
-                            .not_null()
-                            .unique_key(),
-                    )
-                    .col(
-                        ColumnDef::new(ApiKeys::CreatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(ApiKeys::LastUsedAt)
-                            .timestamp_with_time_zone()
-                            .null(),
-                    )
-                    .col(
-                        ColumnDef::new(ApiKeys::RevokedAt)
-                            .timestamp_with_time_zone()
-                            .null(),
-                    )
+                    .col(ColumnDef::new(ApiKeys::SecretHash).string().not_null().unique_key())
+                    .col(ColumnDef::new(ApiKeys::CreatedAt).timestamp_with_time_zone().not_null())
+                    .col(ColumnDef::new(ApiKeys::LastUsedAt).timestamp_with_time_zone().null())
+                    .col(ColumnDef::new(ApiKeys::RevokedAt).timestamp_with_time_zone().null())
                     .foreign_key(
                         ForeignKey::create()
                             .from(ApiKeys::Table, ApiKeys::OrganizationId)
@@ -257,11 +172,7 @@ impl MigrationTrait for Migration {
             .await?;
         manager
             .create_index(
-                Index::create()
-                    .name("ix_api_keys_org")
-                    .table(ApiKeys::Table)
-                    .col(ApiKeys::OrganizationId)
-                    .to_owned(),
+                Index::create().name("ix_api_keys_org").table(ApiKeys::Table).col(ApiKeys::OrganizationId).to_owned(),
             )
             .await?;
 
@@ -269,22 +180,9 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(CreditPurchases::Table)
-                    .col(
-                        ColumnDef::new(CreditPurchases::Id)
-                            .string()
-                            .not_null()
-                            .primary_key(),
-                    )
-                    .col(
-                        ColumnDef::new(CreditPurchases::OrganizationId)
-                            .string()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(CreditPurchases::PackageId)
-                            .string()
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(CreditPurchases::Id).string().not_null().primary_key())
+                    .col(ColumnDef::new(CreditPurchases::OrganizationId).string().not_null())
+                    .col(ColumnDef::new(CreditPurchases::PackageId).string().not_null())
                     .col(ColumnDef::new(CreditPurchases::Status).string().not_null())
                     .col(
                         ColumnDef::new(CreditPurchases::Credits)
@@ -298,27 +196,10 @@ impl MigrationTrait for Migration {
                             .not_null()
                             .check(Expr::col(CreditPurchases::Amount).gte(0)),
                     )
-                    .col(
-                        ColumnDef::new(CreditPurchases::Currency)
-                            .string()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(CreditPurchases::CheckoutSessionId)
-                            .string()
-                            .not_null()
-                            .unique_key(),
-                    )
-                    .col(
-                        ColumnDef::new(CreditPurchases::CreatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(CreditPurchases::UpdatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(CreditPurchases::Currency).string().not_null())
+                    .col(ColumnDef::new(CreditPurchases::CheckoutSessionId).string().not_null().unique_key())
+                    .col(ColumnDef::new(CreditPurchases::CreatedAt).timestamp_with_time_zone().not_null())
+                    .col(ColumnDef::new(CreditPurchases::UpdatedAt).timestamp_with_time_zone().not_null())
                     .foreign_key(
                         ForeignKey::create()
                             .from(CreditPurchases::Table, CreditPurchases::OrganizationId)
@@ -349,9 +230,7 @@ impl MigrationTrait for Migration {
             CreditBalances::Table.into_iden(),
             Organizations::Table.into_iden(),
         ] {
-            manager
-                .drop_table(Table::drop().table(table).to_owned())
-                .await?;
+            manager.drop_table(Table::drop().table(table).to_owned()).await?;
         }
         Ok(())
     }

@@ -15,18 +15,9 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(StripeEvents::Table)
-                    .col(
-                        ColumnDef::new(StripeEvents::Id)
-                            .string()
-                            .not_null()
-                            .primary_key(),
-                    )
+                    .col(ColumnDef::new(StripeEvents::Id).string().not_null().primary_key())
                     .col(ColumnDef::new(StripeEvents::EventType).string().not_null())
-                    .col(
-                        ColumnDef::new(StripeEvents::ProcessedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(StripeEvents::ProcessedAt).timestamp_with_time_zone().not_null())
                     .to_owned(),
             )
             .await?;
@@ -36,51 +27,24 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(StripeRefunds::Table)
-                    .col(
-                        ColumnDef::new(StripeRefunds::PaymentIntentId)
-                            .string()
-                            .not_null()
-                            .primary_key(),
-                    )
+                    .col(ColumnDef::new(StripeRefunds::PaymentIntentId).string().not_null().primary_key())
                     .col(
                         ColumnDef::new(StripeRefunds::AmountRefunded)
                             .big_integer()
                             .not_null()
                             .check(Expr::col(StripeRefunds::AmountRefunded).gte(0)),
                     )
-                    .col(
-                        ColumnDef::new(StripeRefunds::UpdatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(StripeRefunds::UpdatedAt).timestamp_with_time_zone().not_null())
                     .to_owned(),
             )
             .await?;
         // SQLite adds one column per statement.
         for column in [
-            ColumnDef::new(CreditPurchases::PaymentIntentId)
-                .string()
-                .null()
-                .to_owned(),
-            ColumnDef::new(CreditPurchases::RefundedAmount)
-                .big_integer()
-                .not_null()
-                .default(0)
-                .to_owned(),
-            ColumnDef::new(CreditPurchases::RefundedCredits)
-                .big_integer()
-                .not_null()
-                .default(0)
-                .to_owned(),
+            ColumnDef::new(CreditPurchases::PaymentIntentId).string().null().to_owned(),
+            ColumnDef::new(CreditPurchases::RefundedAmount).big_integer().not_null().default(0).to_owned(),
+            ColumnDef::new(CreditPurchases::RefundedCredits).big_integer().not_null().default(0).to_owned(),
         ] {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table(CreditPurchases::Table)
-                        .add_column(column)
-                        .to_owned(),
-                )
-                .await?;
+            manager.alter_table(Table::alter().table(CreditPurchases::Table).add_column(column).to_owned()).await?;
         }
         manager
             .create_index(

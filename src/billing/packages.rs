@@ -119,28 +119,20 @@ impl Default for PackageCatalog {
 impl PackageCatalog {
     /// Reads and checks a package file.
     pub fn load(path: &Path) -> Result<Self, PackageError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PackageError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| PackageError::Read { path: path.display().to_string(), source })?;
         Self::parse(&text, &path.display().to_string())
     }
 
     /// Parses and checks the text of a package file; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, PackageError> {
-        let file: PackageFile = toml::from_str(text).map_err(|error| PackageError::Parse {
-            path: origin.to_owned(),
-            message: error.to_string(),
-        })?;
+        let file: PackageFile = toml::from_str(text)
+            .map_err(|error| PackageError::Parse { path: origin.to_owned(), message: error.to_string() })?;
         let mut packages: Vec<CreditPackage> = Vec::with_capacity(file.package.len());
         for spanned in file.package {
             let line = text[..spanned.span().start].matches('\n').count() + 1;
             let raw = spanned.into_inner();
-            let invalid = |message: String| PackageError::Invalid {
-                path: origin.to_owned(),
-                line,
-                message,
-            };
+            let invalid = |message: String| PackageError::Invalid { path: origin.to_owned(), line, message };
             if raw.id.trim().is_empty() || raw.id.len() > 64 {
                 return Err(invalid("id must be 1 to 64 characters".into()));
             }
@@ -150,32 +142,18 @@ impl PackageCatalog {
             if raw.name.trim().is_empty() {
                 return Err(invalid("name must not be blank".into()));
             }
-            if raw.credits < 1
-                || raw.bonus_credits < 0
-                || raw.credits.saturating_add(raw.bonus_credits) > MAX_CREDITS
-            {
+            if raw.credits < 1 || raw.bonus_credits < 0 || raw.credits.saturating_add(raw.bonus_credits) > MAX_CREDITS {
                 return Err(invalid(format!(
                     "credits must be at least 1 and bonus_credits at least 0, together at most {MAX_CREDITS}"
                 )));
             }
             if raw.price_amount < 0 || raw.price_amount > i64::from(i32::MAX) {
-                return Err(invalid(
-                    "price_amount must be between 0 and 2147483647".into(),
-                ));
+                return Err(invalid("price_amount must be between 0 and 2147483647".into()));
             }
-            if raw.currency.len() != 3
-                || !raw.currency.bytes().all(|byte| byte.is_ascii_alphabetic())
-            {
-                return Err(invalid(format!(
-                    "currency must be a three-letter ISO code, got {:?}",
-                    raw.currency
-                )));
+            if raw.currency.len() != 3 || !raw.currency.bytes().all(|byte| byte.is_ascii_alphabetic()) {
+                return Err(invalid(format!("currency must be a three-letter ISO code, got {:?}", raw.currency)));
             }
-            if raw
-                .stripe_price_id
-                .as_deref()
-                .is_some_and(|id| !id.starts_with("price_"))
-            {
+            if raw.stripe_price_id.as_deref().is_some_and(|id| !id.starts_with("price_")) {
                 return Err(invalid("stripe_price_id must start with price_".into()));
             }
             packages.push(CreditPackage {
@@ -189,10 +167,7 @@ impl PackageCatalog {
             });
         }
         if packages.is_empty() {
-            return Err(PackageError::Parse {
-                path: origin.to_owned(),
-                message: "no [[package]] defined".into(),
-            });
+            return Err(PackageError::Parse { path: origin.to_owned(), message: "no [[package]] defined".into() });
         }
         Ok(Self { packages })
     }
@@ -216,15 +191,9 @@ mod tests {
     fn defaults_are_the_seed_packages() {
         let catalog = PackageCatalog::default();
         let basic = catalog.get("credits_basic").expect("basic");
-        assert_eq!(
-            (basic.credits, basic.bonus_credits, basic.price_amount),
-            (50_000, 5_000, 3999)
-        );
+        assert_eq!((basic.credits, basic.bonus_credits, basic.price_amount), (50_000, 5_000, 3999));
         assert_eq!(basic.total_credits(), 55_000);
-        assert_eq!(
-            catalog.get("credits_starter").map(|p| p.price_amount),
-            Some(999)
-        );
+        assert_eq!(catalog.get("credits_starter").map(|p| p.price_amount), Some(999));
     }
 
     #[test]
@@ -240,17 +209,13 @@ mod tests {
     #[test]
     fn an_invalid_package_names_its_line() {
         let text = "[[package]]\nid = \"a\"\nname = \"A\"\ncredits = 5\nprice_amount = 1\n\n[[package]]\nid = \"b\"\nname = \"B\"\ncredits = -5\nprice_amount = 1\n";
-        let error = PackageCatalog::parse(text, "t.toml")
-            .expect_err("negative credits")
-            .to_string();
+        let error = PackageCatalog::parse(text, "t.toml").expect_err("negative credits").to_string();
         assert!(error.contains("line 7"), "{error}");
     }
 
     #[test]
     fn a_syntax_error_names_its_line() {
-        let error = PackageCatalog::parse("[[package]]\nid = \"a\"\nname = \n", "t.toml")
-            .expect_err("bad")
-            .to_string();
+        let error = PackageCatalog::parse("[[package]]\nid = \"a\"\nname = \n", "t.toml").expect_err("bad").to_string();
         assert!(error.contains("line 3"), "{error}");
     }
 
@@ -258,8 +223,7 @@ mod tests {
     fn unknown_keys_and_duplicates_are_refused() {
         let dup = "[[package]]\nid = \"a\"\nname = \"A\"\ncredits = 5\nprice_amount = 1\n[[package]]\nid = \"a\"\nname = \"A\"\ncredits = 5\nprice_amount = 1\n";
         assert!(PackageCatalog::parse(dup, "t").is_err());
-        let unknown =
-            "[[package]]\nid = \"a\"\nname = \"A\"\ncredits = 5\nprice_amount = 1\nprice = 3\n";
+        let unknown = "[[package]]\nid = \"a\"\nname = \"A\"\ncredits = 5\nprice_amount = 1\nprice = 3\n";
         assert!(PackageCatalog::parse(unknown, "t").is_err());
     }
 }

@@ -72,11 +72,7 @@ impl Purchases {
         if let Some(after) = after {
             query = query.filter(Column::Id.lt(after));
         }
-        let mut rows = query
-            .order_by_desc(Column::Id)
-            .limit(count + 1)
-            .all(&self.db)
-            .await?;
+        let mut rows = query.order_by_desc(Column::Id).limit(count + 1).all(&self.db).await?;
         let more = rows.len() as u64 > count;
         rows.truncate(count as usize);
         Ok((rows.into_iter().map(CreditPurchase::from).collect(), more))
@@ -85,17 +81,11 @@ impl Purchases {
     /// How many purchases the organization has.
     pub async fn count(&self, organization_id: &str) -> Result<u64, LedgerError> {
         use sea_orm::PaginatorTrait;
-        Ok(Entity::find()
-            .filter(Column::OrganizationId.eq(organization_id))
-            .count(&self.db)
-            .await?)
+        Ok(Entity::find().filter(Column::OrganizationId.eq(organization_id)).count(&self.db).await?)
     }
 
     /// A purchase by id.
     pub async fn get(&self, id: &str) -> Result<Option<CreditPurchase>, LedgerError> {
-        Ok(Entity::find_by_id(id.to_owned())
-            .one(&self.db)
-            .await?
-            .map(CreditPurchase::from))
+        Ok(Entity::find_by_id(id.to_owned()).one(&self.db).await?.map(CreditPurchase::from))
     }
 }

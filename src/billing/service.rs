@@ -4,16 +4,15 @@
 use entity::{credit_purchase, stripe_event, stripe_refund};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
-    EntityTrait, QueryFilter, SqlErr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    SqlErr,
 };
 
 use super::stripe::{CheckoutRequest, GatewayError, StripeGateway};
 use super::webhook::{ChargeObject, Event, SessionObject, expandable_id};
 use super::{CreditPurchase, PackageCatalog};
-use crate::ledger::{
-    ChangeRequest, Ledger, LedgerError, TransactionKind, apply_change, clawback, new_id, now,
-};
+use crate::ledger::events::BalanceEvent;
+use crate::ledger::{ChangeRequest, Ledger, LedgerError, TransactionKind, apply_change, clawback, new_id, now};
 
 /// The reference type of ledger transactions that belong to a purchase.
 pub const PURCHASE_REFERENCE: &str = "credit_purchase";
@@ -86,18 +85,10 @@ pub struct Billing {
 
 fn check_url(name: &str, url: Option<String>) -> Result<String, BillingError> {
     let url = url.ok_or_else(|| {
-        BillingError::InvalidInput(format!(
-            "{name} is required (no default is configured on the server)"
-        ))
+        BillingError::InvalidInput(format!("{name} is required (no default is configured on the server)"))
     })?;
     let valid = (url.starts_with("https://") || url.starts_with("http://")) && url.len() <= 2048;
-    if valid {
-        Ok(url)
-    } else {
-        Err(BillingError::InvalidInput(format!(
-            "{name} must be an http(s) URL"
-        )))
-    }
+    if valid { Ok(url) } else { Err(BillingError::InvalidInput(format!("{name} must be an http(s) URL"))) }
 }
 
 impl Billing {
@@ -109,13 +100,7 @@ impl Billing {
         success_url: Option<String>,
         cancel_url: Option<String>,
     ) -> Self {
-        Self {
-            ledger,
-            catalog,
-            gateway,
-            success_url,
-            cancel_url,
-        }
+        Self { ledger, catalog, gateway, success_url, cancel_url }
     }
 
     /// Starts buying a package: creates a Stripe Checkout Session (idempotent on the new
@@ -127,15 +112,10 @@ impl Billing {
         success_url: Option<String>,
         cancel_url: Option<String>,
     ) -> Result<StartedPurchase, BillingError> {
-        let package = self
-            .catalog
-            .get(package_id)
-            .ok_or_else(|| BillingError::UnknownPackage(package_id.to_owned()))?;
+        let package =
+            self.catalog.get(package_id).ok_or_else(|| BillingError::UnknownPackage(package_id.to_owned()))?;
         let gateway = self.gateway.as_ref().ok_or(BillingError::NotConfigured)?;
-        let success_url = check_url(
-            "successUrl",
-            success_url.or_else(|| self.success_url.clone()),
-        )?;
+        let success_url = check_url("successUrl", success_url.or_else(|| self.success_url.clone()))?;
         let cancel_url = check_url("cancelUrl", cancel_url.or_else(|| self.cancel_url.clone()))?;
         if self.ledger.organization(organization_id).await?.is_none() {
             return Err(LedgerError::OrganizationNotFound.into());
@@ -170,11 +150,7 @@ impl Billing {
         }
         .insert(self.ledger.db())
         .await?;
-        Ok(StartedPurchase {
-            purchase: row.into(),
-            checkout_session_id: session.id,
-            checkout_url: session.url,
-        })
+        Ok(StartedPurchase { purchase: row.into(), checkout_session_id: session.id, checkout_url: session.url })
     }
 
     /// Applies a verified webhook event at most once: the event id is recorded in the same
@@ -182,17 +158,23 @@ impl Billing {
     /// so Stripe retries).
     #[tracing::instrument(skip(self, event), fields(event = %event.id, event_type = %event.event_type))]
     pub async fn apply_event(&self, event: &Event) -> Result<EventOutcome, BillingError> {
-        let handled = matches!(
-            event.event_type.as_str(),
-            "checkout.session.completed"
-                | "checkout.session.async_payment_succeeded"
-                | "checkout.session.async_payment_failed"
-                | "checkout.session.expired"
-                | "charge.refunded"
-        );
-        if !handled {
-            return Ok(EventOutcome::Ignored);
-        }
+        // Read the object before taking any lock: a malformed event changes nothing.
+        let effect = match event.event_type.as_str() {
+            "charge.refunded" => Effect::Refunded(parse(event)?),
+            "checkout.session.completed" => {
+                let session: SessionObject = parse(event)?;
+                if session.payment_status.as_deref() == Some("paid") {
+                    Effect::Paid(session)
+                } else {
+                    // An asynchronous payment is still in flight: its own event follows.
+                    Effect::Nothing
+                }
+            }
+            "checkout.session.async_payment_succeeded" => Effect::Paid(parse(event)?),
+            "checkout.session.async_payment_failed" => Effect::Closed(parse(event)?, "FAILED"),
+            "checkout.session.expired" => Effect::Closed(parse(event)?, "EXPIRED"),
+            _ => return Ok(EventOutcome::Ignored),
+        };
         let txn = self.ledger.begin_write().await?;
         let recorded = stripe_event::Entity::insert(stripe_event::ActiveModel {
             id: Set(event.id.clone()),
@@ -208,26 +190,18 @@ impl Billing {
                 _ => Err(error.into()),
             };
         }
-        let applied = match event.event_type.as_str() {
-            "charge.refunded" => self.charge_refunded(&txn, parse(event)?).await,
-            "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
-                let session: SessionObject = parse(event)?;
-                let paid = event.event_type != "checkout.session.completed"
-                    || session.payment_status.as_deref() == Some("paid");
-                if paid {
-                    self.session_paid(&txn, &session).await
-                } else {
-                    Ok(())
-                }
-            }
-            "checkout.session.async_payment_failed" => {
-                self.session_closed(&txn, &parse(event)?, "FAILED").await
-            }
-            _ => self.session_closed(&txn, &parse(event)?, "EXPIRED").await,
+        // The organization whose balance changed, to announce after commit.
+        let mut touched = None;
+        let applied = match &effect {
+            Effect::Paid(session) => self.session_paid(&txn, session, &mut touched).await,
+            Effect::Closed(session, status) => self.session_closed(&txn, session, status).await,
+            Effect::Refunded(charge) => self.charge_refunded(&txn, charge, &mut touched).await,
+            Effect::Nothing => Ok(()),
         };
         match applied {
             Ok(()) => {
                 txn.commit().await?;
+                self.ledger.announce(touched.map(|organization_id| BalanceEvent::Resync { organization_id }));
                 Ok(EventOutcome::Applied)
             }
             Err(error) => {
@@ -242,15 +216,13 @@ impl Billing {
         &self,
         txn: &DatabaseTransaction,
         session: &SessionObject,
+        touched: &mut Option<String>,
     ) -> Result<(), BillingError> {
         let Some(purchase) = self.purchase_for_session(txn, session).await? else {
             return Ok(());
         };
         let amount_matches = session.amount_total == Some(purchase.amount)
-            && session
-                .currency
-                .as_deref()
-                .is_some_and(|currency| currency.eq_ignore_ascii_case(&purchase.currency));
+            && session.currency.as_deref().is_some_and(|currency| currency.eq_ignore_ascii_case(&purchase.currency));
         if !amount_matches {
             tracing::error!(
                 purchase = %purchase.id,
@@ -266,15 +238,7 @@ impl Billing {
         // The conditional update locks the purchase row: of two events for one session,
         // only the first to get here finds it unpaid.
         let payment_intent = expandable_id(&session.payment_intent);
-        if !set_status(
-            txn,
-            &purchase.id,
-            &["PENDING", "FAILED", "EXPIRED"],
-            "PAID",
-            payment_intent,
-        )
-        .await?
-        {
+        if !set_status(txn, &purchase.id, &["PENDING", "FAILED", "EXPIRED"], "PAID", payment_intent).await? {
             return Ok(());
         }
         let request = ChangeRequest {
@@ -287,16 +251,14 @@ impl Billing {
             idempotency_key: None,
         };
         apply_change(txn, &request, now()).await?;
+        *touched = Some(purchase.organization_id.clone());
         tracing::info!(purchase = %purchase.id, credits = purchase.credits, "purchase paid and credited");
         // A refund may have been reported before the payment.
-        self.reconcile_refund(txn, &purchase.id).await
+        self.reconcile_refund(txn, &purchase.id, touched).await
     }
 
     fn describe(&self, purchase: &CreditPurchase) -> String {
-        let name = self
-            .catalog
-            .get(&purchase.package_id)
-            .map_or(purchase.package_id.as_str(), |p| p.name.as_str());
+        let name = self.catalog.get(&purchase.package_id).map_or(purchase.package_id.as_str(), |p| p.name.as_str());
         format!("Purchase of the {name} credit package")
     }
 
@@ -328,12 +290,9 @@ impl Billing {
             return Ok(Some(row.into()));
         }
         let metadata = session.metadata.clone().unwrap_or_default();
-        let (Some(organization_id), Some(package_id)) = (
-            metadata
-                .get("organization_id")
-                .or(session.client_reference_id.as_ref()),
-            metadata.get("package_id"),
-        ) else {
+        let (Some(organization_id), Some(package_id)) =
+            (metadata.get("organization_id").or(session.client_reference_id.as_ref()), metadata.get("package_id"))
+        else {
             tracing::warn!(session = %session.id, "Checkout Session without our metadata; ignored");
             return Ok(None);
         };
@@ -341,18 +300,12 @@ impl Billing {
             tracing::error!(session = %session.id, package = %package_id, "Checkout Session for an unknown package; ignored");
             return Ok(None);
         };
-        if crate::ledger::Ledger::organization_in(txn, organization_id)
-            .await?
-            .is_none()
-        {
+        if crate::ledger::Ledger::organization_in(txn, organization_id).await?.is_none() {
             tracing::error!(session = %session.id, organization = %organization_id, "Checkout Session for an unknown organization; ignored");
             return Ok(None);
         }
         let at = now();
-        let id = metadata
-            .get("purchase_id")
-            .cloned()
-            .unwrap_or_else(|| new_id("pur"));
+        let id = metadata.get("purchase_id").cloned().unwrap_or_else(|| new_id("pur"));
         tracing::warn!(session = %session.id, purchase = %id, "purchase record was missing; recreated from the session");
         let row = credit_purchase::ActiveModel {
             id: Set(id),
@@ -378,7 +331,8 @@ impl Billing {
     async fn charge_refunded(
         &self,
         txn: &DatabaseTransaction,
-        charge: ChargeObject,
+        charge: &ChargeObject,
+        touched: &mut Option<String>,
     ) -> Result<(), BillingError> {
         let Some(payment_intent) = expandable_id(&charge.payment_intent) else {
             tracing::warn!(charge = %charge.id, "refunded charge without a PaymentIntent; ignored");
@@ -410,7 +364,7 @@ impl Billing {
             .one(txn)
             .await?;
         match purchase {
-            Some(purchase) => self.reconcile_refund(txn, &purchase.id).await,
+            Some(purchase) => self.reconcile_refund(txn, &purchase.id, touched).await,
             // Not paid yet (or not ours): the paid event reconciles when it comes.
             None => Ok(()),
         }
@@ -422,44 +376,28 @@ impl Billing {
         &self,
         txn: &DatabaseTransaction,
         purchase_id: &str,
+        touched: &mut Option<String>,
     ) -> Result<(), BillingError> {
-        let Some(purchase) = credit_purchase::Entity::find_by_id(purchase_id.to_owned())
-            .one(txn)
-            .await?
-        else {
+        let Some(purchase) = credit_purchase::Entity::find_by_id(purchase_id.to_owned()).one(txn).await? else {
             return Ok(());
         };
         let Some(payment_intent) = &purchase.payment_intent_id else {
             return Ok(());
         };
-        let Some(refund) = stripe_refund::Entity::find_by_id(payment_intent.clone())
-            .one(txn)
-            .await?
-        else {
+        let Some(refund) = stripe_refund::Entity::find_by_id(payment_intent.clone()).one(txn).await? else {
             return Ok(());
         };
         let refunded = refund.amount_refunded.min(purchase.amount);
         if refunded <= purchase.refunded_amount || purchase.amount <= 0 {
             return Ok(());
         }
-        let target = (i128::from(purchase.credits) * i128::from(refunded)
-            / i128::from(purchase.amount)) as i64;
+        let target = (i128::from(purchase.credits) * i128::from(refunded) / i128::from(purchase.amount)) as i64;
         let wanted = target - purchase.refunded_credits;
-        let status = if refunded >= purchase.amount {
-            "REFUNDED"
-        } else {
-            "PARTIALLY_REFUNDED"
-        };
+        let status = if refunded >= purchase.amount { "REFUNDED" } else { "PARTIALLY_REFUNDED" };
         // Conditional on the amount we read, so concurrent deliveries claw back once.
         let updated = credit_purchase::Entity::update_many()
-            .col_expr(
-                credit_purchase::Column::RefundedAmount,
-                Expr::value(refunded),
-            )
-            .col_expr(
-                credit_purchase::Column::RefundedCredits,
-                Expr::value(target),
-            )
+            .col_expr(credit_purchase::Column::RefundedAmount, Expr::value(refunded))
+            .col_expr(credit_purchase::Column::RefundedCredits, Expr::value(target))
             .col_expr(credit_purchase::Column::Status, Expr::value(status))
             .col_expr(credit_purchase::Column::UpdatedAt, Expr::value(now()))
             .filter(credit_purchase::Column::Id.eq(&purchase.id))
@@ -470,15 +408,10 @@ impl Billing {
             return Ok(());
         }
         let description = format!("Refund of purchase {}: {wanted} credits", purchase.id);
-        let taken = clawback(
-            txn,
-            &purchase.organization_id,
-            wanted,
-            &description,
-            (PURCHASE_REFERENCE, &purchase.id),
-            now(),
-        )
-        .await?;
+        *touched = Some(purchase.organization_id.clone());
+        let taken =
+            clawback(txn, &purchase.organization_id, wanted, &description, (PURCHASE_REFERENCE, &purchase.id), now())
+                .await?;
         if taken.shortfall > 0 {
             tracing::warn!(
                 purchase = %purchase.id,
@@ -489,6 +422,18 @@ impl Billing {
         }
         Ok(())
     }
+}
+
+/// What a handled event does.
+enum Effect {
+    /// A paid session: credit its purchase.
+    Paid(SessionObject),
+    /// A session that will not be paid: mark its pending purchase.
+    Closed(SessionObject, &'static str),
+    /// A refunded charge: take back its share.
+    Refunded(ChargeObject),
+    /// Recorded, nothing else.
+    Nothing,
 }
 
 /// Moves a purchase from one of `from` to `to`; false when it was in no such status.
@@ -503,10 +448,7 @@ async fn set_status<C: ConnectionTrait>(
         .col_expr(credit_purchase::Column::Status, Expr::value(to))
         .col_expr(credit_purchase::Column::UpdatedAt, Expr::value(now()));
     if let Some(payment_intent) = payment_intent {
-        update = update.col_expr(
-            credit_purchase::Column::PaymentIntentId,
-            Expr::value(payment_intent),
-        );
+        update = update.col_expr(credit_purchase::Column::PaymentIntentId, Expr::value(payment_intent));
     }
     let result = update
         .filter(credit_purchase::Column::Id.eq(purchase_id))
@@ -517,11 +459,9 @@ async fn set_status<C: ConnectionTrait>(
 }
 
 fn parse<T: serde::de::DeserializeOwned>(event: &Event) -> Result<T, BillingError> {
-    serde_json::from_value(event.data.object.clone()).map_err(|error| {
-        BillingError::MalformedEvent {
-            event_type: event.event_type.clone(),
-            message: error.to_string(),
-        }
+    serde_json::from_value(event.data.object.clone()).map_err(|error| BillingError::MalformedEvent {
+        event_type: event.event_type.clone(),
+        message: error.to_string(),
     })
 }
 

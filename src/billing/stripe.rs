@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeRequest};
 use stripe_checkout::CheckoutSessionMode;
 use stripe_checkout::checkout_session::{
-    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
-    ProductData,
+    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData, ProductData,
 };
 
 use super::CreditPackage;
@@ -67,9 +66,7 @@ impl StripeGateway {
             // async-stripe appends `v1/…` to the origin.
             builder = builder.url(format!("{}/", base.trim_end_matches('/')));
         }
-        let client = builder
-            .build()
-            .map_err(|error| GatewayError::Config(error.to_string()))?;
+        let client = builder.build().map_err(|error| GatewayError::Config(error.to_string()))?;
         Ok(Self { client })
     }
 
@@ -85,10 +82,7 @@ impl StripeGateway {
         match &package.stripe_price_id {
             Some(price) => item.price = Some(price.clone()),
             None => {
-                let currency = package
-                    .currency
-                    .parse()
-                    .unwrap_or(stripe_types::Currency::USD);
+                let currency = package.currency.parse().unwrap_or(stripe_types::Currency::USD);
                 let mut price = CreateCheckoutSessionLineItemsPriceData::new(currency);
                 price.unit_amount = Some(package.price_amount);
                 price.product_data = Some(ProductData::new(format!("{} credits", package.name)));
@@ -96,10 +90,7 @@ impl StripeGateway {
             }
         }
         let metadata = HashMap::from([
-            (
-                "organization_id".to_owned(),
-                request.organization_id.to_owned(),
-            ),
+            ("organization_id".to_owned(), request.organization_id.to_owned()),
             ("package_id".to_owned(), package.id.clone()),
             ("purchase_id".to_owned(), request.purchase_id.to_owned()),
         ]);
@@ -117,13 +108,8 @@ impl StripeGateway {
             .send(&self.client)
             .await
             .map_err(|error| GatewayError::Request(describe(&error)))?;
-        let url = session.url.ok_or_else(|| {
-            GatewayError::Request("Stripe returned a session without a URL".into())
-        })?;
-        Ok(CheckoutSession {
-            id: session.id.to_string(),
-            url,
-        })
+        let url = session.url.ok_or_else(|| GatewayError::Request("Stripe returned a session without a URL".into()))?;
+        Ok(CheckoutSession { id: session.id.to_string(), url })
     }
 }
 
@@ -131,10 +117,7 @@ impl StripeGateway {
 fn describe(error: &stripe::StripeError) -> String {
     match error {
         stripe::StripeError::Stripe(errors, status) => {
-            format!(
-                "status {status}: {}",
-                errors.message.as_deref().unwrap_or("no message")
-            )
+            format!("status {status}: {}", errors.message.as_deref().unwrap_or("no message"))
         }
         stripe::StripeError::Timeout => "timed out".into(),
         other => other.to_string(),

@@ -42,12 +42,7 @@ fn mac(secret: &str, timestamp: i64, payload: &[u8]) -> Option<hmac::Hmac<Sha256
 /// Checks `Stripe-Signature` (`t=…,v1=…[,v1=…]`) against the raw body: HMAC-SHA256 of
 /// `timestamp.payload` with the endpoint secret. Every `v1` is tried (secrets roll over)
 /// and compared in constant time.
-pub fn verify_signature(
-    header: Option<&str>,
-    payload: &[u8],
-    secret: &str,
-    now: i64,
-) -> Result<(), SignatureError> {
+pub fn verify_signature(header: Option<&str>, payload: &[u8], secret: &str, now: i64) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
     let mut timestamp = None;
     let mut signatures = Vec::new();
@@ -70,23 +65,13 @@ pub fn verify_signature(
         .iter()
         .filter_map(|signature| decode_hex(signature))
         .any(|signature| expected.clone().verify_slice(&signature).is_ok());
-    if matched {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
-    }
+    if matched { Ok(()) } else { Err(SignatureError::Mismatch) }
 }
 
 /// A `Stripe-Signature` header for `payload`, as Stripe computes it (for tests and tools).
 pub fn sign(payload: &[u8], secret: &str, timestamp: i64) -> String {
     let hex: String = mac(secret, timestamp, payload)
-        .map(|mac| {
-            mac.finalize()
-                .into_bytes()
-                .iter()
-                .map(|byte| format!("{byte:02x}"))
-                .collect()
-        })
+        .map(|mac| mac.finalize().into_bytes().iter().map(|byte| format!("{byte:02x}")).collect())
         .unwrap_or_default();
     format!("t={timestamp},v1={hex}")
 }
@@ -95,10 +80,7 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// The envelope of every event.
@@ -177,38 +159,14 @@ mod tests {
     fn a_signed_payload_verifies_and_anything_else_does_not() {
         let payload = br#"{"id":"evt_1"}"#;
         let header = sign(payload, SECRET, 1_000);
-        assert_eq!(
-            verify_signature(Some(&header), payload, SECRET, 1_010),
-            Ok(())
-        );
-        assert_eq!(
-            verify_signature(Some(&header), b"{}", SECRET, 1_010),
-            Err(SignatureError::Mismatch)
-        );
-        assert_eq!(
-            verify_signature(Some(&header), payload, "whsec_other", 1_010),
-            Err(SignatureError::Mismatch)
-        );
-        assert_eq!(
-            verify_signature(Some(&header), payload, SECRET, 1_000 + 301),
-            Err(SignatureError::Stale)
-        );
-        assert_eq!(
-            verify_signature(Some(&header), payload, SECRET, 1_000 - 301),
-            Err(SignatureError::Stale)
-        );
-        assert_eq!(
-            verify_signature(None, payload, SECRET, 1_000),
-            Err(SignatureError::Missing)
-        );
-        assert_eq!(
-            verify_signature(Some("t=1000"), payload, SECRET, 1_000),
-            Err(SignatureError::Malformed)
-        );
-        assert_eq!(
-            verify_signature(Some("v1=abcd"), payload, SECRET, 1_000),
-            Err(SignatureError::Malformed)
-        );
+        assert_eq!(verify_signature(Some(&header), payload, SECRET, 1_010), Ok(()));
+        assert_eq!(verify_signature(Some(&header), b"{}", SECRET, 1_010), Err(SignatureError::Mismatch));
+        assert_eq!(verify_signature(Some(&header), payload, "whsec_other", 1_010), Err(SignatureError::Mismatch));
+        assert_eq!(verify_signature(Some(&header), payload, SECRET, 1_000 + 301), Err(SignatureError::Stale));
+        assert_eq!(verify_signature(Some(&header), payload, SECRET, 1_000 - 301), Err(SignatureError::Stale));
+        assert_eq!(verify_signature(None, payload, SECRET, 1_000), Err(SignatureError::Missing));
+        assert_eq!(verify_signature(Some("t=1000"), payload, SECRET, 1_000), Err(SignatureError::Malformed));
+        assert_eq!(verify_signature(Some("v1=abcd"), payload, SECRET, 1_000), Err(SignatureError::Malformed));
     }
 
     #[test]
@@ -222,14 +180,8 @@ mod tests {
 
     #[test]
     fn expandable_fields_yield_their_id() {
-        assert_eq!(
-            expandable_id(&Some(Value::String("pi_1".into()))).as_deref(),
-            Some("pi_1")
-        );
-        assert_eq!(
-            expandable_id(&Some(serde_json::json!({ "id": "pi_2" }))).as_deref(),
-            Some("pi_2")
-        );
+        assert_eq!(expandable_id(&Some(Value::String("pi_1".into()))).as_deref(), Some("pi_1"));
+        assert_eq!(expandable_id(&Some(serde_json::json!({ "id": "pi_2" }))).as_deref(), Some("pi_2"));
         assert_eq!(expandable_id(&None), None);
     }
 }

@@ -28,24 +28,16 @@ impl Caller {
         match (self, requested) {
             (Self::Anonymous | Self::InvalidToken, _) => Err(ApiError::Unauthenticated),
             (Self::Admin, Some(id)) => Ok(id.to_string()),
-            (Self::Admin, None) => Err(ApiError::BadUserInput(
-                "organizationId is required with the admin token".into(),
-            )),
-            (
-                Self::ApiKey {
-                    organization_id, ..
-                },
-                None,
-            ) => Ok(organization_id.clone()),
-            (
-                Self::ApiKey {
-                    organization_id, ..
-                },
-                Some(id),
-            ) if id.as_str() == organization_id => Ok(organization_id.clone()),
-            (Self::ApiKey { .. }, Some(_)) => Err(ApiError::Forbidden(
-                "this API key may only act on its own organization",
-            )),
+            (Self::Admin, None) => {
+                Err(ApiError::BadUserInput("organizationId is required with the admin token".into()))
+            }
+            (Self::ApiKey { organization_id, .. }, None) => Ok(organization_id.clone()),
+            (Self::ApiKey { organization_id, .. }, Some(id)) if id.as_str() == organization_id => {
+                Ok(organization_id.clone())
+            }
+            (Self::ApiKey { .. }, Some(_)) => {
+                Err(ApiError::Forbidden("this API key may only act on its own organization"))
+            }
         }
     }
 
@@ -53,9 +45,7 @@ impl Caller {
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self {
             Self::Admin => Ok(()),
-            Self::ApiKey { .. } => Err(ApiError::Forbidden(
-                "this operation requires the admin token",
-            )),
+            Self::ApiKey { .. } => Err(ApiError::Forbidden("this operation requires the admin token")),
             Self::Anonymous | Self::InvalidToken => Err(ApiError::Unauthenticated),
         }
     }
@@ -72,10 +62,7 @@ impl Caller {
     pub fn can_see(&self, organization_id: &str) -> bool {
         match self {
             Self::Admin => true,
-            Self::ApiKey {
-                organization_id: own,
-                ..
-            } => own == organization_id,
+            Self::ApiKey { organization_id: own, .. } => own == organization_id,
             Self::Anonymous | Self::InvalidToken => false,
         }
     }

@@ -11,9 +11,7 @@ use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest, NextValidation,
 };
 use async_graphql::parser::types::ExecutableDocument;
-use async_graphql::{
-    ErrorExtensionValues, Response, ServerError, ServerResult, ValidationResult, Variables,
-};
+use async_graphql::{ErrorExtensionValues, Response, ServerError, ServerResult, ValidationResult, Variables};
 
 use crate::billing::BillingError;
 use crate::ledger::LedgerError;
@@ -102,12 +100,8 @@ impl ApiError {
             Self::InsufficientCredits { balance, required } => {
                 format!("insufficient credits: balance {balance}, required {required}")
             }
-            Self::IdempotencyConflict => {
-                "idempotency key was already used for a different request".into()
-            }
-            Self::PaymentProviderNotConfigured => {
-                "payments are not configured on this server".into()
-            }
+            Self::IdempotencyConflict => "idempotency key was already used for a different request".into(),
+            Self::PaymentProviderNotConfigured => "payments are not configured on this server".into(),
             Self::PaymentProviderError => "the payment provider failed, try again later".into(),
             Self::ServiceUnavailable => "the database is unavailable, try again later".into(),
             Self::Internal => "internal server error".into(),
@@ -123,11 +117,7 @@ impl From<ApiError> for async_graphql::Error {
             extensions.set("balance", *balance);
             extensions.set("required", *required);
         }
-        async_graphql::Error {
-            message: error.message(),
-            source: None,
-            extensions: Some(extensions),
-        }
+        async_graphql::Error { message: error.message(), source: None, extensions: Some(extensions) }
     }
 }
 
@@ -136,12 +126,10 @@ impl From<LedgerError> for ApiError {
         match error {
             LedgerError::OrganizationNotFound => Self::NotFound("organization"),
             LedgerError::ApiKeyNotFound => Self::NotFound("API key"),
-            LedgerError::InsufficientCredits { balance, required } => {
-                Self::InsufficientCredits { balance, required }
+            LedgerError::InsufficientCredits { balance, required } => Self::InsufficientCredits { balance, required },
+            LedgerError::BalanceLimitExceeded { max } => {
+                Self::BadUserInput(format!("the balance would exceed the largest allowed, {max} credits"))
             }
-            LedgerError::BalanceLimitExceeded { max } => Self::BadUserInput(format!(
-                "the balance would exceed the largest allowed, {max} credits"
-            )),
             LedgerError::IdempotencyConflict => Self::IdempotencyConflict,
             LedgerError::InvalidInput(message) => Self::BadUserInput(message),
             LedgerError::Unavailable(source) => {
@@ -185,18 +173,12 @@ impl ExtensionFactory for ErrorCodes {
 }
 
 fn has_code(error: &ServerError) -> bool {
-    error
-        .extensions
-        .as_ref()
-        .is_some_and(|extensions| extensions.get("code").is_some())
+    error.extensions.as_ref().is_some_and(|extensions| extensions.get("code").is_some())
 }
 
 fn set_code(mut error: ServerError, code: &str) -> ServerError {
     if !has_code(&error) {
-        error
-            .extensions
-            .get_or_insert_with(Default::default)
-            .set("code", code);
+        error.extensions.get_or_insert_with(Default::default).set("code", code);
     }
     error
 }
@@ -205,8 +187,7 @@ fn set_code(mut error: ServerError, code: &str) -> ServerError {
 /// rather than the shape of the document.
 fn is_value_error(message: &str) -> bool {
     message.starts_with("Invalid value for argument")
-        || (message.starts_with("Variable")
-            && (message.contains("expected type") || message.contains("not provided")))
+        || (message.starts_with("Variable") && (message.contains("expected type") || message.contains("not provided")))
 }
 
 #[async_graphql::async_trait::async_trait]

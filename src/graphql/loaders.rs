@@ -17,10 +17,7 @@ impl Loader<String> for OrganizationLoader {
 
     async fn load(&self, ids: &[String]) -> Result<HashMap<String, Organization>, ApiError> {
         let found = self.0.organizations(ids).await?;
-        Ok(found
-            .into_iter()
-            .map(|organization| (organization.id.clone(), organization))
-            .collect())
+        Ok(found.into_iter().map(|organization| (organization.id.clone(), organization)).collect())
     }
 }
 
@@ -31,14 +28,8 @@ impl Loader<String> for BalanceLoader {
     type Value = Balance;
     type Error = ApiError;
 
-    async fn load(
-        &self,
-        organization_ids: &[String],
-    ) -> Result<HashMap<String, Balance>, ApiError> {
+    async fn load(&self, organization_ids: &[String]) -> Result<HashMap<String, Balance>, ApiError> {
         let found = self.0.balances(organization_ids).await?;
-        Ok(found
-            .into_iter()
-            .map(|balance| (balance.organization_id.clone(), balance))
-            .collect())
+        Ok(found.into_iter().map(|balance| (balance.organization_id.clone(), balance)).collect())
     }
 }

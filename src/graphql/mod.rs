@@ -10,14 +10,16 @@ mod mutation;
 mod pagination;
 mod query;
 pub mod scalars;
+mod subscription;
 mod types;
 
+use async_graphql::Schema;
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{EmptySubscription, Schema};
 
 pub use context::{Caller, RequestSpan};
 pub use mutation::Mutation;
 pub use query::Query;
+pub use subscription::Subscription;
 
 use crate::billing::{Billing, PackageCatalog, Purchases};
 use crate::config::Limits;
@@ -25,17 +27,12 @@ use crate::ledger::Ledger;
 use loaders::{BalanceLoader, OrganizationLoader};
 
 /// The executable schema.
-pub type CreditsSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type CreditsSchema = Schema<Query, Mutation, Subscription>;
 
 /// Builds the schema over the ledger and billing, with the abuse limits applied.
-pub fn build_schema(
-    ledger: Ledger,
-    packages: PackageCatalog,
-    billing: Billing,
-    limits: &Limits,
-) -> CreditsSchema {
+pub fn build_schema(ledger: Ledger, packages: PackageCatalog, billing: Billing, limits: &Limits) -> CreditsSchema {
     let purchases = Purchases::new(ledger.db().clone());
-    Schema::build(Query, Mutation, EmptySubscription)
+    Schema::build(Query, Mutation, Subscription)
         .data(ledger)
         .data(packages)
         .data(purchases)
@@ -50,9 +47,7 @@ pub fn build_schema(
 
 /// The SDL of the schema, as committed in `schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(Query, Mutation, EmptySubscription)
-        .finish()
-        .sdl()
+    Schema::build(Query, Mutation, Subscription).finish().sdl()
 }
 
 /// Per-request data: the caller, the request span and fresh DataLoaders (their caches
@@ -66,9 +61,6 @@ pub fn request_data(
     request
         .data(caller)
         .data(RequestSpan(span))
-        .data(DataLoader::new(
-            OrganizationLoader(ledger.clone()),
-            tokio::spawn,
-        ))
+        .data(DataLoader::new(OrganizationLoader(ledger.clone()), tokio::spawn))
         .data(DataLoader::new(BalanceLoader(ledger.clone()), tokio::spawn))
 }

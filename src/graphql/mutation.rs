@@ -6,9 +6,9 @@ use super::context::{caller, scope};
 use super::errors::ApiError;
 use super::scalars::Credits;
 use super::types::{
-    ApiKey, BalanceChangePayload, Consume, ConsumeCreditsInput, CreateApiKeyInput,
-    CreateApiKeyPayload, CreateOrganizationInput, CreditBalance, CreditPurchase, Grant,
-    GrantCreditsInput, Organization, PurchasePackageInput, PurchasePackagePayload,
+    ApiKey, BalanceChangePayload, Consume, ConsumeCreditsInput, CreateApiKeyInput, CreateApiKeyPayload,
+    CreateOrganizationInput, CreditBalance, CreditPurchase, Grant, GrantCreditsInput, Organization,
+    PurchasePackageInput, PurchasePackagePayload,
 };
 use crate::billing::Billing;
 use crate::ledger::{Amount, ConsumeRequest, GrantRequest, Ledger};
@@ -35,11 +35,7 @@ impl Mutation {
             input.reference_id,
             input.idempotency_key,
         )?;
-        Ok(ctx
-            .data_unchecked::<Ledger>()
-            .consume(request)
-            .await?
-            .into())
+        Ok(ctx.data_unchecked::<Ledger>().consume(request).await?.into())
     }
 
     /// Starts buying a credit package through Stripe Checkout. The purchase is `PENDING`
@@ -52,12 +48,7 @@ impl Mutation {
         let organization_id = scope(ctx, input.organization_id.as_ref())?;
         let started = ctx
             .data_unchecked::<Billing>()
-            .purchase_package(
-                &organization_id,
-                input.package_id.as_str(),
-                input.success_url,
-                input.cancel_url,
-            )
+            .purchase_package(&organization_id, input.package_id.as_str(), input.success_url, input.cancel_url)
             .await?;
         Ok(PurchasePackagePayload {
             purchase: CreditPurchase(started.purchase),
@@ -106,12 +97,8 @@ impl Mutation {
     ) -> Result<Organization, ApiError> {
         caller(ctx).require_admin()?;
         let ledger = ctx.data_unchecked::<Ledger>();
-        let organization = ledger
-            .create_organization(
-                &input.name,
-                input.low_balance_threshold.map(|credits| credits.0),
-            )
-            .await?;
+        let organization =
+            ledger.create_organization(&input.name, input.low_balance_threshold.map(|credits| credits.0)).await?;
         Ok(Organization(organization))
     }
 
@@ -122,23 +109,14 @@ impl Mutation {
         input: CreateApiKeyInput,
     ) -> Result<CreateApiKeyPayload, ApiError> {
         caller(ctx).require_admin()?;
-        let (api_key, secret) = ctx
-            .data_unchecked::<Ledger>()
-            .create_api_key(input.organization_id.as_str(), &input.name)
-            .await?;
-        Ok(CreateApiKeyPayload {
-            api_key: ApiKey(api_key),
-            secret,
-        })
+        let (api_key, secret) =
+            ctx.data_unchecked::<Ledger>().create_api_key(input.organization_id.as_str(), &input.name).await?;
+        Ok(CreateApiKeyPayload { api_key: ApiKey(api_key), secret })
     }
 
     /// Revokes an API key at once. Admin only.
     async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> Result<ApiKey, ApiError> {
         caller(ctx).require_admin()?;
-        Ok(ApiKey(
-            ctx.data_unchecked::<Ledger>()
-                .revoke_api_key(id.as_str())
-                .await?,
-        ))
+        Ok(ApiKey(ctx.data_unchecked::<Ledger>().revoke_api_key(id.as_str()).await?))
     }
 }

@@ -16,9 +16,7 @@ pub fn page_size(name: &str, value: Option<i32>) -> Result<u64, ApiError> {
     match value {
         None => Ok(DEFAULT_PAGE_SIZE),
         Some(size) if (0..=MAX_PAGE_SIZE).contains(&size) => Ok(size as u64),
-        Some(size) => Err(ApiError::BadUserInput(format!(
-            "{name} must be between 0 and {MAX_PAGE_SIZE}, got {size}"
-        ))),
+        Some(size) => Err(ApiError::BadUserInput(format!("{name} must be between 0 and {MAX_PAGE_SIZE}, got {size}"))),
     }
 }
 
@@ -33,11 +31,7 @@ pub fn decode_cursor(tag: &str, cursor: &str) -> Result<String, ApiError> {
         .decode(cursor)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| {
-            text.strip_prefix(tag)
-                .and_then(|rest| rest.strip_prefix(':'))
-                .map(str::to_owned)
-        })
+        .and_then(|text| text.strip_prefix(tag).and_then(|rest| rest.strip_prefix(':')).map(str::to_owned))
         .ok_or_else(|| ApiError::BadUserInput(format!("invalid cursor {cursor:?}")))
 }
 
@@ -49,26 +43,16 @@ pub fn transaction_page(
     before: Option<String>,
 ) -> Result<PageRequest, ApiError> {
     let seq = |cursor: String| -> Result<i64, ApiError> {
-        decode_cursor("seq", &cursor)?
-            .parse()
-            .map_err(|_| ApiError::BadUserInput(format!("invalid cursor {cursor:?}")))
+        decode_cursor("seq", &cursor)?.parse().map_err(|_| ApiError::BadUserInput(format!("invalid cursor {cursor:?}")))
     };
     let backward = last.is_some() || before.is_some();
     if backward && (first.is_some() || after.is_some()) {
-        return Err(ApiError::BadUserInput(
-            "paginate with first/after or with last/before, not both".into(),
-        ));
+        return Err(ApiError::BadUserInput("paginate with first/after or with last/before, not both".into()));
     }
     Ok(if backward {
-        PageRequest::Backward {
-            count: page_size("last", last)?,
-            before: before.map(seq).transpose()?,
-        }
+        PageRequest::Backward { count: page_size("last", last)?, before: before.map(seq).transpose()? }
     } else {
-        PageRequest::Forward {
-            count: page_size("first", first)?,
-            after: after.map(seq).transpose()?,
-        }
+        PageRequest::Forward { count: page_size("first", first)?, after: after.map(seq).transpose()? }
     })
 }
 

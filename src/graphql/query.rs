@@ -7,15 +7,14 @@ use super::context::{caller, scope};
 use super::errors::ApiError;
 use super::pagination::{decode_cursor, encode_cursor, page_size, transaction_page};
 use super::types::{
-    ApiKey, CreditBalance, CreditPackage, CreditPurchase, CreditTransaction,
-    CreditTransactionFilter, Node, Organization, PurchaseTotals, TransactionTotals,
+    ApiKey, CreditBalance, CreditPackage, CreditPurchase, CreditTransaction, CreditTransactionFilter, Node,
+    Organization, PurchaseTotals, TransactionTotals,
 };
 use crate::billing::{PackageCatalog, Purchases};
 use crate::ledger::{Ledger, TransactionFilter};
 
 /// Transactions, newest first, with `totalCount`.
-pub type CreditTransactionConnection =
-    Connection<String, CreditTransaction, TransactionTotals, EmptyFields>;
+pub type CreditTransactionConnection = Connection<String, CreditTransaction, TransactionTotals, EmptyFields>;
 /// Purchases, newest first, with `totalCount`.
 pub type CreditPurchaseConnection = Connection<String, CreditPurchase, PurchaseTotals, EmptyFields>;
 
@@ -26,17 +25,9 @@ pub struct Query;
 #[Object]
 impl Query {
     /// The organization's current balance. API keys may omit `organizationId`.
-    async fn credit_balance(
-        &self,
-        ctx: &Context<'_>,
-        organization_id: Option<ID>,
-    ) -> Result<CreditBalance, ApiError> {
+    async fn credit_balance(&self, ctx: &Context<'_>, organization_id: Option<ID>) -> Result<CreditBalance, ApiError> {
         let organization_id = scope(ctx, organization_id.as_ref())?;
-        Ok(CreditBalance(
-            ctx.data_unchecked::<Ledger>()
-                .balance(&organization_id)
-                .await?,
-        ))
+        Ok(CreditBalance(ctx.data_unchecked::<Ledger>().balance(&organization_id).await?))
     }
 
     /// The organization's transactions, newest first (Relay connection).
@@ -59,21 +50,11 @@ impl Query {
         // Distinguish "no such organization" from "no transactions yet".
         ledger.balance(&organization_id).await?;
         let page = ledger.transactions(&organization_id, &filter, page).await?;
-        let totals = TransactionTotals {
-            ledger: ledger.clone(),
-            organization_id,
-            filter,
-        };
-        let mut connection =
-            Connection::with_additional_fields(page.has_previous, page.has_next, totals);
-        connection
-            .edges
-            .extend(page.items.into_iter().map(|transaction| {
-                Edge::new(
-                    encode_cursor("seq", &transaction.seq.to_string()),
-                    CreditTransaction(transaction),
-                )
-            }));
+        let totals = TransactionTotals { ledger: ledger.clone(), organization_id, filter };
+        let mut connection = Connection::with_additional_fields(page.has_previous, page.has_next, totals);
+        connection.edges.extend(page.items.into_iter().map(|transaction| {
+            Edge::new(encode_cursor("seq", &transaction.seq.to_string()), CreditTransaction(transaction))
+        }));
         Ok(connection)
     }
 
@@ -87,43 +68,25 @@ impl Query {
     ) -> Result<CreditPurchaseConnection, ApiError> {
         let organization_id = scope(ctx, organization_id.as_ref())?;
         let count = page_size("first", first)?;
-        let after = after
-            .map(|cursor| decode_cursor("pur", &cursor))
-            .transpose()?;
-        ctx.data_unchecked::<Ledger>()
-            .balance(&organization_id)
-            .await?;
+        let after = after.map(|cursor| decode_cursor("pur", &cursor)).transpose()?;
+        ctx.data_unchecked::<Ledger>().balance(&organization_id).await?;
         let purchases = ctx.data_unchecked::<Purchases>();
-        let (items, has_next) = purchases
-            .list(&organization_id, count, after.as_deref())
-            .await?;
-        let totals = PurchaseTotals {
-            purchases: purchases.clone(),
-            organization_id,
-        };
+        let (items, has_next) = purchases.list(&organization_id, count, after.as_deref()).await?;
+        let totals = PurchaseTotals { purchases: purchases.clone(), organization_id };
         let mut connection = Connection::with_additional_fields(after.is_some(), has_next, totals);
-        connection.edges.extend(items.into_iter().map(|purchase| {
-            Edge::new(encode_cursor("pur", &purchase.id), CreditPurchase(purchase))
-        }));
+        connection.edges.extend(
+            items.into_iter().map(|purchase| Edge::new(encode_cursor("pur", &purchase.id), CreditPurchase(purchase))),
+        );
         Ok(connection)
     }
 
     /// The credit packages on sale. Public: no token needed.
     async fn credit_packages(&self, ctx: &Context<'_>) -> Vec<CreditPackage> {
-        ctx.data_unchecked::<PackageCatalog>()
-            .all()
-            .iter()
-            .cloned()
-            .map(CreditPackage)
-            .collect()
+        ctx.data_unchecked::<PackageCatalog>().all().iter().cloned().map(CreditPackage).collect()
     }
 
     /// An organization. API keys may omit `id` to get their own.
-    async fn organization(
-        &self,
-        ctx: &Context<'_>,
-        id: Option<ID>,
-    ) -> Result<Organization, ApiError> {
+    async fn organization(&self, ctx: &Context<'_>, id: Option<ID>) -> Result<Organization, ApiError> {
         let organization_id = scope(ctx, id.as_ref())?;
         ctx.data_unchecked::<Ledger>()
             .organization(&organization_id)
@@ -139,36 +102,23 @@ impl Query {
         let ledger = ctx.data_unchecked::<Ledger>();
         let (prefix, _) = id.split_once('_').unwrap_or_default();
         let node = match prefix {
-            "org" => ledger
-                .organization(&id)
+            "org" => ledger.organization(&id).await?.map(|o| (o.id.clone(), Node::Organization(Organization(o)))),
+            "bal" => ledger
+                .balance_by_id(&id)
                 .await?
-                .map(|o| (o.id.clone(), Node::Organization(Organization(o)))),
-            "bal" => ledger.balance_by_id(&id).await?.map(|b| {
-                (
-                    b.organization_id.clone(),
-                    Node::CreditBalance(CreditBalance(b)),
-                )
-            }),
-            "ctx" => ledger.transaction(&id).await?.map(|t| {
-                (
-                    t.organization_id.clone(),
-                    Node::CreditTransaction(CreditTransaction(t)),
-                )
-            }),
-            "key" => ledger
-                .api_key(&id)
+                .map(|b| (b.organization_id.clone(), Node::CreditBalance(CreditBalance(b)))),
+            "ctx" => ledger
+                .transaction(&id)
                 .await?
-                .map(|k| (k.organization_id.clone(), Node::ApiKey(ApiKey(k)))),
-            "pur" => ctx.data_unchecked::<Purchases>().get(&id).await?.map(|p| {
-                (
-                    p.organization_id.clone(),
-                    Node::CreditPurchase(CreditPurchase(p)),
-                )
-            }),
+                .map(|t| (t.organization_id.clone(), Node::CreditTransaction(CreditTransaction(t)))),
+            "key" => ledger.api_key(&id).await?.map(|k| (k.organization_id.clone(), Node::ApiKey(ApiKey(k)))),
+            "pur" => ctx
+                .data_unchecked::<Purchases>()
+                .get(&id)
+                .await?
+                .map(|p| (p.organization_id.clone(), Node::CreditPurchase(CreditPurchase(p)))),
             _ => None,
         };
-        Ok(node
-            .filter(|(organization_id, _)| caller.can_see(organization_id))
-            .map(|(_, node)| node))
+        Ok(node.filter(|(organization_id, _)| caller.can_see(organization_id)).map(|(_, node)| node))
     }
 }

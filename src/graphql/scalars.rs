@@ -11,9 +11,7 @@ pub struct Credits(pub i64);
 
 fn as_credits(value: &Value) -> Option<i64> {
     match value {
-        Value::Number(number) => number
-            .as_i64()
-            .filter(|n| n.unsigned_abs() <= MAX_CREDITS as u64),
+        Value::Number(number) => number.as_i64().filter(|n| n.unsigned_abs() <= MAX_CREDITS as u64),
         _ => None,
     }
 }
@@ -23,9 +21,7 @@ fn as_credits(value: &Value) -> Option<i64> {
 impl ScalarType for Credits {
     fn parse(value: Value) -> InputValueResult<Self> {
         as_credits(&value).map(Credits).ok_or_else(|| {
-            InputValueError::custom(format!(
-                "Credits must be a whole number between -{MAX_CREDITS} and {MAX_CREDITS}"
-            ))
+            InputValueError::custom(format!("Credits must be a whole number between -{MAX_CREDITS} and {MAX_CREDITS}"))
         })
     }
 
@@ -44,9 +40,7 @@ pub struct DateTime(pub chrono::DateTime<Utc>);
 
 fn as_datetime(value: &Value) -> Option<chrono::DateTime<Utc>> {
     match value {
-        Value::String(text) => chrono::DateTime::parse_from_rfc3339(text)
-            .ok()
-            .map(|time| time.with_timezone(&Utc)),
+        Value::String(text) => chrono::DateTime::parse_from_rfc3339(text).ok().map(|time| time.with_timezone(&Utc)),
         _ => None,
     }
 }
@@ -55,11 +49,9 @@ fn as_datetime(value: &Value) -> Option<chrono::DateTime<Utc>> {
 #[Scalar(name = "DateTime")]
 impl ScalarType for DateTime {
     fn parse(value: Value) -> InputValueResult<Self> {
-        as_datetime(&value).map(DateTime).ok_or_else(|| {
-            InputValueError::custom(
-                "DateTime must be an RFC 3339 string like 2026-11-25T16:10:02.123Z",
-            )
-        })
+        as_datetime(&value)
+            .map(DateTime)
+            .ok_or_else(|| InputValueError::custom("DateTime must be an RFC 3339 string like 2026-11-25T16:10:02.123Z"))
     }
 
     fn is_valid(value: &Value) -> bool {

@@ -16,10 +16,7 @@ async fn load_organization(ctx: &Context<'_>, id: &str) -> Result<ledger::Organi
         .ok_or(ApiError::NotFound("organization"))
 }
 
-async fn load_balance(
-    ctx: &Context<'_>,
-    organization_id: &str,
-) -> Result<ledger::Balance, ApiError> {
+async fn load_balance(ctx: &Context<'_>, organization_id: &str) -> Result<ledger::Balance, ApiError> {
     ctx.data_unchecked::<DataLoader<BalanceLoader>>()
         .load_one(organization_id.to_owned())
         .await?
@@ -95,17 +92,12 @@ impl CreditBalance {
 
     /// The organization's low-balance threshold.
     async fn low_balance_threshold(&self, ctx: &Context<'_>) -> Result<Option<Credits>, ApiError> {
-        Ok(load_organization(ctx, &self.0.organization_id)
-            .await?
-            .low_balance_threshold
-            .map(Credits))
+        Ok(load_organization(ctx, &self.0.organization_id).await?.low_balance_threshold.map(Credits))
     }
 
     /// Whether the balance is below the organization's threshold (false when none is set).
     async fn is_low(&self, ctx: &Context<'_>) -> Result<bool, ApiError> {
-        let threshold = load_organization(ctx, &self.0.organization_id)
-            .await?
-            .low_balance_threshold;
+        let threshold = load_organization(ctx, &self.0.organization_id).await?.low_balance_threshold;
         Ok(threshold.is_some_and(|threshold| self.0.balance < threshold))
     }
 
@@ -116,9 +108,7 @@ impl CreditBalance {
 
     /// The owning organization.
     async fn organization(&self, ctx: &Context<'_>) -> Result<Organization, ApiError> {
-        load_organization(ctx, &self.0.organization_id)
-            .await
-            .map(Organization)
+        load_organization(ctx, &self.0.organization_id).await.map(Organization)
     }
 }
 
@@ -218,9 +208,7 @@ impl CreditTransaction {
 
     /// The organization whose balance changed.
     async fn organization(&self, ctx: &Context<'_>) -> Result<Organization, ApiError> {
-        load_organization(ctx, &self.0.organization_id)
-            .await
-            .map(Organization)
+        load_organization(ctx, &self.0.organization_id).await.map(Organization)
     }
 }
 
@@ -408,9 +396,7 @@ pub struct CreditTransactionFilter {
 impl From<CreditTransactionFilter> for TransactionFilter {
     fn from(filter: CreditTransactionFilter) -> Self {
         Self {
-            kinds: filter
-                .kinds
-                .map(|kinds| kinds.into_iter().map(TransactionKind::from).collect()),
+            kinds: filter.kinds.map(|kinds| kinds.into_iter().map(TransactionKind::from).collect()),
             reference_type: filter.reference_type,
             reference_id: filter.reference_id,
             created_after: filter.created_after.map(|time| time.0),
@@ -430,10 +416,7 @@ pub struct TransactionTotals {
 impl TransactionTotals {
     /// How many transactions match the filter, across all pages.
     async fn total_count(&self) -> Result<i64, ApiError> {
-        let count = self
-            .ledger
-            .count_transactions(&self.organization_id, &self.filter)
-            .await?;
+        let count = self.ledger.count_transactions(&self.organization_id, &self.filter).await?;
         Ok(i64::try_from(count).unwrap_or(i64::MAX))
     }
 }

@@ -10,14 +10,8 @@ use crate::ledger::{API_KEY_PREFIX, Ledger, LedgerError};
 /// Compares two secrets in time independent of where they differ: both are hashed
 /// first, so neither the length nor the content of the real token leaks through timing.
 pub fn constant_time_eq(candidate: &str, secret: &str) -> bool {
-    let (a, b) = (
-        Sha256::digest(candidate.as_bytes()),
-        Sha256::digest(secret.as_bytes()),
-    );
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
+    let (a, b) = (Sha256::digest(candidate.as_bytes()), Sha256::digest(secret.as_bytes()));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The token of an `Authorization` value: `Bearer <token>` (scheme in any letter case)
@@ -58,10 +52,7 @@ pub async fn caller_for_token(
         return Ok(Caller::InvalidToken);
     }
     Ok(match ledger.authenticate_api_key(token).await? {
-        Some(key) => Caller::ApiKey {
-            key_id: key.id,
-            organization_id: key.organization_id,
-        },
+        Some(key) => Caller::ApiKey { key_id: key.id, organization_id: key.organization_id },
         None => Caller::InvalidToken,
     })
 }

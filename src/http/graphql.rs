@@ -31,29 +31,16 @@ enum MediaType {
 
 impl MediaType {
     fn negotiate(headers: &HeaderMap) -> Option<Self> {
-        let Some(accept) = headers
-            .get(header::ACCEPT)
-            .and_then(|value| value.to_str().ok())
-        else {
+        let Some(accept) = headers.get(header::ACCEPT).and_then(|value| value.to_str().ok()) else {
             return Some(Self::Json);
         };
         let ranges: Vec<String> = accept
             .split(',')
-            .map(|range| {
-                range
-                    .split(';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_ascii_lowercase()
-            })
+            .map(|range| range.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
             .collect();
         if ranges.iter().any(|range| range == GRAPHQL_RESPONSE_JSON) {
             Some(Self::GraphqlResponse)
-        } else if ranges
-            .iter()
-            .any(|range| range == JSON || range == "*/*" || range == "application/*")
-        {
+        } else if ranges.iter().any(|range| range == JSON || range == "*/*" || range == "application/*") {
             Some(Self::Json)
         } else {
             None
@@ -69,19 +56,9 @@ impl MediaType {
 }
 
 /// A response body of one error, before anything was executed.
-fn request_error(
-    status: StatusCode,
-    media: MediaType,
-    error_code: &str,
-    message: &str,
-) -> Response {
+fn request_error(status: StatusCode, media: MediaType, error_code: &str, message: &str) -> Response {
     let body = json!({ "errors": [{ "message": message, "extensions": { "code": error_code } }] });
-    (
-        status,
-        [(header::CONTENT_TYPE, media.content_type())],
-        body.to_string(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, media.content_type())], body.to_string()).into_response()
 }
 
 fn bad_request(media: MediaType, refusal: impl Into<Refusal>) -> Response {
@@ -90,30 +67,16 @@ fn bad_request(media: MediaType, refusal: impl Into<Refusal>) -> Response {
 }
 
 /// `GET /graphql`: GraphiQL for browsers, otherwise a query from the URL.
-pub async fn get(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Response {
+pub async fn get(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
     let params: Vec<(String, String)> = raw.as_deref().map(parse_query_string).unwrap_or_default();
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    };
+    let param = |name: &str| params.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
     let wants_html = headers
         .get(header::ACCEPT)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|accept| accept.contains("text/html"));
     if wants_html && param("query").is_none() {
-        return Html(
-            GraphiQLSource::build()
-                .endpoint("/graphql")
-                .subscription_endpoint("/graphql/ws")
-                .finish(),
-        )
-        .into_response();
+        return Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").finish())
+            .into_response();
     }
     let Some(media) = MediaType::negotiate(&headers) else {
         return StatusCode::NOT_ACCEPTABLE.into_response();
@@ -157,10 +120,7 @@ pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes
     let value: Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
         Err(error) => {
-            return bad_request(
-                media,
-                format!("the body is not valid JSON: {error}").as_str(),
-            );
+            return bad_request(media, format!("the body is not valid JSON: {error}").as_str());
         }
     };
     match value {
@@ -186,16 +146,11 @@ pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes
 }
 
 fn parse_query_string(raw: &str) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(raw.as_bytes())
-        .into_owned()
-        .collect()
+    url::form_urlencoded::parse(raw.as_bytes()).into_owned().collect()
 }
 
 fn is_json_content_type(headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-    else {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()) else {
         return false;
     };
     let mut parts = value.split(';');
@@ -210,7 +165,7 @@ fn is_json_content_type(headers: &HeaderMap) -> bool {
 }
 
 /// Why a request was refused before execution: a contract code and a message.
-struct Refusal(&'static str, String);
+pub(crate) struct Refusal(pub &'static str, pub String);
 
 impl From<&str> for Refusal {
     fn from(message: &str) -> Self {
@@ -219,7 +174,7 @@ impl From<&str> for Refusal {
 }
 
 /// Checks the shape of one request object and the nesting of its document.
-fn parse_request(value: Value, state: &AppState) -> Result<async_graphql::Request, Refusal> {
+pub(crate) fn parse_request(value: Value, state: &AppState) -> Result<async_graphql::Request, Refusal> {
     let Value::Object(mut fields) = value else {
         return Err("the request must be a JSON object".into());
     };
@@ -243,10 +198,7 @@ fn parse_request(value: Value, state: &AppState) -> Result<async_graphql::Reques
         Some(_) => return Err("extensions must be an object".into()),
     }
     if nesting_depth(&query) > state.limits.query_depth * 2 + 4 {
-        let message = format!(
-            "the query is nested deeper than {} levels",
-            state.limits.query_depth
-        );
+        let message = format!("the query is nested deeper than {} levels", state.limits.query_depth);
         return Err(Refusal(code::GRAPHQL_VALIDATION_FAILED, message));
     }
     let mut request = async_graphql::Request::new(query).variables(variables);
@@ -308,20 +260,14 @@ async fn execute_single(
     if let Some((name, _)) = &operation {
         Span::current().record("operation", name.as_str());
     }
-    if method == Method::Get
-        && operation
-            .as_ref()
-            .is_some_and(|(_, kind)| *kind != OperationType::Query)
-    {
+    if method == Method::Get && operation.as_ref().is_some_and(|(_, kind)| *kind != OperationType::Query) {
         let mut response = request_error(
             StatusCode::METHOD_NOT_ALLOWED,
             media,
             code::BAD_USER_INPUT,
             "only queries may be sent by GET; use POST",
         );
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
     let caller = match authenticate(&headers, state.admin_token.as_ref(), &state.ledger).await {
@@ -331,11 +277,8 @@ async fn execute_single(
     let request = request_data(request, &state.ledger, caller, Span::current());
     let response = state.schema.execute(request).await;
     let (is_request_error, body) = render(&response);
-    let status = if is_request_error && media == MediaType::GraphqlResponse {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
+    let status =
+        if is_request_error && media == MediaType::GraphqlResponse { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     (status, [(header::CONTENT_TYPE, media.content_type())], body).into_response()
 }
 
@@ -354,23 +297,13 @@ async fn execute_batch(
         .into_iter()
         .map(|request| request_data(request, &state.ledger, caller.clone(), Span::current()))
         .collect();
-    let BatchResponse::Batch(responses) = state
-        .schema
-        .execute_batch(async_graphql::BatchRequest::Batch(requests))
-        .await
+    let BatchResponse::Batch(responses) =
+        state.schema.execute_batch(async_graphql::BatchRequest::Batch(requests)).await
     else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    let bodies: Vec<String> = responses
-        .iter()
-        .map(|response| render(response).1)
-        .collect();
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, media.content_type())],
-        format!("[{}]", bodies.join(",")),
-    )
-        .into_response()
+    let bodies: Vec<String> = responses.iter().map(|response| render(response).1).collect();
+    (StatusCode::OK, [(header::CONTENT_TYPE, media.content_type())], format!("[{}]", bodies.join(","))).into_response()
 }
 
 fn service_unavailable(media: MediaType, error: crate::ledger::LedgerError) -> Response {
@@ -390,14 +323,10 @@ fn operation_of(request: &mut async_graphql::Request) -> Option<(String, Operati
     let (name, operation) = match &document.operations {
         DocumentOperations::Single(operation) => (None, operation),
         DocumentOperations::Multiple(operations) => match &operation_name {
-            Some(name) => operations
-                .iter()
-                .find(|(key, _)| key.as_str() == name)
-                .map(|(key, op)| (Some(key.to_string()), op))?,
-            None if operations.len() == 1 => operations
-                .iter()
-                .next()
-                .map(|(key, op)| (Some(key.to_string()), op))?,
+            Some(name) => {
+                operations.iter().find(|(key, _)| key.as_str() == name).map(|(key, op)| (Some(key.to_string()), op))?
+            }
+            None if operations.len() == 1 => operations.iter().next().map(|(key, op)| (Some(key.to_string()), op))?,
             None => return None,
         },
     };
@@ -418,7 +347,7 @@ struct Body<'a> {
 
 /// The JSON body of a response, and whether it answers a request error (nothing was
 /// executed: a parse, validation or coercion failure), which must carry no `data`.
-fn render(response: &async_graphql::Response) -> (bool, String) {
+pub(crate) fn render(response: &async_graphql::Response) -> (bool, String) {
     let is_request_error = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|error| error.path.is_empty());

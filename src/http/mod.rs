@@ -4,6 +4,7 @@ pub mod auth;
 mod graphql;
 mod health;
 mod webhook;
+mod ws;
 
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ pub struct AppState {
     pub stripe_webhook_secret: Option<Secret>,
     /// Abuse limits.
     pub limits: Limits,
+    /// Changes once when the server starts shutting down (WebSockets then close).
+    pub shutdown: tokio::sync::watch::Receiver<()>,
 }
 
 /// The application's routes over `state`.
@@ -43,19 +46,14 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let limits = state.limits;
     let mut router = Router::new()
         .route("/graphql", get(graphql::get).post(graphql::post))
-        .route(
-            "/webhooks/stripe",
-            post(webhook::stripe).layer(DefaultBodyLimit::max(webhook::MAX_BODY_BYTES)),
-        )
+        .route("/graphql/ws", get(ws::upgrade))
+        .route("/webhooks/stripe", post(webhook::stripe).layer(DefaultBodyLimit::max(webhook::MAX_BODY_BYTES)))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.body_bytes));
     if !cors_origins.is_empty() {
-        let origins: Vec<HeaderValue> = cors_origins
-            .iter()
-            .filter_map(|origin| origin.parse().ok())
-            .collect();
+        let origins: Vec<HeaderValue> = cors_origins.iter().filter_map(|origin| origin.parse().ok()).collect();
         router = router.layer(
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(origins))
@@ -69,17 +67,15 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(limits.request_timeout_secs),
         ))
-        .layer(
-            TraceLayer::new_for_http()
-                .on_response(DefaultOnResponse::new().level(Level::INFO))
-                .make_span_with(|request: &Request<_>| {
-                    tracing::info_span!(
-                        "request",
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                        operation = tracing::field::Empty,
-                        organization = tracing::field::Empty,
-                    )
-                }),
-        )
+        .layer(TraceLayer::new_for_http().on_response(DefaultOnResponse::new().level(Level::INFO)).make_span_with(
+            |request: &Request<_>| {
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    operation = tracing::field::Empty,
+                    organization = tracing::field::Empty,
+                )
+            },
+        ))
 }

@@ -22,14 +22,9 @@ fn answer(status: StatusCode, message: &str) -> Response {
 /// signature or body; 5xx: not applied, so Stripe retries.
 pub async fn stripe(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(secret) = &state.stripe_webhook_secret else {
-        return answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "webhooks are not configured (STRIPE_WEBHOOK_SECRET)",
-        );
+        return answer(StatusCode::SERVICE_UNAVAILABLE, "webhooks are not configured (STRIPE_WEBHOOK_SECRET)");
     };
-    let signature = headers
-        .get("stripe-signature")
-        .and_then(|value| value.to_str().ok());
+    let signature = headers.get("stripe-signature").and_then(|value| value.to_str().ok());
     let now = chrono::Utc::now().timestamp();
     if let Err(error) = verify_signature(signature, &body, secret.expose(), now) {
         tracing::warn!(%error, "Stripe webhook refused");
@@ -51,11 +46,7 @@ pub async fn stripe(State(state): State<AppState>, headers: HeaderMap, body: Byt
                 EventOutcome::Ignored => "ignored",
             };
             tracing::info!(event = %event.id, event_type = %event.event_type, outcome, "Stripe webhook");
-            (
-                StatusCode::OK,
-                axum::Json(json!({ "received": true, "outcome": outcome })),
-            )
-                .into_response()
+            (StatusCode::OK, axum::Json(json!({ "received": true, "outcome": outcome }))).into_response()
         }
         Err(error @ BillingError::MalformedEvent { .. }) => {
             tracing::warn!(%error, "Stripe webhook event malformed");
@@ -63,10 +54,7 @@ pub async fn stripe(State(state): State<AppState>, headers: HeaderMap, body: Byt
         }
         Err(error) => {
             tracing::error!(%error, event = %event.id, "Stripe webhook failed; Stripe will retry");
-            answer(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "event not applied, retry later",
-            )
+            answer(StatusCode::INTERNAL_SERVER_ERROR, "event not applied, retry later")
         }
     }
 }

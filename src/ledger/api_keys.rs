@@ -5,9 +5,7 @@
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use entity::api_key;
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter,
-};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter};
 use sha2::{Digest, Sha256};
 
 use super::{Ledger, LedgerError, check_label, new_id, now};
@@ -54,29 +52,18 @@ impl From<api_key::Model> for ApiKey {
 
 /// Hex SHA-256 of a secret: the only form in which secrets are stored.
 fn hash_secret(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    Sha256::digest(secret.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn new_secret() -> Result<String, LedgerError> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
-        .map_err(|error| LedgerError::internal(format!("no randomness: {error}")))?;
-    Ok(format!(
-        "{API_KEY_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    ))
+    getrandom::fill(&mut bytes).map_err(|error| LedgerError::internal(format!("no randomness: {error}")))?;
+    Ok(format!("{API_KEY_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
 }
 
 impl Ledger {
     /// Creates a key for the organization; returns it with its secret, which is not stored.
-    pub async fn create_api_key(
-        &self,
-        organization_id: &str,
-        name: &str,
-    ) -> Result<(ApiKey, String), LedgerError> {
+    pub async fn create_api_key(&self, organization_id: &str, name: &str) -> Result<(ApiKey, String), LedgerError> {
         check_label("name", name)?;
         if self.organization(organization_id).await?.is_none() {
             return Err(LedgerError::OrganizationNotFound);
@@ -110,10 +97,7 @@ impl Ledger {
 
     /// A key by id.
     pub async fn api_key(&self, id: &str) -> Result<Option<ApiKey>, LedgerError> {
-        Ok(api_key::Entity::find_by_id(id.to_owned())
-            .one(&self.db)
-            .await?
-            .map(ApiKey::from))
+        Ok(api_key::Entity::find_by_id(id.to_owned()).one(&self.db).await?.map(ApiKey::from))
     }
 
     /// The live (unrevoked) key whose secret this is, noting its use.
@@ -131,10 +115,7 @@ impl Ledger {
             return Ok(None);
         };
         let at = now();
-        if key
-            .last_used_at
-            .is_none_or(|last| at - last >= LAST_USED_RESOLUTION)
-        {
+        if key.last_used_at.is_none_or(|last| at - last >= LAST_USED_RESOLUTION) {
             // Conditional, so replicas racing on the same key write once per interval.
             api_key::Entity::update_many()
                 .col_expr(api_key::Column::LastUsedAt, Some(at).into())

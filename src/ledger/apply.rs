@@ -3,13 +3,10 @@
 use chrono::{DateTime, Utc};
 use entity::{credit_balance, credit_transaction};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, SqlErr,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, SqlErr};
 
-use super::{
-    Balance, ChangeRequest, CreditTransaction, LedgerError, MAX_CREDITS, TransactionKind, new_id,
-};
+use super::events::{BalanceEvent, notify};
+use super::{Balance, ChangeRequest, CreditTransaction, LedgerError, MAX_CREDITS, TransactionKind, new_id};
 
 /// Applies one change of balance on `conn`, which should be a transaction the caller
 /// commits (or a batch of changes a group-committer decides in order).
@@ -30,26 +27,14 @@ pub async fn apply_change<C: ConnectionTrait>(
 ) -> Result<(CreditTransaction, Balance), LedgerError> {
     let delta = request.delta;
     if delta == 0 || delta.unsigned_abs() > MAX_CREDITS as u64 {
-        return Err(LedgerError::InvalidInput(format!(
-            "change of {delta} credits is out of range"
-        )));
+        return Err(LedgerError::InvalidInput(format!("change of {delta} credits is out of range")));
     }
     // The balance before the change must lie in [lowest, highest] for the result to
     // stay within 0 ..= MAX_CREDITS; written so that no bound can overflow.
-    let (lowest, highest) = if delta < 0 {
-        (-delta, MAX_CREDITS)
-    } else {
-        (0, MAX_CREDITS - delta)
-    };
+    let (lowest, highest) = if delta < 0 { (-delta, MAX_CREDITS) } else { (0, MAX_CREDITS - delta) };
     let updated = credit_balance::Entity::update_many()
-        .col_expr(
-            credit_balance::Column::Balance,
-            Expr::col(credit_balance::Column::Balance).add(delta),
-        )
-        .col_expr(
-            credit_balance::Column::Version,
-            Expr::col(credit_balance::Column::Version).add(1),
-        )
+        .col_expr(credit_balance::Column::Balance, Expr::col(credit_balance::Column::Balance).add(delta))
+        .col_expr(credit_balance::Column::Version, Expr::col(credit_balance::Column::Version).add(1))
         .col_expr(credit_balance::Column::UpdatedAt, Expr::value(at))
         .filter(credit_balance::Column::OrganizationId.eq(&request.organization_id))
         .filter(credit_balance::Column::Balance.between(lowest, highest))
@@ -88,7 +73,11 @@ pub async fn apply_change<C: ConnectionTrait>(
     .exec_without_returning(conn)
     .await;
     match insert {
-        Ok(_) => Ok((transaction, Balance::from(row))),
+        Ok(_) => {
+            // On PostgreSQL: delivered to every replica if and when this commits.
+            notify(conn, &BalanceEvent::changed(&transaction)).await?;
+            Ok((transaction, Balance::from(row)))
+        }
         Err(error) => match error.sql_err() {
             Some(SqlErr::UniqueConstraintViolation(message))
                 if request.idempotency_key.is_some() && message.contains("idempotency_key") =>
@@ -101,20 +90,16 @@ pub async fn apply_change<C: ConnectionTrait>(
 }
 
 /// Why the conditional update matched no row.
-async fn refusal<C: ConnectionTrait>(
-    conn: &C,
-    request: &ChangeRequest,
-) -> Result<LedgerError, LedgerError> {
+async fn refusal<C: ConnectionTrait>(conn: &C, request: &ChangeRequest) -> Result<LedgerError, LedgerError> {
     let current = credit_balance::Entity::find()
         .filter(credit_balance::Column::OrganizationId.eq(&request.organization_id))
         .one(conn)
         .await?;
     Ok(match current {
         None => LedgerError::OrganizationNotFound,
-        Some(row) if request.delta < 0 => LedgerError::InsufficientCredits {
-            balance: row.balance,
-            required: -request.delta,
-        },
+        Some(row) if request.delta < 0 => {
+            LedgerError::InsufficientCredits { balance: row.balance, required: -request.delta }
+        }
         Some(_) => LedgerError::BalanceLimitExceeded { max: MAX_CREDITS },
     })
 }
@@ -151,11 +136,7 @@ pub async fn clawback<C: ConnectionTrait>(
     let taken = Ord::clamp(wanted, 0, balance.balance);
     let shortfall = Ord::max(wanted, 0) - taken;
     if taken == 0 {
-        return Ok(Clawback {
-            transaction: None,
-            taken,
-            shortfall,
-        });
+        return Ok(Clawback { transaction: None, taken, shortfall });
     }
     let description = if shortfall > 0 {
         format!("{description}; {shortfall} credits were already spent and not recovered")
@@ -172,9 +153,5 @@ pub async fn clawback<C: ConnectionTrait>(
         idempotency_key: None,
     };
     let (transaction, _) = apply_change(conn, &request, at).await?;
-    Ok(Clawback {
-        transaction: Some(transaction),
-        taken,
-        shortfall,
-    })
+    Ok(Clawback { transaction: Some(transaction), taken, shortfall })
 }

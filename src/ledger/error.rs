@@ -65,12 +65,5 @@ impl From<DbErr> for LedgerError {
 
 fn is_connection_error(error: &sea_orm::sqlx::Error) -> bool {
     use sea_orm::sqlx::Error;
-    matches!(
-        error,
-        Error::Io(_)
-            | Error::Tls(_)
-            | Error::PoolTimedOut
-            | Error::PoolClosed
-            | Error::WorkerCrashed
-    )
+    matches!(error, Error::Io(_) | Error::Tls(_) | Error::PoolTimedOut | Error::PoolClosed | Error::WorkerCrashed)
 }

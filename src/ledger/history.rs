@@ -2,9 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use entity::credit_transaction::{Column, Entity};
-use sea_orm::{
-    ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
-};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select};
 
 use super::{CreditTransaction, Ledger, LedgerError, TransactionKind};
 
@@ -68,11 +66,7 @@ impl Ledger {
                     Some(cursor) => query.filter(Column::Seq.lt(cursor)),
                     None => query,
                 };
-                let rows = query
-                    .order_by_desc(Column::Seq)
-                    .limit(count + 1)
-                    .all(&self.db)
-                    .await?;
+                let rows = query.order_by_desc(Column::Seq).limit(count + 1).all(&self.db).await?;
                 let more = rows.len() as u64 > count;
                 (rows, count, after.is_some(), more)
             }
@@ -81,27 +75,16 @@ impl Ledger {
                     Some(cursor) => query.filter(Column::Seq.gt(cursor)),
                     None => query,
                 };
-                let mut rows = query
-                    .order_by_asc(Column::Seq)
-                    .limit(count + 1)
-                    .all(&self.db)
-                    .await?;
+                let mut rows = query.order_by_asc(Column::Seq).limit(count + 1).all(&self.db).await?;
                 let more = rows.len() as u64 > count;
                 rows.truncate(count as usize);
                 rows.reverse();
                 (rows, count, more, before.is_some())
             }
         };
-        let items = rows
-            .into_iter()
-            .take(count as usize)
-            .map(CreditTransaction::try_from)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page {
-            items,
-            has_previous,
-            has_next,
-        })
+        let items =
+            rows.into_iter().take(count as usize).map(CreditTransaction::try_from).collect::<Result<Vec<_>, _>>()?;
+        Ok(Page { items, has_previous, has_next })
     }
 
     /// How many of the organization's transactions match `filter`.
@@ -113,13 +96,29 @@ impl Ledger {
         Ok(filtered(organization_id, filter).count(&self.db).await?)
     }
 
+    /// Up to `limit` of the organization's transactions after sequence number `seq`,
+    /// oldest first (how live followers catch up).
+    pub async fn transactions_since(
+        &self,
+        organization_id: &str,
+        seq: i64,
+        limit: u64,
+    ) -> Result<Vec<CreditTransaction>, LedgerError> {
+        Entity::find()
+            .filter(Column::OrganizationId.eq(organization_id))
+            .filter(Column::Seq.gt(seq))
+            .order_by_asc(Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(CreditTransaction::try_from)
+            .collect()
+    }
+
     /// A transaction by id, if it exists.
     pub async fn transaction(&self, id: &str) -> Result<Option<CreditTransaction>, LedgerError> {
-        Entity::find_by_id(id.to_owned())
-            .one(&self.db)
-            .await?
-            .map(CreditTransaction::try_from)
-            .transpose()
+        Entity::find_by_id(id.to_owned()).one(&self.db).await?.map(CreditTransaction::try_from).transpose()
     }
 }
 

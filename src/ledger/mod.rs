@@ -10,6 +10,7 @@
 mod api_keys;
 mod apply;
 mod error;
+pub mod events;
 mod history;
 mod organizations;
 mod types;
@@ -23,20 +24,44 @@ pub use types::*;
 use chrono::{DateTime, SubsecRound, Utc};
 use entity::{credit_balance, credit_transaction};
 use sea_orm::{
-    AccessMode, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
-    QueryFilter, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    AccessMode, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
 /// The ledger over one database: cheap to clone, shared by every request.
 #[derive(Clone, Debug)]
 pub struct Ledger {
     db: DatabaseConnection,
+    events: events::EventHub,
 }
 
 impl Ledger {
     /// A ledger over `db`, whose schema must be migrated.
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self { db, events: events::EventHub::default() }
+    }
+
+    /// The hub live subscribers of this process listen on.
+    pub fn events(&self) -> &events::EventHub {
+        &self.events
+    }
+
+    /// On PostgreSQL, starts feeding this process's hub from the database's
+    /// notifications (every replica's commits). Needs a Tokio runtime.
+    pub fn start_event_listener(&self) {
+        if self.db.get_database_backend() == DbBackend::Postgres {
+            tokio::spawn(events::listen_postgres(self.db.clone(), self.events.clone()));
+        }
+    }
+
+    /// Announces committed events in this process. On PostgreSQL the notifications sent
+    /// inside the transaction already do that, on every replica.
+    pub fn announce(&self, events: impl IntoIterator<Item = events::BalanceEvent>) {
+        if self.db.get_database_backend() != DbBackend::Postgres {
+            for event in events {
+                self.events.publish(event);
+            }
+        }
     }
 
     /// The underlying connection pool.
@@ -88,11 +113,8 @@ impl Ledger {
         let error = match apply_change(&txn, &request, now()).await {
             Ok((transaction, balance)) => {
                 txn.commit().await?;
-                return Ok(Applied {
-                    transaction,
-                    balance,
-                    replayed: false,
-                });
+                self.announce([events::BalanceEvent::changed(&transaction)]);
+                return Ok(Applied { transaction, balance, replayed: false });
             }
             Err(error) => {
                 txn.rollback().await?;
@@ -136,11 +158,7 @@ impl Ledger {
             return Err(LedgerError::IdempotencyConflict);
         }
         let balance = self.balance(&request.organization_id).await?;
-        Ok(Some(Applied {
-            transaction: original,
-            balance,
-            replayed: true,
-        }))
+        Ok(Some(Applied { transaction: original, balance, replayed: true }))
     }
 
     /// The organization's current balance.
@@ -155,10 +173,7 @@ impl Ledger {
 
     /// A balance by its own id (`bal_…`), if it exists.
     pub async fn balance_by_id(&self, id: &str) -> Result<Option<Balance>, LedgerError> {
-        Ok(credit_balance::Entity::find_by_id(id.to_owned())
-            .one(&self.db)
-            .await?
-            .map(Balance::from))
+        Ok(credit_balance::Entity::find_by_id(id.to_owned()).one(&self.db).await?.map(Balance::from))
     }
 
     /// Balances of many organizations at once (for batching loaders); unknown ids are absent.
@@ -181,10 +196,7 @@ impl Ledger {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                 ..Default::default()
             },
-            _ => TransactionOptions {
-                access_mode: Some(AccessMode::ReadWrite),
-                ..Default::default()
-            },
+            _ => TransactionOptions { access_mode: Some(AccessMode::ReadWrite), ..Default::default() },
         };
         Ok(self.db.begin_with_options(options).await?)
     }

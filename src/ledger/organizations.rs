@@ -3,6 +3,7 @@
 use entity::{credit_balance, organization};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
+use super::events::{BalanceEvent, notify};
 use super::{Balance, Ledger, LedgerError, MAX_CREDITS, Organization, check_label, new_id, now};
 
 impl Ledger {
@@ -15,12 +16,8 @@ impl Ledger {
         check_label("name", name)?;
         check_threshold(low_balance_threshold)?;
         let at = now();
-        let organization = Organization {
-            id: new_id("org"),
-            name: name.trim().to_owned(),
-            low_balance_threshold,
-            created_at: at,
-        };
+        let organization =
+            Organization { id: new_id("org"), name: name.trim().to_owned(), low_balance_threshold, created_at: at };
         let txn = self.begin_write().await?;
         organization::ActiveModel {
             id: Set(organization.id.clone()),
@@ -45,10 +42,7 @@ impl Ledger {
 
     /// An organization by id, if it exists.
     pub async fn organization(&self, id: &str) -> Result<Option<Organization>, LedgerError> {
-        Ok(organization::Entity::find_by_id(id.to_owned())
-            .one(&self.db)
-            .await?
-            .map(Organization::from))
+        Ok(organization::Entity::find_by_id(id.to_owned()).one(&self.db).await?.map(Organization::from))
     }
 
     /// An organization by id, read on `conn` (e.g. inside a transaction).
@@ -56,10 +50,7 @@ impl Ledger {
         conn: &C,
         id: &str,
     ) -> Result<Option<Organization>, LedgerError> {
-        Ok(organization::Entity::find_by_id(id.to_owned())
-            .one(conn)
-            .await?
-            .map(Organization::from))
+        Ok(organization::Entity::find_by_id(id.to_owned()).one(conn).await?.map(Organization::from))
     }
 
     /// Many organizations at once (for batching loaders); unknown ids are absent.
@@ -81,16 +72,20 @@ impl Ledger {
         threshold: Option<i64>,
     ) -> Result<(Organization, Balance), LedgerError> {
         check_threshold(threshold)?;
+        let txn = self.begin_write().await?;
         let updated = organization::Entity::update_many()
             .col_expr(organization::Column::LowBalanceThreshold, threshold.into())
             .filter(organization::Column::Id.eq(organization_id))
-            .exec_with_returning(&self.db)
+            .exec_with_returning(&txn)
             .await?;
-        let organization = updated
-            .into_iter()
-            .next()
-            .map(Organization::from)
-            .ok_or(LedgerError::OrganizationNotFound)?;
+        let Some(organization) = updated.into_iter().next().map(Organization::from) else {
+            txn.rollback().await?;
+            return Err(LedgerError::OrganizationNotFound);
+        };
+        let event = BalanceEvent::Threshold { organization_id: organization.id.clone(), threshold, at: now() };
+        notify(&txn, &event).await?;
+        txn.commit().await?;
+        self.announce([event]);
         let balance = self.balance(organization_id).await?;
         Ok((organization, balance))
     }
@@ -98,9 +93,9 @@ impl Ledger {
 
 fn check_threshold(threshold: Option<i64>) -> Result<(), LedgerError> {
     match threshold {
-        Some(value) if !(0..=MAX_CREDITS).contains(&value) => Err(LedgerError::InvalidInput(
-            format!("lowBalanceThreshold must be between 0 and {MAX_CREDITS}, got {value}"),
-        )),
+        Some(value) if !(0..=MAX_CREDITS).contains(&value) => Err(LedgerError::InvalidInput(format!(
+            "lowBalanceThreshold must be between 0 and {MAX_CREDITS}, got {value}"
+        ))),
         _ => Ok(()),
     }
 }

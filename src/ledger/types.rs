@@ -23,9 +23,7 @@ impl Amount {
         if (1..=MAX_CREDITS).contains(&value) {
             Ok(Self(value))
         } else {
-            Err(LedgerError::InvalidInput(format!(
-                "amount must be between 1 and {MAX_CREDITS}, got {value}"
-            )))
+            Err(LedgerError::InvalidInput(format!("amount must be between 1 and {MAX_CREDITS}, got {value}")))
         }
     }
 
@@ -38,9 +36,7 @@ impl Amount {
 /// Checks a free-text field's length (in characters) and, when `required`, that it is not blank.
 pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), LedgerError> {
     if value.chars().count() > max {
-        return Err(LedgerError::InvalidInput(format!(
-            "{field} is longer than {max} characters"
-        )));
+        return Err(LedgerError::InvalidInput(format!("{field} is longer than {max} characters")));
     }
     Ok(())
 }
@@ -48,9 +44,7 @@ pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), LedgerErro
 /// Checks a label (key, reference, name): non-blank and at most [`MAX_LABEL_LEN`] characters.
 pub fn check_label(field: &str, value: &str) -> Result<(), LedgerError> {
     if value.trim().is_empty() {
-        return Err(LedgerError::InvalidInput(format!(
-            "{field} must not be blank"
-        )));
+        return Err(LedgerError::InvalidInput(format!("{field} must not be blank")));
     }
     check_text(field, value, MAX_LABEL_LEN)
 }
@@ -90,9 +84,7 @@ impl TransactionKind {
             "REFUND" => Self::Refund,
             "ADJUSTMENT" => Self::Adjustment,
             other => {
-                return Err(LedgerError::internal(format!(
-                    "unknown transaction kind {other}"
-                )));
+                return Err(LedgerError::internal(format!("unknown transaction kind {other}")));
             }
         })
     }
@@ -127,14 +119,7 @@ impl ConsumeRequest {
     ) -> Result<Self, LedgerError> {
         check_text("description", &description, MAX_DESCRIPTION_LEN)?;
         check_optional_labels(&reference_type, &reference_id, &idempotency_key)?;
-        Ok(Self {
-            organization_id,
-            amount,
-            description,
-            reference_type,
-            reference_id,
-            idempotency_key,
-        })
+        Ok(Self { organization_id, amount, description, reference_type, reference_id, idempotency_key })
     }
 }
 
@@ -161,12 +146,7 @@ impl GrantRequest {
     ) -> Result<Self, LedgerError> {
         check_text("description", &description, MAX_DESCRIPTION_LEN)?;
         check_optional_labels(&None, &None, &idempotency_key)?;
-        Ok(Self {
-            organization_id,
-            amount,
-            description,
-            idempotency_key,
-        })
+        Ok(Self { organization_id, amount, description, idempotency_key })
     }
 }
 
@@ -175,11 +155,9 @@ fn check_optional_labels(
     reference_id: &Option<String>,
     idempotency_key: &Option<String>,
 ) -> Result<(), LedgerError> {
-    for (field, value) in [
-        ("referenceType", reference_type),
-        ("referenceId", reference_id),
-        ("idempotencyKey", idempotency_key),
-    ] {
+    for (field, value) in
+        [("referenceType", reference_type), ("referenceId", reference_id), ("idempotencyKey", idempotency_key)]
+    {
         if let Some(value) = value {
             check_label(field, value)?;
         }

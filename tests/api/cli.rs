@@ -13,15 +13,8 @@ fn credits(database_url: &str, args: &[&str]) -> Output {
 }
 
 fn stdout_lines(output: &Output) -> Vec<String> {
-    assert!(
-        output.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    assert!(output.status.success(), "failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect()
 }
 
 #[test]
@@ -34,45 +27,18 @@ fn operators_create_orgs_keys_and_grants_from_the_shell() {
     assert_eq!(org.len(), 1);
     assert!(org[0].starts_with("org_"));
 
-    let created = credits(
-        &url,
-        &["api-key", "create", "--org", &org[0], "--name", "ci"],
-    );
+    let created = credits(&url, &["api-key", "create", "--org", &org[0], "--name", "ci"]);
     let key = stdout_lines(&created);
-    assert!(
-        key[0].starts_with("key_") && key[1].starts_with("crk_"),
-        "{key:?}"
-    );
+    assert!(key[0].starts_with("key_") && key[1].starts_with("crk_"), "{key:?}");
     assert!(String::from_utf8_lossy(&created.stderr).contains("shown this once"));
 
-    let granted = stdout_lines(&credits(
-        &url,
-        &[
-            "grant",
-            "--org",
-            &org[0],
-            "--amount",
-            "250",
-            "--description",
-            "welcome",
-        ],
-    ));
+    let granted =
+        stdout_lines(&credits(&url, &["grant", "--org", &org[0], "--amount", "250", "--description", "welcome"]));
     assert!(granted[0].starts_with("ctx_"));
     assert_eq!(granted[1], "250");
 
-    let json = stdout_lines(&credits(
-        &url,
-        &[
-            "--json",
-            "grant",
-            "--org",
-            &org[0],
-            "--amount",
-            "5",
-            "--description",
-            "more",
-        ],
-    ));
+    let json =
+        stdout_lines(&credits(&url, &["--json", "grant", "--org", &org[0], "--amount", "5", "--description", "more"]));
     let value: serde_json::Value = serde_json::from_str(&json[0]).unwrap();
     assert_eq!(value["balance"], 255);
 
@@ -81,24 +47,8 @@ fn operators_create_orgs_keys_and_grants_from_the_shell() {
 
     // Errors go to stderr with a non-zero exit.
     for args in [
-        vec![
-            "grant",
-            "--org",
-            "org_missing",
-            "--amount",
-            "5",
-            "--description",
-            "x",
-        ],
-        vec![
-            "grant",
-            "--org",
-            org[0].as_str(),
-            "--amount",
-            "0",
-            "--description",
-            "x",
-        ],
+        vec!["grant", "--org", "org_missing", "--amount", "5", "--description", "x"],
+        vec!["grant", "--org", org[0].as_str(), "--amount", "0", "--description", "x"],
         vec!["api-key", "revoke", "--id", "key_missing"],
     ] {
         let output = credits(&url, &args);
@@ -112,22 +62,12 @@ fn operators_create_orgs_keys_and_grants_from_the_shell() {
 fn a_bad_package_file_is_a_clear_startup_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("packages.toml");
-    std::fs::write(
-        &path,
-        "[[package]]\nid = \"a\"\nname = \"A\"\ncredits = 0\nprice_amount = 1\n",
-    )
-    .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_credits"))
-        .arg("schema")
-        .env("CREDITS_PACKAGES", &path)
-        .output()
-        .unwrap();
+    std::fs::write(&path, "[[package]]\nid = \"a\"\nname = \"A\"\ncredits = 0\nprice_amount = 1\n").unwrap();
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_credits")).arg("schema").env("CREDITS_PACKAGES", &path).output().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("line 1") && stderr.contains("credits"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("line 1") && stderr.contains("credits"), "{stderr}");
 }
 
 /// `credits` with no subcommand serves on a fresh SQLite file, and with
@@ -137,10 +77,7 @@ fn a_bad_package_file_is_a_clear_startup_error() {
 async fn the_binary_serves_and_logs_requests_as_json() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("serve.db").display()
-    );
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("serve.db").display());
     let mut child = Command::new(env!("CARGO_BIN_EXE_credits"))
         .env("DATABASE_URL", &url)
         .env("CREDITS_ADDR", "127.0.0.1:0")
@@ -153,10 +90,7 @@ async fn the_binary_serves_and_logs_requests_as_json() {
     let stderr = child.stderr.take().unwrap();
     let (lines_tx, lines) = std::sync::mpsc::channel::<serde_json::Value>();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
             let parsed = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
             if lines_tx.send(parsed).is_err() {
                 break;
@@ -164,9 +98,7 @@ async fn the_binary_serves_and_logs_requests_as_json() {
         }
     });
     let next_matching = |predicate: &dyn Fn(&serde_json::Value) -> bool| loop {
-        let line = lines
-            .recv_timeout(std::time::Duration::from_secs(30))
-            .expect("log line");
+        let line = lines.recv_timeout(std::time::Duration::from_secs(30)).expect("log line");
         if predicate(&line) {
             return line;
         }
@@ -185,10 +117,7 @@ async fn the_binary_serves_and_logs_requests_as_json() {
         .json()
         .await
         .unwrap();
-    let org = created["data"]["createOrganization"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let org = created["data"]["createOrganization"]["id"].as_str().unwrap().to_owned();
     client
         .post(format!("http://{addr}/graphql"))
         .bearer_auth(crate::helpers::ADMIN_TOKEN)

@@ -38,10 +38,7 @@ pub struct Call {
 impl Call {
     /// The value of a form field, e.g. `line_items[0][price_data][unit_amount]`.
     pub fn field(&self, name: &str) -> Option<&str> {
-        self.form
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
+        self.form.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
     }
 }
 
@@ -62,12 +59,8 @@ impl FakeStripe {
     /// Starts the fake on 127.0.0.1:0.
     pub async fn start() -> Self {
         let inner = Arc::new(Mutex::new(Inner::default()));
-        let app = Router::new()
-            .route("/v1/checkout/sessions", post(create_session))
-            .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake stripe");
+        let app = Router::new().route("/v1/checkout/sessions", post(create_session)).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake stripe");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self { base, inner }
@@ -84,20 +77,13 @@ impl FakeStripe {
     }
 }
 
-async fn create_session(
-    State(inner): State<Arc<Mutex<Inner>>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn create_session(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: Bytes) -> Response {
     let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
     let call = Call { headers, form };
     let (behaviour, number) = {
         let mut inner = inner.lock().unwrap();
         inner.calls.push(call.clone());
-        (
-            inner.behaviour.unwrap_or(Behaviour::Normal),
-            inner.calls.len(),
-        )
+        (inner.behaviour.unwrap_or(Behaviour::Normal), inner.calls.len())
     };
     match behaviour {
         Behaviour::Hang => {
@@ -106,9 +92,7 @@ async fn create_session(
         }
         Behaviour::Fail => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            axum::Json(
-                json!({ "error": { "type": "api_error", "message": "An unknown error occurred" } }),
-            ),
+            axum::Json(json!({ "error": { "type": "api_error", "message": "An unknown error occurred" } })),
         )
             .into_response(),
         Behaviour::Normal => {
@@ -135,13 +119,7 @@ async fn create_session(
 }
 
 /// The `checkout.session` object of a completed payment, as its webhook carries it.
-pub fn paid_session(
-    session_id: &str,
-    metadata: &Value,
-    amount: i64,
-    currency: &str,
-    payment_intent: &str,
-) -> Value {
+pub fn paid_session(session_id: &str, metadata: &Value, amount: i64, currency: &str, payment_intent: &str) -> Value {
     let mut session = fixture("checkout.session");
     session["id"] = json!(session_id);
     session["status"] = json!("complete");

@@ -42,17 +42,9 @@ async fn consume_grant_balance_and_history_happy_path(engine: Engine) {
     assert_eq!(transaction["referenceType"], "ai_image");
     assert_eq!(transaction["idempotencyKey"], serde_json::Value::Null);
     let created = transaction["createdAt"].as_str().unwrap();
-    assert!(
-        created.ends_with('Z') && created.len() == 24,
-        "RFC 3339 UTC with millis: {created}"
-    );
+    assert!(created.ends_with('Z') && created.len() == 24, "RFC 3339 UTC with millis: {created}");
     assert_eq!(payload["balance"]["balance"], 950);
-    assert!(
-        payload["balance"]["id"]
-            .as_str()
-            .unwrap()
-            .starts_with("bal_")
-    );
+    assert!(payload["balance"]["id"].as_str().unwrap().starts_with("bal_"));
     assert_eq!(payload["balance"]["isLow"], false);
     assert_eq!(payload["replayed"], false);
 
@@ -65,28 +57,22 @@ async fn consume_grant_balance_and_history_happy_path(engine: Engine) {
     assert_eq!(data["organization"]["balance"]["balance"], 950);
 
     let data = app
-        .ok(Some(&key), "{ creditTransactions { totalCount edges { node { kind amount balanceAfter organization { id } } } } }", json!({}))
+        .ok(
+            Some(&key),
+            "{ creditTransactions { totalCount edges { node { kind amount balanceAfter organization { id } } } } }",
+            json!({}),
+        )
         .await;
     let connection = &data["creditTransactions"];
     assert_eq!(connection["totalCount"], 2);
-    assert_eq!(
-        connection["edges"][0]["node"]["kind"], "CONSUMPTION",
-        "newest first"
-    );
+    assert_eq!(connection["edges"][0]["node"]["kind"], "CONSUMPTION", "newest first");
     assert_eq!(connection["edges"][1]["node"]["kind"], "GRANT");
     assert_eq!(connection["edges"][1]["node"]["amount"], 1000);
-    assert_eq!(
-        connection["edges"][0]["node"]["organization"]["id"],
-        org.as_str()
-    );
+    assert_eq!(connection["edges"][0]["node"]["organization"]["id"], org.as_str());
 
     // Packages are public and purchases start empty.
     let data = app
-        .ok(
-            None,
-            "{ creditPackages { id name credits bonusCredits totalCredits priceAmount currency } }",
-            json!({}),
-        )
+        .ok(None, "{ creditPackages { id name credits bonusCredits totalCredits priceAmount currency } }", json!({}))
         .await;
     assert_eq!(
         data["creditPackages"],
@@ -96,11 +82,7 @@ async fn consume_grant_balance_and_history_happy_path(engine: Engine) {
         ])
     );
     let data = app
-        .ok(
-            Some(&key),
-            "{ creditPurchases { totalCount edges { node { id } } pageInfo { hasNextPage } } }",
-            json!({}),
-        )
+        .ok(Some(&key), "{ creditPurchases { totalCount edges { node { id } } pageInfo { hasNextPage } } }", json!({}))
         .await;
     assert_eq!(data["creditPurchases"]["totalCount"], 0);
     assert_eq!(app.transaction_sum(&key).await, (950, 2));
@@ -140,10 +122,7 @@ async fn transactions_filter_and_paginate_both_ways(engine: Engine) {
     let second = page(2, first["pageInfo"]["endCursor"].clone()).await;
     assert_eq!(second["edges"][0]["node"]["referenceId"], "job_3");
     let third = page(2, second["pageInfo"]["endCursor"].clone()).await;
-    assert_eq!(
-        third["edges"][1]["node"]["amount"], 100,
-        "the grant is oldest"
-    );
+    assert_eq!(third["edges"][1]["node"]["amount"], 100, "the grant is oldest");
     assert_eq!(third["pageInfo"]["hasNextPage"], false);
 
     // Backward: the two just newer than the third page's start.
@@ -184,67 +163,23 @@ async fn idempotent_consume_replays_and_conflicts(engine: Engine) {
     };
     let (org, key) = app.funded_org("Idem", 100).await;
     let consume = "mutation($amount: Credits!, $desc: String!, $key: String) { consumeCredits(input: { amount: $amount, description: $desc, idempotencyKey: $key }) { transaction { id idempotencyKey } balance { balance } replayed } }";
-    let first = app
-        .ok(
-            Some(&key),
-            consume,
-            json!({ "amount": 30, "desc": "job", "key": "k-1" }),
-        )
-        .await;
-    let again = app
-        .ok(
-            Some(&key),
-            consume,
-            json!({ "amount": 30, "desc": "job", "key": "k-1" }),
-        )
-        .await;
+    let first = app.ok(Some(&key), consume, json!({ "amount": 30, "desc": "job", "key": "k-1" })).await;
+    let again = app.ok(Some(&key), consume, json!({ "amount": 30, "desc": "job", "key": "k-1" })).await;
     assert_eq!(first["consumeCredits"]["replayed"], false);
     assert_eq!(again["consumeCredits"]["replayed"], true);
-    assert_eq!(
-        first["consumeCredits"]["transaction"]["id"],
-        again["consumeCredits"]["transaction"]["id"]
-    );
+    assert_eq!(first["consumeCredits"]["transaction"]["id"], again["consumeCredits"]["transaction"]["id"]);
     assert_eq!(again["consumeCredits"]["balance"]["balance"], 70);
-    app.fails(
-        Some(&key),
-        consume,
-        json!({ "amount": 31, "desc": "job", "key": "k-1" }),
-        "IDEMPOTENCY_CONFLICT",
-    )
-    .await;
-    app.fails(
-        Some(&key),
-        consume,
-        json!({ "amount": 30, "desc": "other", "key": "k-1" }),
-        "IDEMPOTENCY_CONFLICT",
-    )
-    .await;
-    // A failed request is not remembered: its retry is decided afresh.
-    app.fails(
-        Some(&key),
-        consume,
-        json!({ "amount": 500, "desc": "big", "key": "k-2" }),
-        "INSUFFICIENT_CREDITS",
-    )
-    .await;
-    app.grant(&org, 1000).await;
-    let retried = app
-        .ok(
-            Some(&key),
-            consume,
-            json!({ "amount": 500, "desc": "big", "key": "k-2" }),
-        )
+    app.fails(Some(&key), consume, json!({ "amount": 31, "desc": "job", "key": "k-1" }), "IDEMPOTENCY_CONFLICT").await;
+    app.fails(Some(&key), consume, json!({ "amount": 30, "desc": "other", "key": "k-1" }), "IDEMPOTENCY_CONFLICT")
         .await;
+    // A failed request is not remembered: its retry is decided afresh.
+    app.fails(Some(&key), consume, json!({ "amount": 500, "desc": "big", "key": "k-2" }), "INSUFFICIENT_CREDITS").await;
+    app.grant(&org, 1000).await;
+    let retried = app.ok(Some(&key), consume, json!({ "amount": 500, "desc": "big", "key": "k-2" })).await;
     assert_eq!(retried["consumeCredits"]["replayed"], false);
     // Keys are scoped per organization.
     let (_, other) = app.funded_org("Other", 100).await;
-    let elsewhere = app
-        .ok(
-            Some(&other),
-            consume,
-            json!({ "amount": 30, "desc": "job", "key": "k-1" }),
-        )
-        .await;
+    let elsewhere = app.ok(Some(&other), consume, json!({ "amount": 30, "desc": "job", "key": "k-1" })).await;
     assert_eq!(elsewhere["consumeCredits"]["replayed"], false);
     assert_eq!(app.balance(&key).await, 570);
     assert_eq!(app.balance(&other).await, 70);
@@ -256,81 +191,31 @@ async fn error_codes_reachable_here(engine: Engine) {
     };
     let (org, key) = app.funded_org("Errs", 10).await;
     // UNAUTHENTICATED: no token, an unknown token, a malformed header.
-    app.fails(
-        None,
-        "{ creditBalance { balance } }",
-        json!({}),
-        "UNAUTHENTICATED",
-    )
-    .await;
-    app.fails(
-        Some("crk_not-a-real-key"),
-        "{ creditBalance { balance } }",
-        json!({}),
-        "UNAUTHENTICATED",
-    )
-    .await;
-    app.fails(
-        Some("something-else"),
-        "{ creditBalance { balance } }",
-        json!({}),
-        "UNAUTHENTICATED",
-    )
-    .await;
+    app.fails(None, "{ creditBalance { balance } }", json!({}), "UNAUTHENTICATED").await;
+    app.fails(Some("crk_not-a-real-key"), "{ creditBalance { balance } }", json!({}), "UNAUTHENTICATED").await;
+    app.fails(Some("something-else"), "{ creditBalance { balance } }", json!({}), "UNAUTHENTICATED").await;
     // FORBIDDEN: admin-only mutations with an API key.
-    app.fails(
-        Some(&key),
-        "mutation { createOrganization(input: { name: \"x\" }) { id } }",
-        json!({}),
-        "FORBIDDEN",
-    )
-    .await;
+    app.fails(Some(&key), "mutation { createOrganization(input: { name: \"x\" }) { id } }", json!({}), "FORBIDDEN")
+        .await;
     app.fails(Some(&key), "mutation($org: ID!) { grantCredits(input: { organizationId: $org, amount: 5, description: \"x\" }) { replayed } }", json!({ "org": org }), "FORBIDDEN").await;
     // NOT_FOUND: the admin names an organization that does not exist.
+    app.fails(Some(ADMIN_TOKEN), "{ creditBalance(organizationId: \"org_nope\") { balance } }", json!({}), "NOT_FOUND")
+        .await;
+    app.fails(Some(ADMIN_TOKEN), "mutation { revokeApiKey(id: \"key_nope\") { id } }", json!({}), "NOT_FOUND").await;
     app.fails(
         Some(ADMIN_TOKEN),
-        "{ creditBalance(organizationId: \"org_nope\") { balance } }",
+        "mutation { createApiKey(input: { organizationId: \"org_nope\", name: \"x\" }) { secret } }",
         json!({}),
         "NOT_FOUND",
     )
     .await;
-    app.fails(
-        Some(ADMIN_TOKEN),
-        "mutation { revokeApiKey(id: \"key_nope\") { id } }",
-        json!({}),
-        "NOT_FOUND",
-    )
-    .await;
-    app.fails(Some(ADMIN_TOKEN), "mutation { createApiKey(input: { organizationId: \"org_nope\", name: \"x\" }) { secret } }", json!({}), "NOT_FOUND").await;
     // BAD_USER_INPUT: admin without organizationId, page too large, bad cursor.
-    app.fails(
-        Some(ADMIN_TOKEN),
-        "{ creditBalance { balance } }",
-        json!({}),
-        "BAD_USER_INPUT",
-    )
-    .await;
-    app.fails(
-        Some(&key),
-        "{ creditTransactions(first: 101) { totalCount } }",
-        json!({}),
-        "BAD_USER_INPUT",
-    )
-    .await;
-    app.fails(
-        Some(&key),
-        "{ creditTransactions(after: \"garbage\") { totalCount } }",
-        json!({}),
-        "BAD_USER_INPUT",
-    )
-    .await;
-    app.fails(
-        Some(&key),
-        "{ creditTransactions(first: 1, last: 1) { totalCount } }",
-        json!({}),
-        "BAD_USER_INPUT",
-    )
-    .await;
+    app.fails(Some(ADMIN_TOKEN), "{ creditBalance { balance } }", json!({}), "BAD_USER_INPUT").await;
+    app.fails(Some(&key), "{ creditTransactions(first: 101) { totalCount } }", json!({}), "BAD_USER_INPUT").await;
+    app.fails(Some(&key), "{ creditTransactions(after: \"garbage\") { totalCount } }", json!({}), "BAD_USER_INPUT")
+        .await;
+    app.fails(Some(&key), "{ creditTransactions(first: 1, last: 1) { totalCount } }", json!({}), "BAD_USER_INPUT")
+        .await;
     // INSUFFICIENT_CREDITS carries the balance and the amount required.
     let error = app
         .fails(
@@ -343,20 +228,8 @@ async fn error_codes_reachable_here(engine: Engine) {
     assert_eq!(error["extensions"]["balance"], 10);
     assert_eq!(error["extensions"]["required"], 11);
     // GRAPHQL_PARSE_FAILED and GRAPHQL_VALIDATION_FAILED.
-    app.fails(
-        Some(&key),
-        "{ creditBalance { balance }",
-        json!({}),
-        "GRAPHQL_PARSE_FAILED",
-    )
-    .await;
-    app.fails(
-        Some(&key),
-        "{ creditBalance { nope } }",
-        json!({}),
-        "GRAPHQL_VALIDATION_FAILED",
-    )
-    .await;
+    app.fails(Some(&key), "{ creditBalance { balance }", json!({}), "GRAPHQL_PARSE_FAILED").await;
+    app.fails(Some(&key), "{ creditBalance { nope } }", json!({}), "GRAPHQL_VALIDATION_FAILED").await;
     // Nothing was charged by any of it.
     assert_eq!(app.balance(&key).await, 10);
 }
@@ -389,13 +262,7 @@ async fn tenants_cannot_see_or_spend_each_others_credits(engine: Engine) {
         "FORBIDDEN",
     )
     .await;
-    app.fails(
-        Some(&key_a),
-        "query($org: ID) { organization(id: $org) { name } }",
-        vars.clone(),
-        "FORBIDDEN",
-    )
-    .await;
+    app.fails(Some(&key_a), "query($org: ID) { organization(id: $org) { name } }", vars.clone(), "FORBIDDEN").await;
     app.fails(Some(&key_a), "mutation($org: ID) { consumeCredits(input: { organizationId: $org, amount: 1, description: \"steal\" }) { replayed } }", vars.clone(), "FORBIDDEN").await;
     app.fails(
         Some(&key_a),
@@ -405,31 +272,14 @@ async fn tenants_cannot_see_or_spend_each_others_credits(engine: Engine) {
     )
     .await;
     // Ids of B's objects resolve to null for A, and to the object for B.
-    let data = app
-        .ok(
-            Some(&key_b),
-            "{ creditBalance { id } creditTransactions { edges { node { id } } } }",
-            json!({}),
-        )
-        .await;
+    let data =
+        app.ok(Some(&key_b), "{ creditBalance { id } creditTransactions { edges { node { id } } } }", json!({})).await;
     let balance_id = data["creditBalance"]["id"].clone();
     let transaction_id = data["creditTransactions"]["edges"][0]["node"]["id"].clone();
     for id in [json!(org_b), balance_id.clone(), transaction_id.clone()] {
-        let seen_by_a = app
-            .ok(
-                Some(&key_a),
-                "query($id: ID!) { node(id: $id) { id } }",
-                json!({ "id": id }),
-            )
-            .await;
+        let seen_by_a = app.ok(Some(&key_a), "query($id: ID!) { node(id: $id) { id } }", json!({ "id": id })).await;
         assert_eq!(seen_by_a["node"], serde_json::Value::Null, "A saw {id}");
-        let seen_by_b = app
-            .ok(
-                Some(&key_b),
-                "query($id: ID!) { node(id: $id) { id } }",
-                json!({ "id": id }),
-            )
-            .await;
+        let seen_by_b = app.ok(Some(&key_b), "query($id: ID!) { node(id: $id) { id } }", json!({ "id": id })).await;
         assert_eq!(seen_by_b["node"]["id"], id);
     }
     // Passing one's own id explicitly is fine.
@@ -468,23 +318,10 @@ async fn api_keys_are_revocable_and_recorded_as_used(engine: Engine) {
         .await;
     assert_ne!(seen["node"]["lastUsedAt"], serde_json::Value::Null);
     let revoked = app
-        .ok(
-            Some(ADMIN_TOKEN),
-            "mutation($id: ID!) { revokeApiKey(id: $id) { revokedAt } }",
-            json!({ "id": id }),
-        )
+        .ok(Some(ADMIN_TOKEN), "mutation($id: ID!) { revokeApiKey(id: $id) { revokedAt } }", json!({ "id": id }))
         .await;
-    assert_ne!(
-        revoked["revokeApiKey"]["revokedAt"],
-        serde_json::Value::Null
-    );
-    app.fails(
-        Some(&secret),
-        "{ creditBalance { balance } }",
-        json!({}),
-        "UNAUTHENTICATED",
-    )
-    .await;
+    assert_ne!(revoked["revokeApiKey"]["revokedAt"], serde_json::Value::Null);
+    app.fails(Some(&secret), "{ creditBalance { balance } }", json!({}), "UNAUTHENTICATED").await;
 }
 
 async fn node_resolves_every_type_for_its_owner(engine: Engine) {
@@ -492,13 +329,8 @@ async fn node_resolves_every_type_for_its_owner(engine: Engine) {
         return;
     };
     let (org, key) = app.funded_org("Nodes", 5).await;
-    let data = app
-        .ok(
-            Some(&key),
-            "{ creditBalance { id } creditTransactions { edges { node { id } } } }",
-            json!({}),
-        )
-        .await;
+    let data =
+        app.ok(Some(&key), "{ creditBalance { id } creditTransactions { edges { node { id } } } }", json!({})).await;
     let query = "query($a: ID!, $b: ID!, $c: ID!, $d: ID!) { a: node(id: $a) { __typename id } b: node(id: $b) { __typename id } c: node(id: $c) { __typename id } d: node(id: $d) { __typename id } }";
     let vars = json!({ "a": org, "b": data["creditBalance"]["id"], "c": data["creditTransactions"]["edges"][0]["node"]["id"], "d": "zzz_unknown" });
     let nodes = app.ok(Some(ADMIN_TOKEN), query, vars).await;
@@ -513,42 +345,24 @@ async fn low_balance_threshold_sets_and_clears(engine: Engine) {
         return;
     };
     let (_, key) = app.funded_org("Low", 50).await;
-    let set = app.ok(Some(&key), "mutation { setLowBalanceThreshold(threshold: 100) { balance lowBalanceThreshold isLow } }", json!({})).await;
-    assert_eq!(
-        set["setLowBalanceThreshold"],
-        json!({ "balance": 50, "lowBalanceThreshold": 100, "isLow": true })
-    );
-    let org = app
+    let set = app
         .ok(
             Some(&key),
-            "{ organization { lowBalanceThreshold } }",
+            "mutation { setLowBalanceThreshold(threshold: 100) { balance lowBalanceThreshold isLow } }",
             json!({}),
         )
         .await;
+    assert_eq!(set["setLowBalanceThreshold"], json!({ "balance": 50, "lowBalanceThreshold": 100, "isLow": true }));
+    let org = app.ok(Some(&key), "{ organization { lowBalanceThreshold } }", json!({})).await;
     assert_eq!(org["organization"]["lowBalanceThreshold"], 100);
     let cleared = app
-        .ok(
-            Some(&key),
-            "mutation { setLowBalanceThreshold(threshold: null) { lowBalanceThreshold isLow } }",
-            json!({}),
-        )
+        .ok(Some(&key), "mutation { setLowBalanceThreshold(threshold: null) { lowBalanceThreshold isLow } }", json!({}))
         .await;
-    assert_eq!(
-        cleared["setLowBalanceThreshold"],
-        json!({ "lowBalanceThreshold": null, "isLow": false })
-    );
-    app.fails(
-        Some(&key),
-        "mutation { setLowBalanceThreshold(threshold: -1) { isLow } }",
-        json!({}),
-        "BAD_USER_INPUT",
-    )
-    .await;
+    assert_eq!(cleared["setLowBalanceThreshold"], json!({ "lowBalanceThreshold": null, "isLow": false }));
+    app.fails(Some(&key), "mutation { setLowBalanceThreshold(threshold: -1) { isLow } }", json!({}), "BAD_USER_INPUT")
+        .await;
     let created = app
         .ok(Some(ADMIN_TOKEN), "mutation { createOrganization(input: { name: \"T\", lowBalanceThreshold: 7 }) { lowBalanceThreshold balance { isLow } } }", json!({}))
         .await;
-    assert_eq!(
-        created["createOrganization"],
-        json!({ "lowBalanceThreshold": 7, "balance": { "isLow": true } })
-    );
+    assert_eq!(created["createOrganization"], json!({ "lowBalanceThreshold": 7, "balance": { "isLow": true } }));
 }

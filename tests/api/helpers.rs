@@ -51,14 +51,8 @@ pub async fn database(engine: Engine) -> Option<TestDatabase> {
     match engine {
         Engine::Sqlite => {
             let dir = tempfile::tempdir().expect("temp dir");
-            let url = format!(
-                "sqlite://{}?mode=rwc",
-                dir.path().join("credits.db").display()
-            );
-            Some(TestDatabase {
-                url,
-                _dir: Some(dir),
-            })
+            let url = format!("sqlite://{}?mode=rwc", dir.path().join("credits.db").display());
+            Some(TestDatabase { url, _dir: Some(dir) })
         }
         Engine::Postgres => {
             let Some(server) = postgres_server() else {
@@ -72,18 +66,10 @@ pub async fn database(engine: Engine) -> Option<TestDatabase> {
                 return None;
             };
             let name = format!("t_{}", uuid_like());
-            let admin = Database::connect(format!("{server}/postgres"))
-                .await
-                .expect("connect to test cluster");
-            admin
-                .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                .await
-                .expect("create database");
+            let admin = Database::connect(format!("{server}/postgres")).await.expect("connect to test cluster");
+            admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create database");
             admin.close().await.ok();
-            Some(TestDatabase {
-                url: format!("{server}/{name}"),
-                _dir: None,
-            })
+            Some(TestDatabase { url: format!("{server}/{name}"), _dir: None })
         }
     }
 }
@@ -91,16 +77,8 @@ pub async fn database(engine: Engine) -> Option<TestDatabase> {
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "{}_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000_000,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{}_{}_{}", std::process::id(), nanos % 1_000_000_000_000, COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The base URL (`postgres://user@127.0.0.1:port`) of the shared throw-away cluster.
@@ -131,20 +109,13 @@ struct PgCluster {
 impl PgCluster {
     fn start() -> Result<Self, String> {
         let bin = postgres_bin_dir().ok_or("no PostgreSQL server binaries found (set PG_BIN)")?;
-        let as_root = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| o.stdout.starts_with(b"0"))
-            .unwrap_or(false);
+        let as_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
         let dir = std::env::temp_dir().join(format!("credits-pg-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let user = if as_root { "postgres" } else { "credits" };
         if as_root {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status();
+            let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status();
             if !status.is_ok_and(|s| s.success()) {
                 return Err("cannot chown the cluster directory to postgres".into());
             }
@@ -166,10 +137,7 @@ impl PgCluster {
             .output()
             .map_err(|e| format!("initdb: {e}"))?;
         if !output.status.success() {
-            return Err(format!(
-                "initdb failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            ));
+            return Err(format!("initdb failed: {}", String::from_utf8_lossy(&output.stderr)));
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
@@ -205,10 +173,7 @@ impl PgCluster {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(Self {
-            url: format!("postgres://{user}@127.0.0.1:{port}"),
-            _guard: guard,
-        })
+        Ok(Self { url: format!("postgres://{user}@127.0.0.1:{port}"), _guard: guard })
     }
 }
 
@@ -239,11 +204,7 @@ pub fn test_config_with(database_url: &str, extra: &[(&str, &str)]) -> Config {
         ("CREDITS_ADDR", "127.0.0.1:0".to_owned()),
         ("CREDITS_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
     ]);
-    vars.extend(
-        extra
-            .iter()
-            .map(|(name, value)| (*name, (*value).to_owned())),
-    );
+    vars.extend(extra.iter().map(|(name, value)| (*name, (*value).to_owned())));
     Config::from_lookup(|name| vars.get(name).cloned()).expect("test config")
 }
 
@@ -264,11 +225,17 @@ pub async fn spawn_app_with(engine: Engine, extra: &[(&str, &str)]) -> Option<Te
     let app = Application::build(&config).await.expect("build app");
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
-    Some(TestApp {
-        base,
-        client: reqwest::Client::new(),
-        _database: database,
-    })
+    Some(TestApp { base, client: reqwest::Client::new(), _database: database })
+}
+
+impl TestApp {
+    /// A second server (replica) on this app's database; returns its base URL.
+    pub async fn spawn_replica(&self) -> String {
+        let app = Application::build(&test_config(&self._database.url)).await.expect("build replica");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until_stopped(std::future::pending()));
+        base
+    }
 }
 
 /// A GraphQL response body.
@@ -300,13 +267,7 @@ impl TestApp {
     }
 
     /// A GraphQL call that must fail with `code`; returns the first error.
-    pub async fn fails(
-        &self,
-        token: Option<&str>,
-        query: &str,
-        variables: Value,
-        code: &str,
-    ) -> Value {
+    pub async fn fails(&self, token: Option<&str>, query: &str, variables: Value, code: &str) -> Value {
         let (_, body) = self.post(token, query, variables).await;
         let error = body["errors"][0].clone();
         assert_eq!(error["extensions"]["code"], code, "expected {code}: {body}");
@@ -322,10 +283,7 @@ impl TestApp {
                 json!({ "name": name }),
             )
             .await;
-        data["createOrganization"]["id"]
-            .as_str()
-            .expect("id")
-            .to_owned()
+        data["createOrganization"]["id"].as_str().expect("id").to_owned()
     }
 
     /// Creates an API key for `org` as admin; returns its secret.
@@ -337,10 +295,7 @@ impl TestApp {
                 json!({ "org": org }),
             )
             .await;
-        data["createApiKey"]["secret"]
-            .as_str()
-            .expect("secret")
-            .to_owned()
+        data["createApiKey"]["secret"].as_str().expect("secret").to_owned()
     }
 
     /// Grants `amount` credits to `org` as admin; returns the new balance.
@@ -352,9 +307,7 @@ impl TestApp {
                 json!({ "org": org, "amount": amount }),
             )
             .await;
-        data["grantCredits"]["balance"]["balance"]
-            .as_i64()
-            .expect("balance")
+        data["grantCredits"]["balance"]["balance"].as_i64().expect("balance")
     }
 
     /// An organization with an API key and `credits` granted; returns (id, key).
@@ -369,9 +322,7 @@ impl TestApp {
 
     /// The balance as the API returns it.
     pub async fn balance(&self, key: &str) -> i64 {
-        let data = self
-            .ok(Some(key), "{ creditBalance { balance } }", json!({}))
-            .await;
+        let data = self.ok(Some(key), "{ creditBalance { balance } }", json!({})).await;
         data["creditBalance"]["balance"].as_i64().expect("balance")
     }
 

@@ -1,19 +1,14 @@
 //! The ledger alone, without GraphQL or HTTP: its rules hold for any adapter.
 
 use credits::ledger::{
-    Amount, ConsumeRequest, GrantRequest, Ledger, LedgerError, PageRequest, TransactionFilter,
-    TransactionKind,
+    Amount, ConsumeRequest, GrantRequest, Ledger, LedgerError, PageRequest, TransactionFilter, TransactionKind,
 };
 use futures::future::join_all;
 
 use crate::helpers::{Engine, database};
 use crate::on_both_engines;
 
-on_both_engines!(
-    ledger_consume_grant_and_history,
-    ledger_race_is_exact,
-    ledger_refuses_unknown_organizations
-);
+on_both_engines!(ledger_consume_grant_and_history, ledger_race_is_exact, ledger_refuses_unknown_organizations);
 
 async fn ledger(engine: Engine) -> Option<(Ledger, crate::helpers::TestDatabase)> {
     let database = database(engine).await?;
@@ -40,95 +35,32 @@ async fn ledger_consume_grant_and_history(engine: Engine) {
     let Some((ledger, _db)) = ledger(engine).await else {
         return;
     };
-    let org = ledger
-        .create_organization("Ledger", Some(10))
-        .await
-        .expect("org");
-    let grant = GrantRequest::new(
-        org.id.clone(),
-        Amount::parse(100).unwrap(),
-        "welcome".into(),
-        Some("g1".into()),
-    )
-    .unwrap();
+    let org = ledger.create_organization("Ledger", Some(10)).await.expect("org");
+    let grant =
+        GrantRequest::new(org.id.clone(), Amount::parse(100).unwrap(), "welcome".into(), Some("g1".into())).unwrap();
     let granted = ledger.grant(grant.clone()).await.expect("grant");
-    assert_eq!(
-        (
-            granted.balance.balance,
-            granted.transaction.seq,
-            granted.replayed
-        ),
-        (100, 1, false)
-    );
+    assert_eq!((granted.balance.balance, granted.transaction.seq, granted.replayed), (100, 1, false));
     assert!(ledger.grant(grant).await.expect("replay").replayed);
 
-    let used = ledger
-        .consume(consume(&org.id, 40, Some("c1")))
-        .await
-        .expect("consume");
-    assert_eq!(
-        (
-            used.transaction.amount,
-            used.transaction.balance_after,
-            used.transaction.seq
-        ),
-        (-40, 60, 2)
-    );
+    let used = ledger.consume(consume(&org.id, 40, Some("c1"))).await.expect("consume");
+    assert_eq!((used.transaction.amount, used.transaction.balance_after, used.transaction.seq), (-40, 60, 2));
     assert_eq!(used.transaction.kind, TransactionKind::Consumption);
     // A grant key and a consume key live in one namespace per organization.
-    assert!(matches!(
-        ledger.consume(consume(&org.id, 1, Some("g1"))).await,
-        Err(LedgerError::IdempotencyConflict)
-    ));
+    assert!(matches!(ledger.consume(consume(&org.id, 1, Some("g1"))).await, Err(LedgerError::IdempotencyConflict)));
     assert!(matches!(
         ledger.consume(consume(&org.id, 61, None)).await,
-        Err(LedgerError::InsufficientCredits {
-            balance: 60,
-            required: 61
-        })
+        Err(LedgerError::InsufficientCredits { balance: 60, required: 61 })
     ));
 
     let all = TransactionFilter::default();
-    let page = ledger
-        .transactions(
-            &org.id,
-            &all,
-            PageRequest::Forward {
-                count: 10,
-                after: None,
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        page.items.iter().map(|t| t.seq).collect::<Vec<_>>(),
-        vec![2, 1]
-    );
+    let page = ledger.transactions(&org.id, &all, PageRequest::Forward { count: 10, after: None }).await.unwrap();
+    assert_eq!(page.items.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![2, 1]);
     assert!(!page.has_next);
-    let grants = TransactionFilter {
-        kinds: Some(vec![TransactionKind::Grant]),
-        ..Default::default()
-    };
-    assert_eq!(
-        ledger.count_transactions(&org.id, &grants).await.unwrap(),
-        1
-    );
-    let jobs = TransactionFilter {
-        reference_type: Some("job".into()),
-        ..Default::default()
-    };
+    let grants = TransactionFilter { kinds: Some(vec![TransactionKind::Grant]), ..Default::default() };
+    assert_eq!(ledger.count_transactions(&org.id, &grants).await.unwrap(), 1);
+    let jobs = TransactionFilter { reference_type: Some("job".into()), ..Default::default() };
     assert_eq!(ledger.count_transactions(&org.id, &jobs).await.unwrap(), 1);
-    let back = ledger
-        .transactions(
-            &org.id,
-            &all,
-            PageRequest::Backward {
-                count: 1,
-                before: None,
-            },
-        )
-        .await
-        .unwrap();
+    let back = ledger.transactions(&org.id, &all, PageRequest::Backward { count: 1, before: None }).await.unwrap();
     assert_eq!((back.items[0].seq, back.has_previous), (1, true));
     assert_eq!(ledger.balance(&org.id).await.unwrap().balance, 60);
 }
@@ -139,15 +71,7 @@ async fn ledger_race_is_exact(engine: Engine) {
     };
     let org = ledger.create_organization("Race", None).await.unwrap();
     ledger
-        .grant(
-            GrantRequest::new(
-                org.id.clone(),
-                Amount::parse(500).unwrap(),
-                "seed".into(),
-                None,
-            )
-            .unwrap(),
-        )
+        .grant(GrantRequest::new(org.id.clone(), Amount::parse(500).unwrap(), "seed".into(), None).unwrap())
         .await
         .unwrap();
     let outcomes = join_all((0..200).map(|i| {
@@ -174,19 +98,8 @@ async fn ledger_refuses_unknown_organizations(engine: Engine) {
     let Some((ledger, _db)) = ledger(engine).await else {
         return;
     };
-    assert!(matches!(
-        ledger.consume(consume("org_missing", 1, None)).await,
-        Err(LedgerError::OrganizationNotFound)
-    ));
-    assert!(matches!(
-        ledger.balance("org_missing").await,
-        Err(LedgerError::OrganizationNotFound)
-    ));
-    assert!(matches!(
-        ledger.create_api_key("org_missing", "k").await,
-        Err(LedgerError::OrganizationNotFound)
-    ));
-    assert!(
-        Amount::parse(0).is_err() && Amount::parse(-1).is_err() && Amount::parse(1 << 53).is_err()
-    );
+    assert!(matches!(ledger.consume(consume("org_missing", 1, None)).await, Err(LedgerError::OrganizationNotFound)));
+    assert!(matches!(ledger.balance("org_missing").await, Err(LedgerError::OrganizationNotFound)));
+    assert!(matches!(ledger.create_api_key("org_missing", "k").await, Err(LedgerError::OrganizationNotFound)));
+    assert!(Amount::parse(0).is_err() && Amount::parse(-1).is_err() && Amount::parse(1 << 53).is_err());
 }

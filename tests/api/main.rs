@@ -12,3 +12,5 @@ mod ledger;
 mod purchases;
 mod races;
 mod schema;
+mod subscriptions;
+mod ws_client;

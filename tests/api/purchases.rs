@@ -27,14 +27,8 @@ async fn stripe_app(engine: Engine) -> Option<(TestApp, FakeStripe)> {
             ("STRIPE_API_BASE", fake.base.as_str()),
             ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET),
             ("CREDITS_STRIPE_TIMEOUT_MS", "1000"),
-            (
-                "CREDITS_CHECKOUT_SUCCESS_URL",
-                "https://app.example/billing/success",
-            ),
-            (
-                "CREDITS_CHECKOUT_CANCEL_URL",
-                "https://app.example/billing/cancel",
-            ),
+            ("CREDITS_CHECKOUT_SUCCESS_URL", "https://app.example/billing/success"),
+            ("CREDITS_CHECKOUT_CANCEL_URL", "https://app.example/billing/cancel"),
         ],
     )
     .await?;
@@ -45,20 +39,14 @@ impl TestApp {
     /// Delivers a webhook signed as Stripe signs it; returns the status.
     pub async fn webhook(&self, payload: &Value) -> u16 {
         let body = payload.to_string();
-        let signature = credits::billing::webhook::sign(
-            body.as_bytes(),
-            WEBHOOK_SECRET,
-            chrono::Utc::now().timestamp(),
-        );
+        let signature =
+            credits::billing::webhook::sign(body.as_bytes(), WEBHOOK_SECRET, chrono::Utc::now().timestamp());
         self.raw_webhook(body, Some(signature)).await
     }
 
     /// Delivers a webhook body with the given signature header.
     pub async fn raw_webhook(&self, body: String, signature: Option<String>) -> u16 {
-        let mut request = self
-            .client
-            .post(format!("{}/webhooks/stripe", self.base))
-            .body(body);
+        let mut request = self.client.post(format!("{}/webhooks/stripe", self.base)).body(body);
         if let Some(signature) = signature {
             request = request.header("stripe-signature", signature);
         }
@@ -67,20 +55,13 @@ impl TestApp {
 
     /// Starts a purchase of `package` with an API key; returns the payload.
     pub async fn purchase(&self, key: &str, package: &str) -> Value {
-        self.ok(Some(key), PURCHASE, json!({ "package": package }))
-            .await["purchasePackage"]
-            .clone()
+        self.ok(Some(key), PURCHASE, json!({ "package": package })).await["purchasePackage"].clone()
     }
 
     /// The purchase's status as `creditPurchases` shows it.
     pub async fn purchase_status(&self, key: &str, purchase_id: &str) -> String {
-        let data = self
-            .ok(
-                Some(key),
-                "{ creditPurchases(first: 100) { edges { node { id status } } } }",
-                json!({}),
-            )
-            .await;
+        let data =
+            self.ok(Some(key), "{ creditPurchases(first: 100) { edges { node { id status } } } }", json!({})).await;
         data["creditPurchases"]["edges"]
             .as_array()
             .unwrap()
@@ -105,17 +86,10 @@ async fn purchase_then_signed_completion_credits_exactly_once(engine: Engine) {
     let purchase = started["purchase"].clone();
     let purchase_id = purchase["id"].as_str().unwrap().to_owned();
     assert!(purchase_id.starts_with("pur_"));
-    assert_eq!(
-        started["checkoutUrl"],
-        format!("https://checkout.stripe.com/c/pay/{session}")
-    );
+    assert_eq!(started["checkoutUrl"], format!("https://checkout.stripe.com/c/pay/{session}"));
     assert_eq!(purchase["status"], "PENDING");
     assert_eq!(
-        (
-            purchase["credits"].clone(),
-            purchase["amount"].clone(),
-            purchase["currency"].clone()
-        ),
+        (purchase["credits"].clone(), purchase["amount"].clone(), purchase["currency"].clone()),
         (json!(55000), json!(3999), json!("usd"))
     );
 
@@ -123,15 +97,8 @@ async fn purchase_then_signed_completion_credits_exactly_once(engine: Engine) {
     let calls = fake.calls();
     assert_eq!(calls.len(), 1);
     let call = &calls[0];
-    assert_eq!(
-        call.headers["authorization"],
-        format!("Bearer {STRIPE_KEY}")
-    );
-    assert!(
-        call.headers
-            .get("idempotency-key")
-            .is_some_and(|k| k.to_str().unwrap().contains(&purchase_id))
-    );
+    assert_eq!(call.headers["authorization"], format!("Bearer {STRIPE_KEY}"));
+    assert!(call.headers.get("idempotency-key").is_some_and(|k| k.to_str().unwrap().contains(&purchase_id)));
     for (field, value) in [
         ("mode", "payment"),
         ("client_reference_id", org.as_str()),
@@ -143,10 +110,7 @@ async fn purchase_then_signed_completion_credits_exactly_once(engine: Engine) {
         ("line_items[0][quantity]", "1"),
         ("line_items[0][price_data][currency]", "usd"),
         ("line_items[0][price_data][unit_amount]", "3999"),
-        (
-            "line_items[0][price_data][product_data][name]",
-            "Basic credits",
-        ),
+        ("line_items[0][price_data][product_data][name]", "Basic credits"),
     ] {
         assert_eq!(call.field(field), Some(value), "{field} in {:?}", call.form);
     }
@@ -156,13 +120,7 @@ async fn purchase_then_signed_completion_credits_exactly_once(engine: Engine) {
     let completed = event(
         "evt_completed_1",
         "checkout.session.completed",
-        paid_session(
-            &session,
-            &metadata(&org, "credits_basic", &purchase_id),
-            3999,
-            "usd",
-            "pi_basic_1",
-        ),
+        paid_session(&session, &metadata(&org, "credits_basic", &purchase_id), 3999, "usd", "pi_basic_1"),
     );
     assert_eq!(app.webhook(&completed).await, 200);
     assert_eq!(app.balance(&key).await, 55_000);
@@ -174,13 +132,7 @@ async fn purchase_then_signed_completion_credits_exactly_once(engine: Engine) {
     let again = event(
         "evt_async_1",
         "checkout.session.async_payment_succeeded",
-        paid_session(
-            &session,
-            &metadata(&org, "credits_basic", &purchase_id),
-            3999,
-            "usd",
-            "pi_basic_1",
-        ),
+        paid_session(&session, &metadata(&org, "credits_basic", &purchase_id), 3999, "usd", "pi_basic_1"),
     );
     assert_eq!(app.webhook(&again).await, 200);
     assert_eq!(app.balance(&key).await, 55_000);
@@ -188,14 +140,8 @@ async fn purchase_then_signed_completion_credits_exactly_once(engine: Engine) {
     let purchases = &data["creditTransactions"];
     assert_eq!(purchases["totalCount"], 1);
     assert_eq!(purchases["edges"][0]["node"]["amount"], 55000);
-    assert_eq!(
-        purchases["edges"][0]["node"]["referenceType"],
-        "credit_purchase"
-    );
-    assert_eq!(
-        purchases["edges"][0]["node"]["referenceId"],
-        purchase_id.as_str()
-    );
+    assert_eq!(purchases["edges"][0]["node"]["referenceType"], "credit_purchase");
+    assert_eq!(purchases["edges"][0]["node"]["referenceId"], purchase_id.as_str());
 
     // Many concurrent deliveries of distinct events for one fresh session credit once.
     let second = app.purchase(&key, "credits_starter").await;
@@ -203,19 +149,9 @@ async fn purchase_then_signed_completion_credits_exactly_once(engine: Engine) {
         second["checkoutSessionId"].as_str().unwrap().to_owned(),
         second["purchase"]["id"].as_str().unwrap().to_owned(),
     );
-    let object = paid_session(
-        &session2,
-        &metadata(&org, "credits_starter", &purchase2),
-        999,
-        "usd",
-        "pi_starter_1",
-    );
+    let object = paid_session(&session2, &metadata(&org, "credits_starter", &purchase2), 999, "usd", "pi_starter_1");
     let storm = join_all((0..6).map(|i| {
-        let kind = if i % 2 == 0 {
-            "checkout.session.completed"
-        } else {
-            "checkout.session.async_payment_succeeded"
-        };
+        let kind = if i % 2 == 0 { "checkout.session.completed" } else { "checkout.session.async_payment_succeeded" };
         let payload = event(&format!("evt_storm_{i}"), kind, object.clone());
         let app = &app;
         async move { app.webhook(&payload).await }
@@ -226,26 +162,13 @@ async fn purchase_then_signed_completion_credits_exactly_once(engine: Engine) {
     assert_eq!(app.transaction_sum(&key).await, (65_000, 2));
 
     // Other event types are acknowledged and ignored.
-    let other = event(
-        "evt_other",
-        "customer.created",
-        json!({ "id": "cus_1", "object": "customer" }),
-    );
+    let other = event("evt_other", "customer.created", json!({ "id": "cus_1", "object": "customer" }));
     assert_eq!(app.webhook(&other).await, 200);
     // The admin can buy on behalf of an organization; unknown packages are NOT_FOUND.
     let vars = json!({ "org": org });
     let by_admin = app.ok(Some(ADMIN_TOKEN), "mutation($org: ID) { purchasePackage(input: { organizationId: $org, packageId: \"credits_starter\" }) { purchase { organizationId } } }", vars).await;
-    assert_eq!(
-        by_admin["purchasePackage"]["purchase"]["organizationId"],
-        org.as_str()
-    );
-    app.fails(
-        Some(&key),
-        PURCHASE,
-        json!({ "package": "credits_platinum" }),
-        "NOT_FOUND",
-    )
-    .await;
+    assert_eq!(by_admin["purchasePackage"]["purchase"]["organizationId"], org.as_str());
+    app.fails(Some(&key), PURCHASE, json!({ "package": "credits_platinum" }), "NOT_FOUND").await;
 }
 
 async fn async_payments_and_closed_sessions_follow_stripe(engine: Engine) {
@@ -265,78 +188,26 @@ async fn async_payments_and_closed_sessions_follow_stripe(engine: Engine) {
     };
     // Completed but unpaid (a bank debit in flight): nothing yet; then it succeeds.
     let (session, purchase) = start("credits_starter").await;
-    let mut unpaid = paid_session(
-        &session,
-        &metadata(&org, "credits_starter", &purchase),
-        999,
-        "usd",
-        "pi_async_1",
-    );
+    let mut unpaid = paid_session(&session, &metadata(&org, "credits_starter", &purchase), 999, "usd", "pi_async_1");
     unpaid["payment_status"] = json!("unpaid");
-    assert_eq!(
-        app.webhook(&event("evt_a1", "checkout.session.completed", unpaid))
-            .await,
-        200
-    );
+    assert_eq!(app.webhook(&event("evt_a1", "checkout.session.completed", unpaid)).await, 200);
     assert_eq!(app.balance(&key).await, 0);
     assert_eq!(app.purchase_status(&key, &purchase).await, "PENDING");
-    let succeeded = paid_session(
-        &session,
-        &metadata(&org, "credits_starter", &purchase),
-        999,
-        "usd",
-        "pi_async_1",
-    );
-    assert_eq!(
-        app.webhook(&event(
-            "evt_a2",
-            "checkout.session.async_payment_succeeded",
-            succeeded.clone()
-        ))
-        .await,
-        200
-    );
+    let succeeded = paid_session(&session, &metadata(&org, "credits_starter", &purchase), 999, "usd", "pi_async_1");
+    assert_eq!(app.webhook(&event("evt_a2", "checkout.session.async_payment_succeeded", succeeded.clone())).await, 200);
     assert_eq!(app.balance(&key).await, 10_000);
     // A late expiry or failure never takes a paid purchase back.
-    assert_eq!(
-        app.webhook(&event("evt_a3", "checkout.session.expired", succeeded))
-            .await,
-        200
-    );
+    assert_eq!(app.webhook(&event("evt_a3", "checkout.session.expired", succeeded)).await, 200);
     assert_eq!(app.purchase_status(&key, &purchase).await, "PAID");
 
     let (session, purchase) = start("credits_basic").await;
-    let failed = paid_session(
-        &session,
-        &metadata(&org, "credits_basic", &purchase),
-        3999,
-        "usd",
-        "pi_async_2",
-    );
-    assert_eq!(
-        app.webhook(&event(
-            "evt_f1",
-            "checkout.session.async_payment_failed",
-            failed
-        ))
-        .await,
-        200
-    );
+    let failed = paid_session(&session, &metadata(&org, "credits_basic", &purchase), 3999, "usd", "pi_async_2");
+    assert_eq!(app.webhook(&event("evt_f1", "checkout.session.async_payment_failed", failed)).await, 200);
     assert_eq!(app.purchase_status(&key, &purchase).await, "FAILED");
 
     let (session, purchase) = start("credits_basic").await;
-    let expired = paid_session(
-        &session,
-        &metadata(&org, "credits_basic", &purchase),
-        3999,
-        "usd",
-        "pi_async_3",
-    );
-    assert_eq!(
-        app.webhook(&event("evt_e1", "checkout.session.expired", expired))
-            .await,
-        200
-    );
+    let expired = paid_session(&session, &metadata(&org, "credits_basic", &purchase), 3999, "usd", "pi_async_3");
+    assert_eq!(app.webhook(&event("evt_e1", "checkout.session.expired", expired)).await, 200);
     assert_eq!(app.purchase_status(&key, &purchase).await, "EXPIRED");
     assert_eq!(app.balance(&key).await, 10_000);
 }
@@ -353,56 +224,30 @@ async fn refunds_take_back_the_refunded_share_never_below_zero(engine: Engine) {
         started["checkoutSessionId"].as_str().unwrap().to_owned(),
         started["purchase"]["id"].as_str().unwrap().to_owned(),
     );
-    let paid = paid_session(
-        &session,
-        &metadata(&org, "credits_starter", &purchase),
-        999,
-        "usd",
-        "pi_refund_1",
-    );
-    assert_eq!(
-        app.webhook(&event("evt_r1", "checkout.session.completed", paid))
-            .await,
-        200
-    );
+    let paid = paid_session(&session, &metadata(&org, "credits_starter", &purchase), 999, "usd", "pi_refund_1");
+    assert_eq!(app.webhook(&event("evt_r1", "checkout.session.completed", paid)).await, 200);
     app.ok(
         Some(&key),
         "mutation { consumeCredits(input: { amount: 8000, description: \"spent\" }) { replayed } }",
         json!({}),
     )
     .await;
-    assert_eq!(
-        app.webhook(&event(
-            "evt_r2",
-            "charge.refunded",
-            refunded_charge("pi_refund_1", 999, 999)
-        ))
-        .await,
-        200
-    );
+    assert_eq!(app.webhook(&event("evt_r2", "charge.refunded", refunded_charge("pi_refund_1", 999, 999))).await, 200);
     assert_eq!(app.balance(&key).await, 0);
     assert_eq!(app.purchase_status(&key, &purchase).await, "REFUNDED");
-    let data = app.ok(Some(&key), "{ creditTransactions(filter: { kinds: [REFUND] }) { edges { node { amount description referenceId } } } }", json!({})).await;
+    let data = app
+        .ok(
+            Some(&key),
+            "{ creditTransactions(filter: { kinds: [REFUND] }) { edges { node { amount description referenceId } } } }",
+            json!({}),
+        )
+        .await;
     let refund = &data["creditTransactions"]["edges"][0]["node"];
     assert_eq!(refund["amount"], -2000);
     assert_eq!(refund["referenceId"], purchase.as_str());
-    assert!(
-        refund["description"]
-            .as_str()
-            .unwrap()
-            .contains("8000 credits were already spent"),
-        "{refund}"
-    );
+    assert!(refund["description"].as_str().unwrap().contains("8000 credits were already spent"), "{refund}");
     // Redelivery changes nothing.
-    assert_eq!(
-        app.webhook(&event(
-            "evt_r2",
-            "charge.refunded",
-            refunded_charge("pi_refund_1", 999, 999)
-        ))
-        .await,
-        200
-    );
+    assert_eq!(app.webhook(&event("evt_r2", "charge.refunded", refunded_charge("pi_refund_1", 999, 999))).await, 200);
     assert_eq!(app.transaction_sum(&key).await, (0, 3));
 
     // Partial refunds are cumulative; a stale one arriving late takes nothing more.
@@ -411,52 +256,15 @@ async fn refunds_take_back_the_refunded_share_never_below_zero(engine: Engine) {
         started["checkoutSessionId"].as_str().unwrap().to_owned(),
         started["purchase"]["id"].as_str().unwrap().to_owned(),
     );
-    let paid = paid_session(
-        &session,
-        &metadata(&org, "credits_basic", &purchase),
-        3999,
-        "usd",
-        "pi_refund_2",
-    );
-    assert_eq!(
-        app.webhook(&event("evt_p1", "checkout.session.completed", paid))
-            .await,
-        200
-    );
+    let paid = paid_session(&session, &metadata(&org, "credits_basic", &purchase), 3999, "usd", "pi_refund_2");
+    assert_eq!(app.webhook(&event("evt_p1", "checkout.session.completed", paid)).await, 200);
     assert_eq!(app.balance(&key).await, 55_000);
-    assert_eq!(
-        app.webhook(&event(
-            "evt_p2",
-            "charge.refunded",
-            refunded_charge("pi_refund_2", 3999, 2000)
-        ))
-        .await,
-        200
-    );
+    assert_eq!(app.webhook(&event("evt_p2", "charge.refunded", refunded_charge("pi_refund_2", 3999, 2000))).await, 200);
     let half = 55_000 - 55_000 * 2000 / 3999;
     assert_eq!(app.balance(&key).await, half);
-    assert_eq!(
-        app.purchase_status(&key, &purchase).await,
-        "PARTIALLY_REFUNDED"
-    );
-    assert_eq!(
-        app.webhook(&event(
-            "evt_p3",
-            "charge.refunded",
-            refunded_charge("pi_refund_2", 3999, 3999)
-        ))
-        .await,
-        200
-    );
-    assert_eq!(
-        app.webhook(&event(
-            "evt_p4",
-            "charge.refunded",
-            refunded_charge("pi_refund_2", 3999, 1000)
-        ))
-        .await,
-        200
-    );
+    assert_eq!(app.purchase_status(&key, &purchase).await, "PARTIALLY_REFUNDED");
+    assert_eq!(app.webhook(&event("evt_p3", "charge.refunded", refunded_charge("pi_refund_2", 3999, 3999))).await, 200);
+    assert_eq!(app.webhook(&event("evt_p4", "charge.refunded", refunded_charge("pi_refund_2", 3999, 1000))).await, 200);
     assert_eq!(app.balance(&key).await, 0);
     assert_eq!(app.purchase_status(&key, &purchase).await, "REFUNDED");
 
@@ -466,27 +274,9 @@ async fn refunds_take_back_the_refunded_share_never_below_zero(engine: Engine) {
         started["checkoutSessionId"].as_str().unwrap().to_owned(),
         started["purchase"]["id"].as_str().unwrap().to_owned(),
     );
-    assert_eq!(
-        app.webhook(&event(
-            "evt_o1",
-            "charge.refunded",
-            refunded_charge("pi_refund_3", 999, 999)
-        ))
-        .await,
-        200
-    );
-    let paid = paid_session(
-        &session,
-        &metadata(&org, "credits_starter", &purchase),
-        999,
-        "usd",
-        "pi_refund_3",
-    );
-    assert_eq!(
-        app.webhook(&event("evt_o2", "checkout.session.completed", paid))
-            .await,
-        200
-    );
+    assert_eq!(app.webhook(&event("evt_o1", "charge.refunded", refunded_charge("pi_refund_3", 999, 999))).await, 200);
+    let paid = paid_session(&session, &metadata(&org, "credits_starter", &purchase), 999, "usd", "pi_refund_3");
+    assert_eq!(app.webhook(&event("evt_o2", "checkout.session.completed", paid)).await, 200);
     assert_eq!(app.balance(&key).await, 0);
     assert_eq!(app.purchase_status(&key, &purchase).await, "REFUNDED");
     let (sum, _) = app.transaction_sum(&key).await;
@@ -504,55 +294,21 @@ async fn mismatched_or_unknown_sessions_credit_nothing(engine: Engine) {
         started["purchase"]["id"].as_str().unwrap().to_owned(),
     );
     // Paid, but 1 cent instead of the package price: no credits, FAILED, still 2xx.
-    let cheap = paid_session(
-        &session,
-        &metadata(&org, "credits_basic", &purchase),
-        1,
-        "usd",
-        "pi_cheap",
-    );
-    assert_eq!(
-        app.webhook(&event("evt_m1", "checkout.session.completed", cheap))
-            .await,
-        200
-    );
+    let cheap = paid_session(&session, &metadata(&org, "credits_basic", &purchase), 1, "usd", "pi_cheap");
+    assert_eq!(app.webhook(&event("evt_m1", "checkout.session.completed", cheap)).await, 200);
     assert_eq!(app.purchase_status(&key, &purchase).await, "FAILED");
-    let euros = paid_session(
-        &session,
-        &metadata(&org, "credits_basic", &purchase),
-        3999,
-        "eur",
-        "pi_euro",
-    );
-    assert_eq!(
-        app.webhook(&event("evt_m2", "checkout.session.completed", euros))
-            .await,
-        200
-    );
+    let euros = paid_session(&session, &metadata(&org, "credits_basic", &purchase), 3999, "eur", "pi_euro");
+    assert_eq!(app.webhook(&event("evt_m2", "checkout.session.completed", euros)).await, 200);
     assert_eq!(app.balance(&key).await, 0);
 
     // A paid session whose local record was lost is recreated from its metadata.
-    let lost = paid_session(
-        "cs_test_lost",
-        &metadata(&org, "credits_starter", "pur_lost_1"),
-        999,
-        "usd",
-        "pi_lost",
-    );
-    assert_eq!(
-        app.webhook(&event("evt_m3", "checkout.session.completed", lost))
-            .await,
-        200
-    );
+    let lost = paid_session("cs_test_lost", &metadata(&org, "credits_starter", "pur_lost_1"), 999, "usd", "pi_lost");
+    assert_eq!(app.webhook(&event("evt_m3", "checkout.session.completed", lost)).await, 200);
     assert_eq!(app.balance(&key).await, 10_000);
     assert_eq!(app.purchase_status(&key, "pur_lost_1").await, "PAID");
     // Sessions that are not ours are acknowledged and ignored.
     let foreign = paid_session("cs_test_foreign", &json!({}), 500, "usd", "pi_foreign");
-    assert_eq!(
-        app.webhook(&event("evt_m4", "checkout.session.completed", foreign))
-            .await,
-        200
-    );
+    assert_eq!(app.webhook(&event("evt_m4", "checkout.session.completed", foreign)).await, 200);
     assert_eq!(app.balance(&key).await, 10_000);
 }
 
@@ -562,13 +318,8 @@ async fn forged_stale_and_missing_signatures_are_refused() {
         return;
     };
     let (org, key) = app.funded_org("Forged", 0).await;
-    let object = paid_session(
-        "cs_test_forged",
-        &metadata(&org, "credits_basic", "pur_forged"),
-        3999,
-        "usd",
-        "pi_forged",
-    );
+    let object =
+        paid_session("cs_test_forged", &metadata(&org, "credits_basic", "pur_forged"), 3999, "usd", "pi_forged");
     let body = event("evt_forged", "checkout.session.completed", object).to_string();
     let now = chrono::Utc::now().timestamp();
     let forged = credits::billing::webhook::sign(body.as_bytes(), "whsec_not_ours", now);
@@ -576,20 +327,13 @@ async fn forged_stale_and_missing_signatures_are_refused() {
     let stale = credits::billing::webhook::sign(body.as_bytes(), WEBHOOK_SECRET, now - 301);
     assert_eq!(app.raw_webhook(body.clone(), Some(stale)).await, 400);
     assert_eq!(app.raw_webhook(body.clone(), None).await, 400);
-    assert_eq!(
-        app.raw_webhook(body.clone(), Some("t=1,v1=zz".into()))
-            .await,
-        400
-    );
+    assert_eq!(app.raw_webhook(body.clone(), Some("t=1,v1=zz".into())).await, 400);
     let tampered = body.replace("3999", "3998");
     let signed_original = credits::billing::webhook::sign(body.as_bytes(), WEBHOOK_SECRET, now);
     assert_eq!(app.raw_webhook(tampered, Some(signed_original)).await, 400);
     let garbage = "not json";
     let signed_garbage = credits::billing::webhook::sign(garbage.as_bytes(), WEBHOOK_SECRET, now);
-    assert_eq!(
-        app.raw_webhook(garbage.into(), Some(signed_garbage)).await,
-        400
-    );
+    assert_eq!(app.raw_webhook(garbage.into(), Some(signed_garbage)).await, 400);
     assert_eq!(app.balance(&key).await, 0);
 }
 
@@ -600,37 +344,15 @@ async fn stripe_failures_are_payment_provider_errors() {
     };
     let (_, key) = app.funded_org("Down", 0).await;
     fake.set(Behaviour::Fail);
-    let error = app
-        .fails(
-            Some(&key),
-            PURCHASE,
-            json!({ "package": "credits_basic" }),
-            "PAYMENT_PROVIDER_ERROR",
-        )
-        .await;
+    let error = app.fails(Some(&key), PURCHASE, json!({ "package": "credits_basic" }), "PAYMENT_PROVIDER_ERROR").await;
     assert!(!error.to_string().contains(STRIPE_KEY));
     fake.set(Behaviour::Hang);
     let started = std::time::Instant::now();
-    let error = app
-        .fails(
-            Some(&key),
-            PURCHASE,
-            json!({ "package": "credits_basic" }),
-            "PAYMENT_PROVIDER_ERROR",
-        )
-        .await;
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(10),
-        "the Stripe time-out applies"
-    );
+    let error = app.fails(Some(&key), PURCHASE, json!({ "package": "credits_basic" }), "PAYMENT_PROVIDER_ERROR").await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "the Stripe time-out applies");
     assert!(!error.to_string().contains(STRIPE_KEY));
-    let data = app
-        .ok(Some(&key), "{ creditPurchases { totalCount } }", json!({}))
-        .await;
-    assert_eq!(
-        data["creditPurchases"]["totalCount"], 0,
-        "no purchase is recorded for a failed Checkout"
-    );
+    let data = app.ok(Some(&key), "{ creditPurchases { totalCount } }", json!({})).await;
+    assert_eq!(data["creditPurchases"]["totalCount"], 0, "no purchase is recorded for a failed Checkout");
     fake.set(Behaviour::Normal);
     // Return URLs: given by the input when the server has none.
     app.purchase(&key, "credits_basic").await;
@@ -642,17 +364,8 @@ async fn without_stripe_configuration_purchases_and_webhooks_say_so() {
         return;
     };
     let (_, key) = app.funded_org("Unconfigured", 0).await;
-    app.fails(
-        Some(&key),
-        PURCHASE,
-        json!({ "package": "credits_basic" }),
-        "PAYMENT_PROVIDER_NOT_CONFIGURED",
-    )
-    .await;
-    assert_eq!(
-        app.raw_webhook("{}".into(), Some("t=1,v1=00".into())).await,
-        503
-    );
+    app.fails(Some(&key), PURCHASE, json!({ "package": "credits_basic" }), "PAYMENT_PROVIDER_NOT_CONFIGURED").await;
+    assert_eq!(app.raw_webhook("{}".into(), Some("t=1,v1=00".into())).await, 503);
 }
 
 #[tokio::test]
@@ -670,14 +383,14 @@ async fn return_urls_come_from_the_input_or_config_and_price_ids_are_used() {
         return;
     };
     let (_, key) = app.funded_org("Urls", 0).await;
+    app.fails(Some(&key), PURCHASE, json!({ "package": "gold" }), "BAD_USER_INPUT").await;
     app.fails(
         Some(&key),
         PURCHASE,
-        json!({ "package": "gold" }),
+        json!({ "package": "gold", "success": "javascript:alert(1)", "cancel": "https://a.example/c" }),
         "BAD_USER_INPUT",
     )
     .await;
-    app.fails(Some(&key), PURCHASE, json!({ "package": "gold", "success": "javascript:alert(1)", "cancel": "https://a.example/c" }), "BAD_USER_INPUT").await;
     let vars = json!({ "package": "gold", "success": "https://a.example/s", "cancel": "https://a.example/c" });
     app.ok(Some(&key), PURCHASE, vars).await;
     let calls = fake.calls();
@@ -685,13 +398,8 @@ async fn return_urls_come_from_the_input_or_config_and_price_ids_are_used() {
     assert_eq!(call.field("line_items[0][price]"), Some("price_gold123"));
     assert_eq!(call.field("line_items[0][price_data][unit_amount]"), None);
     assert_eq!(call.field("success_url"), Some("https://a.example/s"));
-    let packages = app
-        .ok(None, "{ creditPackages { id totalCredits } }", json!({}))
-        .await;
-    assert_eq!(
-        packages["creditPackages"],
-        json!([{ "id": "gold", "totalCredits": 100 }])
-    );
+    let packages = app.ok(None, "{ creditPackages { id totalCredits } }", json!({})).await;
+    assert_eq!(packages["creditPackages"], json!([{ "id": "gold", "totalCredits": 100 }]));
 }
 
 #[tokio::test]
@@ -699,10 +407,17 @@ async fn a_failing_handler_answers_500_and_applies_nothing() {
     let Some((app, _fake)) = stripe_app(Engine::Sqlite).await else { return };
     let (org, key) = app.funded_org("Full", 0).await;
     let started = app.purchase(&key, "credits_starter").await;
-    let (session, purchase) = (started["checkoutSessionId"].as_str().unwrap().to_owned(), started["purchase"]["id"].as_str().unwrap().to_owned());
+    let (session, purchase) = (
+        started["checkoutSessionId"].as_str().unwrap().to_owned(),
+        started["purchase"]["id"].as_str().unwrap().to_owned(),
+    );
     // A balance so close to the limit that the purchase's credits cannot be added.
     app.grant(&org, 9_007_199_254_740_991 - 5_000).await;
-    let paid = event("evt_full", "checkout.session.completed", paid_session(&session, &metadata(&org, "credits_starter", &purchase), 999, "usd", "pi_full"));
+    let paid = event(
+        "evt_full",
+        "checkout.session.completed",
+        paid_session(&session, &metadata(&org, "credits_starter", &purchase), 999, "usd", "pi_full"),
+    );
     assert_eq!(app.webhook(&paid).await, 500);
     assert_eq!(app.purchase_status(&key, &purchase).await, "PENDING", "nothing applied");
     // The event was not recorded, so Stripe's retry is tried afresh (and fails the same way).

@@ -6,10 +6,7 @@ use serde_json::json;
 use crate::helpers::{Engine, spawn_app};
 use crate::on_both_engines;
 
-on_both_engines!(
-    concurrent_consumes_never_overdraw,
-    concurrent_retries_under_one_key_charge_once
-);
+on_both_engines!(concurrent_consumes_never_overdraw, concurrent_retries_under_one_key_charge_once);
 
 const CONSUME: &str = "mutation($amount: Credits!, $key: String) { consumeCredits(input: { amount: $amount, description: \"race\", idempotencyKey: $key }) { transaction { id } balance { balance } replayed } }";
 
@@ -19,25 +16,16 @@ async fn concurrent_consumes_never_overdraw(engine: Engine) {
     };
     let (initial, amount, racers) = (1_000i64, 7i64, 250usize);
     let (_, key) = app.funded_org("Race", initial).await;
-    let results =
-        join_all((0..racers).map(|_| app.post(Some(&key), CONSUME, json!({ "amount": amount }))))
-            .await;
+    let results = join_all((0..racers).map(|_| app.post(Some(&key), CONSUME, json!({ "amount": amount })))).await;
     let mut successes = 0i64;
     for (status, body) in &results {
         assert_eq!(*status, 200, "{body}");
         match body.get("errors") {
             None => successes += 1,
-            Some(errors) => assert_eq!(
-                errors[0]["extensions"]["code"], "INSUFFICIENT_CREDITS",
-                "{body}"
-            ),
+            Some(errors) => assert_eq!(errors[0]["extensions"]["code"], "INSUFFICIENT_CREDITS", "{body}"),
         }
     }
-    assert_eq!(
-        successes,
-        initial / amount,
-        "successes = floor(balance / amount)"
-    );
+    assert_eq!(successes, initial / amount, "successes = floor(balance / amount)");
     let final_balance = app.balance(&key).await;
     assert_eq!(final_balance, initial - successes * amount);
     let (sum, count) = app.transaction_sum(&key).await;
@@ -52,45 +40,22 @@ async fn concurrent_retries_under_one_key_charge_once(engine: Engine) {
     let (keys, retries, amount) = (20usize, 10usize, 3i64);
     let (_, api_key) = app.funded_org("Retry", 1_000).await;
     let requests = (0..keys).flat_map(|k| (0..retries).map(move |_| k));
-    let results = join_all(requests.map(|k| {
-        let app = &app;
-        let api_key = api_key.clone();
-        async move {
-            (
-                k,
-                app.post(
-                    Some(&api_key),
-                    CONSUME,
-                    json!({ "amount": amount, "key": format!("key-{k}") }),
-                )
-                .await,
-            )
-        }
-    }))
-    .await;
+    let results =
+        join_all(requests.map(|k| {
+            let app = &app;
+            let api_key = api_key.clone();
+            async move {
+                (k, app.post(Some(&api_key), CONSUME, json!({ "amount": amount, "key": format!("key-{k}") })).await)
+            }
+        }))
+        .await;
     for k in 0..keys {
-        let mine: Vec<_> = results
-            .iter()
-            .filter(|(key, _)| *key == k)
-            .map(|(_, (_, body))| body)
-            .collect();
-        assert!(
-            mine.iter().all(|body| body.get("errors").is_none()),
-            "{mine:?}"
-        );
-        let ids: std::collections::HashSet<_> = mine
-            .iter()
-            .map(|b| b["data"]["consumeCredits"]["transaction"]["id"].clone())
-            .collect();
-        assert_eq!(
-            ids.len(),
-            1,
-            "every retry of key-{k} returns the one original"
-        );
-        let originals = mine
-            .iter()
-            .filter(|b| b["data"]["consumeCredits"]["replayed"] == false)
-            .count();
+        let mine: Vec<_> = results.iter().filter(|(key, _)| *key == k).map(|(_, (_, body))| body).collect();
+        assert!(mine.iter().all(|body| body.get("errors").is_none()), "{mine:?}");
+        let ids: std::collections::HashSet<_> =
+            mine.iter().map(|b| b["data"]["consumeCredits"]["transaction"]["id"].clone()).collect();
+        assert_eq!(ids.len(), 1, "every retry of key-{k} returns the one original");
+        let originals = mine.iter().filter(|b| b["data"]["consumeCredits"]["replayed"] == false).count();
         assert_eq!(originals, 1, "exactly one non-replayed answer for key-{k}");
     }
     assert_eq!(app.balance(&api_key).await, 1_000 - keys as i64 * amount);

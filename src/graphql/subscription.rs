@@ -1,0 +1,162 @@
+//! Subscriptions: live balances and low-balance warnings, from committed changes only.
+
+use async_graphql::{Context, ID, SimpleObject, Subscription};
+use futures::Stream;
+
+use super::context::scope;
+use super::errors::ApiError;
+use super::scalars::{Credits, DateTime};
+use super::types::CreditBalance;
+use crate::ledger::events::{Followed, Follower};
+use crate::ledger::{Balance, Ledger, MAX_CREDITS, now};
+
+/// A warning that an organization's balance went below its threshold.
+#[derive(SimpleObject, Clone)]
+pub struct LowBalanceEvent {
+    /// The organization.
+    pub organization_id: ID,
+    /// The balance now.
+    pub balance: Credits,
+    /// The threshold it is below.
+    pub threshold: Credits,
+    /// The transaction that crossed it; null for the warning at subscription start or a
+    /// raised threshold.
+    pub transaction_id: Option<ID>,
+    /// When the balance became low (commit time), or now for the first warning.
+    pub occurred_at: DateTime,
+}
+
+/// The root subscription type.
+#[derive(Default)]
+pub struct Subscription;
+
+/// Whether `balance` is low against `threshold` ("low" means strictly below).
+fn is_low(balance: i64, threshold: Option<i64>) -> bool {
+    threshold.is_some_and(|threshold| balance < threshold)
+}
+
+#[Subscription]
+impl Subscription {
+    /// Every committed change of the organization's balance, in commit order.
+    async fn credit_balance_changed(
+        &self,
+        ctx: &Context<'_>,
+        organization_id: Option<ID>,
+    ) -> async_graphql::Result<impl Stream<Item = CreditBalance> + use<>> {
+        let organization_id = scope(ctx, organization_id.as_ref())?;
+        let ledger = ctx.data_unchecked::<Ledger>().clone();
+        // Subscribe before reading the starting point, so nothing falls in between.
+        let receiver = ledger.events().subscribe(&organization_id);
+        let start = ledger.balance(&organization_id).await.map_err(ApiError::from)?;
+        let follower = Follower::new(ledger, organization_id, receiver, start.version);
+        Ok(futures::stream::unfold((follower, start), |(mut follower, mut current)| async move {
+            loop {
+                match follower.next().await? {
+                    Followed::Changed { seq, balance, at, .. } => {
+                        current = Balance { balance, version: seq, updated_at: at, ..current };
+                        return Some((CreditBalance(current.clone()), (follower, current)));
+                    }
+                    Followed::Threshold { .. } => continue,
+                }
+            }
+        }))
+    }
+
+    /// Warns when the organization's balance is below `threshold` (else its configured
+    /// threshold): once at once if it already is, then once per change that takes it from
+    /// not low to low.
+    async fn low_balance(
+        &self,
+        ctx: &Context<'_>,
+        organization_id: Option<ID>,
+        threshold: Option<Credits>,
+    ) -> async_graphql::Result<impl Stream<Item = LowBalanceEvent> + use<>> {
+        let organization_id = scope(ctx, organization_id.as_ref())?;
+        if let Some(Credits(value)) = threshold
+            && !(0..=MAX_CREDITS).contains(&value)
+        {
+            return Err(ApiError::BadUserInput(format!("threshold must be between 0 and {MAX_CREDITS}")).into());
+        }
+        let ledger = ctx.data_unchecked::<Ledger>().clone();
+        let receiver = ledger.events().subscribe(&organization_id);
+        let organization = ledger
+            .organization(&organization_id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or(ApiError::NotFound("organization"))?;
+        let fixed = threshold.map(|Credits(value)| value);
+        let watched = fixed.or(organization.low_balance_threshold);
+        if watched.is_none() {
+            return Err(ApiError::BadUserInput(
+                "give a threshold: the organization has no low-balance threshold configured".into(),
+            )
+            .into());
+        }
+        let start = ledger.balance(&organization_id).await.map_err(ApiError::from)?;
+        let balance = start.balance;
+        let was_low = is_low(balance, watched);
+        let first = was_low.then(|| LowBalanceEvent {
+            organization_id: ID(organization_id.clone()),
+            balance: Credits(balance),
+            threshold: Credits(watched.unwrap_or_default()),
+            transaction_id: None,
+            occurred_at: DateTime(now()),
+        });
+        let watch = LowBalanceWatch {
+            follower: Follower::new(ledger, organization_id.clone(), receiver, start.version),
+            organization_id,
+            fixed,
+            watched,
+            balance,
+            was_low,
+        };
+        let crossings = futures::stream::unfold(watch, |mut watch| async move {
+            let event = watch.next_crossing().await?;
+            Some((event, watch))
+        });
+        Ok(futures::StreamExt::chain(futures::stream::iter(first), crossings))
+    }
+}
+
+/// The state of one `lowBalance` subscription.
+struct LowBalanceWatch {
+    follower: Follower,
+    organization_id: String,
+    /// The threshold given as argument, if any; else the organization's is followed.
+    fixed: Option<i64>,
+    watched: Option<i64>,
+    balance: i64,
+    was_low: bool,
+}
+
+impl LowBalanceWatch {
+    /// Waits for the next change that takes the balance from not low to low.
+    async fn next_crossing(&mut self) -> Option<LowBalanceEvent> {
+        loop {
+            let (transaction_id, at) = match self.follower.next().await? {
+                Followed::Changed { balance, transaction_id, at, .. } => {
+                    self.balance = balance;
+                    (Some(transaction_id), at)
+                }
+                // A threshold given as argument ignores the organization's setting.
+                Followed::Threshold { threshold, at } if self.fixed.is_none() => {
+                    self.watched = threshold;
+                    (None, at)
+                }
+                Followed::Threshold { .. } => continue,
+            };
+            let low = is_low(self.balance, self.watched);
+            let crossed = low && !self.was_low;
+            self.was_low = low;
+            if crossed {
+                return Some(LowBalanceEvent {
+                    organization_id: ID(self.organization_id.clone()),
+                    balance: Credits(self.balance),
+                    threshold: Credits(self.watched.unwrap_or_default()),
+                    transaction_id: transaction_id.map(ID),
+                    occurred_at: DateTime(at),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! GraphQL over WebSocket at `/graphql/ws`: the `graphql-transport-ws` protocol (and the
+//! legacy `graphql-ws` one of subscriptions-transport-ws), written out here so that its
+//! close codes are the protocol's own: 4400 bad message, 4401 subscribe before
+//! acknowledgement, 4403 no valid token, 4408 no `connection_init` in time, 4409 a
+//! duplicate operation id, 4429 a second `connection_init`.
+//!
+//! Each connection has one bounded outgoing queue. A subscription whose client reads
+//! slowly waits on that queue (its events pile up in the database, not in memory, and
+//! are caught up later); a client that stops answering pings is closed.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols};
+use async_graphql_axum::GraphQLProtocol;
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, header::AUTHORIZATION};
+use axum::response::Response;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use super::AppState;
+use super::auth::{bearer_token, caller_for_token};
+use super::graphql::{parse_request, render};
+use crate::graphql::{Caller, request_data};
+
+/// Largest accepted message.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Outgoing messages queued per connection before senders wait.
+const OUTGOING_QUEUE: usize = 64;
+/// Most operations one connection may run at once.
+const MAX_OPERATIONS: usize = 100;
+
+/// `GET /graphql/ws`: upgrades to a GraphQL WebSocket.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    // Refuses (400) an upgrade that offers neither sub-protocol.
+    _offered: GraphQLProtocol,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let header_token =
+        headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok()).map(|value| bearer_token(value).to_owned());
+    let ws = ws.protocols(ALL_WEBSOCKET_PROTOCOLS).max_message_size(MAX_MESSAGE_BYTES);
+    let protocol = ws
+        .selected_protocol()
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| WebSocketProtocols::from_str(value).ok())
+        .unwrap_or(WebSocketProtocols::GraphQLWS);
+    let span = tracing::Span::current();
+    ws.on_upgrade(move |socket| {
+        let connection = Connection::new(state, protocol, span);
+        connection.run(socket, header_token)
+    })
+}
+
+/// What the connection loop does next.
+enum Flow {
+    Continue,
+    Close(u16, &'static str),
+}
+
+struct Connection {
+    state: AppState,
+    legacy: bool,
+    span: tracing::Span,
+    out: mpsc::Sender<Message>,
+    out_rx: Option<mpsc::Receiver<Message>>,
+    operations: HashMap<String, AbortHandle>,
+    finished_tx: mpsc::UnboundedSender<String>,
+    finished_rx: mpsc::UnboundedReceiver<String>,
+}
+
+fn text(value: Value) -> Message {
+    Message::Text(Utf8Bytes::from(value.to_string()))
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
+}
+
+/// The token in a `connection_init` payload: an `authorization` key in any letter case.
+fn payload_token(payload: &Value) -> Option<String> {
+    payload
+        .as_object()?
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case("authorization"))
+        .and_then(|(_, value)| value.as_str())
+        .map(|value| bearer_token(value).to_owned())
+}
+
+impl Connection {
+    fn new(state: AppState, protocol: WebSocketProtocols, span: tracing::Span) -> Self {
+        let (out, out_rx) = mpsc::channel(OUTGOING_QUEUE);
+        let (finished_tx, finished_rx) = mpsc::unbounded_channel();
+        Self {
+            state,
+            legacy: protocol == WebSocketProtocols::SubscriptionsTransportWS,
+            span,
+            out,
+            out_rx: Some(out_rx),
+            operations: HashMap::new(),
+            finished_tx,
+            finished_rx,
+        }
+    }
+
+    async fn run(mut self, socket: WebSocket, header_token: Option<String>) {
+        let (mut sink, mut incoming) = socket.split();
+        let Some(mut out_rx) = self.out_rx.take() else { return };
+        let writer = tokio::spawn(async move {
+            while let Some(message) = out_rx.recv().await {
+                let closing = matches!(message, Message::Close(_));
+                if sink.send(message).await.is_err() || closing {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        let outcome = self.serve(&mut incoming, header_token).await;
+        if let Flow::Close(code, reason) = outcome {
+            let _ = self.out.try_send(close(code, reason));
+            // Complete the closing handshake: read until the client's Close (briefly), so
+            // it can read what was queued before our Close frame.
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Some(Ok(message)) = incoming.next().await {
+                    if matches!(message, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        for (_, operation) in self.operations.drain() {
+            operation.abort();
+        }
+        drop(self.out);
+        // A peer that reads nothing cannot hold the socket open for long.
+        let abort = writer.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), writer).await.is_err() {
+            abort.abort();
+        }
+    }
+
+    async fn serve<S>(&mut self, incoming: &mut S, header_token: Option<String>) -> Flow
+    where
+        S: futures::Stream<Item = Result<Message, axum::Error>> + Unpin,
+    {
+        // 1. `connection_init`, in time, with a valid token.
+        let deadline = tokio::time::Instant::now() + self.state.limits.ws_init_timeout;
+        let payload = loop {
+            let message = match tokio::time::timeout_at(deadline, incoming.next()).await {
+                Err(_) => return Flow::Close(4408, "Connection initialisation timeout"),
+                Ok(None | Some(Err(_))) => return Flow::Continue,
+                Ok(Some(Ok(message))) => message,
+            };
+            let parsed = match message {
+                Message::Text(text) => serde_json::from_str::<Value>(text.as_str()).ok(),
+                Message::Close(_) => return Flow::Continue,
+                Message::Ping(_) | Message::Pong(_) => continue,
+                Message::Binary(_) => None,
+            };
+            let Some(parsed) = parsed else { return Flow::Close(4400, "Invalid message") };
+            match parsed.get("type").and_then(Value::as_str) {
+                Some("connection_init") => break parsed.get("payload").cloned().unwrap_or(Value::Null),
+                Some("ping") if !self.legacy => {
+                    self.send(json!({ "type": "pong" })).await;
+                }
+                Some("subscribe" | "start") => return Flow::Close(4401, "Unauthorized"),
+                _ => return Flow::Close(4400, "Invalid message"),
+            }
+        };
+        let token = payload_token(&payload).or(header_token);
+        let caller = match token {
+            Some(token) => match caller_for_token(&token, self.state.admin_token.as_ref(), &self.state.ledger).await {
+                Ok(caller) => caller,
+                Err(error) => {
+                    tracing::error!(%error, "WebSocket authentication failed: database unavailable");
+                    return Flow::Close(4500, "Service unavailable");
+                }
+            },
+            None => Caller::Anonymous,
+        };
+        if caller.require_any().is_err() {
+            if self.legacy {
+                self.send(json!({ "type": "connection_error", "payload": { "message": "Forbidden" } })).await;
+            }
+            return Flow::Close(4403, "Forbidden");
+        }
+        if let Caller::ApiKey { organization_id, .. } = &caller {
+            self.span.record("organization", organization_id.as_str());
+        }
+        self.send(json!({ "type": "connection_ack" })).await;
+        if self.legacy {
+            self.send(json!({ "type": "ka" })).await;
+        }
+
+        // 2. Operations until either side closes.
+        let keepalive = self.state.limits.ws_keepalive;
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+        let mut last_heard = Instant::now();
+        let mut shutdown = self.state.shutdown.clone();
+        loop {
+            tokio::select! {
+                message = incoming.next() => {
+                    let Some(Ok(message)) = message else { return Flow::Continue };
+                    last_heard = Instant::now();
+                    let flow = match message {
+                        Message::Text(text) => self.handle(text.as_str(), &caller).await,
+                        Message::Binary(_) => Flow::Close(4400, "Invalid message"),
+                        Message::Ping(_) | Message::Pong(_) => Flow::Continue,
+                        Message::Close(_) => return Flow::Continue,
+                    };
+                    if let Flow::Close(..) = flow {
+                        return flow;
+                    }
+                }
+                Some(id) = self.finished_rx.recv() => {
+                    self.operations.remove(&id);
+                }
+                _ = ticker.tick() => {
+                    if last_heard.elapsed() > keepalive * 3 {
+                        tracing::info!("closing an unresponsive WebSocket");
+                        return Flow::Close(4408, "Keep-alive timeout");
+                    }
+                    // A WebSocket ping every client answers, plus the protocol's own.
+                    let ping = if self.legacy { json!({ "type": "ka" }) } else { json!({ "type": "ping" }) };
+                    if self.out.try_send(Message::Ping(Default::default())).is_err() || self.out.try_send(text(ping)).is_err() {
+                        tracing::info!("closing a WebSocket whose client does not read");
+                        return Flow::Continue;
+                    }
+                }
+                _ = shutdown.changed() => return Flow::Close(1001, "Server shutting down"),
+            }
+        }
+    }
+
+    /// One client message after the acknowledgement.
+    async fn handle(&mut self, raw: &str, caller: &Caller) -> Flow {
+        let Ok(message) = serde_json::from_str::<Value>(raw) else {
+            return Flow::Close(4400, "Invalid message");
+        };
+        let id = message.get("id").and_then(Value::as_str).map(str::to_owned);
+        match (message.get("type").and_then(Value::as_str), id) {
+            (Some("connection_init"), _) => Flow::Close(4429, "Too many initialisation requests"),
+            (Some("ping"), _) if !self.legacy => {
+                self.send(json!({ "type": "pong" })).await;
+                Flow::Continue
+            }
+            (Some("pong"), _) if !self.legacy => Flow::Continue,
+            (Some("subscribe"), Some(id)) if !self.legacy => self.start(id, message.get("payload"), caller),
+            (Some("start"), Some(id)) if self.legacy => self.start(id, message.get("payload"), caller),
+            (Some("complete"), Some(id)) if !self.legacy => {
+                if let Some(operation) = self.operations.remove(&id) {
+                    operation.abort();
+                }
+                Flow::Continue
+            }
+            (Some("stop"), Some(id)) if self.legacy => {
+                if let Some(operation) = self.operations.remove(&id) {
+                    operation.abort();
+                    self.send(json!({ "type": "complete", "id": id })).await;
+                }
+                Flow::Continue
+            }
+            (Some("connection_terminate"), _) if self.legacy => Flow::Close(1000, "Normal closure"),
+            _ => Flow::Close(4400, "Invalid message"),
+        }
+    }
+
+    /// Starts an operation: its results go out as `next`/`data` messages until it ends.
+    fn start(&mut self, id: String, payload: Option<&Value>, caller: &Caller) -> Flow {
+        if self.operations.contains_key(&id) {
+            return Flow::Close(4409, "Subscriber for this id already exists");
+        }
+        if self.operations.len() >= MAX_OPERATIONS {
+            return Flow::Close(4429, "Too many operations");
+        }
+        let Some(payload) = payload.cloned() else { return Flow::Close(4400, "Invalid message") };
+        let (next, error) = if self.legacy { ("data", "error") } else { ("next", "error") };
+        let out = self.out.clone();
+        let finished = self.finished_tx.clone();
+        let request = match parse_request(payload, &self.state) {
+            Ok(request) => request_data(request, &self.state.ledger, caller.clone(), self.span.clone()),
+            Err(refusal) => {
+                let errors = json!([{ "message": refusal.1, "extensions": { "code": refusal.0 } }]);
+                let message = text(json!({ "type": error, "id": id, "payload": errors }));
+                let _ = out.try_send(message);
+                return Flow::Continue;
+            }
+        };
+        let schema = self.state.schema.clone();
+        let task_id = id.clone();
+        let task = tokio::spawn(async move {
+            let mut responses = schema.execute_stream(request);
+            while let Some(response) = responses.next().await {
+                let (is_request_error, body) = render(&response);
+                let message = if is_request_error {
+                    let errors = serde_json::to_string(&response.errors).unwrap_or_else(|_| "[]".into());
+                    format!(r#"{{"type":"{error}","id":{},"payload":{errors}}}"#, json!(task_id))
+                } else {
+                    format!(r#"{{"type":"{next}","id":{},"payload":{body}}}"#, json!(task_id))
+                };
+                if out.send(Message::Text(Utf8Bytes::from(message))).await.is_err() {
+                    return;
+                }
+                if is_request_error {
+                    let _ = finished.send(task_id);
+                    return;
+                }
+            }
+            let _ = out.send(text(json!({ "type": "complete", "id": task_id }))).await;
+            let _ = finished.send(task_id);
+        });
+        self.operations.insert(id, task.abort_handle());
+        Flow::Continue
+    }
+
+    async fn send(&self, message: Value) {
+        let _ = self.out.send(text(message)).await;
+    }
+}
