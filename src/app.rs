@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::net::TcpListener;
 
@@ -93,7 +94,13 @@ impl Application {
             shutdown.await;
             notify.send_replace(());
         };
-        axum::serve(self.listener, self.router).with_graceful_shutdown(signal).await
+        // Small GraphQL and WebSocket messages must not wait for Nagle's algorithm.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, self.router).with_graceful_shutdown(signal).await
     }
 }
 

@@ -45,7 +45,14 @@ pub async fn upgrade(
 ) -> Response {
     let header_token =
         headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok()).map(|value| bearer_token(value).to_owned());
-    let ws = ws.protocols(ALL_WEBSOCKET_PROTOCOLS).max_message_size(MAX_MESSAGE_BYTES);
+    // Small buffers: tungstenite's default 128 KiB read buffer per socket would cost more
+    // than everything else an idle subscriber holds.
+    let ws = ws
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1024 * 1024);
     let protocol = ws
         .selected_protocol()
         .and_then(|value| value.to_str().ok())

@@ -1,0 +1,214 @@
+//! Benchmark of live balances: how long a committed consume takes to reach a
+//! `creditBalanceChanged` subscriber, and how many idle subscribers one server process
+//! holds at what memory. A load generator, not a test: it checks every response body
+//! and event, and prints what it measured.
+//!
+//! ```sh
+//! cargo build --release && cargo run --release --example bench_live -- [IDLE] [CONSUMES]
+//! ```
+//! `DATABASE_URL` picks the database (default: a fresh SQLite file); the server runs
+//! as a separate `target/release/credits` process so its memory is measured alone.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::Message;
+
+const TOKEN: &str = "bench-admin-token-0123456789abcdef";
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn gql(client: &reqwest::Client, base: &str, token: &str, query: &str, variables: Value) -> Value {
+    let body: Value = client
+        .post(format!("{base}/graphql"))
+        .bearer_auth(token)
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(body.get("errors").is_none(), "{body}");
+    body["data"].clone()
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn subscribe(base: &str, key: &str, id: String) -> Socket {
+    let mut request = format!("{}/graphql/ws", base.replacen("http", "ws", 1)).into_client_request().unwrap();
+    request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("graphql-transport-ws"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("connect");
+    let init = json!({ "type": "connection_init", "payload": { "authorization": key } });
+    socket.send(Message::Text(init.to_string().into())).await.unwrap();
+    loop {
+        if let Some(Ok(Message::Text(text))) = socket.next().await
+            && text.contains("connection_ack")
+        {
+            break;
+        }
+    }
+    let subscribe = json!({ "type": "subscribe", "id": id, "payload": { "query": "subscription { creditBalanceChanged { balance } }" } });
+    socket.send(Message::Text(subscribe.to_string().into())).await.unwrap();
+    socket
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let idle: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(5_000);
+    let consumes: i64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(1_000);
+    let binary = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("credits");
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display()));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let server = Server(
+        Command::new(&binary)
+            .env("DATABASE_URL", &database_url)
+            .env("CREDITS_ADDR", format!("127.0.0.1:{port}"))
+            .env("CREDITS_ADMIN_TOKEN", TOKEN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e} (run cargo build --release first)", binary.display())),
+    );
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(format!("{base}/readyz")).send().await.map(|r| r.status().is_success()).ok() != Some(true) {
+        assert!(started.elapsed() < Duration::from_secs(30), "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let org = |name: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let data = gql(
+                &client,
+                &base,
+                TOKEN,
+                "mutation($n: String!) { createOrganization(input: { name: $n }) { id } }",
+                json!({ "n": name }),
+            )
+            .await;
+            let org = data["createOrganization"]["id"].as_str().unwrap().to_owned();
+            let data = gql(
+                &client,
+                &base,
+                TOKEN,
+                "mutation($o: ID!) { createApiKey(input: { organizationId: $o, name: \"bench\" }) { secret } }",
+                json!({ "o": org }),
+            )
+            .await;
+            (org, data["createApiKey"]["secret"].as_str().unwrap().to_owned())
+        }
+    };
+    let (active_org, active_key) = org("active").await;
+    let (_, quiet_key) = org("quiet").await;
+    gql(&client, &base, TOKEN, "mutation($o: ID!) { grantCredits(input: { organizationId: $o, amount: 1000000000, description: \"bench\" }) { replayed } }", json!({ "o": active_org })).await;
+
+    // Idle subscribers.
+    let before = rss_kib(server.0.id());
+    let mut idle_sockets = Vec::with_capacity(idle);
+    for batch in 0..idle.div_ceil(250) {
+        let opened = futures::future::join_all(
+            (batch * 250..((batch + 1) * 250).min(idle)).map(|i| subscribe(&base, &quiet_key, format!("idle{i}"))),
+        )
+        .await;
+        idle_sockets.extend(opened);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(server.0.id());
+
+    // Latency: one active subscriber, sequential consumes.
+    let mut socket = subscribe(&base, &active_key, "live".to_owned()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let arrivals: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
+    let reader = {
+        let arrivals = arrivals.clone();
+        tokio::spawn(async move {
+            let mut expected = 1_000_000_000 - 1;
+            while expected > 1_000_000_000 - 1 - consumes {
+                let Some(Ok(Message::Text(text))) = socket.next().await else { continue };
+                let message: Value = serde_json::from_str(text.as_str()).unwrap();
+                if message["type"] != "next" {
+                    continue;
+                }
+                let balance = message["payload"]["data"]["creditBalanceChanged"]["balance"].as_i64().unwrap();
+                assert_eq!(balance, expected, "events arrive once each, in commit order");
+                arrivals.lock().unwrap().insert(balance, Instant::now());
+                expected -= 1;
+            }
+        })
+    };
+    let mut sent = Vec::with_capacity(consumes as usize);
+    let run = Instant::now();
+    for n in 1..=consumes {
+        let t0 = Instant::now();
+        let data = gql(
+            &client,
+            &base,
+            &active_key,
+            "mutation { consumeCredits(input: { amount: 1, description: \"bench\" }) { balance { balance } } }",
+            json!({}),
+        )
+        .await;
+        assert_eq!(data["consumeCredits"]["balance"]["balance"], 1_000_000_000 - n);
+        sent.push((1_000_000_000 - n, t0, Instant::now()));
+    }
+    let elapsed = run.elapsed();
+    tokio::time::timeout(Duration::from_secs(30), reader).await.expect("all events arrived").unwrap();
+    let arrivals = arrivals.lock().unwrap();
+    let mut from_request: Vec<Duration> =
+        sent.iter().map(|(b, t0, _)| arrivals[b].saturating_duration_since(*t0)).collect();
+    let mut from_response: Vec<Duration> =
+        sent.iter().map(|(b, _, t1)| arrivals[b].saturating_duration_since(*t1)).collect();
+    from_request.sort();
+    from_response.sort();
+    let engine = if database_url.starts_with("postgres") { "PostgreSQL" } else { "SQLite" };
+    println!("engine: {engine}; {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "consume -> event ({consumes} sequential consumes, {:.0}/s): from request sent p50 {:?} p99 {:?} max {:?}; after the mutation's response p50 {:?} p99 {:?}",
+        consumes as f64 / elapsed.as_secs_f64(),
+        percentile(&from_request, 0.5),
+        percentile(&from_request, 0.99),
+        from_request.last().unwrap(),
+        percentile(&from_response, 0.5),
+        percentile(&from_response, 0.99),
+    );
+    println!(
+        "idle subscribers: {idle} held; server RSS {} MiB -> {} MiB ({:.1} KiB per subscriber)",
+        before / 1024,
+        after / 1024,
+        (after.saturating_sub(before)) as f64 / idle.max(1) as f64
+    );
+    drop(idle_sockets);
+}
