@@ -88,7 +88,9 @@ async fn main() {
     let binary = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("credits");
     let dir = tempfile::tempdir().unwrap();
     let database_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display()));
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display()));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base = format!("http://127.0.0.1:{port}");
     let server = Server(

@@ -277,3 +277,44 @@ async fn a_change_on_one_replica_reaches_subscribers_of_another() {
     assert_eq!(low, vec![json!(second)]);
     let _ = (org, first);
 }
+
+/// The reference graphql-transport-ws client (npm `graphql-ws`, installed by `.ci/run`
+/// into `tests/audit`) is refused with a wrong token and receives a live change.
+// Multi-threaded: this test blocks its thread reading the client's output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_graphql_ws_client_works() {
+    use std::io::BufRead;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/audit");
+    if !std::path::Path::new(dir).join("node_modules/graphql-ws").exists() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("graphql-ws is not installed in tests/audit (npm ci --prefix tests/audit)");
+        }
+        let note = "\n!!! SKIPPED: graphql-ws client not installed; run `npm ci --prefix tests/audit` !!!\n";
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
+        return;
+    }
+    let Some(app) = spawn_app(Engine::Sqlite).await else { return };
+    let (org, key) = app.funded_org("Reference", 100).await;
+    let url = format!("{}/graphql/ws", app.base.replacen("http://", "ws://", 1));
+    let mut node = std::process::Command::new("node")
+        .args(["ws-client.mjs", &url, &key])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node");
+    let stdout = node.stdout.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let next_line = || lines.recv_timeout(Duration::from_secs(20)).expect("graphql-ws client output");
+    assert_eq!(next_line(), "refused 4403");
+    assert_eq!(next_line(), "ready");
+    app.consume(&key, 7).await.unwrap();
+    let result: Value = serde_json::from_str(&next_line()).unwrap();
+    assert_eq!(result["data"]["creditBalanceChanged"], json!({ "balance": 93, "organizationId": org }));
+    let status = tokio::task::spawn_blocking(move || node.wait()).await.unwrap().unwrap();
+    assert!(status.success());
+}
