@@ -1,6 +1,6 @@
 //! Configuration, read from the environment in one place (flags may override it).
 
-use std::{fmt, net::SocketAddr, path::PathBuf};
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use crate::billing::{PackageCatalog, PackageError};
 
@@ -49,9 +49,9 @@ pub struct Limits {
     /// Longest time one HTTP request may take, in seconds.
     pub request_timeout_secs: u64,
     /// Interval of WebSocket keep-alive pings; a client silent for three is closed.
-    pub ws_keepalive: std::time::Duration,
+    pub ws_keepalive: Duration,
     /// Time a WebSocket client has to send `connection_init`.
-    pub ws_init_timeout: std::time::Duration,
+    pub ws_init_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -62,8 +62,8 @@ impl Default for Limits {
             query_complexity: 500,
             batch_size: 10,
             request_timeout_secs: 30,
-            ws_keepalive: std::time::Duration::from_secs(15),
-            ws_init_timeout: std::time::Duration::from_secs(10),
+            ws_keepalive: Duration::from_secs(15),
+            ws_init_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -103,7 +103,7 @@ pub struct StripeConfig {
     /// API origin without `/v1`; `None` for Stripe's public API.
     pub api_base: Option<String>,
     /// How long one Stripe call may take before it counts as failed.
-    pub timeout: std::time::Duration,
+    pub timeout: Duration,
 }
 
 /// Why the configuration was refused.
@@ -164,30 +164,31 @@ impl Config {
                 });
             }
         };
-        let stripe_timeout_ms = match get("CREDITS_STRIPE_TIMEOUT_MS") {
-            None => 10_000,
-            Some(value) => value.parse::<u64>().ok().filter(|ms| *ms > 0).ok_or_else(|| ConfigError::Invalid {
-                name: "CREDITS_STRIPE_TIMEOUT_MS",
-                message: format!("{value:?} is not a positive number of milliseconds"),
-            })?,
+        // A positive number of milliseconds, when the variable is set.
+        let millis = |name: &'static str| -> Result<Option<Duration>, ConfigError> {
+            get(name)
+                .map(|value| {
+                    value.parse::<u64>().ok().filter(|ms| *ms > 0).map(Duration::from_millis).ok_or_else(|| {
+                        ConfigError::Invalid {
+                            name,
+                            message: format!("{value:?} is not a positive number of milliseconds"),
+                        }
+                    })
+                })
+                .transpose()
         };
+        let stripe_timeout = millis("CREDITS_STRIPE_TIMEOUT_MS")?.unwrap_or(Duration::from_secs(10));
         let stripe = get("STRIPE_SECRET_KEY").map(|key| StripeConfig {
             secret_key: Secret::new(key),
             api_base: get("STRIPE_API_BASE"),
-            timeout: std::time::Duration::from_millis(stripe_timeout_ms),
+            timeout: stripe_timeout,
         });
         let mut limits = Limits::default();
-        for (name, field) in [
-            ("CREDITS_WS_KEEPALIVE_MS", &mut limits.ws_keepalive),
-            ("CREDITS_WS_INIT_TIMEOUT_MS", &mut limits.ws_init_timeout),
-        ] {
-            if let Some(value) = get(name) {
-                let millis = value.parse::<u64>().ok().filter(|ms| *ms > 0).ok_or_else(|| ConfigError::Invalid {
-                    name,
-                    message: format!("{value:?} is not a positive number of milliseconds"),
-                })?;
-                *field = std::time::Duration::from_millis(millis);
-            }
+        if let Some(keepalive) = millis("CREDITS_WS_KEEPALIVE_MS")? {
+            limits.ws_keepalive = keepalive;
+        }
+        if let Some(timeout) = millis("CREDITS_WS_INIT_TIMEOUT_MS")? {
+            limits.ws_init_timeout = timeout;
         }
         let cors_origins = get("CREDITS_CORS_ORIGINS")
             .map(|value| value.split(',').map(|origin| origin.trim().to_owned()).filter(|o| !o.is_empty()).collect())
@@ -205,5 +206,47 @@ impl Config {
             log_format,
             limits,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: std::collections::HashMap<String, String> =
+            vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_need_no_environment() {
+        let config = config(&[]).expect("defaults");
+        assert_eq!(config.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(config.addr.to_string(), DEFAULT_ADDR);
+        assert!(config.admin_token.is_none() && config.stripe.is_none() && config.stripe_webhook_secret.is_none());
+        assert_eq!(config.packages, PackageCatalog::default());
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (name, value) in [
+            ("CREDITS_ADDR", "nowhere"),
+            ("CREDITS_ADMIN_TOKEN", "short"),
+            ("CREDITS_LOG_FORMAT", "xml"),
+            ("CREDITS_STRIPE_TIMEOUT_MS", "0"),
+            ("CREDITS_WS_KEEPALIVE_MS", "soon"),
+        ] {
+            let error = config(&[(name, value)]).expect_err(name).to_string();
+            assert!(error.starts_with(name), "{error}");
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let config = config(&[("CREDITS_ADMIN_TOKEN", "a-very-secret-admin-token"), ("STRIPE_SECRET_KEY", "sk_test_x")])
+            .expect("config");
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("a-very-secret") && !printed.contains("sk_test_x"), "{printed}");
     }
 }

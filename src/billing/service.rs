@@ -10,7 +10,7 @@ use sea_orm::{
 
 use super::stripe::{CheckoutRequest, GatewayError, StripeGateway};
 use super::webhook::{ChargeObject, Event, SessionObject, expandable_id};
-use super::{CreditPurchase, PackageCatalog};
+use super::{CreditPackage, CreditPurchase, PackageCatalog};
 use crate::ledger::events::BalanceEvent;
 use crate::ledger::{ChangeRequest, Ledger, LedgerError, TransactionKind, apply_change, clawback, new_id, now};
 
@@ -132,24 +132,7 @@ impl Billing {
             .await?;
         // Should this insert be lost, the paid webhook recreates the purchase from the
         // session's metadata, so a paid session is never lost.
-        let at = now();
-        let row = credit_purchase::ActiveModel {
-            id: Set(purchase_id),
-            organization_id: Set(organization_id.to_owned()),
-            package_id: Set(package.id.clone()),
-            status: Set("PENDING".into()),
-            credits: Set(package.total_credits()),
-            amount: Set(package.price_amount),
-            currency: Set(package.currency.clone()),
-            checkout_session_id: Set(session.id.clone()),
-            created_at: Set(at),
-            updated_at: Set(at),
-            payment_intent_id: Set(None),
-            refunded_amount: Set(0),
-            refunded_credits: Set(0),
-        }
-        .insert(self.ledger.db())
-        .await?;
+        let row = pending_purchase(purchase_id, organization_id, package, &session.id).insert(self.ledger.db()).await?;
         Ok(StartedPurchase { purchase: row.into(), checkout_session_id: session.id, checkout_url: session.url })
     }
 
@@ -304,26 +287,9 @@ impl Billing {
             tracing::error!(session = %session.id, organization = %organization_id, "Checkout Session for an unknown organization; ignored");
             return Ok(None);
         }
-        let at = now();
         let id = metadata.get("purchase_id").cloned().unwrap_or_else(|| new_id("pur"));
         tracing::warn!(session = %session.id, purchase = %id, "purchase record was missing; recreated from the session");
-        let row = credit_purchase::ActiveModel {
-            id: Set(id),
-            organization_id: Set(organization_id.clone()),
-            package_id: Set(package.id.clone()),
-            status: Set("PENDING".into()),
-            credits: Set(package.total_credits()),
-            amount: Set(package.price_amount),
-            currency: Set(package.currency.clone()),
-            checkout_session_id: Set(session.id.clone()),
-            created_at: Set(at),
-            updated_at: Set(at),
-            payment_intent_id: Set(None),
-            refunded_amount: Set(0),
-            refunded_credits: Set(0),
-        }
-        .insert(txn)
-        .await?;
+        let row = pending_purchase(id, organization_id, package, &session.id).insert(txn).await?;
         Ok(Some(row.into()))
     }
 
@@ -421,6 +387,31 @@ impl Billing {
             );
         }
         Ok(())
+    }
+}
+
+/// A new `PENDING` purchase of `package` through Checkout Session `session_id`.
+fn pending_purchase(
+    id: String,
+    organization_id: &str,
+    package: &CreditPackage,
+    session_id: &str,
+) -> credit_purchase::ActiveModel {
+    let at = now();
+    credit_purchase::ActiveModel {
+        id: Set(id),
+        organization_id: Set(organization_id.to_owned()),
+        package_id: Set(package.id.clone()),
+        status: Set("PENDING".into()),
+        credits: Set(package.total_credits()),
+        amount: Set(package.price_amount),
+        currency: Set(package.currency.clone()),
+        checkout_session_id: Set(session_id.to_owned()),
+        created_at: Set(at),
+        updated_at: Set(at),
+        payment_intent_id: Set(None),
+        refunded_amount: Set(0),
+        refunded_credits: Set(0),
     }
 }
 
