@@ -221,6 +221,9 @@ impl Billing {
         // The conditional update locks the purchase row: of two events for one session,
         // only the first to get here finds it unpaid.
         let payment_intent = expandable_id(&session.payment_intent);
+        if let Some(payment_intent) = &payment_intent {
+            record_refund(txn, payment_intent, 0).await?;
+        }
         if !set_status(txn, &purchase.id, &["PENDING", "FAILED", "EXPIRED"], "PAID", payment_intent).await? {
             return Ok(());
         }
@@ -304,27 +307,7 @@ impl Billing {
             tracing::warn!(charge = %charge.id, "refunded charge without a PaymentIntent; ignored");
             return Ok(());
         };
-        // Keep the largest cumulative amount seen: older deliveries cannot lower it.
-        stripe_refund::Entity::insert(stripe_refund::ActiveModel {
-            payment_intent_id: Set(payment_intent.clone()),
-            amount_refunded: Set(charge.amount_refunded),
-            updated_at: Set(now()),
-        })
-        .on_conflict(
-            OnConflict::column(stripe_refund::Column::PaymentIntentId)
-                .value(
-                    stripe_refund::Column::AmountRefunded,
-                    // `excluded` is the proposed row, on PostgreSQL and SQLite alike.
-                    Expr::cust(
-                        "CASE WHEN excluded.amount_refunded > stripe_refunds.amount_refunded \
-                         THEN excluded.amount_refunded ELSE stripe_refunds.amount_refunded END",
-                    ),
-                )
-                .value(stripe_refund::Column::UpdatedAt, Expr::value(now()))
-                .to_owned(),
-        )
-        .exec_without_returning(txn)
-        .await?;
+        record_refund(txn, &payment_intent, charge.amount_refunded).await?;
         let purchase = credit_purchase::Entity::find()
             .filter(credit_purchase::Column::PaymentIntentId.eq(&payment_intent))
             .one(txn)
@@ -388,6 +371,35 @@ impl Billing {
         }
         Ok(())
     }
+}
+
+/// Records the cumulative amount Stripe reports refunded for a PaymentIntent, keeping the
+/// largest seen (older deliveries cannot lower it), and locks that row until commit.
+///
+/// Both the paid and the refunded paths call this first (the paid one with 0), so the two
+/// events of one PaymentIntent serialize on this row: whichever commits second sees the
+/// other's work, and a refund racing its own payment is never lost.
+async fn record_refund<C: ConnectionTrait>(conn: &C, payment_intent: &str, amount_refunded: i64) -> Result<(), BillingError> {
+    stripe_refund::Entity::insert(stripe_refund::ActiveModel {
+        payment_intent_id: Set(payment_intent.to_owned()),
+        amount_refunded: Set(amount_refunded),
+        updated_at: Set(now()),
+    })
+    .on_conflict(
+        OnConflict::column(stripe_refund::Column::PaymentIntentId)
+            .value(
+                stripe_refund::Column::AmountRefunded,
+                // `excluded` is the proposed row, on PostgreSQL and SQLite alike.
+                Expr::cust(
+                    "CASE WHEN excluded.amount_refunded > stripe_refunds.amount_refunded \
+                     THEN excluded.amount_refunded ELSE stripe_refunds.amount_refunded END",
+                ),
+            )
+            .to_owned(),
+    )
+    .exec_without_returning(conn)
+    .await?;
+    Ok(())
 }
 
 /// A new `PENDING` purchase of `package` through Checkout Session `session_id`.

@@ -13,6 +13,7 @@ const PURCHASE: &str = "mutation($package: ID!, $success: String, $cancel: Strin
 
 on_both_engines!(
     purchase_then_signed_completion_credits_exactly_once,
+    a_refund_racing_its_payment_is_never_lost,
     async_payments_and_closed_sessions_follow_stripe,
     refunds_take_back_the_refunded_share_never_below_zero,
     mismatched_or_unknown_sessions_credit_nothing,
@@ -122,13 +123,13 @@ async fn purchase_then_signed_completion_credits_exactly_once(engine: Engine) {
         "checkout.session.completed",
         paid_session(&session, &metadata(&org, "credits_basic", &purchase_id), 3999, "usd", "pi_basic_1"),
     );
-    assert_eq!(app.webhook(&completed).await, 200);
-    assert_eq!(app.balance(&key).await, 55_000);
-    assert_eq!(app.purchase_status(&key, &purchase_id).await, "PAID");
-
-    // The same event five times at once, and a second event for the same session.
+    // Delivered five times at once from the start: credited exactly once.
     let statuses = join_all((0..5).map(|_| app.webhook(&completed))).await;
     assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
+    assert_eq!(app.balance(&key).await, 55_000);
+    assert_eq!(app.purchase_status(&key, &purchase_id).await, "PAID");
+    // Redelivered later, and a second event for the same session.
+    assert_eq!(app.webhook(&completed).await, 200);
     let again = event(
         "evt_async_1",
         "checkout.session.async_payment_succeeded",
@@ -207,9 +208,14 @@ async fn async_payments_and_closed_sessions_follow_stripe(engine: Engine) {
 
     let (session, purchase) = start("credits_basic").await;
     let expired = paid_session(&session, &metadata(&org, "credits_basic", &purchase), 3999, "usd", "pi_async_3");
-    assert_eq!(app.webhook(&event("evt_e1", "checkout.session.expired", expired)).await, 200);
+    assert_eq!(app.webhook(&event("evt_e1", "checkout.session.expired", expired.clone())).await, 200);
     assert_eq!(app.purchase_status(&key, &purchase).await, "EXPIRED");
     assert_eq!(app.balance(&key).await, 10_000);
+    // Delivered out of order: the payment's event after the expiry's. Money was taken,
+    // so the credits are added.
+    assert_eq!(app.webhook(&event("evt_e2", "checkout.session.completed", expired)).await, 200);
+    assert_eq!(app.purchase_status(&key, &purchase).await, "PAID");
+    assert_eq!(app.balance(&key).await, 65_000);
 }
 
 async fn refunds_take_back_the_refunded_share_never_below_zero(engine: Engine) {
@@ -423,4 +429,34 @@ async fn a_failing_handler_answers_500_and_applies_nothing() {
     // The event was not recorded, so Stripe's retry is tried afresh (and fails the same way).
     assert_eq!(app.webhook(&paid).await, 500);
     assert_eq!(app.balance(&key).await, 9_007_199_254_740_991 - 5_000);
+}
+
+async fn a_refund_racing_its_payment_is_never_lost(engine: Engine) {
+    let Some((app, _fake)) = stripe_app(engine).await else { return };
+    let (org, key) = app.funded_org("Race", 0).await;
+    let mut pairs = Vec::new();
+    for i in 0..30 {
+        let started = app.purchase(&key, "credits_starter").await;
+        let (session, purchase) = (started["checkoutSessionId"].as_str().unwrap().to_owned(), started["purchase"]["id"].as_str().unwrap().to_owned());
+        let intent = format!("pi_race_{i}");
+        let paid = event(&format!("evt_rp_{i}"), "checkout.session.completed", paid_session(&session, &metadata(&org, "credits_starter", &purchase), 999, "usd", &intent));
+        let refunded = event(&format!("evt_rr_{i}"), "charge.refunded", refunded_charge(&intent, 999, 999));
+        pairs.push((purchase, paid, refunded));
+    }
+    // Each payment and its full refund arrive at the same moment.
+    let statuses = join_all(pairs.iter().flat_map(|(_, paid, refunded)| [app.webhook(paid), app.webhook(refunded)])).await;
+    assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
+    for (purchase, _, _) in &pairs {
+        assert_eq!(app.purchase_status(&key, purchase).await, "REFUNDED");
+    }
+    assert_eq!(app.balance(&key).await, 0);
+    assert_eq!(app.transaction_sum(&key).await, (0, 60));
+}
+
+#[tokio::test]
+async fn oversized_webhook_bodies_are_refused() {
+    let Some((app, _fake)) = stripe_app(Engine::Sqlite).await else { return };
+    let body = format!("{{\"id\":\"evt_big\",\"pad\":\"{}\"}}", "x".repeat(600 * 1024));
+    let signature = credits::billing::webhook::sign(body.as_bytes(), WEBHOOK_SECRET, chrono::Utc::now().timestamp());
+    assert_eq!(app.raw_webhook(body, Some(signature)).await, 413);
 }
