@@ -91,6 +91,8 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// Log line format.
     pub log_format: LogFormat,
+    /// Tracing filter directives (`RUST_LOG`).
+    pub log_filter: String,
     /// Abuse limits.
     pub limits: Limits,
 }
@@ -204,6 +206,7 @@ impl Config {
             stripe_webhook_secret: get("STRIPE_WEBHOOK_SECRET").map(Secret::new),
             cors_origins,
             log_format,
+            log_filter: get("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
             limits,
         })
     }
@@ -244,8 +247,9 @@ mod tests {
 
     #[test]
     fn secrets_do_not_print() {
-        let config = config(&[("CREDITS_ADMIN_TOKEN", "a-very-secret-admin-token"), ("STRIPE_SECRET_KEY", "sk_test_x")])
-            .expect("config");
+        let config =
+            config(&[("CREDITS_ADMIN_TOKEN", "a-very-secret-admin-token"), ("STRIPE_SECRET_KEY", "sk_test_x")])
+                .expect("config");
         let printed = format!("{config:?}");
         assert!(!printed.contains("a-very-secret") && !printed.contains("sk_test_x"), "{printed}");
     }

@@ -10,6 +10,7 @@ use sea_orm_migration::prelude::*;
 /// The largest credit amount a balance may hold: 2^53 − 1.
 const MAX_CREDITS: i64 = 9_007_199_254_740_991;
 
+/// This migration step.
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 

@@ -3,6 +3,7 @@
 
 use sea_orm_migration::prelude::*;
 
+/// This migration step.
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -56,6 +57,21 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(
+                Index::drop().name("ux_credit_purchases_payment_intent").table(CreditPurchases::Table).to_owned(),
+            )
+            .await?;
+        for column in
+            [CreditPurchases::RefundedCredits, CreditPurchases::RefundedAmount, CreditPurchases::PaymentIntentId]
+        {
+            manager.alter_table(Table::alter().table(CreditPurchases::Table).drop_column(column).to_owned()).await?;
+        }
+        manager.drop_table(Table::drop().table(StripeRefunds::Table).to_owned()).await?;
+        manager.drop_table(Table::drop().table(StripeEvents::Table).to_owned()).await
     }
 }
 

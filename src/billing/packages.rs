@@ -147,11 +147,13 @@ impl PackageCatalog {
                     "credits must be at least 1 and bonus_credits at least 0, together at most {MAX_CREDITS}"
                 )));
             }
-            if raw.price_amount < 0 || raw.price_amount > i64::from(i32::MAX) {
-                return Err(invalid("price_amount must be between 0 and 2147483647".into()));
+            // Checkout cannot take a free payment, and would never report it paid.
+            if raw.price_amount < 1 || raw.price_amount > i64::from(i32::MAX) {
+                return Err(invalid("price_amount must be between 1 and 2147483647".into()));
             }
-            if raw.currency.len() != 3 || !raw.currency.bytes().all(|byte| byte.is_ascii_alphabetic()) {
-                return Err(invalid(format!("currency must be a three-letter ISO code, got {:?}", raw.currency)));
+            let currency = raw.currency.to_ascii_lowercase();
+            if matches!(currency.parse::<stripe_types::Currency>(), Ok(stripe_types::Currency::Unknown(_)) | Err(_)) {
+                return Err(invalid(format!("currency {:?} is not a currency Stripe accepts", raw.currency)));
             }
             if raw.stripe_price_id.as_deref().is_some_and(|id| !id.starts_with("price_")) {
                 return Err(invalid("stripe_price_id must start with price_".into()));
@@ -162,7 +164,7 @@ impl PackageCatalog {
                 credits: raw.credits,
                 bonus_credits: raw.bonus_credits,
                 price_amount: raw.price_amount,
-                currency: raw.currency.to_ascii_lowercase(),
+                currency,
                 stripe_price_id: raw.stripe_price_id.filter(|id| !id.is_empty()),
             });
         }
@@ -217,6 +219,16 @@ mod tests {
     fn a_syntax_error_names_its_line() {
         let error = PackageCatalog::parse("[[package]]\nid = \"a\"\nname = \n", "t.toml").expect_err("bad").to_string();
         assert!(error.contains("line 3"), "{error}");
+    }
+
+    #[test]
+    fn free_packages_and_unknown_currencies_are_refused() {
+        let free = "[[package]]\nid = \"a\"\nname = \"A\"\ncredits = 5\nprice_amount = 0\n";
+        assert!(PackageCatalog::parse(free, "t").is_err());
+        let zzz = "[[package]]\nid = \"a\"\nname = \"A\"\ncredits = 5\nprice_amount = 1\ncurrency = \"zzz\"\n";
+        assert!(PackageCatalog::parse(zzz, "t").is_err());
+        let eur = "[[package]]\nid = \"a\"\nname = \"A\"\ncredits = 5\nprice_amount = 1\ncurrency = \"EUR\"\n";
+        assert_eq!(PackageCatalog::parse(eur, "t").expect("eur").all()[0].currency, "eur");
     }
 
     #[test]

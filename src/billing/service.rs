@@ -105,6 +105,7 @@ impl Billing {
 
     /// Starts buying a package: creates a Stripe Checkout Session (idempotent on the new
     /// purchase id) and records the purchase as `PENDING`. Credits arrive with the webhook.
+    #[tracing::instrument(skip(self, success_url, cancel_url))]
     pub async fn purchase_package(
         &self,
         organization_id: &str,
@@ -379,7 +380,11 @@ impl Billing {
 /// Both the paid and the refunded paths call this first (the paid one with 0), so the two
 /// events of one PaymentIntent serialize on this row: whichever commits second sees the
 /// other's work, and a refund racing its own payment is never lost.
-async fn record_refund<C: ConnectionTrait>(conn: &C, payment_intent: &str, amount_refunded: i64) -> Result<(), BillingError> {
+async fn record_refund<C: ConnectionTrait>(
+    conn: &C,
+    payment_intent: &str,
+    amount_refunded: i64,
+) -> Result<(), BillingError> {
     stripe_refund::Entity::insert(stripe_refund::ActiveModel {
         payment_intent_id: Set(payment_intent.to_owned()),
         amount_refunded: Set(amount_refunded),

@@ -82,6 +82,7 @@ impl StripeGateway {
         match &package.stripe_price_id {
             Some(price) => item.price = Some(price.clone()),
             None => {
+                // The catalogue only admits currencies Stripe knows.
                 let currency = package.currency.parse().unwrap_or(stripe_types::Currency::USD);
                 let mut price = CreateCheckoutSessionLineItemsPriceData::new(currency);
                 price.unit_amount = Some(package.price_amount);

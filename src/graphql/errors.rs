@@ -232,11 +232,18 @@ impl Extension for ErrorCodes {
 
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
         let mut response = next.run(ctx).await;
-        // What is left without a code was raised by the executor: argument coercion,
-        // an unknown operation name. Our resolvers always set a code.
+        // What is left without a code was raised by the executor (our resolvers always
+        // set one): a request-level problem (an unknown operation name) or an argument it
+        // could not coerce is the client's; anything else is ours.
         response.errors = std::mem::take(&mut response.errors)
             .into_iter()
-            .map(|error| set_code(error, code::BAD_USER_INPUT))
+            .map(|error| {
+                let client_mistake = error.path.is_empty()
+                    || error.message.starts_with("Failed to parse")
+                    || error.message.starts_with("Invalid value");
+                let code = if client_mistake { code::BAD_USER_INPUT } else { code::INTERNAL_SERVER_ERROR };
+                set_code(error, code)
+            })
             .collect();
         response
     }

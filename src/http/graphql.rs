@@ -306,14 +306,24 @@ async fn execute_batch(
     (StatusCode::OK, [(header::CONTENT_TYPE, media.content_type())], format!("[{}]", bodies.join(","))).into_response()
 }
 
+/// Authentication could not be decided (the database failed): 503 when it is
+/// unreachable, 500 otherwise; details only in the log.
 fn service_unavailable(media: MediaType, error: crate::ledger::LedgerError) -> Response {
-    tracing::error!(%error, "authentication failed: database unavailable");
-    request_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        media,
-        code::SERVICE_UNAVAILABLE,
-        "the database is unavailable, try again later",
-    )
+    tracing::error!(%error, "authentication failed");
+    match error {
+        crate::ledger::LedgerError::Unavailable(_) => request_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            media,
+            code::SERVICE_UNAVAILABLE,
+            "the database is unavailable, try again later",
+        ),
+        _ => request_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            media,
+            code::INTERNAL_SERVER_ERROR,
+            "internal server error",
+        ),
+    }
 }
 
 /// The selected operation's name (or kind) and kind, when the document parses.

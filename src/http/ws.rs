@@ -28,10 +28,10 @@ use super::auth::{bearer_token, caller_for_token};
 use super::graphql::{parse_request, render};
 use crate::graphql::{Caller, request_data};
 
-/// Largest accepted message.
-const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Outgoing messages queued per connection before senders wait.
 const OUTGOING_QUEUE: usize = 64;
+/// Longest a single write to the client may take.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most operations one connection may run at once.
 const MAX_OPERATIONS: usize = 100;
 
@@ -49,7 +49,7 @@ pub async fn upgrade(
     // than everything else an idle subscriber holds.
     let ws = ws
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_message_size(state.limits.body_bytes)
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(1024 * 1024);
@@ -67,8 +67,12 @@ pub async fn upgrade(
 
 /// What the connection loop does next.
 enum Flow {
+    /// Keep serving.
     Continue,
+    /// Close with this code and reason.
     Close(u16, &'static str),
+    /// Drop the connection without a word: the client does not read.
+    Abandon,
 }
 
 struct Connection {
@@ -122,13 +126,22 @@ impl Connection {
         let writer = tokio::spawn(async move {
             while let Some(message) = out_rx.recv().await {
                 let closing = matches!(message, Message::Close(_));
-                if sink.send(message).await.is_err() || closing {
+                // A peer that stops reading fills its TCP window; give up on it.
+                let sent = tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await;
+                if !matches!(sent, Ok(Ok(()))) || closing {
                     break;
                 }
             }
             let _ = sink.close().await;
         });
         let outcome = self.serve(&mut incoming, header_token).await;
+        if let Flow::Abandon = outcome {
+            writer.abort();
+            for (_, operation) in self.operations.drain() {
+                operation.abort();
+            }
+            return;
+        }
         if let Flow::Close(code, reason) = outcome {
             let _ = self.out.try_send(close(code, reason));
             // Complete the closing handshake: read until the client's Close (briefly), so
@@ -175,7 +188,7 @@ impl Connection {
             match parsed.get("type").and_then(Value::as_str) {
                 Some("connection_init") => break parsed.get("payload").cloned().unwrap_or(Value::Null),
                 Some("ping") if !self.legacy => {
-                    self.send(json!({ "type": "pong" })).await;
+                    self.send(json!({ "type": "pong" }));
                 }
                 Some("subscribe" | "start") => return Flow::Close(4401, "Unauthorized"),
                 _ => return Flow::Close(4400, "Invalid message"),
@@ -194,22 +207,23 @@ impl Connection {
         };
         if caller.require_any().is_err() {
             if self.legacy {
-                self.send(json!({ "type": "connection_error", "payload": { "message": "Forbidden" } })).await;
+                self.send(json!({ "type": "connection_error", "payload": { "message": "Forbidden" } }));
             }
             return Flow::Close(4403, "Forbidden");
         }
         if let Caller::ApiKey { organization_id, .. } = &caller {
             self.span.record("organization", organization_id.as_str());
         }
-        self.send(json!({ "type": "connection_ack" })).await;
+        self.send(json!({ "type": "connection_ack" }));
         if self.legacy {
-            self.send(json!({ "type": "ka" })).await;
+            self.send(json!({ "type": "ka" }));
         }
 
         // 2. Operations until either side closes.
         let keepalive = self.state.limits.ws_keepalive;
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
         let mut last_heard = Instant::now();
+        let mut last_checked = Instant::now();
         let mut shutdown = self.state.shutdown.clone();
         loop {
             tokio::select! {
@@ -222,7 +236,7 @@ impl Connection {
                         Message::Ping(_) | Message::Pong(_) => Flow::Continue,
                         Message::Close(_) => return Flow::Continue,
                     };
-                    if let Flow::Close(..) = flow {
+                    if !matches!(flow, Flow::Continue) {
                         return flow;
                     }
                 }
@@ -230,6 +244,12 @@ impl Connection {
                     self.operations.remove(&id);
                 }
                 _ = ticker.tick() => {
+                    if last_checked.elapsed() >= keepalive * 4 {
+                        last_checked = Instant::now();
+                        if !self.still_authorized(&caller).await {
+                            return Flow::Close(4403, "Forbidden");
+                        }
+                    }
                     if last_heard.elapsed() > keepalive * 3 {
                         tracing::info!("closing an unresponsive WebSocket");
                         return Flow::Close(4408, "Keep-alive timeout");
@@ -237,8 +257,8 @@ impl Connection {
                     // A WebSocket ping every client answers, plus the protocol's own.
                     let ping = if self.legacy { json!({ "type": "ka" }) } else { json!({ "type": "ping" }) };
                     if self.out.try_send(Message::Ping(Default::default())).is_err() || self.out.try_send(text(ping)).is_err() {
-                        tracing::info!("closing a WebSocket whose client does not read");
-                        return Flow::Continue;
+                        tracing::info!("dropping a WebSocket whose client does not read");
+                        return Flow::Abandon;
                     }
                 }
                 _ = shutdown.changed() => return Flow::Close(1001, "Server shutting down"),
@@ -254,10 +274,7 @@ impl Connection {
         let id = message.get("id").and_then(Value::as_str).map(str::to_owned);
         match (message.get("type").and_then(Value::as_str), id) {
             (Some("connection_init"), _) => Flow::Close(4429, "Too many initialisation requests"),
-            (Some("ping"), _) if !self.legacy => {
-                self.send(json!({ "type": "pong" })).await;
-                Flow::Continue
-            }
+            (Some("ping"), _) if !self.legacy => self.send(json!({ "type": "pong" })),
             (Some("pong"), _) if !self.legacy => Flow::Continue,
             (Some("subscribe"), Some(id)) if !self.legacy => self.start(id, message.get("payload"), caller),
             (Some("start"), Some(id)) if self.legacy => self.start(id, message.get("payload"), caller),
@@ -270,7 +287,7 @@ impl Connection {
             (Some("stop"), Some(id)) if self.legacy => {
                 if let Some(operation) = self.operations.remove(&id) {
                     operation.abort();
-                    self.send(json!({ "type": "complete", "id": id })).await;
+                    return self.send(json!({ "type": "complete", "id": id }));
                 }
                 Flow::Continue
             }
@@ -327,7 +344,26 @@ impl Connection {
         Flow::Continue
     }
 
-    async fn send(&self, message: Value) {
-        let _ = self.out.send(text(message)).await;
+    /// Whether the connection's API key is still valid (revoked keys lose their open
+    /// connections within a few keep-alive intervals). A database hiccup is not a revocation.
+    async fn still_authorized(&self, caller: &Caller) -> bool {
+        let Caller::ApiKey { key_id, .. } = caller else { return true };
+        match self.state.ledger.api_key(key_id).await {
+            Ok(Some(key)) => key.revoked_at.is_none(),
+            Ok(None) => false,
+            Err(error) => {
+                tracing::warn!(%error, "could not re-check a WebSocket's API key");
+                true
+            }
+        }
+    }
+
+    /// Queues a message without waiting: a client whose queue is full does not read,
+    /// and is dropped rather than allowed to stall this loop.
+    fn send(&self, message: Value) -> Flow {
+        match self.out.try_send(text(message)) {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Abandon,
+        }
     }
 }

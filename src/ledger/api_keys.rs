@@ -63,6 +63,7 @@ fn new_secret() -> Result<String, LedgerError> {
 
 impl Ledger {
     /// Creates a key for the organization; returns it with its secret, which is not stored.
+    #[tracing::instrument(skip(self))]
     pub async fn create_api_key(&self, organization_id: &str, name: &str) -> Result<(ApiKey, String), LedgerError> {
         check_label("name", name)?;
         if self.organization(organization_id).await?.is_none() {
@@ -85,6 +86,7 @@ impl Ledger {
     }
 
     /// Revokes a key (idempotent: revoking twice keeps the first time).
+    #[tracing::instrument(skip(self))]
     pub async fn revoke_api_key(&self, id: &str) -> Result<ApiKey, LedgerError> {
         api_key::Entity::update_many()
             .col_expr(api_key::Column::RevokedAt, Some(now()).into())

@@ -13,6 +13,7 @@
 //! nothing is delivered twice or out of order.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -100,6 +101,8 @@ impl BalanceEvent {
 #[derive(Clone, Debug, Default)]
 pub struct EventHub {
     channels: Arc<Mutex<HashMap<String, broadcast::Sender<Arc<BalanceEvent>>>>>,
+    /// Whether the PostgreSQL `LISTEN` connection is up (readiness).
+    listening: Arc<AtomicBool>,
 }
 
 impl EventHub {
@@ -133,6 +136,11 @@ impl EventHub {
         for organization_id in organizations {
             self.publish(BalanceEvent::Resync { organization_id });
         }
+    }
+
+    /// Whether this process receives the database's notifications right now.
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Relaxed)
     }
 
     /// How many subscribers are connected (for metrics and tests).
@@ -176,6 +184,7 @@ pub async fn listen_postgres(db: DatabaseConnection, hub: EventHub) {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
+        hub.listening.store(true, Ordering::Relaxed);
         // Anything committed while we were not listening is found by re-reading.
         hub.resync_all();
         loop {
@@ -185,10 +194,12 @@ pub async fn listen_postgres(db: DatabaseConnection, hub: EventHub) {
                     Err(error) => tracing::warn!(%error, "balance events: unreadable notification"),
                 },
                 Ok(None) => {
+                    hub.listening.store(false, Ordering::Relaxed);
                     tracing::warn!("balance events: LISTEN connection lost; reconnecting");
                     break;
                 }
                 Err(error) => {
+                    hub.listening.store(false, Ordering::Relaxed);
                     tracing::warn!(%error, "balance events: LISTEN failed; reconnecting");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     break;
@@ -229,6 +240,8 @@ pub struct Follower {
     receiver: broadcast::Receiver<Arc<BalanceEvent>>,
     last_seq: i64,
     pending: VecDeque<Followed>,
+    /// Set when a catch-up read failed: retried (with backoff) before anything else.
+    behind: bool,
 }
 
 impl Follower {
@@ -240,7 +253,7 @@ impl Follower {
         receiver: broadcast::Receiver<Arc<BalanceEvent>>,
         last_seq: i64,
     ) -> Self {
-        Self { ledger, organization_id, receiver, last_seq, pending: VecDeque::new() }
+        Self { ledger, organization_id, receiver, last_seq, pending: VecDeque::new(), behind: false }
     }
 
     /// The next step; `None` when the hub is gone.
@@ -248,6 +261,12 @@ impl Follower {
         loop {
             if let Some(step) = self.pending.pop_front() {
                 return Some(step);
+            }
+            if self.behind {
+                if !self.catch_up().await {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                continue;
             }
             let catch_up = match self.receiver.recv().await {
                 Ok(event) => match event.as_ref() {
@@ -278,8 +297,9 @@ impl Follower {
         }
     }
 
-    /// Reads every transaction after the last one delivered, page by page.
-    async fn catch_up(&mut self) {
+    /// Reads every transaction after the last one delivered, page by page; on failure,
+    /// marks the follower behind so the read is retried.
+    async fn catch_up(&mut self) -> bool {
         const PAGE: u64 = 500;
         loop {
             match self.ledger.transactions_since(&self.organization_id, self.last_seq, PAGE).await {
@@ -295,12 +315,14 @@ impl Follower {
                         });
                     }
                     if !full {
-                        return;
+                        self.behind = false;
+                        return true;
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, organization = %self.organization_id, "catch-up read failed");
-                    return;
+                    tracing::warn!(%error, organization = %self.organization_id, "catch-up read failed; retrying");
+                    self.behind = true;
+                    return false;
                 }
             }
         }

@@ -54,6 +54,11 @@ impl Ledger {
         }
     }
 
+    /// Whether live events flow: always on SQLite; on PostgreSQL once `LISTEN` is up.
+    pub fn events_ready(&self) -> bool {
+        self.db.get_database_backend() != DbBackend::Postgres || self.events.is_listening()
+    }
+
     /// Announces committed events in this process. On PostgreSQL the notifications sent
     /// inside the transaction already do that, on every replica.
     pub fn announce(&self, events: impl IntoIterator<Item = events::BalanceEvent>) {

@@ -8,6 +8,7 @@ use super::{Balance, Ledger, LedgerError, MAX_CREDITS, Organization, check_label
 
 impl Ledger {
     /// Creates an organization with a zero balance.
+    #[tracing::instrument(skip(self))]
     pub async fn create_organization(
         &self,
         name: &str,
@@ -66,6 +67,7 @@ impl Ledger {
 
     /// Sets (or, with `None`, clears) the organization's low-balance threshold and
     /// returns the organization and its balance.
+    #[tracing::instrument(skip(self))]
     pub async fn set_low_balance_threshold(
         &self,
         organization_id: &str,

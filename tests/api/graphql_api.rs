@@ -198,6 +198,14 @@ async fn error_codes_reachable_here(engine: Engine) {
     app.fails(Some(&key), "mutation { createOrganization(input: { name: \"x\" }) { id } }", json!({}), "FORBIDDEN")
         .await;
     app.fails(Some(&key), "mutation($org: ID!) { grantCredits(input: { organizationId: $org, amount: 5, description: \"x\" }) { replayed } }", json!({ "org": org }), "FORBIDDEN").await;
+    app.fails(
+        Some(&key),
+        "mutation($org: ID!) { createApiKey(input: { organizationId: $org, name: \"x\" }) { secret } }",
+        json!({ "org": org }),
+        "FORBIDDEN",
+    )
+    .await;
+    app.fails(Some(&key), "mutation { revokeApiKey(id: \"key_any\") { id } }", json!({}), "FORBIDDEN").await;
     // NOT_FOUND: the admin names an organization that does not exist.
     app.fails(Some(ADMIN_TOKEN), "{ creditBalance(organizationId: \"org_nope\") { balance } }", json!({}), "NOT_FOUND")
         .await;
@@ -277,6 +285,27 @@ async fn tenants_cannot_see_or_spend_each_others_credits(engine: Engine) {
     let balance_id = data["creditBalance"]["id"].clone();
     let transaction_id = data["creditTransactions"]["edges"][0]["node"]["id"].clone();
     for id in [json!(org_b), balance_id.clone(), transaction_id.clone()] {
+        let seen_by_a = app.ok(Some(&key_a), "query($id: ID!) { node(id: $id) { id } }", json!({ "id": id })).await;
+        assert_eq!(seen_by_a["node"], serde_json::Value::Null, "A saw {id}");
+        let seen_by_b = app.ok(Some(&key_b), "query($id: ID!) { node(id: $id) { id } }", json!({ "id": id })).await;
+        assert_eq!(seen_by_b["node"]["id"], id);
+    }
+    // API keys and purchases are nodes too, visible to their own organization only.
+    let key_b_id = app
+        .ok(
+            Some(ADMIN_TOKEN),
+            "mutation($org: ID!) { createApiKey(input: { organizationId: $org, name: \"second\" }) { apiKey { id } } }",
+            json!({ "org": org_b }),
+        )
+        .await["createApiKey"]["apiKey"]["id"]
+        .clone();
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &credits::db::connect(&app.database_url()).await.unwrap(),
+        &format!("INSERT INTO credit_purchases (id, organization_id, package_id, status, credits, amount, currency, checkout_session_id, created_at, updated_at) VALUES ('pur_isolation', '{org_b}', 'credits_basic', 'PENDING', 55000, 3999, 'usd', 'cs_isolation', '2026-11-25T00:00:00Z', '2026-11-25T00:00:00Z')"),
+    )
+    .await
+    .unwrap();
+    for id in [key_b_id, json!("pur_isolation")] {
         let seen_by_a = app.ok(Some(&key_a), "query($id: ID!) { node(id: $id) { id } }", json!({ "id": id })).await;
         assert_eq!(seen_by_a["node"], serde_json::Value::Null, "A saw {id}");
         let seen_by_b = app.ok(Some(&key_b), "query($id: ID!) { node(id: $id) { id } }", json!({ "id": id })).await;

@@ -225,15 +225,36 @@ pub async fn spawn_app_with(engine: Engine, extra: &[(&str, &str)]) -> Option<Te
     let app = Application::build(&config).await.expect("build app");
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
-    Some(TestApp { base, client: reqwest::Client::new(), _database: database })
+    let client = reqwest::Client::new();
+    wait_until_ready(&client, &base).await;
+    Some(TestApp { base, client, _database: database })
+}
+
+/// Polls `/readyz` (database up and, on PostgreSQL, listening for live events).
+pub async fn wait_until_ready(client: &reqwest::Client, base: &str) {
+    let started = Instant::now();
+    loop {
+        let ready = client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success());
+        if ready {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "server at {base} never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 impl TestApp {
+    /// The URL of this app's database.
+    pub fn database_url(&self) -> String {
+        self._database.url.clone()
+    }
+
     /// A second server (replica) on this app's database; returns its base URL.
     pub async fn spawn_replica(&self) -> String {
         let app = Application::build(&test_config(&self._database.url)).await.expect("build replica");
         let base = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped(std::future::pending()));
+        wait_until_ready(&self.client, &base).await;
         base
     }
 }

@@ -437,14 +437,22 @@ async fn a_refund_racing_its_payment_is_never_lost(engine: Engine) {
     let mut pairs = Vec::new();
     for i in 0..30 {
         let started = app.purchase(&key, "credits_starter").await;
-        let (session, purchase) = (started["checkoutSessionId"].as_str().unwrap().to_owned(), started["purchase"]["id"].as_str().unwrap().to_owned());
+        let (session, purchase) = (
+            started["checkoutSessionId"].as_str().unwrap().to_owned(),
+            started["purchase"]["id"].as_str().unwrap().to_owned(),
+        );
         let intent = format!("pi_race_{i}");
-        let paid = event(&format!("evt_rp_{i}"), "checkout.session.completed", paid_session(&session, &metadata(&org, "credits_starter", &purchase), 999, "usd", &intent));
+        let paid = event(
+            &format!("evt_rp_{i}"),
+            "checkout.session.completed",
+            paid_session(&session, &metadata(&org, "credits_starter", &purchase), 999, "usd", &intent),
+        );
         let refunded = event(&format!("evt_rr_{i}"), "charge.refunded", refunded_charge(&intent, 999, 999));
         pairs.push((purchase, paid, refunded));
     }
     // Each payment and its full refund arrive at the same moment.
-    let statuses = join_all(pairs.iter().flat_map(|(_, paid, refunded)| [app.webhook(paid), app.webhook(refunded)])).await;
+    let statuses =
+        join_all(pairs.iter().flat_map(|(_, paid, refunded)| [app.webhook(paid), app.webhook(refunded)])).await;
     assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
     for (purchase, _, _) in &pairs {
         assert_eq!(app.purchase_status(&key, purchase).await, "REFUNDED");

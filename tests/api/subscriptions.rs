@@ -228,6 +228,17 @@ async fn silent_clients_are_closed() {
     let mut idle = WsClient::connect(&app.base, TRANSPORT_WS, &key).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(idle.closed().await, 4408);
+    // A key revoked while its connection is open loses the connection.
+    let org = app.create_org("Revoked").await;
+    let data = app
+        .ok(Some(ADMIN_TOKEN), "mutation($org: ID!) { createApiKey(input: { organizationId: $org, name: \"r\" }) { secret apiKey { id } } }", json!({ "org": org }))
+        .await;
+    let (secret, id) =
+        (data["createApiKey"]["secret"].as_str().unwrap().to_owned(), data["createApiKey"]["apiKey"]["id"].clone());
+    let mut revoked = WsClient::connect(&app.base, TRANSPORT_WS, &secret).await;
+    revoked.subscribe(false, "c", CHANGED, json!({})).await;
+    app.ok(Some(ADMIN_TOKEN), "mutation($id: ID!) { revokeApiKey(id: $id) { id } }", json!({ "id": id })).await;
+    assert_eq!(revoked.closed().await, 4403);
     // One that keeps answering stays.
     let mut alive = WsClient::connect(&app.base, TRANSPORT_WS, &key).await;
     let heard = alive.receive(Duration::from_millis(1_500)).await;
