@@ -213,4 +213,34 @@ async fn main() {
         (after.saturating_sub(before)) as f64 / idle.max(1) as f64
     );
     drop(idle_sockets);
+
+    // Throughput: many clients consuming from one organization at once (the hot row).
+    let (workers, each) = (64, 50);
+    let balance_before = 1_000_000_000 - consumes;
+    let run = Instant::now();
+    let results = futures::future::join_all((0..workers).map(|_| {
+        let (client, base, key) = (client.clone(), base.clone(), active_key.clone());
+        async move {
+            let mut seen = Vec::with_capacity(each);
+            for _ in 0..each {
+                let data = gql(&client, &base, &key, "mutation { consumeCredits(input: { amount: 1, description: \"bench\" }) { transaction { balanceAfter } } }", json!({})).await;
+                seen.push(data["consumeCredits"]["transaction"]["balanceAfter"].as_i64().expect("balanceAfter"));
+            }
+            seen
+        }
+    }))
+    .await;
+    let elapsed = run.elapsed();
+    let mut after: Vec<i64> = results.into_iter().flatten().collect();
+    after.sort_unstable();
+    after.dedup();
+    let total = (workers * each) as i64;
+    assert_eq!(after.len() as i64, total, "every consume got its own balance");
+    assert_eq!(after.first().copied(), Some(balance_before - total), "nothing lost or double-counted");
+    let data = gql(&client, &base, &active_key, "{ creditBalance { balance } }", json!({})).await;
+    assert_eq!(data["creditBalance"]["balance"], balance_before - total);
+    println!(
+        "concurrent consumes on one organization: {workers} clients x {each}: {:.0} consumes/s, final balance exact",
+        total as f64 / elapsed.as_secs_f64()
+    );
 }
