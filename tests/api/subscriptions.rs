@@ -329,3 +329,30 @@ async fn the_reference_graphql_ws_client_works() {
     let status = tokio::task::spawn_blocking(move || node.wait()).await.unwrap().unwrap();
     assert!(status.success());
 }
+
+/// Killing the replica's `LISTEN` connection loses no event: it reconnects, and
+/// subscribers re-read what was committed meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_survive_a_lost_listen_connection() {
+    let Some(app) = spawn_app(Engine::Postgres).await else { return };
+    let (_, key) = app.funded_org("Chaos", 100).await;
+    let mut ws = WsClient::connect(&app.base, TRANSPORT_WS, &key).await;
+    ws.subscribe(false, "c", CHANGED, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let db = credits::db::connect(&app.database_url()).await.unwrap();
+    let killed = sea_orm::ConnectionTrait::execute_unprepared(
+        &db,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+    )
+    .await
+    .unwrap();
+    assert!(killed.rows_affected() >= 1, "a LISTEN connection was found");
+    // Committed while nobody listens.
+    app.consume(&key, 1).await.unwrap();
+    app.consume(&key, 1).await.unwrap();
+    let first = payload(&ws.message().await, "creditBalanceChanged");
+    let second = payload(&ws.message().await, "creditBalanceChanged");
+    assert_eq!((first["balance"].clone(), second["balance"].clone()), (json!(99), json!(98)));
+    app.consume(&key, 1).await.unwrap();
+    assert_eq!(payload(&ws.message().await, "creditBalanceChanged")["balance"], 97);
+}
