@@ -188,11 +188,12 @@ async fn main() {
     }
     let elapsed = run.elapsed();
     tokio::time::timeout(Duration::from_secs(30), reader).await.expect("all events arrived").unwrap();
-    let arrivals = arrivals.lock().unwrap();
-    let mut from_request: Vec<Duration> =
-        sent.iter().map(|(b, t0, _)| arrivals[b].saturating_duration_since(*t0)).collect();
-    let mut from_response: Vec<Duration> =
-        sent.iter().map(|(b, _, t1)| arrivals[b].saturating_duration_since(*t1)).collect();
+    let (mut from_request, mut from_response): (Vec<Duration>, Vec<Duration>) = {
+        let arrivals = arrivals.lock().unwrap();
+        sent.iter()
+            .map(|(b, t0, t1)| (arrivals[b].saturating_duration_since(*t0), arrivals[b].saturating_duration_since(*t1)))
+            .unzip()
+    };
     from_request.sort();
     from_response.sort();
     let engine = if database_url.starts_with("postgres") { "PostgreSQL" } else { "SQLite" };
