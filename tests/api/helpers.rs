@@ -56,13 +56,12 @@ pub async fn database(engine: Engine) -> Option<TestDatabase> {
         }
         Engine::Postgres => {
             let Some(server) = postgres_server() else {
-                if std::env::var("CI").is_ok_and(|value| value == "true") {
+                if in_ci() {
                     panic!("PostgreSQL is required in CI but could not be started");
                 }
-                // Written past the test harness's capture, so the skip is seen.
-                let note = "\n!!! SKIPPED: PostgreSQL is not available here (set PG_BIN or CREDITS_TEST_POSTGRES_URL); \
-                            this test ran on SQLite only !!!\n";
-                let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
+                skip_loudly(
+                    "PostgreSQL is not available here (set PG_BIN or CREDITS_TEST_POSTGRES_URL); this test ran on SQLite only",
+                );
                 return None;
             };
             let name = format!("t_{}", uuid_like());
@@ -72,6 +71,30 @@ pub async fn database(engine: Engine) -> Option<TestDatabase> {
             Some(TestDatabase { url: format!("{server}/{name}"), _dir: None })
         }
     }
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value == "true")
+}
+
+/// Says that a test is skipped, past the harness's output capture so it is seen.
+fn skip_loudly(why: &str) {
+    let note = format!("\n!!! SKIPPED: {why} !!!\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
+}
+
+/// The folder of the npm reference clients, if `package` is installed there (`.ci/run`
+/// installs them). Outside CI a missing one skips the test loudly; in CI it fails.
+pub fn node_tool(package: &str) -> Option<&'static str> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/audit");
+    if Path::new(dir).join("node_modules").join(package).exists() {
+        return Some(dir);
+    }
+    if in_ci() {
+        panic!("{package} is not installed in tests/audit (npm ci --prefix tests/audit)");
+    }
+    skip_loudly(&format!("{package} is not installed; run `npm ci --prefix tests/audit`"));
+    None
 }
 
 fn uuid_like() -> String {

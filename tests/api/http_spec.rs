@@ -117,16 +117,7 @@ async fn an_unreachable_database_is_service_unavailable() {
 /// against a live server: every MUST and SHOULD must pass.
 #[tokio::test]
 async fn graphql_over_http_audit_passes() {
-    let audit_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/audit");
-    let installed = std::path::Path::new(audit_dir).join("node_modules/graphql-http").exists();
-    if !installed {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("graphql-http is not installed in tests/audit (npm ci --prefix tests/audit)");
-        }
-        let note = "\n!!! SKIPPED: graphql-http audit not installed; run `npm ci --prefix tests/audit` !!!\n";
-        let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
-        return;
-    }
+    let Some(audit_dir) = crate::helpers::node_tool("graphql-http") else { return };
     let Some(app) = spawn_app(Engine::Sqlite).await else {
         return;
     };

@@ -295,15 +295,7 @@ async fn a_change_on_one_replica_reaches_subscribers_of_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reference_graphql_ws_client_works() {
     use std::io::BufRead;
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/audit");
-    if !std::path::Path::new(dir).join("node_modules/graphql-ws").exists() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("graphql-ws is not installed in tests/audit (npm ci --prefix tests/audit)");
-        }
-        let note = "\n!!! SKIPPED: graphql-ws client not installed; run `npm ci --prefix tests/audit` !!!\n";
-        let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
-        return;
-    }
+    let Some(dir) = crate::helpers::node_tool("graphql-ws") else { return };
     let Some(app) = spawn_app(Engine::Sqlite).await else { return };
     let (org, key) = app.funded_org("Reference", 100).await;
     let url = format!("{}/graphql/ws", app.base.replacen("http://", "ws://", 1));
