@@ -8,7 +8,21 @@ use futures::future::join_all;
 use crate::helpers::{Engine, database};
 use crate::on_both_engines;
 
-on_both_engines!(ledger_consume_grant_and_history, ledger_race_is_exact, ledger_refuses_unknown_organizations);
+on_both_engines!(
+    ledger_consume_grant_and_history,
+    ledger_race_is_exact,
+    ledger_refuses_unknown_organizations,
+    migrations_go_down_and_up_again,
+);
+
+async fn migrations_go_down_and_up_again(engine: Engine) {
+    use migration::MigratorTrait;
+    let Some((ledger, _db)) = ledger(engine).await else { return };
+    migration::Migrator::down(ledger.db(), None).await.expect("down");
+    credits::db::migrate(ledger.db()).await.expect("up again");
+    let org = ledger.create_organization("Again", None).await.expect("usable after re-migration");
+    assert_eq!(ledger.balance(&org.id).await.unwrap().balance, 0);
+}
 
 async fn ledger(engine: Engine) -> Option<(Ledger, crate::helpers::TestDatabase)> {
     let database = database(engine).await?;
