@@ -59,6 +59,13 @@ impl TestApp {
         self.ok(Some(key), PURCHASE, json!({ "package": package })).await["purchasePackage"].clone()
     }
 
+    /// Starts a purchase of `package`; returns its Checkout Session id and purchase id.
+    pub async fn start_purchase(&self, key: &str, package: &str) -> (String, String) {
+        let started = self.purchase(key, package).await;
+        let id = |value: &Value| value.as_str().expect("id").to_owned();
+        (id(&started["checkoutSessionId"]), id(&started["purchase"]["id"]))
+    }
+
     /// The purchase's status as `creditPurchases` shows it.
     pub async fn purchase_status(&self, key: &str, purchase_id: &str) -> String {
         let data =
@@ -177,18 +184,8 @@ async fn async_payments_and_closed_sessions_follow_stripe(engine: Engine) {
         return;
     };
     let (org, key) = app.funded_org("Async", 0).await;
-    let start = |package: &'static str| {
-        let (app, key) = (&app, key.clone());
-        async move {
-            let started = app.purchase(&key, package).await;
-            (
-                started["checkoutSessionId"].as_str().unwrap().to_owned(),
-                started["purchase"]["id"].as_str().unwrap().to_owned(),
-            )
-        }
-    };
     // Completed but unpaid (a bank debit in flight): nothing yet; then it succeeds.
-    let (session, purchase) = start("credits_starter").await;
+    let (session, purchase) = app.start_purchase(&key, "credits_starter").await;
     let mut unpaid = paid_session(&session, &metadata(&org, "credits_starter", &purchase), 999, "usd", "pi_async_1");
     unpaid["payment_status"] = json!("unpaid");
     assert_eq!(app.webhook(&event("evt_a1", "checkout.session.completed", unpaid)).await, 200);
@@ -201,12 +198,12 @@ async fn async_payments_and_closed_sessions_follow_stripe(engine: Engine) {
     assert_eq!(app.webhook(&event("evt_a3", "checkout.session.expired", succeeded)).await, 200);
     assert_eq!(app.purchase_status(&key, &purchase).await, "PAID");
 
-    let (session, purchase) = start("credits_basic").await;
+    let (session, purchase) = app.start_purchase(&key, "credits_basic").await;
     let failed = paid_session(&session, &metadata(&org, "credits_basic", &purchase), 3999, "usd", "pi_async_2");
     assert_eq!(app.webhook(&event("evt_f1", "checkout.session.async_payment_failed", failed)).await, 200);
     assert_eq!(app.purchase_status(&key, &purchase).await, "FAILED");
 
-    let (session, purchase) = start("credits_basic").await;
+    let (session, purchase) = app.start_purchase(&key, "credits_basic").await;
     let expired = paid_session(&session, &metadata(&org, "credits_basic", &purchase), 3999, "usd", "pi_async_3");
     assert_eq!(app.webhook(&event("evt_e1", "checkout.session.expired", expired.clone())).await, 200);
     assert_eq!(app.purchase_status(&key, &purchase).await, "EXPIRED");
@@ -225,11 +222,7 @@ async fn refunds_take_back_the_refunded_share_never_below_zero(engine: Engine) {
     let (org, key) = app.funded_org("Refunds", 0).await;
 
     // Full refund after spending 8,000 of 10,000: only the 2,000 left are taken.
-    let started = app.purchase(&key, "credits_starter").await;
-    let (session, purchase) = (
-        started["checkoutSessionId"].as_str().unwrap().to_owned(),
-        started["purchase"]["id"].as_str().unwrap().to_owned(),
-    );
+    let (session, purchase) = app.start_purchase(&key, "credits_starter").await;
     let paid = paid_session(&session, &metadata(&org, "credits_starter", &purchase), 999, "usd", "pi_refund_1");
     assert_eq!(app.webhook(&event("evt_r1", "checkout.session.completed", paid)).await, 200);
     app.ok(
@@ -257,11 +250,7 @@ async fn refunds_take_back_the_refunded_share_never_below_zero(engine: Engine) {
     assert_eq!(app.transaction_sum(&key).await, (0, 3));
 
     // Partial refunds are cumulative; a stale one arriving late takes nothing more.
-    let started = app.purchase(&key, "credits_basic").await;
-    let (session, purchase) = (
-        started["checkoutSessionId"].as_str().unwrap().to_owned(),
-        started["purchase"]["id"].as_str().unwrap().to_owned(),
-    );
+    let (session, purchase) = app.start_purchase(&key, "credits_basic").await;
     let paid = paid_session(&session, &metadata(&org, "credits_basic", &purchase), 3999, "usd", "pi_refund_2");
     assert_eq!(app.webhook(&event("evt_p1", "checkout.session.completed", paid)).await, 200);
     assert_eq!(app.balance(&key).await, 55_000);
@@ -275,11 +264,7 @@ async fn refunds_take_back_the_refunded_share_never_below_zero(engine: Engine) {
     assert_eq!(app.purchase_status(&key, &purchase).await, "REFUNDED");
 
     // A refund reported before the payment is applied when the payment arrives.
-    let started = app.purchase(&key, "credits_starter").await;
-    let (session, purchase) = (
-        started["checkoutSessionId"].as_str().unwrap().to_owned(),
-        started["purchase"]["id"].as_str().unwrap().to_owned(),
-    );
+    let (session, purchase) = app.start_purchase(&key, "credits_starter").await;
     assert_eq!(app.webhook(&event("evt_o1", "charge.refunded", refunded_charge("pi_refund_3", 999, 999))).await, 200);
     let paid = paid_session(&session, &metadata(&org, "credits_starter", &purchase), 999, "usd", "pi_refund_3");
     assert_eq!(app.webhook(&event("evt_o2", "checkout.session.completed", paid)).await, 200);
@@ -294,11 +279,7 @@ async fn mismatched_or_unknown_sessions_credit_nothing(engine: Engine) {
         return;
     };
     let (org, key) = app.funded_org("Mismatch", 0).await;
-    let started = app.purchase(&key, "credits_basic").await;
-    let (session, purchase) = (
-        started["checkoutSessionId"].as_str().unwrap().to_owned(),
-        started["purchase"]["id"].as_str().unwrap().to_owned(),
-    );
+    let (session, purchase) = app.start_purchase(&key, "credits_basic").await;
     // Paid, but 1 cent instead of the package price: no credits, FAILED, still 2xx.
     let cheap = paid_session(&session, &metadata(&org, "credits_basic", &purchase), 1, "usd", "pi_cheap");
     assert_eq!(app.webhook(&event("evt_m1", "checkout.session.completed", cheap)).await, 200);
@@ -412,11 +393,7 @@ async fn return_urls_come_from_the_input_or_config_and_price_ids_are_used() {
 async fn a_failing_handler_answers_500_and_applies_nothing() {
     let Some((app, _fake)) = stripe_app(Engine::Sqlite).await else { return };
     let (org, key) = app.funded_org("Full", 0).await;
-    let started = app.purchase(&key, "credits_starter").await;
-    let (session, purchase) = (
-        started["checkoutSessionId"].as_str().unwrap().to_owned(),
-        started["purchase"]["id"].as_str().unwrap().to_owned(),
-    );
+    let (session, purchase) = app.start_purchase(&key, "credits_starter").await;
     // A balance so close to the limit that the purchase's credits cannot be added.
     app.grant(&org, 9_007_199_254_740_991 - 5_000).await;
     let paid = event(
@@ -436,11 +413,7 @@ async fn a_refund_racing_its_payment_is_never_lost(engine: Engine) {
     let (org, key) = app.funded_org("Race", 0).await;
     let mut pairs = Vec::new();
     for i in 0..30 {
-        let started = app.purchase(&key, "credits_starter").await;
-        let (session, purchase) = (
-            started["checkoutSessionId"].as_str().unwrap().to_owned(),
-            started["purchase"]["id"].as_str().unwrap().to_owned(),
-        );
+        let (session, purchase) = app.start_purchase(&key, "credits_starter").await;
         let intent = format!("pi_race_{i}");
         let paid = event(
             &format!("evt_rp_{i}"),
