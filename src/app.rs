@@ -4,14 +4,15 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::net::TcpListener;
 
 use crate::billing::Billing;
 use crate::billing::stripe::StripeGateway;
-use crate::config::Config;
+use crate::config::{Config, Limits};
 use crate::graphql::build_schema;
+use crate::http::rate_limit::RateLimits;
+use crate::http::ws::SocketCounts;
 use crate::http::{AppState, router};
 use crate::ledger::Ledger;
 
@@ -39,12 +40,14 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     shutdown: tokio::sync::watch::Sender<()>,
+    limits: Limits,
+    sockets: SocketCounts,
 }
 
 impl Application {
     /// Connects to the database, applies pending migrations and binds the listener.
     pub async fn build(config: &Config) -> Result<Self, StartError> {
-        let db = crate::db::connect(&config.database_url).await?;
+        let db = crate::db::connect_with(&config.database_url, config.db_statement_timeout).await?;
         crate::db::migrate(&db).await?;
         Self::with_database(config, db).await
     }
@@ -62,6 +65,9 @@ impl Application {
             config.checkout_success_url.clone(),
             config.checkout_cancel_url.clone(),
         );
+        let rate_limits = RateLimits::new(config.limits.rate_limit);
+        rate_limits.start_pruning();
+        let sockets = SocketCounts::default();
         let state = AppState {
             schema: build_schema(ledger.clone(), config.packages.clone(), billing.clone(), &config.limits),
             ledger,
@@ -69,11 +75,13 @@ impl Application {
             admin_token: config.admin_token.clone(),
             stripe_webhook_secret: config.stripe_webhook_secret.clone(),
             limits: config.limits,
+            rate_limits,
+            sockets: sockets.clone(),
             shutdown: shutdown_rx,
         };
         let listener =
             TcpListener::bind(config.addr).await.map_err(|source| StartError::Bind { addr: config.addr, source })?;
-        Ok(Self { listener, router: router(state, &config.cors_origins), shutdown })
+        Ok(Self { listener, router: router(state, &config.cors_origins), shutdown, limits: config.limits, sockets })
     }
 
     /// The bound port (useful when binding port 0).
@@ -86,21 +94,18 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight requests finish.
-    /// WebSockets are closed with 1001 (going away) as shutdown begins.
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests
+    /// finish and closes every WebSocket with 1001 (going away), within the shutdown
+    /// grace period.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let notify = self.shutdown;
         let signal = async move {
             shutdown.await;
             notify.send_replace(());
         };
-        // Small GraphQL and WebSocket messages must not wait for Nagle's algorithm.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, self.router).with_graceful_shutdown(signal).await
+        let sockets = self.sockets;
+        let drained = async move { sockets.all_closed().await };
+        crate::http::server::serve(self.listener, self.router, self.limits, signal, drained).await
     }
 }
 

@@ -42,8 +42,23 @@ pub struct Limits {
     pub body_bytes: usize,
     /// Deepest accepted query nesting.
     pub query_depth: usize,
-    /// Largest accepted query complexity (every field and alias counts).
+    /// Largest accepted cost of a request or batch (see `graphql::limits`).
     pub query_complexity: usize,
+    /// Whether introspection (`__schema`, `__type`) is answered (`CREDITS_INTROSPECTION`).
+    pub introspection: bool,
+    /// Requests per second per token (or per IP without one); `None` is no limit
+    /// (`CREDITS_RATE_LIMIT`). The burst is twice the rate.
+    pub rate_limit: Option<std::num::NonZeroU32>,
+    /// Whether the client IP comes from `X-Forwarded-For` (`CREDITS_TRUST_PROXY`).
+    pub trust_proxy: bool,
+    /// Most open WebSockets per token (`CREDITS_WS_MAX_CONNECTIONS_PER_TOKEN`).
+    pub ws_max_connections_per_token: usize,
+    /// Longest a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// Longest an idle keep-alive connection stays open.
+    pub idle_timeout: Duration,
+    /// Longest in-flight requests may take to finish once shutdown begins.
+    pub shutdown_grace: Duration,
     /// Most operations in one batched request.
     pub batch_size: usize,
     /// Longest time one HTTP request may take, in seconds.
@@ -54,12 +69,30 @@ pub struct Limits {
     pub ws_init_timeout: Duration,
 }
 
+impl Limits {
+    /// The bounds every GraphQL document is measured against.
+    pub fn document(&self) -> crate::graphql::limits::DocumentLimits {
+        crate::graphql::limits::DocumentLimits {
+            max_depth: self.query_depth,
+            max_complexity: self.query_complexity,
+            introspection: self.introspection,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
             body_bytes: 64 * 1024,
             query_depth: 12,
-            query_complexity: 500,
+            query_complexity: 2_000,
+            introspection: true,
+            rate_limit: std::num::NonZeroU32::new(1_000),
+            trust_proxy: false,
+            ws_max_connections_per_token: 32,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(25),
             batch_size: 10,
             request_timeout_secs: 30,
             ws_keepalive: Duration::from_secs(15),
@@ -95,6 +128,8 @@ pub struct Config {
     pub log_filter: String,
     /// Abuse limits.
     pub limits: Limits,
+    /// Longest a PostgreSQL statement may run (`CREDITS_DB_STATEMENT_TIMEOUT_MS`).
+    pub db_statement_timeout: Duration,
 }
 
 /// How to reach Stripe's API.
@@ -192,6 +227,43 @@ impl Config {
         if let Some(timeout) = millis("CREDITS_WS_INIT_TIMEOUT_MS")? {
             limits.ws_init_timeout = timeout;
         }
+        let flag = |name: &'static str, default: bool| -> Result<bool, ConfigError> {
+            match get(name).map(|value| value.to_ascii_lowercase()).as_deref() {
+                None => Ok(default),
+                Some("true" | "1" | "yes" | "on") => Ok(true),
+                Some("false" | "0" | "no" | "off") => Ok(false),
+                Some(other) => {
+                    Err(ConfigError::Invalid { name, message: format!("{other:?} is neither true nor false") })
+                }
+            }
+        };
+        limits.introspection = flag("CREDITS_INTROSPECTION", true)?;
+        limits.trust_proxy = flag("CREDITS_TRUST_PROXY", false)?;
+        limits.rate_limit = match get("CREDITS_RATE_LIMIT").as_deref() {
+            None => limits.rate_limit,
+            Some("off") => None,
+            Some(value) => Some(value.parse::<std::num::NonZeroU32>().map_err(|_| ConfigError::Invalid {
+                name: "CREDITS_RATE_LIMIT",
+                message: format!("{value:?} is neither a positive number of requests per second nor off"),
+            })?),
+        };
+        let count = |name: &'static str| -> Result<Option<usize>, ConfigError> {
+            get(name)
+                .map(|value| {
+                    value.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| ConfigError::Invalid {
+                        name,
+                        message: format!("{value:?} is not a positive number"),
+                    })
+                })
+                .transpose()
+        };
+        if let Some(max) = count("CREDITS_WS_MAX_CONNECTIONS_PER_TOKEN")? {
+            limits.ws_max_connections_per_token = max;
+        }
+        if let Some(max) = count("CREDITS_QUERY_COMPLEXITY")? {
+            limits.query_complexity = max;
+        }
+        let db_statement_timeout = millis("CREDITS_DB_STATEMENT_TIMEOUT_MS")?.unwrap_or(Duration::from_secs(5));
         let cors_origins = get("CREDITS_CORS_ORIGINS")
             .map(|value| value.split(',').map(|origin| origin.trim().to_owned()).filter(|o| !o.is_empty()).collect())
             .unwrap_or_default();
@@ -208,6 +280,7 @@ impl Config {
             log_format,
             log_filter: get("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
             limits,
+            db_statement_timeout,
         })
     }
 }
@@ -239,10 +312,33 @@ mod tests {
             ("CREDITS_LOG_FORMAT", "xml"),
             ("CREDITS_STRIPE_TIMEOUT_MS", "0"),
             ("CREDITS_WS_KEEPALIVE_MS", "soon"),
+            ("CREDITS_RATE_LIMIT", "0"),
+            ("CREDITS_RATE_LIMIT", "fast"),
+            ("CREDITS_INTROSPECTION", "maybe"),
+            ("CREDITS_DB_STATEMENT_TIMEOUT_MS", "-1"),
+            ("CREDITS_WS_MAX_CONNECTIONS_PER_TOKEN", "0"),
         ] {
             let error = config(&[(name, value)]).expect_err(name).to_string();
             assert!(error.starts_with(name), "{error}");
         }
+    }
+
+    #[test]
+    fn fair_use_variables_are_read() {
+        let config = config(&[
+            ("CREDITS_RATE_LIMIT", "off"),
+            ("CREDITS_INTROSPECTION", "false"),
+            ("CREDITS_TRUST_PROXY", "true"),
+            ("CREDITS_DB_STATEMENT_TIMEOUT_MS", "250"),
+            ("CREDITS_WS_MAX_CONNECTIONS_PER_TOKEN", "2"),
+        ])
+        .expect("config");
+        assert!(config.limits.rate_limit.is_none() && !config.limits.introspection && config.limits.trust_proxy);
+        assert_eq!(config.db_statement_timeout, Duration::from_millis(250));
+        assert_eq!(config.limits.ws_max_connections_per_token, 2);
+        let defaults = super::Limits::default();
+        assert_eq!(defaults.rate_limit.map(|rate| rate.get()), Some(1_000));
+        assert!(defaults.introspection);
     }
 
     #[test]

@@ -10,10 +10,22 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbB
 /// when several replicas start at once.
 const MIGRATION_LOCK_KEY: i64 = 0x0063_7265_6469_7473;
 
-/// Opens a pool on `url` (`sqlite://…` or `postgres://…`).
+/// How long a statement may run on PostgreSQL unless configured otherwise.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens a pool on `url` (`sqlite://…` or `postgres://…`) with the default statement timeout.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+    connect_with(url, DEFAULT_STATEMENT_TIMEOUT).await
+}
+
+/// Opens a pool on `url`. On PostgreSQL every statement is cancelled after
+/// `statement_timeout`, so one slow query cannot hold a connection for long.
+///
+/// Durability: SQLite runs `synchronous=FULL`, so a committed transaction (and the 2xx
+/// that follows it) survives a power loss, not only a crash of this process.
+pub async fn connect_with(url: &str, statement_timeout: Duration) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url.to_owned());
-    options.connect_timeout(Duration::from_secs(5)).acquire_timeout(Duration::from_secs(5)).sqlx_logging(false);
+    options.connect_timeout(Duration::from_secs(3)).acquire_timeout(Duration::from_secs(3)).sqlx_logging(false);
     if url.starts_with("sqlite:") {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         // An in-memory database lives as long as its one connection.
@@ -23,12 +35,16 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
         }
         options.map_sqlx_sqlite_opts(|opts| {
             opts.journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
+                .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(30))
                 .foreign_keys(true)
         });
     } else {
-        options.max_connections(20).min_connections(1);
+        let timeout_ms = statement_timeout.as_millis().to_string();
+        options
+            .max_connections(20)
+            .min_connections(1)
+            .map_sqlx_postgres_opts(move |opts| opts.options([("statement_timeout", timeout_ms.as_str())]));
     }
     Database::connect(options).await
 }
@@ -49,4 +65,53 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
 /// Whether the database answers a trivial query.
 pub async fn ping(db: &DatabaseConnection) -> bool {
     db.ping().await.is_ok()
+}
+
+/// Whether the database is reachable, as a background probe last found it; shared by
+/// every request so that, during an outage, each is refused at once (503) instead of
+/// waiting for the pool's acquire timeout. The probe opens its own connection, outside
+/// the pool, so a pool busy with slow queries is never mistaken for an outage.
+#[derive(Clone, Debug, Default)]
+pub struct Availability {
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How often the probe connects.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+impl Availability {
+    /// Whether the last probe failed.
+    pub fn is_down(&self) -> bool {
+        self.down.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Starts probing `db` (PostgreSQL only: an embedded SQLite file does not go away).
+    /// Needs a Tokio runtime; ends when every clone of this handle is dropped.
+    pub fn start_probe(&self, db: &DatabaseConnection) {
+        if db.get_database_backend() != DbBackend::Postgres {
+            return;
+        }
+        let options = db.get_postgres_connection_pool().connect_options();
+        let weak = std::sync::Arc::downgrade(&self.down);
+        tokio::spawn(async move {
+            use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
+            loop {
+                tokio::time::sleep(PROBE_INTERVAL).await;
+                let Some(down) = weak.upgrade() else { return };
+                let reachable = match tokio::time::timeout(Duration::from_secs(2), options.connect()).await {
+                    Ok(Ok(connection)) => {
+                        let _ = connection.close().await;
+                        true
+                    }
+                    _ => false,
+                };
+                let was_down = down.swap(!reachable, std::sync::atomic::Ordering::Relaxed);
+                match (was_down, reachable) {
+                    (false, false) => tracing::error!("database unreachable; answering 503 until it is back"),
+                    (true, true) => tracing::info!("database reachable again"),
+                    _ => {}
+                }
+            }
+        });
+    }
 }

@@ -13,6 +13,7 @@ use async_graphql::extensions::{
 use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{ErrorExtensionValues, Response, ServerError, ServerResult, ValidationResult, Variables};
 
+use super::limits::LimitError;
 use crate::billing::BillingError;
 use crate::ledger::LedgerError;
 
@@ -38,6 +39,8 @@ pub mod code {
     pub const PAYMENT_PROVIDER_NOT_CONFIGURED: &str = "PAYMENT_PROVIDER_NOT_CONFIGURED";
     /// Stripe failed or timed out.
     pub const PAYMENT_PROVIDER_ERROR: &str = "PAYMENT_PROVIDER_ERROR";
+    /// The caller sent more requests than its rate allows.
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
     /// The database is unreachable.
     pub const SERVICE_UNAVAILABLE: &str = "SERVICE_UNAVAILABLE";
     /// Anything else; details are in the server log only.
@@ -55,6 +58,14 @@ pub enum ApiError {
     NotFound(&'static str),
     /// A value is unacceptable; the message says which and why.
     BadUserInput(String),
+    /// The document breaks a limit (depth, cost, nesting, introspection); refused
+    /// before anything ran.
+    Validation(String),
+    /// The caller's rate is used up; retry after this many seconds.
+    RateLimited {
+        /// Whole seconds until a request will be admitted.
+        retry_after_secs: u64,
+    },
     /// The balance is smaller than the amount required.
     InsufficientCredits {
         /// Balance when refused.
@@ -82,6 +93,8 @@ impl ApiError {
             Self::Forbidden(_) => code::FORBIDDEN,
             Self::NotFound(_) => code::NOT_FOUND,
             Self::BadUserInput(_) => code::BAD_USER_INPUT,
+            Self::Validation(_) => code::GRAPHQL_VALIDATION_FAILED,
+            Self::RateLimited { .. } => code::RATE_LIMITED,
             Self::InsufficientCredits { .. } => code::INSUFFICIENT_CREDITS,
             Self::IdempotencyConflict => code::IDEMPOTENCY_CONFLICT,
             Self::PaymentProviderNotConfigured => code::PAYMENT_PROVIDER_NOT_CONFIGURED,
@@ -91,12 +104,32 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status of a request refused with this error before it ran. (Errors of
+    /// an executed operation travel in a 200 body, as GraphQL over HTTP prescribes.)
+    pub fn http_status(&self) -> axum::http::StatusCode {
+        use axum::http::StatusCode;
+        match self {
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::BadUserInput(_) | Self::Validation(_) => StatusCode::BAD_REQUEST,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::InsufficientCredits { .. } | Self::IdempotencyConflict => StatusCode::CONFLICT,
+            Self::PaymentProviderNotConfigured | Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PaymentProviderError => StatusCode::BAD_GATEWAY,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
     fn message(&self) -> String {
         match self {
             Self::Unauthenticated => "a valid bearer token is required".into(),
             Self::Forbidden(what) => (*what).into(),
             Self::NotFound(what) => format!("{what} not found"),
-            Self::BadUserInput(message) => message.clone(),
+            Self::BadUserInput(message) | Self::Validation(message) => message.clone(),
+            Self::RateLimited { retry_after_secs } => {
+                format!("too many requests; retry after {retry_after_secs} s")
+            }
             Self::InsufficientCredits { balance, required } => {
                 format!("insufficient credits: balance {balance}, required {required}")
             }
@@ -117,7 +150,26 @@ impl From<ApiError> for async_graphql::Error {
             extensions.set("balance", *balance);
             extensions.set("required", *required);
         }
+        if let ApiError::RateLimited { retry_after_secs } = &error {
+            extensions.set("retryAfter", *retry_after_secs);
+        }
         async_graphql::Error { message: error.message(), source: None, extensions: Some(extensions) }
+    }
+}
+
+impl From<ApiError> for ServerError {
+    /// A request-level error: no location, no path.
+    fn from(error: ApiError) -> Self {
+        let error = async_graphql::Error::from(error);
+        let mut server_error = ServerError::new(error.message, None);
+        server_error.extensions = error.extensions;
+        server_error
+    }
+}
+
+impl From<LimitError> for ApiError {
+    fn from(error: LimitError) -> Self {
+        if error.is_bad_value() { Self::BadUserInput(error.to_string()) } else { Self::Validation(error.to_string()) }
     }
 }
 
@@ -132,7 +184,7 @@ impl From<LedgerError> for ApiError {
             }
             LedgerError::IdempotencyConflict => Self::IdempotencyConflict,
             LedgerError::InvalidInput(message) => Self::BadUserInput(message),
-            LedgerError::Unavailable(source) => {
+            LedgerError::Unavailable(source) | LedgerError::Conflict(source) => {
                 tracing::error!(error = %source, "database unavailable");
                 Self::ServiceUnavailable
             }

@@ -5,6 +5,7 @@
 
 pub mod context;
 pub mod errors;
+pub mod limits;
 mod loaders;
 mod mutation;
 mod pagination;
@@ -32,17 +33,17 @@ pub type CreditsSchema = Schema<Query, Mutation, Subscription>;
 /// Builds the schema over the ledger and billing, with the abuse limits applied.
 pub fn build_schema(ledger: Ledger, packages: PackageCatalog, billing: Billing, limits: &Limits) -> CreditsSchema {
     let purchases = Purchases::new(ledger.db().clone());
-    Schema::build(Query, Mutation, Subscription)
+    // Depth and cost are measured by [`limits`] before a request gets here (HTTP and
+    // WebSocket alike); the parser's own recursion bound stays as a second line.
+    let builder = Schema::build(Query, Mutation, Subscription)
         .data(ledger)
         .data(packages)
         .data(purchases)
         .data(billing)
-        .limit_depth(limits.query_depth)
-        .limit_complexity(limits.query_complexity)
-        .limit_recursive_depth(limits.query_depth * 2)
+        .limit_recursive_depth(limits.query_depth * 2 + 8)
         .limit_directives(10)
-        .extension(errors::ErrorCodes)
-        .finish()
+        .extension(errors::ErrorCodes);
+    if limits.introspection { builder.finish() } else { builder.disable_introspection().finish() }
 }
 
 /// The SDL of the schema, as committed in `schema.graphql`.

@@ -2,19 +2,25 @@
 //! negotiation, status codes that tell request errors from execution errors, GET for
 //! queries only, and bounded bodies, batches and nesting before anything is parsed.
 
+use std::net::SocketAddr;
+
 use async_graphql::http::GraphiQLSource;
-use async_graphql::parser::types::{DocumentOperations, OperationType};
-use async_graphql::{BatchResponse, Variables};
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
+use async_graphql::{BatchResponse, ServerError, Variables};
+use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tracing::Span;
 
 use super::AppState;
 use super::auth::authenticate;
-use crate::graphql::errors::code;
+use super::rate_limit::{RateKey, client_ip};
+use crate::config::Limits;
+use crate::graphql::errors::ApiError;
+use crate::graphql::limits::{self, LimitError, check_complexity};
 use crate::graphql::request_data;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -22,7 +28,7 @@ const JSON: &str = "application/json";
 
 /// The response media type a client accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum MediaType {
+pub(crate) enum MediaType {
     /// `application/graphql-response+json`: status codes carry meaning.
     GraphqlResponse,
     /// Legacy `application/json`: 200 for every well-formed request.
@@ -55,19 +61,32 @@ impl MediaType {
     }
 }
 
-/// A response body of one error, before anything was executed.
-fn request_error(status: StatusCode, media: MediaType, error_code: &str, message: &str) -> Response {
-    let body = json!({ "errors": [{ "message": message, "extensions": { "code": error_code } }] });
-    (status, [(header::CONTENT_TYPE, media.content_type())], body.to_string()).into_response()
+/// The answer to a request refused before it ran: the error's own status (429 with
+/// `Retry-After`, 503, 400 …) and a body of that one error, without `data`.
+pub(crate) fn refuse(media: MediaType, error: ApiError) -> Response {
+    let status = error.http_status();
+    let retry_after = match &error {
+        ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+        _ => None,
+    };
+    let body = serde_json::to_string(&Body {
+        data: None,
+        errors: &[ServerError::from(error)],
+        extensions: &Default::default(),
+    })
+    .unwrap_or_default();
+    let mut response = (status, [(header::CONTENT_TYPE, media.content_type())], body).into_response();
+    if let Some(seconds) = retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }
 
-fn bad_request(media: MediaType, refusal: impl Into<Refusal>) -> Response {
-    let Refusal(error_code, message) = refusal.into();
-    request_error(StatusCode::BAD_REQUEST, media, error_code, &message)
-}
+/// Where a request came from, for the rate limiter.
+type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
 
 /// `GET /graphql`: GraphiQL for browsers, otherwise a query from the URL.
-pub async fn get(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+pub async fn get(State(state): State<AppState>, peer: Peer, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
     let params: Vec<(String, String)> = raw.as_deref().map(parse_query_string).unwrap_or_default();
     let param = |name: &str| params.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
     let wants_html = headers
@@ -87,9 +106,7 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw
             let value = if name == "variables" || name == "extensions" {
                 match serde_json::from_str(value) {
                     Ok(value) => value,
-                    Err(_) => {
-                        return bad_request(media, format!("{name} is not valid JSON").as_str());
-                    }
+                    Err(_) => return refuse(media, ApiError::BadUserInput(format!("{name} is not valid JSON"))),
                 }
             } else {
                 Value::String(value.to_owned())
@@ -97,52 +114,57 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw
             fields.insert(name.to_owned(), value);
         }
     }
-    let request = match parse_request(Value::Object(fields), &state) {
-        Ok(request) => request,
-        Err(refusal) => return bad_request(media, refusal),
+    let prepared = match prepare(Value::Object(fields), &state.limits) {
+        Ok(prepared) => prepared,
+        Err(error) => return refuse(media, error),
     };
-    execute_single(state, headers, media, request, Method::Get).await
+    if prepared.operation.as_ref().is_some_and(|(_, kind)| *kind != OperationType::Query) {
+        let mut response = refuse(media, ApiError::BadUserInput("only queries may be sent by GET; use POST".into()));
+        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    execute(state, peer, headers, media, vec![prepared], false).await
 }
 
 /// `POST /graphql`: a JSON request, or a batch of them.
-pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn post(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Response {
     let Some(media) = MediaType::negotiate(&headers) else {
         return StatusCode::NOT_ACCEPTABLE.into_response();
     };
     if !is_json_content_type(&headers) {
-        return request_error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            media,
-            code::BAD_USER_INPUT,
-            "send the request as Content-Type: application/json",
-        );
+        let mut response =
+            refuse(media, ApiError::BadUserInput("send the request as Content-Type: application/json".into()));
+        *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return response;
     }
     let value: Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
-        Err(error) => {
-            return bad_request(media, format!("the body is not valid JSON: {error}").as_str());
-        }
+        Err(error) => return refuse(media, ApiError::BadUserInput(format!("the body is not valid JSON: {error}"))),
     };
-    match value {
+    let (items, batch) = match value {
         Value::Array(items) => {
             if items.is_empty() || items.len() > state.limits.batch_size {
                 let message = format!("a batch holds 1 to {} operations", state.limits.batch_size);
-                return bad_request(media, message.as_str());
+                return refuse(media, ApiError::BadUserInput(message));
             }
-            let mut requests = Vec::with_capacity(items.len());
-            for item in items {
-                match parse_request(item, &state) {
-                    Ok(request) => requests.push(request),
-                    Err(refusal) => return bad_request(media, refusal),
-                }
-            }
-            execute_batch(state, headers, media, requests).await
+            (items, true)
         }
-        value => match parse_request(value, &state) {
-            Ok(request) => execute_single(state, headers, media, request, Method::Post).await,
-            Err(refusal) => bad_request(media, refusal),
-        },
+        value => (vec![value], false),
+    };
+    let mut prepared = Vec::with_capacity(items.len());
+    for item in items {
+        match prepare(item, &state.limits) {
+            Ok(request) => prepared.push(request),
+            Err(error) => return refuse(media, error),
+        }
     }
+    // A batch is limited by the sum of its operations, before any of them runs.
+    let total = prepared.iter().fold(0u64, |sum, request| sum.saturating_add(request.cost));
+    if let Err(error) = check_complexity(total, &state.limits.document()) {
+        return refuse(media, error.into());
+    }
+    execute(state, peer, headers, media, prepared, batch).await
 }
 
 fn parse_query_string(raw: &str) -> Vec<(String, String)> {
@@ -164,175 +186,120 @@ fn is_json_content_type(headers: &HeaderMap) -> bool {
     essence.eq_ignore_ascii_case(JSON) && utf8
 }
 
-/// Why a request was refused before execution: a contract code and a message.
-pub(crate) struct Refusal(pub &'static str, pub String);
-
-impl From<&str> for Refusal {
-    fn from(message: &str) -> Self {
-        Self(code::BAD_USER_INPUT, message.to_owned())
-    }
+/// A request that passed every check needing no database: its shape, its nesting
+/// (on the raw text), its strings, depth and cost (on the parsed document).
+pub(crate) struct Prepared {
+    /// The request, its document parsed.
+    pub request: async_graphql::Request,
+    /// Its cost (see [`crate::graphql::limits`]).
+    pub cost: u64,
+    /// The selected operation's name (or kind) and kind, when the document parses.
+    pub operation: Option<(String, OperationType)>,
 }
 
-/// Checks the shape of one request object and the nesting of its document.
-pub(crate) fn parse_request(value: Value, state: &AppState) -> Result<async_graphql::Request, Refusal> {
+/// Checks one request object; HTTP and WebSocket alike.
+pub(crate) fn prepare(value: Value, limits: &Limits) -> Result<Prepared, ApiError> {
+    let bad = |message: &str| ApiError::BadUserInput(message.to_owned());
     let Value::Object(mut fields) = value else {
-        return Err("the request must be a JSON object".into());
+        return Err(bad("the request must be a JSON object"));
     };
     let query = match fields.remove("query") {
         Some(Value::String(query)) => query,
-        Some(_) => return Err("query must be a string".into()),
-        None => return Err("query is required".into()),
+        Some(_) => return Err(bad("query must be a string")),
+        None => return Err(bad("query is required")),
     };
     let operation_name = match fields.remove("operationName") {
         None | Some(Value::Null) => None,
         Some(Value::String(name)) => Some(name),
-        Some(_) => return Err("operationName must be a string".into()),
+        Some(_) => return Err(bad("operationName must be a string")),
     };
     let variables = match fields.remove("variables") {
         None | Some(Value::Null) => Variables::default(),
         Some(value @ Value::Object(_)) => Variables::from_json(value),
-        Some(_) => return Err("variables must be an object".into()),
+        Some(_) => return Err(bad("variables must be an object")),
     };
     match fields.remove("extensions") {
         None | Some(Value::Null) | Some(Value::Object(_)) => {}
-        Some(_) => return Err("extensions must be an object".into()),
+        Some(_) => return Err(bad("extensions must be an object")),
     }
-    if nesting_depth(&query) > state.limits.query_depth * 2 + 4 {
-        let message = format!("the query is nested deeper than {} levels", state.limits.query_depth);
-        return Err(Refusal(code::GRAPHQL_VALIDATION_FAILED, message));
+    // The parser recurses once per level of selections and values: refuse absurd
+    // nesting on the raw text first. Twice the depth limit leaves room for arguments
+    // and lists; the standard introspection query needs about 12.
+    let max_nesting = limits.query_depth * 2 + 4;
+    if limits::nesting_depth(&query) > max_nesting {
+        return Err(LimitError::TooDeeplyNested(max_nesting).into());
     }
     let mut request = async_graphql::Request::new(query).variables(variables);
-    if let Some(name) = operation_name {
-        request = request.operation_name(name);
+    if let Some(name) = &operation_name {
+        request = request.operation_name(name.clone());
     }
-    Ok(request)
-}
-
-/// The deepest nesting of brackets in a document, skipping strings and comments: an
-/// absurdly deep document is refused by this linear scan before the parser sees it.
-fn nesting_depth(query: &str) -> usize {
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    let mut chars = query.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '{' | '(' | '[' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            '}' | ')' | ']' => depth = depth.saturating_sub(1),
-            '#' => {
-                for c in chars.by_ref() {
-                    if c == '\n' || c == '\r' {
-                        break;
-                    }
-                }
-            }
-            '"' => {
-                let mut escaped = false;
-                for c in chars.by_ref() {
-                    match (escaped, c) {
-                        (false, '\\') => escaped = true,
-                        (false, '"') => break,
-                        _ => escaped = false,
-                    }
-                }
-            }
-            _ => {}
+    let variables = request.variables.clone();
+    let (cost, operation) = match request.parsed_query() {
+        Ok(document) => {
+            let cost = limits::measure(document, operation_name.as_deref(), &variables, &limits.document())?;
+            (cost.complexity, operation_of(document, operation_name.as_deref()))
         }
-    }
-    deepest
+        // The executor answers a parse failure itself, with its position.
+        Err(_) => (0, None),
+    };
+    Ok(Prepared { request, cost, operation })
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Method {
-    Get,
-    Post,
-}
-
-async fn execute_single(
+/// Authenticates, takes a rate-limit token, runs one request or a batch.
+async fn execute(
     state: AppState,
+    peer: Peer,
     headers: HeaderMap,
     media: MediaType,
-    mut request: async_graphql::Request,
-    method: Method,
+    requests: Vec<Prepared>,
+    batch: bool,
 ) -> Response {
-    let operation = operation_of(&mut request);
-    if let Some((name, _)) = &operation {
-        Span::current().record("operation", name.as_str());
-    }
-    if method == Method::Get && operation.as_ref().is_some_and(|(_, kind)| *kind != OperationType::Query) {
-        let mut response = request_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            media,
-            code::BAD_USER_INPUT,
-            "only queries may be sent by GET; use POST",
-        );
-        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return response;
+    let span = Span::current();
+    match (&requests[..], batch) {
+        ([Prepared { operation: Some((name, _)), .. }], false) => span.record("operation", name.as_str()),
+        (_, true) => span.record("operation", "batch"),
+        _ => &span,
+    };
+    // During an outage, answer at once rather than after the pool's acquire timeout.
+    if state.ledger.is_unavailable() {
+        return refuse(media, ApiError::ServiceUnavailable);
     }
     let caller = match authenticate(&headers, state.admin_token.as_ref(), &state.ledger).await {
         Ok(caller) => caller,
-        Err(error) => return service_unavailable(media, error),
+        Err(error) => return refuse(media, error.into()),
     };
-    let request = request_data(request, &state.ledger, caller, Span::current());
-    let response = state.schema.execute(request).await;
-    let (is_request_error, body) = render(&response);
-    let status =
-        if is_request_error && media == MediaType::GraphqlResponse { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    (status, [(header::CONTENT_TYPE, media.content_type())], body).into_response()
-}
-
-async fn execute_batch(
-    state: AppState,
-    headers: HeaderMap,
-    media: MediaType,
-    requests: Vec<async_graphql::Request>,
-) -> Response {
-    let caller = match authenticate(&headers, state.admin_token.as_ref(), &state.ledger).await {
-        Ok(caller) => caller,
-        Err(error) => return service_unavailable(media, error),
-    };
-    Span::current().record("operation", "batch");
-    let requests = requests
+    let ip = client_ip(&headers, peer.map(|Extension(ConnectInfo(addr))| addr), state.limits.trust_proxy);
+    if let Err(error) = state.rate_limits.check(&RateKey::of(&caller, ip)) {
+        return refuse(media, error);
+    }
+    let mut requests: Vec<async_graphql::Request> = requests
         .into_iter()
-        .map(|request| request_data(request, &state.ledger, caller.clone(), Span::current()))
+        .map(|prepared| request_data(prepared.request, &state.ledger, caller.clone(), span.clone()))
         .collect();
+    if !batch && let Some(request) = requests.pop() {
+        let response = state.schema.execute(request).await;
+        let (is_request_error, body) = render(&response);
+        let status = if is_request_error && media == MediaType::GraphqlResponse {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        };
+        return (status, [(header::CONTENT_TYPE, media.content_type())], body).into_response();
+    }
     let BatchResponse::Batch(responses) =
         state.schema.execute_batch(async_graphql::BatchRequest::Batch(requests)).await
     else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        return refuse(media, ApiError::Internal);
     };
     let bodies: Vec<String> = responses.iter().map(|response| render(response).1).collect();
     (StatusCode::OK, [(header::CONTENT_TYPE, media.content_type())], format!("[{}]", bodies.join(","))).into_response()
 }
 
-/// Authentication could not be decided (the database failed): 503 when it is
-/// unreachable, 500 otherwise; details only in the log.
-fn service_unavailable(media: MediaType, error: crate::ledger::LedgerError) -> Response {
-    tracing::error!(%error, "authentication failed");
-    match error {
-        crate::ledger::LedgerError::Unavailable(_) => request_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            media,
-            code::SERVICE_UNAVAILABLE,
-            "the database is unavailable, try again later",
-        ),
-        _ => request_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            media,
-            code::INTERNAL_SERVER_ERROR,
-            "internal server error",
-        ),
-    }
-}
-
-/// The selected operation's name (or kind) and kind, when the document parses.
-fn operation_of(request: &mut async_graphql::Request) -> Option<(String, OperationType)> {
-    let operation_name = request.operation_name.clone();
-    let document = request.parsed_query().ok()?;
+/// The selected operation's name (or kind) and kind.
+fn operation_of(document: &ExecutableDocument, operation_name: Option<&str>) -> Option<(String, OperationType)> {
     let (name, operation) = match &document.operations {
         DocumentOperations::Single(operation) => (None, operation),
-        DocumentOperations::Multiple(operations) => match &operation_name {
+        DocumentOperations::Multiple(operations) => match operation_name {
             Some(name) => {
                 operations.iter().find(|(key, _)| key.as_str() == name).map(|(key, op)| (Some(key.to_string()), op))?
             }
@@ -371,16 +338,4 @@ pub(crate) fn render(response: &async_graphql::Response) -> (bool, String) {
         r#"{"errors":[{"message":"internal server error","extensions":{"code":"INTERNAL_SERVER_ERROR"}}]}"#.to_owned()
     });
     (is_request_error, json)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nesting_ignores_brackets_in_strings_and_comments() {
-        assert_eq!(nesting_depth("{ a { b } }"), 2);
-        assert_eq!(nesting_depth("{ a(x: \"{{{{\\\"{{\") # {{{{\n }"), 2);
-        assert_eq!(nesting_depth(&"{a".repeat(1000)), 1000);
-    }
 }

@@ -12,7 +12,7 @@ pub async fn healthz() -> &'static str {
 
 /// `GET /readyz`: the database answers and, on PostgreSQL, live events are being received.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    if !crate::db::ping(state.ledger.db()).await {
+    if state.ledger.is_unavailable() || !crate::db::ping(state.ledger.db()).await {
         (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
     } else if !state.ledger.events_ready() {
         (StatusCode::SERVICE_UNAVAILABLE, "not yet listening for balance events")

@@ -3,8 +3,10 @@
 pub mod auth;
 mod graphql;
 mod health;
+pub mod rate_limit;
+pub mod server;
 mod webhook;
-mod ws;
+pub mod ws;
 
 use std::time::Duration;
 
@@ -37,6 +39,10 @@ pub struct AppState {
     pub stripe_webhook_secret: Option<Secret>,
     /// Abuse limits.
     pub limits: Limits,
+    /// Token buckets per caller.
+    pub rate_limits: rate_limit::RateLimits,
+    /// Open WebSockets per token.
+    pub sockets: ws::SocketCounts,
     /// Changes once when the server starts shutting down (WebSockets then close).
     pub shutdown: tokio::sync::watch::Receiver<()>,
 }
@@ -53,10 +59,15 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.body_bytes));
     if !cors_origins.is_empty() {
-        let origins: Vec<HeaderValue> = cors_origins.iter().filter_map(|origin| origin.parse().ok()).collect();
+        // `*` allows every origin (tower-http refuses a wildcard inside a list).
+        let allow_origin = if cors_origins.iter().any(|origin| origin == "*") {
+            AllowOrigin::any()
+        } else {
+            AllowOrigin::list(cors_origins.iter().filter_map(|origin| origin.parse::<HeaderValue>().ok()))
+        };
         router = router.layer(
             CorsLayer::new()
-                .allow_origin(AllowOrigin::list(origins))
+                .allow_origin(allow_origin)
                 .allow_methods([Method::GET, Method::POST])
                 .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
                 .max_age(Duration::from_secs(3600)),

@@ -4,18 +4,26 @@
 //! acknowledgement, 4403 no valid token, 4408 no `connection_init` in time, 4409 a
 //! duplicate operation id, 4429 a second `connection_init`.
 //!
+//! Limits: a frame larger than the request body limit is refused before it is buffered
+//! (1009); at most `ws_max_connections_per_token` connections per token (1013); every
+//! `subscribe` takes a rate-limit token like an HTTP request.
+//!
 //! Each connection has one bounded outgoing queue. A subscription whose client reads
 //! slowly waits on that queue (its events pile up in the database, not in memory, and
 //! are caught up later); a client that stops answering pings is closed.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols};
 use async_graphql_axum::GraphQLProtocol;
-use axum::extract::State;
+use axum::Extension;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, header::AUTHORIZATION};
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
@@ -25,7 +33,8 @@ use tokio::task::AbortHandle;
 
 use super::AppState;
 use super::auth::{bearer_token, caller_for_token};
-use super::graphql::{parse_request, render};
+use super::graphql::{prepare, render};
+use super::rate_limit::{RateKey, client_ip};
 use crate::graphql::{Caller, request_data};
 
 /// Outgoing messages queued per connection before senders wait.
@@ -35,14 +44,79 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most operations one connection may run at once.
 const MAX_OPERATIONS: usize = 100;
 
+/// Open WebSockets: in all (shutdown waits for none) and per token (a limit).
+#[derive(Clone, Debug, Default)]
+pub struct SocketCounts {
+    open: Arc<AtomicUsize>,
+    per_token: Arc<Mutex<HashMap<RateKey, usize>>>,
+}
+
+/// One open socket; counted until dropped.
+struct OpenSocket {
+    counts: SocketCounts,
+    token: Option<RateKey>,
+}
+
+impl SocketCounts {
+    fn open(&self) -> OpenSocket {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        OpenSocket { counts: self.clone(), token: None }
+    }
+
+    /// Completes once no WebSocket is open.
+    pub async fn all_closed(&self) {
+        while self.open.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl OpenSocket {
+    /// Counts this socket against its token; false when the token has `max` open already.
+    fn claim(&mut self, token: RateKey, max: usize) -> bool {
+        let mut per_token = self.counts.per_token.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = per_token.entry(token.clone()).or_default();
+        if *count >= max {
+            return false;
+        }
+        *count += 1;
+        self.token = Some(token);
+        true
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            let mut per_token = self.counts.per_token.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(count) = per_token.get_mut(&token) {
+                *count -= 1;
+                if *count == 0 {
+                    per_token.remove(&token);
+                }
+            }
+        }
+        self.counts.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether a read failed because the peer sent a frame or message over the size limit.
+fn is_too_big(error: &axum::Error) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|error| matches!(error, tungstenite::Error::Capacity(_)))
+}
+
 /// `GET /graphql/ws`: upgrades to a GraphQL WebSocket.
 pub async fn upgrade(
     State(state): State<AppState>,
     // Refuses (400) an upgrade that offers neither sub-protocol.
     _offered: GraphQLProtocol,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let ip = client_ip(&headers, peer.map(|Extension(ConnectInfo(addr))| addr), state.limits.trust_proxy);
     let header_token =
         headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok()).map(|value| bearer_token(value).to_owned());
     // Small buffers: tungstenite's default 128 KiB read buffer per socket would cost more
@@ -50,6 +124,7 @@ pub async fn upgrade(
     let ws = ws
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(state.limits.body_bytes)
+        .max_frame_size(state.limits.body_bytes)
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(1024 * 1024);
@@ -59,8 +134,9 @@ pub async fn upgrade(
         .and_then(|value| WebSocketProtocols::from_str(value).ok())
         .unwrap_or(WebSocketProtocols::GraphQLWS);
     let span = tracing::Span::current();
+    let open = state.sockets.open();
     ws.on_upgrade(move |socket| {
-        let connection = Connection::new(state, protocol, span);
+        let connection = Connection::new(state, protocol, span, ip, open);
         connection.run(socket, header_token)
     })
 }
@@ -84,6 +160,10 @@ struct Connection {
     operations: HashMap<String, AbortHandle>,
     finished_tx: mpsc::UnboundedSender<String>,
     finished_rx: mpsc::UnboundedReceiver<String>,
+    /// The client's address (the rate-limit bucket without a token).
+    ip: std::net::IpAddr,
+    /// This socket in the open counts.
+    open: OpenSocket,
 }
 
 fn text(value: Value) -> Message {
@@ -105,7 +185,13 @@ fn payload_token(payload: &Value) -> Option<String> {
 }
 
 impl Connection {
-    fn new(state: AppState, protocol: WebSocketProtocols, span: tracing::Span) -> Self {
+    fn new(
+        state: AppState,
+        protocol: WebSocketProtocols,
+        span: tracing::Span,
+        ip: std::net::IpAddr,
+        open: OpenSocket,
+    ) -> Self {
         let (out, out_rx) = mpsc::channel(OUTGOING_QUEUE);
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
         Self {
@@ -117,6 +203,8 @@ impl Connection {
             operations: HashMap::new(),
             finished_tx,
             finished_rx,
+            ip,
+            open,
         }
     }
 
@@ -175,6 +263,7 @@ impl Connection {
         let payload = loop {
             let message = match tokio::time::timeout_at(deadline, incoming.next()).await {
                 Err(_) => return Flow::Close(4408, "Connection initialisation timeout"),
+                Ok(Some(Err(error))) if is_too_big(&error) => return Flow::Close(1009, "Message too big"),
                 Ok(None | Some(Err(_))) => return Flow::Continue,
                 Ok(Some(Ok(message))) => message,
             };
@@ -214,6 +303,9 @@ impl Connection {
         if let Caller::ApiKey { organization_id, .. } = &caller {
             self.span.record("organization", organization_id.as_str());
         }
+        if !self.open.claim(RateKey::of(&caller, self.ip), self.state.limits.ws_max_connections_per_token) {
+            return Flow::Close(1013, "Too many connections for this token");
+        }
         self.send(json!({ "type": "connection_ack" }));
         if self.legacy {
             self.send(json!({ "type": "ka" }));
@@ -228,7 +320,11 @@ impl Connection {
         loop {
             tokio::select! {
                 message = incoming.next() => {
-                    let Some(Ok(message)) = message else { return Flow::Continue };
+                    let message = match message {
+                        Some(Ok(message)) => message,
+                        Some(Err(error)) if is_too_big(&error) => return Flow::Close(1009, "Message too big"),
+                        _ => return Flow::Continue,
+                    };
                     last_heard = Instant::now();
                     let flow = match message {
                         Message::Text(text) => self.handle(text.as_str(), &caller).await,
@@ -308,10 +404,15 @@ impl Connection {
         let (next, error) = if self.legacy { ("data", "error") } else { ("next", "error") };
         let out = self.out.clone();
         let finished = self.finished_tx.clone();
-        let request = match parse_request(payload, &self.state) {
-            Ok(request) => request_data(request, &self.state.ledger, caller.clone(), self.span.clone()),
+        let prepared = self
+            .state
+            .rate_limits
+            .check(&RateKey::of(caller, self.ip))
+            .and_then(|()| prepare(payload, &self.state.limits));
+        let request = match prepared {
+            Ok(prepared) => request_data(prepared.request, &self.state.ledger, caller.clone(), self.span.clone()),
             Err(refusal) => {
-                let errors = json!([{ "message": refusal.1, "extensions": { "code": refusal.0 } }]);
+                let errors = [async_graphql::ServerError::from(refusal)];
                 let message = text(json!({ "type": error, "id": id, "payload": errors }));
                 let _ = out.try_send(message);
                 return Flow::Continue;

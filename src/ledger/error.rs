@@ -35,9 +35,13 @@ pub enum LedgerError {
     /// A value broke a domain rule (length, range, format).
     #[error("{0}")]
     InvalidInput(String),
-    /// The database could not be reached.
+    /// The database could not be reached, is restarting, or took too long.
     #[error("database unavailable")]
     Unavailable(#[source] DbErr),
+    /// The database aborted the transaction to keep concurrent ones consistent (a
+    /// serialization failure or deadlock); running it again will succeed.
+    #[error("transaction conflict, retry")]
+    Conflict(#[source] DbErr),
     /// Anything else; details are logged, never shown to clients.
     #[error("internal ledger error: {0}")]
     Internal(String),
@@ -49,21 +53,58 @@ impl LedgerError {
     }
 }
 
+impl LedgerError {
+    /// Whether running the same work again may succeed at once.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Conflict(_))
+    }
+}
+
 impl From<DbErr> for LedgerError {
     fn from(error: DbErr) -> Self {
-        match &error {
-            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => Self::Unavailable(error),
-            DbErr::Query(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e))
-                if is_connection_error(e) =>
-            {
-                Self::Unavailable(error)
-            }
-            _ => Self::Internal(error.to_string()),
+        let fault = match &error {
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => Fault::Unavailable,
+            DbErr::Query(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e)) => classify(e),
+            _ => Fault::Other,
+        };
+        match fault {
+            Fault::Unavailable => Self::Unavailable(error),
+            Fault::Conflict => Self::Conflict(error),
+            Fault::Other => Self::Internal(error.to_string()),
         }
     }
 }
 
-fn is_connection_error(error: &sea_orm::sqlx::Error) -> bool {
+/// What kind of database failure an error is.
+enum Fault {
+    /// Not the request's fault, and not ours: the database is away or overloaded.
+    Unavailable,
+    /// A concurrency abort: retry.
+    Conflict,
+    /// Anything else.
+    Other,
+}
+
+/// SQLSTATEs (PostgreSQL) and result codes (SQLite) that mean the database, not the
+/// request, failed.
+fn classify(error: &sea_orm::sqlx::Error) -> Fault {
     use sea_orm::sqlx::Error;
-    matches!(error, Error::Io(_) | Error::Tls(_) | Error::PoolTimedOut | Error::PoolClosed | Error::WorkerCrashed)
+    match error {
+        Error::Io(_) | Error::Tls(_) | Error::PoolTimedOut | Error::PoolClosed | Error::WorkerCrashed => {
+            Fault::Unavailable
+        }
+        Error::Database(database) => match database.code().as_deref() {
+            // serialization_failure, deadlock_detected
+            Some("40001" | "40P01") => Fault::Conflict,
+            // query_canceled (statement_timeout), admin_shutdown, crash_shutdown,
+            // cannot_connect_now, lock_not_available, too_many_connections
+            Some("57014" | "57P01" | "57P02" | "57P03" | "55P03" | "53300") => Fault::Unavailable,
+            // connection_exception class
+            Some(code) if code.starts_with("08") => Fault::Unavailable,
+            // SQLITE_BUSY, SQLITE_LOCKED and their extended codes
+            Some(code) if code.parse::<i32>().is_ok_and(|code| matches!(code & 0xff, 5 | 6)) => Fault::Unavailable,
+            _ => Fault::Other,
+        },
+        _ => Fault::Other,
+    }
 }

@@ -33,12 +33,19 @@ use sea_orm::{
 pub struct Ledger {
     db: DatabaseConnection,
     events: events::EventHub,
+    availability: crate::db::Availability,
 }
 
 impl Ledger {
     /// A ledger over `db`, whose schema must be migrated.
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db, events: events::EventHub::default() }
+        Self { db, events: events::EventHub::default(), availability: Default::default() }
+    }
+
+    /// Whether the database is known to be unreachable right now (see
+    /// [`crate::db::Availability`]); started by [`Ledger::start_event_listener`].
+    pub fn is_unavailable(&self) -> bool {
+        self.availability.is_down()
     }
 
     /// The hub live subscribers of this process listen on.
@@ -49,6 +56,7 @@ impl Ledger {
     /// On PostgreSQL, starts feeding this process's hub from the database's
     /// notifications (every replica's commits). Needs a Tokio runtime.
     pub fn start_event_listener(&self) {
+        self.availability.start_probe(&self.db);
         if self.db.get_database_backend() == DbBackend::Postgres {
             tokio::spawn(events::listen_postgres(self.db.clone(), self.events.clone()));
         }
@@ -108,14 +116,19 @@ impl Ledger {
         .await
     }
 
-    /// Applies one change in its own database transaction, with idempotent replay.
+    /// Applies one change in its own database transaction, with idempotent replay;
+    /// serialization failures and deadlocks are retried.
     async fn change(&self, request: ChangeRequest) -> Result<Applied, LedgerError> {
+        retrying(|| self.change_once(&request)).await
+    }
+
+    async fn change_once(&self, request: &ChangeRequest) -> Result<Applied, LedgerError> {
         // A replay is answered without taking the write lock at all.
-        if let Some(applied) = self.replay(&request).await? {
+        if let Some(applied) = self.replay(request).await? {
             return Ok(applied);
         }
         let txn = self.begin_write().await?;
-        let error = match apply_change(&txn, &request, now()).await {
+        let error = match apply_change(&txn, request, now()).await {
             Ok((transaction, balance)) => {
                 txn.commit().await?;
                 self.announce([events::BalanceEvent::changed(&transaction)]);
@@ -129,14 +142,14 @@ impl Ledger {
         match error {
             LedgerError::DuplicateIdempotencyKey => {
                 // A concurrent request with the same key committed first.
-                self.replay(&request)
+                self.replay(request)
                     .await?
                     .ok_or_else(|| LedgerError::internal("idempotency key vanished after conflict"))
             }
             LedgerError::InsufficientCredits { .. } | LedgerError::BalanceLimitExceeded { .. } => {
                 // The original of this key may have committed while we waited for the
                 // row; then the answer is its replay, not a refusal.
-                match self.replay(&request).await? {
+                match self.replay(request).await? {
                     Some(applied) => Ok(applied),
                     None => Err(error),
                 }
@@ -204,6 +217,27 @@ impl Ledger {
             _ => TransactionOptions { access_mode: Some(AccessMode::ReadWrite), ..Default::default() },
         };
         Ok(self.db.begin_with_options(options).await?)
+    }
+}
+
+/// Runs `work` again while it fails with a retryable error (a serialization failure or
+/// deadlock), a few times, with a short jittered pause; then gives up with that error.
+pub async fn retrying<T, F, Fut>(mut work: F) -> Result<T, LedgerError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, LedgerError>>,
+{
+    const ATTEMPTS: u32 = 5;
+    let mut attempt = 1;
+    loop {
+        match work().await {
+            Err(error) if error.is_retryable() && attempt < ATTEMPTS => {
+                let jitter = u64::from(uuid::Uuid::new_v4().as_u128() as u8 % 8);
+                tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt) * 5 + jitter)).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
     }
 }
 
