@@ -13,7 +13,7 @@ pub struct Model {
     pub organization_id: String,
     /// The credit package bought.
     pub package_id: String,
-    /// `PENDING`, `PAID`, `FAILED`, `EXPIRED`, `REFUNDED` or `PARTIALLY_REFUNDED`.
+    /// `PENDING`, `PAID`, `FAILED`, `EXPIRED`, `REFUNDED`, `PARTIALLY_REFUNDED` or `DISPUTED`.
     pub status: String,
     /// Credits the purchase adds (package credits plus bonus).
     pub credits: i64,

@@ -8,5 +8,7 @@ pub mod credit_balance;
 pub mod credit_purchase;
 pub mod credit_transaction;
 pub mod organization;
+pub mod stripe_dispute;
 pub mod stripe_event;
+pub mod stripe_orphan_session;
 pub mod stripe_refund;

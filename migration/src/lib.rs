@@ -4,6 +4,8 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_create_ledger_tables;
 mod m20261125_000002_add_stripe_payments;
+mod m20261128_000003_create_stripe_disputes;
+mod m20261128_000004_create_stripe_orphan_sessions;
 
 /// Every migration of the schema, oldest first.
 pub struct Migrator;
@@ -14,6 +16,8 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261125_000001_create_ledger_tables::Migration),
             Box::new(m20261125_000002_add_stripe_payments::Migration),
+            Box::new(m20261128_000003_create_stripe_disputes::Migration),
+            Box::new(m20261128_000004_create_stripe_orphan_sessions::Migration),
         ]
     }
 }

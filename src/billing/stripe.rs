@@ -50,6 +50,7 @@ pub enum GatewayError {
 #[derive(Clone)]
 pub struct StripeGateway {
     client: Client,
+    livemode: bool,
 }
 
 impl std::fmt::Debug for StripeGateway {
@@ -67,7 +68,12 @@ impl StripeGateway {
             builder = builder.url(format!("{}/", base.trim_end_matches('/')));
         }
         let client = builder.build().map_err(|error| GatewayError::Config(error.to_string()))?;
-        Ok(Self { client })
+        Ok(Self { client, livemode: is_live_key(config.secret_key.expose()) })
+    }
+
+    /// Whether the key acts in live mode, so which webhook events are meant for us.
+    pub fn livemode(&self) -> bool {
+        self.livemode
     }
 
     /// Creates a `payment` mode Checkout Session for one package. The package's Stripe
@@ -114,6 +120,12 @@ impl StripeGateway {
     }
 }
 
+/// Whether a secret (`sk_live_…`) or restricted (`rk_live_…`) key is a live-mode one;
+/// every other key, `sk_test_…` included, acts in test mode.
+pub fn is_live_key(key: &str) -> bool {
+    key.starts_with("sk_live_") || key.starts_with("rk_live_")
+}
+
 /// A log-safe description of a Stripe failure (Stripe's own error message, never our key).
 fn describe(error: &stripe::StripeError) -> String {
     match error {
@@ -122,5 +134,16 @@ fn describe(error: &stripe::StripeError) -> String {
         }
         stripe::StripeError::Timeout => "timed out".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_live_keys_are_live() {
+        assert!(is_live_key("sk_live_abc") && is_live_key("rk_live_abc"));
+        assert!(!is_live_key("sk_test_abc") && !is_live_key("") && !is_live_key("sk_livex"));
     }
 }

@@ -42,13 +42,23 @@ fn mac(secret: &str, timestamp: i64, payload: &[u8]) -> Option<hmac::Hmac<Sha256
 /// Checks `Stripe-Signature` (`t=…,v1=…[,v1=…]`) against the raw body: HMAC-SHA256 of
 /// `timestamp.payload` with the endpoint secret. Every `v1` is tried (secrets roll over)
 /// and compared in constant time.
+///
+/// The header is attacker-controlled text, so nothing here may panic or overflow: a
+/// timestamp that is not a positive `i64` is [`SignatureError::Malformed`], and its
+/// distance from `now` is computed with checked arithmetic (`now - i64::MIN` would wrap).
 pub fn verify_signature(header: Option<&str>, payload: &[u8], secret: &str, now: i64) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
     let mut timestamp = None;
     let mut signatures = Vec::new();
     for part in header.split(',') {
         match part.trim().split_once('=') {
-            Some(("t", value)) => timestamp = value.parse::<i64>().ok(),
+            Some(("t", value)) => {
+                // Two timestamps, or one that is not a Unix time, is not Stripe's header.
+                if timestamp.is_some() {
+                    return Err(SignatureError::Malformed);
+                }
+                timestamp = Some(parse_timestamp(value)?);
+            }
             Some(("v1", value)) => signatures.push(value),
             _ => {}
         }
@@ -57,7 +67,8 @@ pub fn verify_signature(header: Option<&str>, payload: &[u8], secret: &str, now:
     if signatures.is_empty() {
         return Err(SignatureError::Malformed);
     }
-    if (now - timestamp).abs() > TOLERANCE_SECS {
+    let fresh = now.checked_sub(timestamp).is_some_and(|age| age.unsigned_abs() <= TOLERANCE_SECS.unsigned_abs());
+    if !fresh {
         return Err(SignatureError::Stale);
     }
     let expected = mac(secret, timestamp, payload).ok_or(SignatureError::Mismatch)?;
@@ -66,6 +77,17 @@ pub fn verify_signature(header: Option<&str>, payload: &[u8], secret: &str, now:
         .filter_map(|signature| decode_hex(signature))
         .any(|signature| expected.clone().verify_slice(&signature).is_ok());
     if matched { Ok(()) } else { Err(SignatureError::Mismatch) }
+}
+
+/// A Unix time in seconds: decimal digits only (no sign, no spaces), positive, an `i64`.
+fn parse_timestamp(value: &str) -> Result<i64, SignatureError> {
+    if value.is_empty() || !value.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(SignatureError::Malformed);
+    }
+    match value.parse::<i64>() {
+        Ok(timestamp) if timestamp > 0 => Ok(timestamp),
+        _ => Err(SignatureError::Malformed),
+    }
 }
 
 /// A `Stripe-Signature` header for `payload`, as Stripe computes it (for tests and tools).
@@ -83,6 +105,11 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }
 
+/// Reads a JSON event body (after its signature was verified).
+pub fn parse_event(body: &[u8]) -> Result<Event, serde_json::Error> {
+    serde_json::from_slice::<Event>(body)
+}
+
 /// The envelope of every event.
 #[derive(Debug, Deserialize)]
 pub struct Event {
@@ -91,6 +118,13 @@ pub struct Event {
     /// e.g. `checkout.session.completed`.
     #[serde(rename = "type")]
     pub event_type: String,
+    /// The connected account (`acct_…`) an event of Stripe Connect is about; `None` for
+    /// our own account's events, the only ones we sell through.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Whether the event happened in live mode; compared with our key's mode.
+    #[serde(default)]
+    pub livemode: Option<bool>,
     /// The object the event is about.
     pub data: EventData,
 }
@@ -140,6 +174,27 @@ pub struct ChargeObject {
     pub payment_intent: Option<Value>,
 }
 
+/// The fields of a Dispute we use.
+#[derive(Debug, Deserialize)]
+pub struct DisputeObject {
+    /// `dp_…`
+    pub id: String,
+    /// The disputed amount, smallest currency unit.
+    pub amount: i64,
+    /// Currency of the amount.
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// The disputed charge, as an id or an expanded object.
+    #[serde(default)]
+    pub charge: Option<Value>,
+    /// The PaymentIntent of that charge, as an id or an expanded object.
+    #[serde(default)]
+    pub payment_intent: Option<Value>,
+    /// e.g. `needs_response`, `won`, `lost`.
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
 /// The id of an expandable field: either the id string or an object with `id`.
 pub fn expandable_id(value: &Option<Value>) -> Option<String> {
     match value {
@@ -176,6 +231,71 @@ mod tests {
         let v1 = good.split_once("v1=").map(|(_, v)| v).unwrap();
         let header = format!("t=50,v1={},v0=zz,v1={v1}", "0".repeat(64));
         assert_eq!(verify_signature(Some(&header), payload, SECRET, 60), Ok(()));
+    }
+
+    #[test]
+    fn out_of_range_or_malformed_timestamps_are_refused_without_overflow() {
+        let payload = b"{}";
+        let v1 = sign(payload, SECRET, 1_000).split_once("v1=").map(|(_, v)| v.to_owned()).unwrap();
+        for t in ["99999999999999999999", "-9223372036854775808", "abc", "", "+1000", " 1000", "0", "-1", "1e3"] {
+            let header = format!("t={t},v1={v1}");
+            assert_eq!(verify_signature(Some(&header), payload, SECRET, 1_000), Err(SignatureError::Malformed), "{t}");
+        }
+        // Valid i64 timestamps whose distance from now overflows, both ways.
+        for (t, now) in [(i64::MAX, i64::MIN), (1, i64::MIN), (i64::MAX, -5), (i64::MAX, 1_000)] {
+            let header = sign(payload, SECRET, t);
+            assert_eq!(verify_signature(Some(&header), payload, SECRET, now), Err(SignatureError::Stale), "{t} {now}");
+        }
+        let twice = format!("t=1000,t=1000,v1={v1}");
+        assert_eq!(verify_signature(Some(&twice), payload, SECRET, 1_000), Err(SignatureError::Malformed));
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use super::SECRET;
+
+        proptest! {
+            #[test]
+            fn arbitrary_headers_and_bodies_never_panic(
+                header in ".{0,200}",
+                body in proptest::collection::vec(any::<u8>(), 0..512),
+                now in any::<i64>(),
+            ) {
+                let _ = verify_signature(Some(&header), &body, SECRET, now);
+                let _ = parse_event(&body);
+            }
+
+            #[test]
+            fn headers_shaped_like_stripes_never_panic(
+                t in prop_oneof![any::<i64>().prop_map(|t| t.to_string()), "[0-9+-]{0,25}", ".{0,12}"],
+                v1 in "[0-9a-fA-F]{0,70}",
+                extra in "[a-z0-9=,]{0,30}",
+                now in any::<i64>(),
+            ) {
+                let header = format!("t={t},v1={v1},{extra}");
+                let _ = verify_signature(Some(&header), b"{}", SECRET, now);
+            }
+
+            #[test]
+            fn a_correctly_signed_body_always_verifies(
+                body in proptest::collection::vec(any::<u8>(), 0..512),
+                secret in "whsec_[A-Za-z0-9]{0,40}",
+                timestamp in 1..=i64::MAX - TOLERANCE_SECS,
+                skew in -TOLERANCE_SECS..=TOLERANCE_SECS,
+            ) {
+                let header = sign(&body, &secret, timestamp);
+                let now = timestamp + skew;
+                prop_assert_eq!(verify_signature(Some(&header), &body, &secret, now), Ok(()));
+                let mut tampered = body.clone();
+                tampered.push(b' ');
+                prop_assert_eq!(
+                    verify_signature(Some(&header), &tampered, &secret, now),
+                    Err(SignatureError::Mismatch)
+                );
+            }
+        }
     }
 
     #[test]

@@ -309,6 +309,23 @@ pub enum CreditPurchaseStatus {
     Refunded,
     /// Refunded in part.
     PartiallyRefunded,
+    /// Disputed by the buyer: Stripe withdrew the funds, the disputed credits were taken back.
+    Disputed,
+}
+
+impl From<billing::PurchaseStatus> for CreditPurchaseStatus {
+    fn from(status: billing::PurchaseStatus) -> Self {
+        use billing::PurchaseStatus as Status;
+        match status {
+            Status::Pending => Self::Pending,
+            Status::Paid => Self::Paid,
+            Status::Failed => Self::Failed,
+            Status::Expired => Self::Expired,
+            Status::Refunded => Self::Refunded,
+            Status::PartiallyRefunded => Self::PartiallyRefunded,
+            Status::Disputed => Self::Disputed,
+        }
+    }
 }
 
 /// A purchase of a credit package through Stripe Checkout.
@@ -332,19 +349,8 @@ impl CreditPurchase {
     }
 
     /// Where the purchase stands.
-    async fn status(&self) -> Result<CreditPurchaseStatus, ApiError> {
-        Ok(match self.0.status.as_str() {
-            "PENDING" => CreditPurchaseStatus::Pending,
-            "PAID" => CreditPurchaseStatus::Paid,
-            "FAILED" => CreditPurchaseStatus::Failed,
-            "EXPIRED" => CreditPurchaseStatus::Expired,
-            "REFUNDED" => CreditPurchaseStatus::Refunded,
-            "PARTIALLY_REFUNDED" => CreditPurchaseStatus::PartiallyRefunded,
-            other => {
-                tracing::error!(status = other, purchase = %self.0.id, "unknown purchase status");
-                return Err(ApiError::Internal);
-            }
-        })
+    async fn status(&self) -> CreditPurchaseStatus {
+        self.0.status.into()
     }
 
     /// Credits the purchase adds.

@@ -7,8 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
-use crate::billing::service::parse_event;
-use crate::billing::webhook::verify_signature;
+use crate::billing::webhook::{parse_event, verify_signature};
 use crate::billing::{BillingError, EventOutcome};
 
 /// Stripe's events are far smaller than this; anything bigger is not Stripe.

@@ -152,3 +152,21 @@ pub fn event(id: &str, event_type: &str, object: Value) -> Value {
     event["data"] = json!({ "object": object });
     event
 }
+
+/// A `dispute` of `amount` on the charge of `payment_intent`, as its webhooks carry it.
+pub fn dispute(id: &str, payment_intent: &str, amount: i64) -> Value {
+    json!({
+        "id": id,
+        "object": "dispute",
+        "amount": amount,
+        "currency": "usd",
+        "charge": format!("ch_{}", payment_intent.trim_start_matches("pi_")),
+        "payment_intent": payment_intent,
+        "status": "needs_response",
+        "reason": "fraudulent",
+        "is_charge_refundable": false,
+        "livemode": false,
+        "metadata": {},
+        "created": 1_700_000_000,
+    })
+}

@@ -3,7 +3,7 @@
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-use crate::fake_stripe::{Behaviour, FakeStripe, event, paid_session, refunded_charge};
+use crate::fake_stripe::{Behaviour, FakeStripe, dispute, event, paid_session, refunded_charge};
 use crate::helpers::{ADMIN_TOKEN, Engine, TestApp, spawn_app, spawn_app_with};
 use crate::on_both_engines;
 
@@ -17,20 +17,41 @@ on_both_engines!(
     async_payments_and_closed_sessions_follow_stripe,
     refunds_take_back_the_refunded_share_never_below_zero,
     mismatched_or_unknown_sessions_credit_nothing,
+    connect_and_other_mode_events_are_ignored,
+    malformed_or_out_of_range_timestamps_are_refused_and_the_server_still_answers,
+    a_session_with_only_a_client_reference_credits_nothing,
+    orphan_sessions_are_recorded_failed_and_credit_nothing,
+    a_dispute_withdrawn_then_reinstated_nets_to_nothing,
+    a_dispute_reinstated_before_its_withdrawal_never_takes,
+    a_dispute_before_its_payment_is_applied_when_the_payment_arrives,
+    a_dispute_after_a_partial_refund_takes_only_what_is_left,
+    a_dispute_after_spending_never_goes_below_zero_and_gives_back_what_it_took,
+    disputes_racing_their_payment_settle_the_same_in_any_order,
 );
 
 async fn stripe_app(engine: Engine) -> Option<(TestApp, FakeStripe)> {
+    stripe_app_with_key(engine, Some(STRIPE_KEY)).await
+}
+
+/// An app with the webhook configured and `key` (or no key at all) as Stripe secret key.
+async fn stripe_app_with_key(engine: Engine, key: Option<&str>) -> Option<(TestApp, FakeStripe)> {
     let fake = FakeStripe::start().await;
+    let mut config = vec![("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)];
+    if let Some(key) = key {
+        config.push(("STRIPE_SECRET_KEY", key));
+    }
     let app = spawn_app_with(
         engine,
         &[
-            ("STRIPE_SECRET_KEY", STRIPE_KEY),
-            ("STRIPE_API_BASE", fake.base.as_str()),
-            ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET),
-            ("CREDITS_STRIPE_TIMEOUT_MS", "1000"),
-            ("CREDITS_CHECKOUT_SUCCESS_URL", "https://app.example/billing/success"),
-            ("CREDITS_CHECKOUT_CANCEL_URL", "https://app.example/billing/cancel"),
-        ],
+            config.as_slice(),
+            &[
+                ("STRIPE_API_BASE", fake.base.as_str()),
+                ("CREDITS_STRIPE_TIMEOUT_MS", "1000"),
+                ("CREDITS_CHECKOUT_SUCCESS_URL", "https://app.example/billing/success"),
+                ("CREDITS_CHECKOUT_CANCEL_URL", "https://app.example/billing/cancel"),
+            ],
+        ]
+        .concat(),
     )
     .await?;
     Some((app, fake))
@@ -440,4 +461,352 @@ async fn oversized_webhook_bodies_are_refused() {
     let body = format!("{{\"id\":\"evt_big\",\"pad\":\"{}\"}}", "x".repeat(600 * 1024));
     let signature = credits::billing::webhook::sign(body.as_bytes(), WEBHOOK_SECRET, chrono::Utc::now().timestamp());
     assert_eq!(app.raw_webhook(body, Some(signature)).await, 413);
+}
+
+// --- Stripe, hardened -------------------------------------------------------------------
+
+impl TestApp {
+    /// Starts a purchase of `package` and delivers its paid completion through
+    /// `payment_intent`; returns the purchase id.
+    async fn paid_purchase(&self, key: &str, org: &str, package: &str, payment_intent: &str) -> String {
+        let (session, purchase) = self.start_purchase(key, package).await;
+        let amount = if package == "credits_basic" { 3999 } else { 999 };
+        let paid = paid_session(&session, &metadata(org, package, &purchase), amount, "usd", payment_intent);
+        assert_eq!(
+            self.webhook(&event(&format!("evt_paid_{purchase}"), "checkout.session.completed", paid)).await,
+            200
+        );
+        purchase
+    }
+
+    /// Delivers a dispute event (`funds_withdrawn` or `funds_reinstated`) under `event_id`.
+    async fn dispute_event(&self, event_id: &str, kind: &str, dispute_id: &str, payment_intent: &str, amount: i64) {
+        let object = dispute(dispute_id, payment_intent, amount);
+        let status = self.webhook(&event(event_id, &format!("charge.dispute.{kind}"), object)).await;
+        assert_eq!(status, 200, "{kind} {dispute_id}");
+    }
+
+    /// The organization's `REFUND` and `ADJUSTMENT` transactions, oldest first, as
+    /// (kind, amount, description).
+    async fn corrections(&self, key: &str) -> Vec<(String, i64, String)> {
+        let data = self
+            .ok(
+                Some(key),
+                "{ creditTransactions(first: 100, filter: { kinds: [REFUND, ADJUSTMENT] }) { edges { node { kind amount description } } } }",
+                json!({}),
+            )
+            .await;
+        let mut rows: Vec<_> = data["creditTransactions"]["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .map(|edge| {
+                let node = &edge["node"];
+                (
+                    node["kind"].as_str().unwrap_or_default().to_owned(),
+                    node["amount"].as_i64().unwrap_or_default(),
+                    node["description"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        rows.reverse();
+        rows
+    }
+
+    /// Every orphan session recorded in the database.
+    async fn orphans(&self) -> Vec<entity::stripe_orphan_session::Model> {
+        use sea_orm::EntityTrait;
+        let db = sea_orm::Database::connect(self.database_url()).await.expect("connect");
+        let rows = entity::stripe_orphan_session::Entity::find().all(&db).await.expect("orphans");
+        db.close().await.ok();
+        rows
+    }
+}
+
+async fn connect_and_other_mode_events_are_ignored(engine: Engine) {
+    let Some((app, _fake)) = stripe_app(engine).await else { return };
+    let (org, key) = app.funded_org("Modes", 0).await;
+    let (session, purchase) = app.start_purchase(&key, "credits_starter").await;
+    let object = paid_session(&session, &metadata(&org, "credits_starter", &purchase), 999, "usd", "pi_modes");
+    // A connected account's event (Stripe Connect): answered 2xx, ignored.
+    let mut connect = event("evt_connect", "checkout.session.completed", object.clone());
+    connect["account"] = json!("acct_1Connected");
+    assert_eq!(app.webhook(&connect).await, 200);
+    // A live-mode event while our key is a test key: answered 2xx, ignored.
+    let mut live = event("evt_live", "checkout.session.completed", object.clone());
+    live["livemode"] = json!(true);
+    assert_eq!(app.webhook(&live).await, 200);
+    assert_eq!(app.balance(&key).await, 0);
+    assert_eq!(app.purchase_status(&key, &purchase).await, "PENDING");
+    // Our own account's event of our mode is applied.
+    assert_eq!(app.webhook(&event("evt_ours", "checkout.session.completed", object)).await, 200);
+    assert_eq!(app.balance(&key).await, 10_000);
+    // A live dispute cannot take anything back from a test-mode purchase either.
+    let mut live_dispute = event("evt_live_dp", "charge.dispute.funds_withdrawn", dispute("dp_live", "pi_modes", 999));
+    live_dispute["livemode"] = json!(true);
+    assert_eq!(app.webhook(&live_dispute).await, 200);
+    assert_eq!(app.balance(&key).await, 10_000);
+
+    // With a live key, test-mode events are the other mode.
+    let Some((live_app, _fake)) = stripe_app_with_key(engine, Some("sk_live_fake_key_456")).await else { return };
+    let (org, key) = live_app.funded_org("Live", 0).await;
+    let lost = paid_session("cs_live_lost", &metadata(&org, "credits_starter", "pur_live_1"), 999, "usd", "pi_live");
+    assert_eq!(live_app.webhook(&event("evt_test_mode", "checkout.session.completed", lost.clone())).await, 200);
+    assert_eq!(live_app.balance(&key).await, 0);
+    let mut live = event("evt_live_mode", "checkout.session.completed", lost);
+    live["livemode"] = json!(true);
+    assert_eq!(live_app.webhook(&live).await, 200);
+    assert_eq!(live_app.balance(&key).await, 10_000);
+
+    // Without a secret key the server counts as test mode.
+    let Some((keyless, _fake)) = stripe_app_with_key(engine, None).await else { return };
+    let (org, key) = keyless.funded_org("Keyless", 0).await;
+    let lost = paid_session("cs_keyless", &metadata(&org, "credits_starter", "pur_keyless_1"), 999, "usd", "pi_kl");
+    let mut live = event("evt_keyless_live", "checkout.session.completed", lost.clone());
+    live["livemode"] = json!(true);
+    assert_eq!(keyless.webhook(&live).await, 200);
+    assert_eq!(keyless.balance(&key).await, 0);
+    assert_eq!(keyless.webhook(&event("evt_keyless_test", "checkout.session.completed", lost)).await, 200);
+    assert_eq!(keyless.balance(&key).await, 10_000);
+}
+
+async fn malformed_or_out_of_range_timestamps_are_refused_and_the_server_still_answers(engine: Engine) {
+    let Some((app, _fake)) = stripe_app(engine).await else { return };
+    let (org, key) = app.funded_org("Clock", 0).await;
+    let lost = paid_session("cs_clock", &metadata(&org, "credits_starter", "pur_clock_1"), 999, "usd", "pi_clock");
+    let body = event("evt_clock", "checkout.session.completed", lost).to_string();
+    let now = chrono::Utc::now().timestamp();
+    let good = credits::billing::webhook::sign(body.as_bytes(), WEBHOOK_SECRET, now);
+    let v1 = good.split_once("v1=").map(|(_, v1)| v1.to_owned()).expect("v1");
+    for t in ["99999999999999999999", "-9223372036854775808", "abc", "", "-1", "0", "1e9", "9223372036854775807"] {
+        assert_eq!(app.raw_webhook(body.clone(), Some(format!("t={t},v1={v1}"))).await, 400, "t={t}");
+    }
+    // Correctly signed, but with timestamps at the ends of the range.
+    for t in [i64::MIN, i64::MAX, 1] {
+        let signed = credits::billing::webhook::sign(body.as_bytes(), WEBHOOK_SECRET, t);
+        assert_eq!(app.raw_webhook(body.clone(), Some(signed)).await, 400, "t={t}");
+    }
+    assert_eq!(app.balance(&key).await, 0);
+    // The server is still up and applies a well-signed delivery of the same body.
+    assert_eq!(app.raw_webhook(body, Some(good)).await, 200);
+    assert_eq!(app.balance(&key).await, 10_000);
+}
+
+async fn a_session_with_only_a_client_reference_credits_nothing(engine: Engine) {
+    let Some((app, _fake)) = stripe_app(engine).await else { return };
+    let (org, key) = app.funded_org("Reference", 0).await;
+    // Like a Payment Link on which the buyer put our organization id: no local purchase,
+    // no metadata ids.
+    let mut link = paid_session("cs_test_payment_link", &json!({}), 999, "usd", "pi_link");
+    link["client_reference_id"] = json!(org);
+    assert_eq!(app.webhook(&event("evt_link", "checkout.session.completed", link)).await, 200);
+    // Two of the three metadata ids are not enough either.
+    let partial = json!({ "organization_id": org, "package_id": "credits_starter" });
+    let two_ids = paid_session("cs_test_two_ids", &partial, 999, "usd", "pi_two_ids");
+    assert_eq!(app.webhook(&event("evt_two_ids", "checkout.session.completed", two_ids)).await, 200);
+    assert_eq!(app.balance(&key).await, 0);
+    assert_eq!(app.transaction_sum(&key).await, (0, 0));
+    let data = app.ok(Some(&key), "{ creditPurchases { totalCount } }", json!({})).await;
+    assert_eq!(data["creditPurchases"]["totalCount"], 0);
+    let orphans = app.orphans().await;
+    let ids: Vec<_> = orphans.iter().map(|orphan| orphan.checkout_session_id.as_str()).collect();
+    assert!(ids.contains(&"cs_test_payment_link") && ids.contains(&"cs_test_two_ids"), "{orphans:?}");
+}
+
+async fn orphan_sessions_are_recorded_failed_and_credit_nothing(engine: Engine) {
+    let Some((app, _fake)) = stripe_app(engine).await else { return };
+    let (org, key) = app.funded_org("Bystander", 0).await;
+    // An organization that does not exist (deleted, or another deployment's).
+    let unknown_org = metadata("org_does_not_exist", "credits_starter", "pur_orphan_1");
+    let paid = paid_session("cs_test_orphan", &unknown_org, 999, "usd", "pi_orphan");
+    assert_eq!(app.webhook(&event("evt_orphan_1", "checkout.session.completed", paid.clone())).await, 200);
+    // Redelivered, and reported again by another event: still one orphan.
+    assert_eq!(app.webhook(&event("evt_orphan_1", "checkout.session.completed", paid.clone())).await, 200);
+    assert_eq!(app.webhook(&event("evt_orphan_2", "checkout.session.async_payment_succeeded", paid)).await, 200);
+    // A package that is not (or no longer) on sale.
+    let unknown_package = metadata(&org, "credits_platinum", "pur_orphan_2");
+    let paid = paid_session("cs_test_orphan_pkg", &unknown_package, 999, "usd", "pi_orphan_pkg");
+    assert_eq!(app.webhook(&event("evt_orphan_3", "checkout.session.completed", paid)).await, 200);
+
+    let orphans = app.orphans().await;
+    assert_eq!(orphans.len(), 2, "{orphans:?}");
+    let orphan = orphans.iter().find(|o| o.checkout_session_id == "cs_test_orphan").expect("orphan recorded");
+    assert_eq!(orphan.status, "FAILED");
+    assert_eq!((orphan.amount, orphan.currency.as_deref()), (Some(999), Some("usd")));
+    assert_eq!(orphan.payment_intent_id.as_deref(), Some("pi_orphan"));
+    assert!(orphan.reason.contains("org_does_not_exist"), "{}", orphan.reason);
+    let stored: Value = serde_json::from_str(&orphan.metadata).expect("metadata JSON");
+    assert_eq!(stored, unknown_org);
+    let by_package = orphans.iter().find(|o| o.checkout_session_id == "cs_test_orphan_pkg").expect("orphan");
+    assert_eq!(by_package.status, "FAILED");
+    // No credits anywhere: not for the bystander, and no purchase was made up.
+    assert_eq!(app.balance(&key).await, 0);
+    let data = app.ok(Some(&key), "{ creditPurchases { totalCount } }", json!({})).await;
+    assert_eq!(data["creditPurchases"]["totalCount"], 0);
+}
+
+async fn a_dispute_withdrawn_then_reinstated_nets_to_nothing(engine: Engine) {
+    let Some((app, _fake)) = stripe_app(engine).await else { return };
+    let (org, key) = app.funded_org("Disputed", 0).await;
+    let purchase = app.paid_purchase(&key, &org, "credits_starter", "pi_dispute_1").await;
+    assert_eq!(app.balance(&key).await, 10_000);
+
+    // A dispute of 500 of the 999 paid: its share of the credits, as a REFUND.
+    app.dispute_event("evt_dw_1", "funds_withdrawn", "dp_one", "pi_dispute_1", 500).await;
+    let share = 10_000 * 500 / 999;
+    assert_eq!(app.balance(&key).await, 10_000 - share);
+    assert_eq!(app.purchase_status(&key, &purchase).await, "DISPUTED");
+    let corrections = app.corrections(&key).await;
+    assert_eq!(corrections.len(), 1);
+    assert_eq!((corrections[0].0.as_str(), corrections[0].1), ("REFUND", -share));
+    assert!(corrections[0].2.contains("dp_one"), "{corrections:?}");
+
+    // Redelivered, concurrently, and under another event id: taken once.
+    let again = event("evt_dw_1", "charge.dispute.funds_withdrawn", dispute("dp_one", "pi_dispute_1", 500));
+    let statuses = join_all((0..4).map(|_| app.webhook(&again))).await;
+    assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
+    app.dispute_event("evt_dw_1b", "funds_withdrawn", "dp_one", "pi_dispute_1", 500).await;
+    assert_eq!(app.balance(&key).await, 10_000 - share);
+
+    // Won: exactly what it took comes back, as an ADJUSTMENT, and the status is restored.
+    app.dispute_event("evt_dr_1", "funds_reinstated", "dp_one", "pi_dispute_1", 500).await;
+    assert_eq!(app.balance(&key).await, 10_000);
+    assert_eq!(app.purchase_status(&key, &purchase).await, "PAID");
+    let corrections = app.corrections(&key).await;
+    assert_eq!(corrections.len(), 2);
+    assert_eq!((corrections[1].0.as_str(), corrections[1].1), ("ADJUSTMENT", share));
+    assert!(corrections[1].2.contains("dp_one"), "{corrections:?}");
+
+    // Every later delivery of either, under any event id, changes nothing.
+    app.dispute_event("evt_dr_1", "funds_reinstated", "dp_one", "pi_dispute_1", 500).await;
+    app.dispute_event("evt_dr_1b", "funds_reinstated", "dp_one", "pi_dispute_1", 500).await;
+    app.dispute_event("evt_dw_1c", "funds_withdrawn", "dp_one", "pi_dispute_1", 500).await;
+    assert_eq!(app.balance(&key).await, 10_000);
+    assert_eq!(app.purchase_status(&key, &purchase).await, "PAID");
+    assert_eq!(app.transaction_sum(&key).await, (10_000, 3));
+
+    // A second dispute on the same payment is its own: taken, and lost (never reinstated).
+    app.dispute_event("evt_dw_2", "funds_withdrawn", "dp_two", "pi_dispute_1", 999).await;
+    assert_eq!(app.balance(&key).await, 0);
+    assert_eq!(app.purchase_status(&key, &purchase).await, "DISPUTED");
+}
+
+async fn a_dispute_reinstated_before_its_withdrawal_never_takes(engine: Engine) {
+    let Some((app, _fake)) = stripe_app(engine).await else { return };
+    let (org, key) = app.funded_org("Reordered", 0).await;
+    let purchase = app.paid_purchase(&key, &org, "credits_starter", "pi_reorder").await;
+    app.dispute_event("evt_rr_1", "funds_reinstated", "dp_reorder", "pi_reorder", 999).await;
+    assert_eq!(app.balance(&key).await, 10_000);
+    app.dispute_event("evt_rw_1", "funds_withdrawn", "dp_reorder", "pi_reorder", 999).await;
+    app.dispute_event("evt_rw_1", "funds_withdrawn", "dp_reorder", "pi_reorder", 999).await;
+    app.dispute_event("evt_rr_2", "funds_reinstated", "dp_reorder", "pi_reorder", 999).await;
+    assert_eq!(app.balance(&key).await, 10_000);
+    assert_eq!(app.purchase_status(&key, &purchase).await, "PAID");
+    assert_eq!(app.transaction_sum(&key).await, (10_000, 1), "no net change, and no entries either");
+
+    // Both before the payment: the payment then credits in full, and nothing is taken.
+    let (session, purchase) = app.start_purchase(&key, "credits_starter").await;
+    app.dispute_event("evt_rr_3", "funds_reinstated", "dp_early", "pi_reorder_2", 999).await;
+    app.dispute_event("evt_rw_3", "funds_withdrawn", "dp_early", "pi_reorder_2", 999).await;
+    let paid = paid_session(&session, &metadata(&org, "credits_starter", &purchase), 999, "usd", "pi_reorder_2");
+    assert_eq!(app.webhook(&event("evt_rp_3", "checkout.session.completed", paid)).await, 200);
+    assert_eq!(app.balance(&key).await, 20_000);
+    assert_eq!(app.purchase_status(&key, &purchase).await, "PAID");
+}
+
+async fn a_dispute_before_its_payment_is_applied_when_the_payment_arrives(engine: Engine) {
+    let Some((app, _fake)) = stripe_app(engine).await else { return };
+    let (org, key) = app.funded_org("Early", 0).await;
+    let (session, purchase) = app.start_purchase(&key, "credits_basic").await;
+    app.dispute_event("evt_ew_1", "funds_withdrawn", "dp_early_w", "pi_early", 3999).await;
+    assert_eq!(app.balance(&key).await, 0);
+    assert_eq!(app.purchase_status(&key, &purchase).await, "PENDING");
+    let paid = paid_session(&session, &metadata(&org, "credits_basic", &purchase), 3999, "usd", "pi_early");
+    assert_eq!(app.webhook(&event("evt_ep_1", "checkout.session.completed", paid)).await, 200);
+    assert_eq!(app.balance(&key).await, 0);
+    assert_eq!(app.purchase_status(&key, &purchase).await, "DISPUTED");
+    assert_eq!(app.transaction_sum(&key).await, (0, 2));
+    // Reinstated later: everything comes back.
+    app.dispute_event("evt_er_1", "funds_reinstated", "dp_early_w", "pi_early", 3999).await;
+    assert_eq!(app.balance(&key).await, 55_000);
+    assert_eq!(app.purchase_status(&key, &purchase).await, "PAID");
+}
+
+async fn a_dispute_after_a_partial_refund_takes_only_what_is_left(engine: Engine) {
+    let Some((app, _fake)) = stripe_app(engine).await else { return };
+    let (org, key) = app.funded_org("Capped", 0).await;
+    let purchase = app.paid_purchase(&key, &org, "credits_basic", "pi_capped").await;
+    assert_eq!(app.webhook(&event("evt_cr_1", "charge.refunded", refunded_charge("pi_capped", 3999, 2000))).await, 200);
+    let refunded = 55_000 * 2000 / 3999;
+    assert_eq!(app.balance(&key).await, 55_000 - refunded);
+    assert_eq!(app.purchase_status(&key, &purchase).await, "PARTIALLY_REFUNDED");
+    // A dispute of the whole amount: only the credits the refund left are taken.
+    app.dispute_event("evt_cw_1", "funds_withdrawn", "dp_capped", "pi_capped", 3999).await;
+    assert_eq!(app.balance(&key).await, 0);
+    assert_eq!(app.purchase_status(&key, &purchase).await, "DISPUTED");
+    let corrections = app.corrections(&key).await;
+    let taken: i64 = corrections.iter().map(|(_, amount, _)| -amount).sum();
+    assert_eq!(taken, 55_000, "refund and dispute never take more than the purchase gave: {corrections:?}");
+    // Credits granted meanwhile are not the purchase's: a later refund report takes nothing more.
+    app.grant(&org, 1_000).await;
+    assert_eq!(app.webhook(&event("evt_cr_2", "charge.refunded", refunded_charge("pi_capped", 3999, 3999))).await, 200);
+    assert_eq!(app.balance(&key).await, 1_000);
+    assert_eq!(app.purchase_status(&key, &purchase).await, "DISPUTED");
+    app.dispute_event("evt_cw_2", "funds_withdrawn", "dp_capped_again", "pi_capped", 3999).await;
+    assert_eq!(app.balance(&key).await, 1_000);
+    let (sum, _) = app.transaction_sum(&key).await;
+    assert_eq!(sum, 1_000, "balance = sum of transactions");
+}
+
+async fn a_dispute_after_spending_never_goes_below_zero_and_gives_back_what_it_took(engine: Engine) {
+    let Some((app, _fake)) = stripe_app(engine).await else { return };
+    let (org, key) = app.funded_org("Spent", 0).await;
+    let purchase = app.paid_purchase(&key, &org, "credits_starter", "pi_spent").await;
+    app.ok(
+        Some(&key),
+        "mutation { consumeCredits(input: { amount: 8000, description: \"spent\" }) { replayed } }",
+        json!({}),
+    )
+    .await;
+    app.dispute_event("evt_sw_1", "funds_withdrawn", "dp_spent", "pi_spent", 999).await;
+    assert_eq!(app.balance(&key).await, 0);
+    assert_eq!(app.purchase_status(&key, &purchase).await, "DISPUTED");
+    let corrections = app.corrections(&key).await;
+    assert_eq!(corrections[0].1, -2000);
+    assert!(corrections[0].2.contains("dp_spent") && corrections[0].2.contains("8000 credits were already spent"));
+    // Reinstated: exactly the 2,000 it took come back, not the 10,000 it wanted.
+    app.dispute_event("evt_sr_1", "funds_reinstated", "dp_spent", "pi_spent", 999).await;
+    assert_eq!(app.balance(&key).await, 2_000);
+    assert_eq!(app.purchase_status(&key, &purchase).await, "PAID");
+    assert_eq!(app.transaction_sum(&key).await, (2_000, 4));
+}
+
+async fn disputes_racing_their_payment_settle_the_same_in_any_order(engine: Engine) {
+    let Some((app, _fake)) = stripe_app(engine).await else { return };
+    let (org, key) = app.funded_org("DisputeRace", 0).await;
+    let mut purchases = Vec::new();
+    let mut deliveries = Vec::new();
+    for i in 0..12 {
+        let (session, purchase) = app.start_purchase(&key, "credits_starter").await;
+        let intent = format!("pi_drace_{i}");
+        let paid = paid_session(&session, &metadata(&org, "credits_starter", &purchase), 999, "usd", &intent);
+        let withdrawn = dispute(&format!("dp_race_{i}"), &intent, 999);
+        deliveries.push(event(&format!("evt_drp_{i}"), "checkout.session.completed", paid));
+        deliveries.push(event(&format!("evt_drw_{i}"), "charge.dispute.funds_withdrawn", withdrawn.clone()));
+        deliveries.push(event(&format!("evt_drw_{i}"), "charge.dispute.funds_withdrawn", withdrawn.clone()));
+        deliveries.push(event(&format!("evt_drr_{i}"), "charge.dispute.funds_reinstated", withdrawn));
+        purchases.push(purchase);
+    }
+    // Rotate each purchase's events differently, then deliver everything at once.
+    for (i, chunk) in deliveries.chunks_mut(4).enumerate() {
+        chunk.rotate_left(i % 4);
+    }
+    let statuses = join_all(deliveries.iter().map(|delivery| app.webhook(delivery))).await;
+    assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
+    for purchase in &purchases {
+        assert_eq!(app.purchase_status(&key, purchase).await, "PAID");
+    }
+    assert_eq!(app.balance(&key).await, 120_000);
+    let (sum, _) = app.transaction_sum(&key).await;
+    assert_eq!(sum, 120_000, "balance = sum of transactions");
 }

@@ -1,0 +1,490 @@
+//! The webhook state machine: applies Stripe's events to purchases and the ledger exactly
+//! once, in any order of delivery.
+//!
+//! Which events count: only our own account's (no Stripe Connect `account`), in the mode
+//! of our secret key. A paid Checkout Session is credited only through the purchase that
+//! `purchasePackage` recorded or, should that row be lost, through the organization,
+//! package and purchase ids of its `metadata`; never through `client_reference_id`, which
+//! a buyer can set on a Payment Link. A paid session that matches nothing is kept as an
+//! orphan (`stripe_orphan_sessions`) for an operator. Refunds are here, disputes in
+//! `disputes.rs`; both serialize on the PaymentIntent's `stripe_refunds` row.
+
+use entity::{credit_purchase, stripe_event, stripe_orphan_session, stripe_refund};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    SqlErr,
+};
+
+use super::checkout::pending_purchase;
+use super::disputes::{DisputeReport, active_disputes};
+use super::webhook::{ChargeObject, Event, SessionObject, expandable_id};
+use super::{Billing, BillingError, CreditPurchase, PURCHASE_REFERENCE, PurchaseStatus};
+use crate::ledger::events::BalanceEvent;
+use crate::ledger::{ChangeRequest, TransactionKind, apply_change, clawback, now};
+
+/// What became of one webhook delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// The event was applied now.
+    Applied,
+    /// The event id was applied before; nothing changed.
+    Duplicate,
+    /// Not a type we act on, or not meant for us (another account or mode).
+    Ignored,
+}
+
+/// What a handled event does.
+enum Effect {
+    /// A paid session: credit its purchase.
+    Paid(SessionObject),
+    /// A session that will not be paid: mark its pending purchase.
+    Closed(SessionObject, PurchaseStatus),
+    /// A refunded charge: take back its share.
+    Refunded(ChargeObject),
+    /// Funds withdrawn or reinstated for a dispute.
+    Dispute(DisputeReport),
+    /// Recorded, nothing else.
+    Nothing,
+}
+
+/// Which purchase a Checkout Session pays for.
+enum SessionPurchase {
+    /// Ours: the recorded purchase, or one recreated from complete metadata.
+    Found(CreditPurchase),
+    /// Meant for us but matching no organization or package (or lacking our ids).
+    Orphan(String),
+    /// Carries none of our identifiers: another product on the same Stripe account.
+    Foreign,
+}
+
+impl Billing {
+    /// Applies a verified webhook event at most once: the event id is recorded in the same
+    /// database transaction as its effect. An error means nothing was applied (answer 5xx
+    /// so Stripe retries).
+    #[tracing::instrument(skip(self, event), fields(event = %event.id, event_type = %event.event_type))]
+    pub async fn apply_event(&self, event: &Event) -> Result<EventOutcome, BillingError> {
+        if let Some(account) = &event.account {
+            // A Connect platform's endpoint also receives its connected accounts' events;
+            // their sessions and charges are not our sales.
+            tracing::warn!(%account, "Stripe Connect event for another account; ignored");
+            return Ok(EventOutcome::Ignored);
+        }
+        let ours = self.livemode();
+        if let Some(livemode) = event.livemode.filter(|livemode| *livemode != ours) {
+            // A test-mode event must never credit a live deployment, nor the reverse.
+            tracing::warn!(livemode, key_livemode = ours, "Stripe event of the other mode; ignored");
+            return Ok(EventOutcome::Ignored);
+        }
+        // Read the object before taking any lock: a malformed event changes nothing.
+        let effect = match event.event_type.as_str() {
+            "charge.refunded" => Effect::Refunded(parse(event)?),
+            "charge.dispute.funds_withdrawn" => Effect::Dispute(DisputeReport::Withdrawn(parse(event)?)),
+            "charge.dispute.funds_reinstated" => Effect::Dispute(DisputeReport::Reinstated(parse(event)?)),
+            "checkout.session.completed" => {
+                let session: SessionObject = parse(event)?;
+                if session.payment_status.as_deref() == Some("paid") {
+                    Effect::Paid(session)
+                } else {
+                    // An asynchronous payment is still in flight: its own event follows.
+                    Effect::Nothing
+                }
+            }
+            "checkout.session.async_payment_succeeded" => Effect::Paid(parse(event)?),
+            "checkout.session.async_payment_failed" => Effect::Closed(parse(event)?, PurchaseStatus::Failed),
+            "checkout.session.expired" => Effect::Closed(parse(event)?, PurchaseStatus::Expired),
+            _ => return Ok(EventOutcome::Ignored),
+        };
+        let txn = self.ledger.begin_write().await?;
+        let recorded = stripe_event::Entity::insert(stripe_event::ActiveModel {
+            id: Set(event.id.clone()),
+            event_type: Set(event.event_type.clone()),
+            processed_at: Set(now()),
+        })
+        .exec_without_returning(&txn)
+        .await;
+        if let Err(error) = recorded {
+            txn.rollback().await?;
+            return match error.sql_err() {
+                Some(SqlErr::UniqueConstraintViolation(_)) => Ok(EventOutcome::Duplicate),
+                _ => Err(error.into()),
+            };
+        }
+        // The organization whose balance changed, to announce after commit.
+        let mut touched = None;
+        let applied = match &effect {
+            Effect::Paid(session) => self.session_paid(&txn, session, &mut touched).await,
+            Effect::Closed(session, status) => self.session_closed(&txn, session, *status).await,
+            Effect::Refunded(charge) => self.charge_refunded(&txn, charge, &mut touched).await,
+            Effect::Dispute(report) => self.dispute_reported(&txn, report, &mut touched).await,
+            Effect::Nothing => Ok(()),
+        };
+        match applied {
+            Ok(()) => {
+                txn.commit().await?;
+                self.ledger.announce(touched.map(|organization_id| BalanceEvent::Resync { organization_id }));
+                Ok(EventOutcome::Applied)
+            }
+            Err(error) => {
+                txn.rollback().await?;
+                Err(error)
+            }
+        }
+    }
+
+    /// Credits a paid session's purchase, once per session whatever the events.
+    async fn session_paid(
+        &self,
+        txn: &DatabaseTransaction,
+        session: &SessionObject,
+        touched: &mut Option<String>,
+    ) -> Result<(), BillingError> {
+        let purchase = match self.purchase_for_session(txn, session).await? {
+            SessionPurchase::Found(purchase) => purchase,
+            SessionPurchase::Orphan(reason) => return record_orphan(txn, session, &reason).await,
+            SessionPurchase::Foreign => {
+                tracing::warn!(session = %session.id, "paid Checkout Session without our identifiers; ignored");
+                return Ok(());
+            }
+        };
+        let amount_matches = session.amount_total == Some(purchase.amount)
+            && session.currency.as_deref().is_some_and(|currency| currency.eq_ignore_ascii_case(&purchase.currency));
+        if !amount_matches {
+            tracing::error!(
+                purchase = %purchase.id,
+                expected_amount = purchase.amount,
+                expected_currency = %purchase.currency,
+                amount = ?session.amount_total,
+                currency = ?session.currency,
+                "paid Checkout Session does not match its package: no credits, purchase FAILED"
+            );
+            use PurchaseStatus::{Expired, Failed, Pending};
+            set_status(txn, &purchase.id, &[Pending, Expired], Failed, None).await?;
+            return Ok(());
+        }
+        // The conditional update locks the purchase row: of two events for one session,
+        // only the first to get here finds it unpaid.
+        let payment_intent = expandable_id(&session.payment_intent);
+        if let Some(payment_intent) = &payment_intent {
+            record_refund(txn, payment_intent, 0).await?;
+        }
+        use PurchaseStatus::{Expired, Failed, Paid, Pending};
+        if !set_status(txn, &purchase.id, &[Pending, Failed, Expired], Paid, payment_intent.clone()).await? {
+            return Ok(());
+        }
+        let request = ChangeRequest {
+            organization_id: purchase.organization_id.clone(),
+            kind: TransactionKind::Purchase,
+            delta: purchase.credits,
+            description: Some(self.describe(&purchase)),
+            reference_type: Some(PURCHASE_REFERENCE.into()),
+            reference_id: Some(purchase.id.clone()),
+            idempotency_key: None,
+        };
+        apply_change(txn, &request, now()).await?;
+        *touched = Some(purchase.organization_id.clone());
+        tracing::info!(purchase = %purchase.id, credits = purchase.credits, "purchase paid and credited");
+        // A refund or a dispute may have been reported before the payment.
+        self.reconcile_refund(txn, &purchase.id, touched).await?;
+        match &payment_intent {
+            Some(payment_intent) => self.reconcile_disputes(txn, payment_intent, touched).await,
+            None => Ok(()),
+        }
+    }
+
+    fn describe(&self, purchase: &CreditPurchase) -> String {
+        let name = self.catalog.get(&purchase.package_id).map_or(purchase.package_id.as_str(), |p| p.name.as_str());
+        format!("Purchase of the {name} credit package")
+    }
+
+    /// Marks a pending session's purchase as failed or expired (never a paid one).
+    async fn session_closed(
+        &self,
+        txn: &DatabaseTransaction,
+        session: &SessionObject,
+        status: PurchaseStatus,
+    ) -> Result<(), BillingError> {
+        match self.purchase_for_session(txn, session).await? {
+            SessionPurchase::Found(purchase) => {
+                set_status(txn, &purchase.id, &[PurchaseStatus::Pending], status, None).await?;
+            }
+            // Nothing was paid, so there is nothing to keep for an operator.
+            SessionPurchase::Orphan(reason) => {
+                tracing::warn!(session = %session.id, %reason, "closed Checkout Session matches no purchase; ignored");
+            }
+            SessionPurchase::Foreign => {}
+        }
+        Ok(())
+    }
+
+    /// The purchase of a session: the one `purchasePackage` recorded or, when that row is
+    /// missing, one recreated from the organization, package and purchase ids of the
+    /// session's metadata, all three. `client_reference_id` is never enough on its own:
+    /// anyone can set it on a Payment Link of the same account.
+    async fn purchase_for_session(
+        &self,
+        txn: &DatabaseTransaction,
+        session: &SessionObject,
+    ) -> Result<SessionPurchase, BillingError> {
+        let existing = credit_purchase::Entity::find()
+            .filter(credit_purchase::Column::CheckoutSessionId.eq(&session.id))
+            .one(txn)
+            .await?;
+        if let Some(row) = existing {
+            return Ok(SessionPurchase::Found(row.try_into()?));
+        }
+        let metadata = session.metadata.clone().unwrap_or_default();
+        let (organization_id, package_id, purchase_id) =
+            (metadata.get("organization_id"), metadata.get("package_id"), metadata.get("purchase_id"));
+        let (Some(organization_id), Some(package_id), Some(purchase_id)) = (organization_id, package_id, purchase_id)
+        else {
+            let ours = organization_id.is_some()
+                || package_id.is_some()
+                || purchase_id.is_some()
+                || session.client_reference_id.is_some();
+            return Ok(if ours {
+                SessionPurchase::Orphan(
+                    "no local purchase and no organization, package and purchase ids in metadata".into(),
+                )
+            } else {
+                SessionPurchase::Foreign
+            });
+        };
+        let Some(package) = self.catalog.get(package_id) else {
+            return Ok(SessionPurchase::Orphan(format!("unknown credit package {package_id:?}")));
+        };
+        if crate::ledger::Ledger::organization_in(txn, organization_id).await?.is_none() {
+            return Ok(SessionPurchase::Orphan(format!("unknown organization {organization_id:?}")));
+        }
+        if !purchase_id.starts_with("pur_") || purchase_id.len() > 255 {
+            return Ok(SessionPurchase::Orphan(format!("malformed purchase id {purchase_id:?}")));
+        }
+        let taken = credit_purchase::Entity::find_by_id(purchase_id.clone()).one(txn).await?;
+        if taken.is_some() {
+            // The id belongs to another session's purchase: crediting it again would
+            // credit one payment twice.
+            return Ok(SessionPurchase::Orphan(format!("purchase {purchase_id} belongs to another session")));
+        }
+        tracing::warn!(session = %session.id, purchase = %purchase_id, "purchase record was missing; recreated from the session");
+        let row = pending_purchase(purchase_id.clone(), organization_id, package, &session.id).insert(txn).await?;
+        Ok(SessionPurchase::Found(row.try_into()?))
+    }
+
+    /// Records the charge's cumulative refund, then takes back its share of credits.
+    async fn charge_refunded(
+        &self,
+        txn: &DatabaseTransaction,
+        charge: &ChargeObject,
+        touched: &mut Option<String>,
+    ) -> Result<(), BillingError> {
+        let Some(payment_intent) = expandable_id(&charge.payment_intent) else {
+            tracing::warn!(charge = %charge.id, "refunded charge without a PaymentIntent; ignored");
+            return Ok(());
+        };
+        record_refund(txn, &payment_intent, charge.amount_refunded).await?;
+        let purchase = credit_purchase::Entity::find()
+            .filter(credit_purchase::Column::PaymentIntentId.eq(&payment_intent))
+            .one(txn)
+            .await?;
+        match purchase {
+            Some(purchase) => self.reconcile_refund(txn, &purchase.id, touched).await,
+            // Not paid yet (or not ours): the paid event reconciles when it comes.
+            None => Ok(()),
+        }
+    }
+
+    /// Brings a paid purchase's clawback up to the refund Stripe reported: the refunded
+    /// share of its credits, taken back as a `REFUND` but never below a zero balance, and
+    /// never more than the purchase gave once disputes have taken their share.
+    async fn reconcile_refund(
+        &self,
+        txn: &DatabaseTransaction,
+        purchase_id: &str,
+        touched: &mut Option<String>,
+    ) -> Result<(), BillingError> {
+        let Some(purchase) = credit_purchase::Entity::find_by_id(purchase_id.to_owned()).one(txn).await? else {
+            return Ok(());
+        };
+        let Some(payment_intent) = &purchase.payment_intent_id else {
+            return Ok(());
+        };
+        let Some(refund) = stripe_refund::Entity::find_by_id(payment_intent.clone()).one(txn).await? else {
+            return Ok(());
+        };
+        let refunded = refund.amount_refunded.min(purchase.amount);
+        if refunded <= purchase.refunded_amount || purchase.amount <= 0 {
+            return Ok(());
+        }
+        let disputed = active_disputes(txn, payment_intent).await?;
+        let target = share(purchase.credits, refunded, purchase.amount);
+        let unaccounted = (purchase.credits - purchase.refunded_credits - disputed.credits).max(0);
+        let wanted = (target - purchase.refunded_credits).clamp(0, unaccounted);
+        let status = settled_status(purchase.amount, refunded, disputed.count > 0);
+        // Conditional on the amount we read, so concurrent deliveries claw back once.
+        let updated = credit_purchase::Entity::update_many()
+            .col_expr(credit_purchase::Column::RefundedAmount, Expr::value(refunded))
+            .col_expr(credit_purchase::Column::RefundedCredits, Expr::value(purchase.refunded_credits + wanted))
+            .col_expr(credit_purchase::Column::Status, Expr::value(status.as_str()))
+            .col_expr(credit_purchase::Column::UpdatedAt, Expr::value(now()))
+            .filter(credit_purchase::Column::Id.eq(&purchase.id))
+            .filter(credit_purchase::Column::RefundedAmount.eq(purchase.refunded_amount))
+            .exec(txn)
+            .await?;
+        if updated.rows_affected == 0 || wanted <= 0 {
+            return Ok(());
+        }
+        let description = format!("Refund of purchase {}: {wanted} credits", purchase.id);
+        *touched = Some(purchase.organization_id.clone());
+        let taken =
+            clawback(txn, &purchase.organization_id, wanted, &description, (PURCHASE_REFERENCE, &purchase.id), now())
+                .await?;
+        if taken.shortfall > 0 {
+            tracing::warn!(
+                purchase = %purchase.id,
+                taken = taken.taken,
+                shortfall = taken.shortfall,
+                "refund clawback: credits already spent were not recovered"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `credits × part ÷ whole`, rounded down, without overflow (`part` ≤ `whole`, `whole` > 0).
+pub(super) fn share(credits: i64, part: i64, whole: i64) -> i64 {
+    if whole <= 0 {
+        return 0;
+    }
+    let exact = i128::from(credits) * i128::from(part.clamp(0, whole)) / i128::from(whole);
+    // Never more than `credits`, so it fits.
+    i64::try_from(exact).unwrap_or(credits)
+}
+
+/// The status of a paid purchase from what happened to it since: disputed while any
+/// dispute is withdrawn and not reinstated, else refunded in full, in part, or not at all. Computed
+/// rather than remembered, so a reinstated dispute restores exactly the status the
+/// refunds imply.
+pub(super) fn settled_status(amount: i64, refunded_amount: i64, disputed: bool) -> PurchaseStatus {
+    if disputed {
+        PurchaseStatus::Disputed
+    } else if refunded_amount >= amount && refunded_amount > 0 {
+        PurchaseStatus::Refunded
+    } else if refunded_amount > 0 {
+        PurchaseStatus::PartiallyRefunded
+    } else {
+        PurchaseStatus::Paid
+    }
+}
+
+/// Keeps a paid session that credits nothing, once per session, for an operator: the
+/// money was taken, and a retry would not help, so the answer stays 2xx.
+async fn record_orphan(txn: &DatabaseTransaction, session: &SessionObject, reason: &str) -> Result<(), BillingError> {
+    tracing::error!(
+        session = %session.id,
+        %reason,
+        amount = ?session.amount_total,
+        currency = ?session.currency,
+        "paid Checkout Session matches no organization or package: no credits, orphan purchase FAILED"
+    );
+    let metadata = serde_json::to_string(&session.metadata.clone().unwrap_or_default())
+        .map_err(|error| crate::ledger::LedgerError::internal(error.to_string()))?;
+    stripe_orphan_session::Entity::insert(stripe_orphan_session::ActiveModel {
+        checkout_session_id: Set(session.id.clone()),
+        status: Set(PurchaseStatus::Failed.as_str().to_owned()),
+        reason: Set(reason.to_owned()),
+        amount: Set(session.amount_total),
+        currency: Set(session.currency.clone()),
+        payment_intent_id: Set(expandable_id(&session.payment_intent)),
+        client_reference_id: Set(session.client_reference_id.clone()),
+        metadata: Set(metadata),
+        created_at: Set(now()),
+    })
+    .on_conflict(OnConflict::column(stripe_orphan_session::Column::CheckoutSessionId).do_nothing().to_owned())
+    .exec_without_returning(txn)
+    .await?;
+    Ok(())
+}
+
+/// Records the cumulative amount Stripe reports refunded for a PaymentIntent, keeping the
+/// largest seen (older deliveries cannot lower it), and locks that row until commit.
+///
+/// The paid, refunded and dispute paths all call this first (the others with 0), so the
+/// events of one PaymentIntent serialize on this row: whichever commits second sees the
+/// other's work, and a refund or dispute racing its own payment is never lost.
+pub(super) async fn record_refund<C: ConnectionTrait>(
+    conn: &C,
+    payment_intent: &str,
+    amount_refunded: i64,
+) -> Result<(), BillingError> {
+    stripe_refund::Entity::insert(stripe_refund::ActiveModel {
+        payment_intent_id: Set(payment_intent.to_owned()),
+        amount_refunded: Set(amount_refunded),
+        updated_at: Set(now()),
+    })
+    .on_conflict(
+        OnConflict::column(stripe_refund::Column::PaymentIntentId)
+            .value(
+                stripe_refund::Column::AmountRefunded,
+                // `excluded` is the proposed row, on PostgreSQL and SQLite alike.
+                Expr::cust(
+                    "CASE WHEN excluded.amount_refunded > stripe_refunds.amount_refunded \
+                     THEN excluded.amount_refunded ELSE stripe_refunds.amount_refunded END",
+                ),
+            )
+            .to_owned(),
+    )
+    .exec_without_returning(conn)
+    .await?;
+    Ok(())
+}
+
+/// Moves a purchase from one of `from` to `to`; false when it was in no such status.
+pub(super) async fn set_status<C: ConnectionTrait>(
+    conn: &C,
+    purchase_id: &str,
+    from: &[PurchaseStatus],
+    to: PurchaseStatus,
+    payment_intent: Option<String>,
+) -> Result<bool, BillingError> {
+    let mut update = credit_purchase::Entity::update_many()
+        .col_expr(credit_purchase::Column::Status, Expr::value(to.as_str()))
+        .col_expr(credit_purchase::Column::UpdatedAt, Expr::value(now()));
+    if let Some(payment_intent) = payment_intent {
+        update = update.col_expr(credit_purchase::Column::PaymentIntentId, Expr::value(payment_intent));
+    }
+    let result = update
+        .filter(credit_purchase::Column::Id.eq(purchase_id))
+        .filter(credit_purchase::Column::Status.is_in(from.iter().map(|status| status.as_str())))
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(event: &Event) -> Result<T, BillingError> {
+    serde_json::from_value(event.data.object.clone()).map_err(|error| BillingError::MalformedEvent {
+        event_type: event.event_type.clone(),
+        message: error.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_round_down_and_never_exceed_the_credits() {
+        assert_eq!(share(55_000, 2_000, 3_999), 27_506);
+        assert_eq!(share(55_000, 3_999, 3_999), 55_000);
+        assert_eq!(share(55_000, 9_999, 3_999), 55_000);
+        assert_eq!(share(i64::MAX, i64::MAX, i64::MAX), i64::MAX);
+        assert_eq!(share(10, 5, 0), 0);
+    }
+
+    #[test]
+    fn a_paid_purchase_settles_by_its_disputes_then_its_refunds() {
+        assert_eq!(settled_status(999, 0, false), PurchaseStatus::Paid);
+        assert_eq!(settled_status(999, 500, false), PurchaseStatus::PartiallyRefunded);
+        assert_eq!(settled_status(999, 999, false), PurchaseStatus::Refunded);
+        assert_eq!(settled_status(999, 999, true), PurchaseStatus::Disputed);
+    }
+}
