@@ -243,8 +243,18 @@ pub async fn spawn_app(engine: Engine) -> Option<TestApp> {
 
 /// Starts a server with extra configuration variables.
 pub async fn spawn_app_with(engine: Engine, extra: &[(&str, &str)]) -> Option<TestApp> {
+    spawn_app_tweaked(engine, extra, |_| {}).await
+}
+
+/// Starts a server with extra variables and settings no variable reaches (short timeouts).
+pub async fn spawn_app_tweaked(
+    engine: Engine,
+    extra: &[(&str, &str)],
+    tweak: impl FnOnce(&mut Config),
+) -> Option<TestApp> {
     let database = database(engine).await?;
-    let config = test_config_with(&database.url, extra);
+    let mut config = test_config_with(&database.url, extra);
+    tweak(&mut config);
     let app = Application::build(&config).await.expect("build app");
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped(std::future::pending()));

@@ -7,6 +7,7 @@ mod bad_input;
 mod cli;
 mod fake_stripe;
 mod graphql_api;
+mod hardening;
 mod http_spec;
 mod ledger;
 mod purchases;

@@ -105,6 +105,11 @@ impl WsClient {
         }
     }
 
+    /// Sends a frame as it is.
+    pub async fn send_raw(&mut self, message: Message) {
+        let _ = self.stream.send(message).await;
+    }
+
     /// The close code, which must come within 10 s.
     pub async fn closed(&mut self) -> u16 {
         loop {
