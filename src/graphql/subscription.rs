@@ -112,14 +112,7 @@ impl Subscription {
             Some(_) => follower,
             None => follower.with_threshold(organization.low_balance_threshold),
         };
-        let watch = LowBalanceWatch {
-            follower,
-            organization_id,
-            fixed,
-            watched,
-            balance,
-            was_low,
-        };
+        let watch = LowBalanceWatch { follower, organization_id, fixed, watched, balance, was_low };
         let crossings = futures::stream::unfold(watch, |mut watch| async move {
             let event = watch.next_crossing().await?;
             Some((event, watch))

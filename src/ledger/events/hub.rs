@@ -35,11 +35,7 @@ pub struct EventHub {
 
 impl Default for EventHub {
     fn default() -> Self {
-        Self {
-            channels: Arc::default(),
-            keys: broadcast::channel(KEY_CHANNEL_CAPACITY).0,
-            listening: Arc::default(),
-        }
+        Self { channels: Arc::default(), keys: broadcast::channel(KEY_CHANNEL_CAPACITY).0, listening: Arc::default() }
     }
 }
 
