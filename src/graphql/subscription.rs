@@ -1,4 +1,7 @@
 //! Subscriptions: live balances and low-balance warnings, from committed changes only.
+//!
+//! What they deliver is read from the database by a [`Follower`]; live events only say
+//! when to read (see `ledger::events`).
 
 use async_graphql::{Context, ID, SimpleObject, Subscription};
 use futures::Stream;
@@ -102,14 +105,14 @@ impl Subscription {
             transaction_id: None,
             occurred_at: DateTime(now()),
         });
-        let watch = LowBalanceWatch {
-            follower: Follower::new(ledger, organization_id.clone(), receiver, start.version),
-            organization_id,
-            fixed,
-            watched,
-            balance,
-            was_low,
+        let follower = Follower::new(ledger, organization_id.clone(), receiver, start.version);
+        // Without a threshold argument the organization's is followed, re-read from the
+        // database whenever it may have changed (a hint, a lag, a lost `LISTEN`).
+        let follower = match fixed {
+            Some(_) => follower,
+            None => follower.with_threshold(organization.low_balance_threshold),
         };
+        let watch = LowBalanceWatch { follower, organization_id, fixed, watched, balance, was_low };
         let crossings = futures::stream::unfold(watch, |mut watch| async move {
             let event = watch.next_crossing().await?;
             Some((event, watch))

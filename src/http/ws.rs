@@ -10,7 +10,9 @@
 //!
 //! Each connection has one bounded outgoing queue. A subscription whose client reads
 //! slowly waits on that queue (its events pile up in the database, not in memory, and
-//! are caught up later); a client that stops answering pings is closed.
+//! are caught up later); a client that stops answering pings is closed. A connection
+//! whose API key is revoked closes with 4403 as soon as the revocation hint arrives
+//! (re-checked in the database first, see `ledger::events`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -283,6 +285,9 @@ impl Connection {
                 _ => return Flow::Close(4400, "Invalid message"),
             }
         };
+        // Watch revocation hints before reading the key, so a revocation committed
+        // between the two is still noticed.
+        let key_watch = self.state.ledger.events().key_watch();
         let token = payload_token(&payload).or(header_token);
         let caller = match token {
             Some(token) => match caller_for_token(&token, self.state.admin_token.as_ref(), &self.state.ledger).await {
@@ -306,6 +311,10 @@ impl Connection {
         if !self.open.claim(RateKey::of(&caller, self.ip), self.state.limits.ws_max_connections_per_token) {
             return Flow::Close(1013, "Too many connections for this token");
         }
+        let mut revocation = key_watch.only(match &caller {
+            Caller::ApiKey { key_id, .. } => Some(key_id.as_str()),
+            _ => None,
+        });
         self.send(json!({ "type": "connection_ack" }));
         if self.legacy {
             self.send(json!({ "type": "ka" }));
@@ -338,6 +347,12 @@ impl Connection {
                 }
                 Some(id) = self.finished_rx.recv() => {
                     self.operations.remove(&id);
+                }
+                // Only a hint: the key is re-checked in the database before closing.
+                () = revocation.hinted() => {
+                    if !self.still_authorized(&caller).await {
+                        return Flow::Close(4403, "Forbidden");
+                    }
                 }
                 _ = ticker.tick() => {
                     if last_checked.elapsed() >= keepalive * 4 {
@@ -445,8 +460,9 @@ impl Connection {
         Flow::Continue
     }
 
-    /// Whether the connection's API key is still valid (revoked keys lose their open
-    /// connections within a few keep-alive intervals). A database hiccup is not a revocation.
+    /// Whether the connection's API key is still valid: asked when a revocation hint
+    /// names it (so a revoked key loses its connections at once, on every replica) and,
+    /// as a backstop, every few keep-alive intervals. A database hiccup is not a revocation.
     async fn still_authorized(&self, caller: &Caller) -> bool {
         let Caller::ApiKey { key_id, .. } = caller else { return true };
         match self.state.ledger.api_key(key_id).await {

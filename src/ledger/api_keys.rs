@@ -5,9 +5,10 @@
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use entity::api_key;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect};
 use sha2::{Digest, Sha256};
 
+use super::events::notify_key_revoked;
 use super::{Ledger, LedgerError, check_label, new_id, now};
 
 /// What every API key secret starts with, so leaked keys are easy to recognize and scan for.
@@ -85,16 +86,39 @@ impl Ledger {
         Ok((ApiKey::from(row), secret))
     }
 
-    /// Revokes a key (idempotent: revoking twice keeps the first time).
+    /// Revokes a key (idempotent: revoking twice keeps the first time). Once the
+    /// revocation commits, a hint tells every replica's open WebSockets of that key to
+    /// re-check it (and so close); HTTP requests authenticate against the database anyway.
     #[tracing::instrument(skip(self))]
     pub async fn revoke_api_key(&self, id: &str) -> Result<ApiKey, LedgerError> {
+        let txn = self.begin_write().await?;
         api_key::Entity::update_many()
             .col_expr(api_key::Column::RevokedAt, Some(now()).into())
             .filter(api_key::Column::Id.eq(id))
             .filter(api_key::Column::RevokedAt.is_null())
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
-        self.api_key(id).await?.ok_or(LedgerError::ApiKeyNotFound)
+        let Some(key) = api_key::Entity::find_by_id(id.to_owned()).one(&txn).await?.map(ApiKey::from) else {
+            txn.rollback().await?;
+            return Err(LedgerError::ApiKeyNotFound);
+        };
+        // Also for a key revoked before: a repeated revoke re-sends the hint, harmlessly.
+        notify_key_revoked(&txn, &key.id).await?;
+        txn.commit().await?;
+        self.announce_key_revoked(&key.id);
+        Ok(key)
+    }
+
+    /// Ids of the keys revoked at or after `since` (for hinting revocations that
+    /// another process committed).
+    pub async fn api_keys_revoked_since(&self, since: DateTime<Utc>) -> Result<Vec<String>, LedgerError> {
+        Ok(api_key::Entity::find()
+            .select_only()
+            .column(api_key::Column::Id)
+            .filter(api_key::Column::RevokedAt.gte(since))
+            .into_tuple()
+            .all(&self.db)
+            .await?)
     }
 
     /// A key by id.

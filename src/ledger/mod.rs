@@ -53,12 +53,15 @@ impl Ledger {
         &self.events
     }
 
-    /// On PostgreSQL, starts feeding this process's hub from the database's
-    /// notifications (every replica's commits). Needs a Tokio runtime.
+    /// Starts feeding this process's hub with what other processes commit: on
+    /// PostgreSQL from the database's notifications (every replica's commits), on SQLite
+    /// by polling for revoked API keys (the CLI's). Needs a Tokio runtime.
     pub fn start_event_listener(&self) {
         self.availability.start_probe(&self.db);
         if self.db.get_database_backend() == DbBackend::Postgres {
             tokio::spawn(events::listen_postgres(self.db.clone(), self.events.clone()));
+        } else {
+            tokio::spawn(events::poll_sqlite_revocations(self.clone()));
         }
     }
 
@@ -72,8 +75,16 @@ impl Ledger {
     pub fn announce(&self, events: impl IntoIterator<Item = events::BalanceEvent>) {
         if self.db.get_database_backend() != DbBackend::Postgres {
             for event in events {
-                self.events.publish(event);
+                self.events.publish(event.hint());
             }
+        }
+    }
+
+    /// Announces a committed revocation of `key_id` in this process (on PostgreSQL the
+    /// notification sent inside the transaction already reaches every replica).
+    fn announce_key_revoked(&self, key_id: &str) {
+        if self.db.get_database_backend() != DbBackend::Postgres {
+            self.events.key_revoked(key_id);
         }
     }
 

@@ -1,7 +1,8 @@
 //! Live balances over WebSockets: crossing semantics, ordering, authentication, both
-//! sub-protocols, slow and idle clients, shutdown, and two replicas on one PostgreSQL.
+//! sub-protocols, slow and idle clients, shutdown, two replicas on one PostgreSQL,
+//! forged notifications, and revocation closing sockets at once.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use serde_json::{Value, json};
@@ -15,6 +16,10 @@ on_both_engines!(
     late_subscribers_are_told_at_once,
     every_committed_change_arrives_in_commit_order,
     slow_subscribers_stall_nobody,
+    forged_notifications_reach_no_subscriber_and_delay_nothing,
+    revoked_keys_lose_their_websockets_within_a_second,
+    a_lagging_subscriber_gets_a_large_backlog_in_order,
+    a_raised_threshold_is_read_from_the_database,
 );
 
 const LOW: &str = "subscription($org: ID, $threshold: Credits) { lowBalance(organizationId: $org, threshold: $threshold) { organizationId balance threshold transactionId occurredAt } }";
@@ -29,6 +34,67 @@ impl TestApp {
         match body["data"]["consumeCredits"]["transaction"]["id"].as_str() {
             Some(id) => Ok(id.to_owned()),
             None => Err(body["errors"][0]["extensions"]["code"].as_str().unwrap_or_default().to_owned()),
+        }
+    }
+}
+
+impl TestApp {
+    /// Creates an API key for `org` as admin; returns (id, secret).
+    async fn key_with_id(&self, org: &str) -> (String, String) {
+        let data = self
+            .ok(Some(ADMIN_TOKEN), "mutation($org: ID!) { createApiKey(input: { organizationId: $org, name: \"live\" }) { secret apiKey { id } } }", json!({ "org": org }))
+            .await;
+        let key = &data["createApiKey"];
+        (key["apiKey"]["id"].as_str().unwrap().to_owned(), key["secret"].as_str().unwrap().to_owned())
+    }
+
+    /// Revokes an API key over GraphQL, as admin.
+    async fn revoke(&self, id: &str) {
+        self.ok(Some(ADMIN_TOKEN), "mutation($id: ID!) { revokeApiKey(id: $id) { revokedAt } }", json!({ "id": id }))
+            .await;
+    }
+
+    /// Sends a notification by hand on the app's PostgreSQL database.
+    async fn pg_notify(&self, channel: &str, notification: &str) {
+        let db = credits::db::connect(&self.database_url()).await.unwrap();
+        let statement = sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT pg_notify($1, $2)",
+            [channel.into(), notification.into()],
+        );
+        sea_orm::ConnectionTrait::execute_raw(&db, statement).await.unwrap();
+        db.close().await.ok();
+    }
+
+    /// Kills every PostgreSQL `LISTEN` connection (the replicas' live-event feeds).
+    async fn kill_listen_connections(&self) {
+        let db = credits::db::connect(&self.database_url()).await.unwrap();
+        let killed = sea_orm::ConnectionTrait::execute_unprepared(
+            &db,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+        )
+        .await
+        .unwrap();
+        assert!(killed.rows_affected() >= 1, "a LISTEN connection was found");
+        db.close().await.ok();
+    }
+}
+
+/// The next message, which must come before `deadline`.
+async fn message_by(ws: &mut WsClient, deadline: Instant, what: &str) -> Value {
+    match ws.receive(deadline.saturating_duration_since(Instant::now())).await {
+        Received::Json(value) => value,
+        other => panic!("{what}: expected a message in time, got {other:?}"),
+    }
+}
+
+/// The close code, which must come before `deadline`.
+async fn closed_by(ws: &mut WsClient, deadline: Instant, what: &str) -> u16 {
+    loop {
+        match ws.receive(deadline.saturating_duration_since(Instant::now())).await {
+            Received::Closed(code) => return code,
+            Received::Json(_) => continue,
+            Received::Nothing => panic!("{what}: the socket was not closed in time"),
         }
     }
 }
@@ -331,14 +397,7 @@ async fn events_survive_a_lost_listen_connection() {
     let mut ws = WsClient::connect(&app.base, TRANSPORT_WS, &key).await;
     ws.subscribe(false, "c", CHANGED, json!({})).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let db = credits::db::connect(&app.database_url()).await.unwrap();
-    let killed = sea_orm::ConnectionTrait::execute_unprepared(
-        &db,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
-    )
-    .await
-    .unwrap();
-    assert!(killed.rows_affected() >= 1, "a LISTEN connection was found");
+    app.kill_listen_connections().await;
     // Committed while nobody listens.
     app.consume(&key, 1).await.unwrap();
     app.consume(&key, 1).await.unwrap();
@@ -347,4 +406,186 @@ async fn events_survive_a_lost_listen_connection() {
     assert_eq!((first["balance"].clone(), second["balance"].clone()), (json!(99), json!(98)));
     app.consume(&key, 1).await.unwrap();
     assert_eq!(payload(&ws.message().await, "creditBalanceChanged")["balance"], 97);
+}
+
+async fn forged_notifications_reach_no_subscriber_and_delay_nothing(engine: Engine) {
+    if engine == Engine::Sqlite {
+        eprintln!("N/A on SQLite: there is no NOTIFY channel to forge (the hub is in-process)");
+        return;
+    }
+    let Some(app) = spawn_app(engine).await else { return };
+    let (org, first_key) = app.funded_org("Forged", 100).await; // seq 1
+    app.ok(Some(&first_key), "mutation { setLowBalanceThreshold(threshold: 50) { isLow } }", json!({})).await;
+    let (key_id, key) = app.key_with_id(&org).await;
+    let mut ws = WsClient::connect(&app.base, TRANSPORT_WS, &key).await;
+    ws.subscribe(false, "c", CHANGED, json!({})).await;
+    ws.subscribe(false, "l", LOW, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let channel = credits::ledger::events::BALANCE_CHANNEL;
+    for forged in [
+        "hello".to_owned(),
+        "{}".to_owned(),
+        // A full event in the old format, with a made-up balance and transaction.
+        format!(r#"{{"k":"c","o":"{org}","s":2,"b":1,"t":"ctx_forged","a":"2030-01-01T00:00:00Z"}}"#),
+        // A well-formed hint for a change far in the future.
+        format!(r#"{{"k":"c","o":"{org}","s":999999}}"#),
+        // A threshold far above the balance, and a resync.
+        format!(r#"{{"k":"h","o":"{org}","h":100000,"a":"2030-01-01T00:00:00Z"}}"#),
+        format!(r#"{{"k":"r","o":"{org}"}}"#),
+    ] {
+        app.pg_notify(channel, &forged).await;
+    }
+    // A forged revocation of a live key only makes its connection re-check the key.
+    app.pg_notify(credits::ledger::events::KEY_CHANNEL, &key_id).await;
+    let heard = ws.receive(Duration::from_millis(500)).await;
+    assert!(matches!(heard, Received::Nothing), "forged notifications reached a subscriber: {heard:?}");
+
+    // The next genuine changes arrive at once, with the database's data.
+    let started = Instant::now();
+    app.consume(&key, 30).await.unwrap(); // 70: not low
+    let changed =
+        payload(&message_by(&mut ws, started + Duration::from_secs(1), "genuine change").await, "creditBalanceChanged");
+    assert_eq!(changed["balance"], 70, "{changed}");
+    let started = Instant::now();
+    let crossing = app.consume(&key, 30).await.unwrap(); // 40 < 50: crosses
+    let (mut balance, mut low) = (None, None);
+    while balance.is_none() || low.is_none() {
+        let message = message_by(&mut ws, started + Duration::from_secs(1), "genuine crossing").await;
+        match message["id"].as_str() {
+            Some("c") => balance = Some(payload(&message, "creditBalanceChanged")["balance"].clone()),
+            Some("l") => low = Some(payload(&message, "lowBalance")),
+            _ => panic!("{message}"),
+        }
+    }
+    assert_eq!(balance, Some(json!(40)));
+    let low = low.unwrap();
+    assert_eq!((low["transactionId"].clone(), low["threshold"].clone()), (json!(crossing), json!(50)), "{low}");
+}
+
+async fn revoked_keys_lose_their_websockets_within_a_second(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else { return };
+    let (org, bystander_key) = app.funded_org("Revoked", 100).await;
+    // Every replica must close the key's sockets; on SQLite there is one process.
+    let mut bases = vec![app.base.clone()];
+    if engine == Engine::Postgres {
+        bases.push(app.spawn_replica().await);
+    }
+    let open_all = |token: String| {
+        let bases = bases.clone();
+        async move {
+            let mut sockets = Vec::new();
+            for base in &bases {
+                let mut ws = WsClient::connect(base, TRANSPORT_WS, &token).await;
+                ws.subscribe(false, "c", CHANGED, json!({})).await;
+                sockets.push(ws);
+            }
+            sockets
+        }
+    };
+    let (by_graphql_id, by_graphql) = app.key_with_id(&org).await;
+    let (by_cli_id, by_cli) = app.key_with_id(&org).await;
+    let mut doomed = open_all(by_graphql.clone()).await;
+    let mut doomed_by_cli = open_all(by_cli.clone()).await;
+    let mut bystanders = open_all(bystander_key.clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Over GraphQL (the default keep-alive is 15 s, so only the hint can be this fast).
+    let revoked = Instant::now();
+    app.revoke(&by_graphql_id).await;
+    for (n, ws) in doomed.iter_mut().enumerate() {
+        assert_eq!(closed_by(ws, revoked + Duration::from_secs(1), &format!("GraphQL revoke, server {n}")).await, 4403);
+    }
+    app.fails(Some(&by_graphql), "{ creditBalance { balance } }", json!({}), "UNAUTHENTICATED").await;
+
+    // From the command line, another process.
+    let url = app.database_url();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_credits"))
+            .args(["api-key", "revoke", "--id", &by_cli_id])
+            .env("DATABASE_URL", url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run credits")
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let revoked = Instant::now();
+    for (n, ws) in doomed_by_cli.iter_mut().enumerate() {
+        assert_eq!(closed_by(ws, revoked + Duration::from_secs(1), &format!("CLI revoke, server {n}")).await, 4403);
+    }
+
+    // Other keys of the organization keep their sockets, and their events.
+    app.consume(&bystander_key, 1).await.unwrap();
+    for ws in &mut bystanders {
+        assert_eq!(payload(&ws.message().await, "creditBalanceChanged")["balance"], 99);
+    }
+    let _ = by_cli;
+}
+
+async fn a_lagging_subscriber_gets_a_large_backlog_in_order(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else { return };
+    let changes: i64 = 2_000;
+    let (_, key) = app.funded_org("Backlog", 100_000).await;
+    // This client subscribes, then reads nothing while the backlog builds up.
+    let mut lagging = WsClient::connect(&app.base, TRANSPORT_WS, &key).await;
+    lagging.subscribe(false, "s", CHANGED, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for chunk in 0..(changes / 50) {
+        let results = join_all((0..50).map(|_| app.consume(&key, 1))).await;
+        assert!(results.iter().all(Result::is_ok), "chunk {chunk}");
+    }
+    for n in 1..=changes {
+        let balance = payload(&lagging.message().await, "creditBalanceChanged");
+        assert_eq!(balance["balance"], 100_000 - n, "every change once, in order");
+    }
+    assert!(matches!(lagging.receive(Duration::from_millis(300)).await, Received::Nothing), "nothing more");
+}
+
+async fn a_raised_threshold_is_read_from_the_database(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else { return };
+    let (_, key) = app.funded_org("Threshold", 100).await;
+    app.ok(Some(&key), "mutation { setLowBalanceThreshold(threshold: 10) { isLow } }", json!({})).await;
+    let mut ws = WsClient::connect(&app.base, TRANSPORT_WS, &key).await;
+    ws.subscribe(false, "l", LOW, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let raised = Instant::now();
+    app.ok(Some(&key), "mutation { setLowBalanceThreshold(threshold: 150) { isLow } }", json!({})).await;
+    let event = payload(&message_by(&mut ws, raised + Duration::from_secs(1), "raised threshold").await, "lowBalance");
+    assert_eq!(
+        (event["threshold"].clone(), event["balance"].clone(), event["transactionId"].clone()),
+        (json!(150), json!(100), Value::Null)
+    );
+    // Lowered again and raised again: one more crossing; the same threshold twice: none.
+    // (Hints carry no value: a follower sees the threshold it reads, so the test lets it
+    // read the lowered one before raising it again.)
+    app.ok(Some(&key), "mutation { setLowBalanceThreshold(threshold: 20) { isLow } }", json!({})).await;
+    app.ok(Some(&key), "mutation { setLowBalanceThreshold(threshold: 20) { isLow } }", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.ok(Some(&key), "mutation { setLowBalanceThreshold(threshold: 200) { isLow } }", json!({})).await;
+    assert_eq!(payload(&ws.message().await, "lowBalance")["threshold"], 200);
+    assert!(matches!(ws.receive(Duration::from_millis(300)).await, Received::Nothing), "nothing more");
+}
+
+/// A threshold raised while the `LISTEN` connection is down (its notification lost) is
+/// still seen: the resync after reconnecting re-reads the threshold too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threshold_raised_while_listen_is_down_still_warns() {
+    let Some(app) = spawn_app(Engine::Postgres).await else { return };
+    let (_, key) = app.funded_org("Relisten", 100).await;
+    app.ok(Some(&key), "mutation { setLowBalanceThreshold(threshold: 50) { isLow } }", json!({})).await;
+    let mut ws = WsClient::connect(&app.base, TRANSPORT_WS, &key).await;
+    ws.subscribe(false, "l", LOW, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.kill_listen_connections().await;
+    app.ok(Some(&key), "mutation { setLowBalanceThreshold(threshold: 500) { isLow } }", json!({})).await;
+    let event = payload(&ws.message().await, "lowBalance");
+    assert_eq!(
+        (event["threshold"].clone(), event["balance"].clone(), event["transactionId"].clone()),
+        (json!(500), json!(100), Value::Null)
+    );
+    // Still low: a consume is no new crossing.
+    app.consume(&key, 10).await.unwrap();
+    assert!(matches!(ws.receive(Duration::from_millis(300)).await, Received::Nothing), "nothing more");
 }
