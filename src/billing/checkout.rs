@@ -40,6 +40,12 @@ pub enum BillingError {
     Ledger(#[from] LedgerError),
 }
 
+impl crate::ledger::Retryable for BillingError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, Self::Ledger(error) if error.is_retryable())
+    }
+}
+
 impl From<sea_orm::DbErr> for BillingError {
     fn from(error: sea_orm::DbErr) -> Self {
         Self::Ledger(error.into())

@@ -537,4 +537,54 @@ mod tests {
         let variables = Variables::from_json(serde_json::json!({ "id": "a\tb" }));
         assert_eq!(measure(&document, None, &variables, &LIMITS), Err(LimitError::ControlCharacter(9)));
     }
+
+    /// GraphQL values the parser accepts: strings and block strings whose content holds
+    /// quotes, escapes and brackets, and lists nested up to thousands deep.
+    fn value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let content = proptest::collection::vec(
+            prop_oneof![Just("a"), Just("\""), Just("\\\"\"\""), Just("["), Just("{"), Just("\\"), Just("#")],
+            0..8,
+        )
+        .prop_map(|pieces| pieces.concat());
+        let block = content
+            .clone()
+            .prop_filter("no unescaped closing", |c| {
+                !c.replace("\\\"\"\"", "").contains("\"\"\"") && !c.ends_with('"') && !c.ends_with('\\')
+            })
+            .prop_map(|c| format!("\"\"\"{c}\"\"\""));
+        let string = content.prop_map(|c| serde_json::to_string(&c).unwrap_or_default());
+        let deep = (1usize..3_000).prop_map(|n| format!("{}1{}", "[".repeat(n), "]".repeat(n)));
+        prop_oneof![block, string, deep]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// A document the scanner lets through parses within a small stack: the scanner
+        /// never counts fewer levels than the parser recurses, whatever the strings hold.
+        #[test]
+        fn the_scanner_never_lets_the_parser_recurse_past_its_bound(values in proptest::collection::vec(value(), 1..6)) {
+            let arguments: Vec<String> = values.iter().enumerate().map(|(i, v)| format!("a{i}: {v}")).collect();
+            let text = format!("{{ f({}) }}", arguments.join(", "));
+            if nesting_depth(&text) <= 28 {
+                // 256 KiB of stack is far below a worker thread's 2 MiB: an under-count
+                // that let a deep document through would overflow here and abort the test.
+                let parsed = std::thread::Builder::new()
+                    .stack_size(256 * 1024)
+                    .spawn(move || async_graphql::parser::parse_query(&text).is_ok())
+                    .expect("thread")
+                    .join();
+                proptest::prop_assert_eq!(parsed.ok(), Some(true));
+            }
+        }
+
+        /// The scanner sees exactly the nesting written outside strings.
+        #[test]
+        fn the_scanner_counts_every_bracket_outside_strings(depth in 0usize..200, string in "[a-z\"{}\\[\\]]{0,8}") {
+            let quoted = serde_json::to_string(&string).expect("JSON string is a GraphQL string");
+            let text = format!("{{ f(x: {quoted}, y: {}1{}) }}", "[".repeat(depth), "]".repeat(depth));
+            proptest::prop_assert_eq!(nesting_depth(&text), depth + 2);
+        }
+    }
 }

@@ -9,6 +9,7 @@ use serde_json::json;
 use super::AppState;
 use crate::billing::webhook::{parse_event, verify_signature};
 use crate::billing::{BillingError, EventOutcome};
+use crate::ledger::LedgerError;
 
 /// Stripe's events are far smaller than this; anything bigger is not Stripe.
 pub const MAX_BODY_BYTES: usize = 512 * 1024;
@@ -37,7 +38,8 @@ pub async fn stripe(State(state): State<AppState>, headers: HeaderMap, body: Byt
         }
     };
     tracing::Span::current().record("operation", event.event_type.as_str());
-    match state.billing.apply_event(&event).await {
+    // Serialization failures and deadlocks are retried here; anything else Stripe retries.
+    match crate::ledger::retrying(|| state.billing.apply_event(&event)).await {
         Ok(outcome) => {
             let outcome = match outcome {
                 EventOutcome::Applied => "applied",
@@ -50,6 +52,10 @@ pub async fn stripe(State(state): State<AppState>, headers: HeaderMap, body: Byt
         Err(error @ BillingError::MalformedEvent { .. }) => {
             tracing::warn!(%error, "Stripe webhook event malformed");
             answer(StatusCode::BAD_REQUEST, "malformed event")
+        }
+        Err(error @ BillingError::Ledger(LedgerError::Unavailable(_) | LedgerError::Conflict(_))) => {
+            tracing::error!(%error, event = %event.id, "Stripe webhook not applied: database unavailable; Stripe will retry");
+            answer(StatusCode::SERVICE_UNAVAILABLE, "event not applied, retry later")
         }
         Err(error) => {
             tracing::error!(%error, event = %event.id, "Stripe webhook failed; Stripe will retry");

@@ -53,9 +53,14 @@ impl LedgerError {
     }
 }
 
-impl LedgerError {
+/// An error that may go away if the same work runs again (see [`super::retrying`]).
+pub trait Retryable {
     /// Whether running the same work again may succeed at once.
-    pub fn is_retryable(&self) -> bool {
+    fn is_retryable(&self) -> bool;
+}
+
+impl Retryable for LedgerError {
+    fn is_retryable(&self) -> bool {
         matches!(self, Self::Conflict(_))
     }
 }

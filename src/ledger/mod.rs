@@ -17,7 +17,7 @@ mod types;
 
 pub use api_keys::{API_KEY_PREFIX, ApiKey};
 pub use apply::{Clawback, apply_change, clawback};
-pub use error::LedgerError;
+pub use error::{LedgerError, Retryable};
 pub use history::{Page, PageRequest, TransactionFilter};
 pub use types::*;
 
@@ -233,10 +233,11 @@ impl Ledger {
 
 /// Runs `work` again while it fails with a retryable error (a serialization failure or
 /// deadlock), a few times, with a short jittered pause; then gives up with that error.
-pub async fn retrying<T, F, Fut>(mut work: F) -> Result<T, LedgerError>
+pub async fn retrying<T, E, F, Fut>(mut work: F) -> Result<T, E>
 where
+    E: Retryable,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, LedgerError>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     const ATTEMPTS: u32 = 5;
     let mut attempt = 1;
