@@ -9,52 +9,19 @@
 //! `DATABASE_URL` picks the database (default: a fresh SQLite file); the server runs
 //! as a separate `target/release/credits` process so its memory is measured alone.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{Server, percentile};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::Message;
-
-const TOKEN: &str = "bench-admin-token-0123456789abcdef";
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|kib| kib.parse().ok())
-        .unwrap_or(0)
-}
-
-async fn gql(client: &reqwest::Client, base: &str, token: &str, query: &str, variables: Value) -> Value {
-    let body: Value = client
-        .post(format!("{base}/graphql"))
-        .bearer_auth(token)
-        .json(&json!({ "query": query, "variables": variables }))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("JSON");
-    assert!(body.get("errors").is_none(), "{body}");
-    body["data"].clone()
-}
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -76,69 +43,21 @@ async fn subscribe(base: &str, key: &str, id: String) -> Socket {
     socket
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let idle: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(5_000);
     let consumes: i64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(1_000);
-    let binary = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("credits");
-    let dir = tempfile::tempdir().unwrap();
-    let database_url = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display()));
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let base = format!("http://127.0.0.1:{port}");
-    let server = Server(
-        Command::new(&binary)
-            .env("DATABASE_URL", &database_url)
-            .env("CREDITS_ADDR", format!("127.0.0.1:{port}"))
-            .env("CREDITS_ADMIN_TOKEN", TOKEN)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e} (run cargo build --release first)", binary.display())),
-    );
+    // The hot row: one organization's key, plus a quiet one for the idle subscribers.
+    let server = Server::start(&[("CREDITS_RATE_LIMIT", "off")]).await;
+    let base = server.base.clone();
+    let database_url = std::env::var("DATABASE_URL").unwrap_or_default();
     let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(format!("{base}/readyz")).send().await.map(|r| r.status().is_success()).ok() != Some(true) {
-        assert!(started.elapsed() < Duration::from_secs(30), "server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
-    let org = |name: &'static str| {
-        let (client, base) = (client.clone(), base.clone());
-        async move {
-            let data = gql(
-                &client,
-                &base,
-                TOKEN,
-                "mutation($n: String!) { createOrganization(input: { name: $n }) { id } }",
-                json!({ "n": name }),
-            )
-            .await;
-            let org = data["createOrganization"]["id"].as_str().unwrap().to_owned();
-            let data = gql(
-                &client,
-                &base,
-                TOKEN,
-                "mutation($o: ID!) { createApiKey(input: { organizationId: $o, name: \"bench\" }) { secret } }",
-                json!({ "o": org }),
-            )
-            .await;
-            (org, data["createApiKey"]["secret"].as_str().unwrap().to_owned())
-        }
-    };
-    let (active_org, active_key) = org("active").await;
-    let (_, quiet_key) = org("quiet").await;
-    gql(&client, &base, TOKEN, "mutation($o: ID!) { grantCredits(input: { organizationId: $o, amount: 1000000000, description: \"bench\" }) { replayed } }", json!({ "o": active_org })).await;
+    let (_, active_key) = server.organization(&client, "active", 1_000_000_000).await;
+    let (_, quiet_key) = server.organization(&client, "quiet", 0).await;
 
     // Idle subscribers.
-    let before = rss_kib(server.0.id());
+    let before = server.rss_kib();
     let mut idle_sockets = Vec::with_capacity(idle);
     for batch in 0..idle.div_ceil(250) {
         let opened = futures::future::join_all(
@@ -148,7 +67,7 @@ async fn main() {
         idle_sockets.extend(opened);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_kib(server.0.id());
+    let after = server.rss_kib();
 
     // Latency: one active subscriber, sequential consumes.
     let mut socket = subscribe(&base, &active_key, "live".to_owned()).await;
@@ -175,14 +94,14 @@ async fn main() {
     let run = Instant::now();
     for n in 1..=consumes {
         let t0 = Instant::now();
-        let data = gql(
-            &client,
-            &base,
-            &active_key,
-            "mutation { consumeCredits(input: { amount: 1, description: \"bench\" }) { balance { balance } } }",
-            json!({}),
-        )
-        .await;
+        let data = server
+            .gql(
+                &client,
+                &active_key,
+                "mutation { consumeCredits(input: { amount: 1, description: \"bench\" }) { balance { balance } } }",
+                json!({}),
+            )
+            .await;
         assert_eq!(data["consumeCredits"]["balance"]["balance"], 1_000_000_000 - n);
         sent.push((1_000_000_000 - n, t0, Instant::now()));
     }
@@ -220,11 +139,11 @@ async fn main() {
     let balance_before = 1_000_000_000 - consumes;
     let run = Instant::now();
     let results = futures::future::join_all((0..workers).map(|_| {
-        let (client, base, key) = (client.clone(), base.clone(), active_key.clone());
+        let (client, server, key) = (client.clone(), &server, active_key.clone());
         async move {
             let mut seen = Vec::with_capacity(each);
             for _ in 0..each {
-                let data = gql(&client, &base, &key, "mutation { consumeCredits(input: { amount: 1, description: \"bench\" }) { transaction { balanceAfter } } }", json!({})).await;
+                let data = server.gql(&client, &key, "mutation { consumeCredits(input: { amount: 1, description: \"bench\" }) { transaction { balanceAfter } } }", json!({})).await;
                 seen.push(data["consumeCredits"]["transaction"]["balanceAfter"].as_i64().expect("balanceAfter"));
             }
             seen
@@ -238,7 +157,7 @@ async fn main() {
     let total = (workers * each) as i64;
     assert_eq!(after.len() as i64, total, "every consume got its own balance");
     assert_eq!(after.first().copied(), Some(balance_before - total), "nothing lost or double-counted");
-    let data = gql(&client, &base, &active_key, "{ creditBalance { balance } }", json!({})).await;
+    let data = server.gql(&client, &active_key, "{ creditBalance { balance } }", json!({})).await;
     assert_eq!(data["creditBalance"]["balance"], balance_before - total);
     println!(
         "concurrent consumes on one organization: {workers} clients x {each}: {:.0} consumes/s, final balance exact",
