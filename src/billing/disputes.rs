@@ -12,14 +12,12 @@
 
 use entity::{credit_purchase, stripe_dispute};
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use super::payment_events::{record_refund, set_status, settled_status, share};
 use super::webhook::{DisputeObject, expandable_id};
 use super::{Billing, BillingError, PURCHASE_REFERENCE, PurchaseStatus};
-use crate::ledger::{ChangeRequest, LedgerError, TransactionKind, apply_change, clawback, now};
+use crate::ledger::{ChangeRequest, LedgerError, LedgerTx, TransactionKind, now};
 
 /// A dispute event as reported by Stripe.
 pub(super) enum DisputeReport {
@@ -81,12 +79,7 @@ pub(super) async fn active_disputes<C: ConnectionTrait>(
 
 impl Billing {
     /// Records a dispute report and applies what it allows now.
-    pub(super) async fn dispute_reported(
-        &self,
-        txn: &DatabaseTransaction,
-        report: &DisputeReport,
-        touched: &mut Option<String>,
-    ) -> Result<(), BillingError> {
+    pub(super) async fn dispute_reported(&self, tx: &mut LedgerTx, report: &DisputeReport) -> Result<(), BillingError> {
         let (dispute, first_state) = match report {
             DisputeReport::Withdrawn(dispute) => (dispute, DisputeState::Pending),
             DisputeReport::Reinstated(dispute) => (dispute, DisputeState::Reinstated),
@@ -96,7 +89,7 @@ impl Billing {
             return Ok(());
         };
         // Serializes with the payment's and refunds' events of this PaymentIntent.
-        record_refund(txn, &payment_intent, 0).await?;
+        record_refund(tx.conn(), &payment_intent, 0).await?;
         let at = now();
         let inserted = stripe_dispute::Entity::insert(stripe_dispute::ActiveModel {
             id: Set(dispute.id.clone()),
@@ -111,7 +104,7 @@ impl Billing {
             updated_at: Set(at),
         })
         .on_conflict(OnConflict::column(stripe_dispute::Column::Id).do_nothing().to_owned())
-        .exec_without_returning(txn)
+        .exec_without_returning(tx.conn())
         .await?;
         match report {
             DisputeReport::Withdrawn(_) => {
@@ -120,7 +113,7 @@ impl Billing {
                     return Ok(());
                 }
                 tracing::warn!(dispute = %dispute.id, %payment_intent, amount = dispute.amount, status = ?dispute.status, "dispute: funds withdrawn");
-                self.reconcile_disputes(txn, &payment_intent, touched).await
+                self.reconcile_disputes(tx, &payment_intent).await
             }
             DisputeReport::Reinstated(_) if inserted > 0 => {
                 // Seen before any withdrawal: the row is final, so a late withdrawal
@@ -128,27 +121,22 @@ impl Billing {
                 tracing::info!(dispute = %dispute.id, "dispute reinstated before any withdrawal was seen; nothing to do");
                 Ok(())
             }
-            DisputeReport::Reinstated(_) => self.reinstate(txn, &dispute.id, touched).await,
+            DisputeReport::Reinstated(_) => self.reinstate(tx, &dispute.id).await,
         }
     }
 
     /// Applies the pending withdrawals of `payment_intent` once its purchase is paid.
-    pub(super) async fn reconcile_disputes(
-        &self,
-        txn: &DatabaseTransaction,
-        payment_intent: &str,
-        touched: &mut Option<String>,
-    ) -> Result<(), BillingError> {
+    pub(super) async fn reconcile_disputes(&self, tx: &mut LedgerTx, payment_intent: &str) -> Result<(), BillingError> {
         let pending = stripe_dispute::Entity::find()
             .filter(stripe_dispute::Column::PaymentIntentId.eq(payment_intent))
             .filter(stripe_dispute::Column::State.eq(DisputeState::Pending.as_str()))
             .order_by_asc(stripe_dispute::Column::Id)
-            .all(txn)
+            .all(tx.conn())
             .await?;
         for dispute in pending {
             let purchase = credit_purchase::Entity::find()
                 .filter(credit_purchase::Column::PaymentIntentId.eq(payment_intent))
-                .one(txn)
+                .one(tx.conn())
                 .await?;
             let Some(purchase) = purchase else {
                 // Not paid yet (or not ours): the paid event applies it.
@@ -157,7 +145,7 @@ impl Billing {
             if !PurchaseStatus::parse(&purchase.status)?.was_paid() {
                 return Ok(());
             }
-            self.withdraw(txn, &purchase, &dispute, touched).await?;
+            self.withdraw(tx, &purchase, &dispute).await?;
         }
         Ok(())
     }
@@ -166,12 +154,11 @@ impl Billing {
     /// refunds and other disputes left of the purchase, never below a zero balance.
     async fn withdraw(
         &self,
-        txn: &DatabaseTransaction,
+        tx: &mut LedgerTx,
         purchase: &credit_purchase::Model,
         dispute: &stripe_dispute::Model,
-        touched: &mut Option<String>,
     ) -> Result<(), BillingError> {
-        let active = active_disputes(txn, &dispute.payment_intent_id).await?;
+        let active = active_disputes(tx.conn(), &dispute.payment_intent_id).await?;
         let unaccounted = (purchase.credits - purchase.refunded_credits - active.credits).max(0);
         let wanted = share(purchase.credits, dispute.amount, purchase.amount).clamp(0, unaccounted);
         let updated = stripe_dispute::Entity::update_many()
@@ -181,26 +168,24 @@ impl Billing {
             .col_expr(stripe_dispute::Column::UpdatedAt, Expr::value(now()))
             .filter(stripe_dispute::Column::Id.eq(&dispute.id))
             .filter(stripe_dispute::Column::State.eq(DisputeState::Pending.as_str()))
-            .exec(txn)
+            .exec(tx.conn())
             .await?;
         if updated.rows_affected == 0 {
             return Ok(());
         }
         use PurchaseStatus::{Disputed, Paid, PartiallyRefunded, Refunded};
-        set_status(txn, &purchase.id, &[Paid, PartiallyRefunded, Refunded, Disputed], Disputed, None).await?;
+        set_status(tx.conn(), &purchase.id, &[Paid, PartiallyRefunded, Refunded, Disputed], Disputed, None).await?;
         if wanted == 0 {
             return Ok(());
         }
         let description = format!("Dispute {} of purchase {}: {wanted} credits", dispute.id, purchase.id);
         let taken =
-            clawback(txn, &purchase.organization_id, wanted, &description, (PURCHASE_REFERENCE, &purchase.id), now())
-                .await?;
+            tx.clawback(&purchase.organization_id, wanted, &description, (PURCHASE_REFERENCE, &purchase.id)).await?;
         stripe_dispute::Entity::update_many()
             .col_expr(stripe_dispute::Column::TakenCredits, Expr::value(taken.taken))
             .filter(stripe_dispute::Column::Id.eq(&dispute.id))
-            .exec(txn)
+            .exec(tx.conn())
             .await?;
-        *touched = Some(purchase.organization_id.clone());
         tracing::warn!(
             dispute = %dispute.id,
             purchase = %purchase.id,
@@ -213,13 +198,8 @@ impl Billing {
 
     /// Gives back exactly what a withdrawn dispute took, as an `ADJUSTMENT`, and settles
     /// the purchase's status again. Nothing for a dispute that is pending or reinstated.
-    async fn reinstate(
-        &self,
-        txn: &DatabaseTransaction,
-        dispute_id: &str,
-        touched: &mut Option<String>,
-    ) -> Result<(), BillingError> {
-        let Some(dispute) = stripe_dispute::Entity::find_by_id(dispute_id.to_owned()).one(txn).await? else {
+    async fn reinstate(&self, tx: &mut LedgerTx, dispute_id: &str) -> Result<(), BillingError> {
+        let Some(dispute) = stripe_dispute::Entity::find_by_id(dispute_id.to_owned()).one(tx.conn()).await? else {
             return Ok(());
         };
         let state = DisputeState::parse(&dispute.state)?;
@@ -231,7 +211,7 @@ impl Billing {
             .col_expr(stripe_dispute::Column::UpdatedAt, Expr::value(now()))
             .filter(stripe_dispute::Column::Id.eq(&dispute.id))
             .filter(stripe_dispute::Column::State.eq(state.as_str()))
-            .exec(txn)
+            .exec(tx.conn())
             .await?;
         if updated.rows_affected == 0 || state == DisputeState::Pending {
             // Pending: nothing was taken, and now nothing will be.
@@ -240,7 +220,7 @@ impl Billing {
         let Some(purchase_id) = &dispute.purchase_id else {
             return Ok(());
         };
-        let Some(purchase) = credit_purchase::Entity::find_by_id(purchase_id.clone()).one(txn).await? else {
+        let Some(purchase) = credit_purchase::Entity::find_by_id(purchase_id.clone()).one(tx.conn()).await? else {
             return Ok(());
         };
         if dispute.taken_credits > 0 {
@@ -256,12 +236,11 @@ impl Billing {
                 reference_id: Some(purchase.id.clone()),
                 idempotency_key: None,
             };
-            apply_change(txn, &request, now()).await?;
-            *touched = Some(purchase.organization_id.clone());
+            tx.change(&request).await?;
         }
-        let active = active_disputes(txn, &dispute.payment_intent_id).await?;
+        let active = active_disputes(tx.conn(), &dispute.payment_intent_id).await?;
         let status = settled_status(purchase.amount, purchase.refunded_amount, active.count > 0);
-        set_status(txn, &purchase.id, &[PurchaseStatus::Disputed], status, None).await?;
+        set_status(tx.conn(), &purchase.id, &[PurchaseStatus::Disputed], status, None).await?;
         tracing::info!(dispute = %dispute.id, purchase = %purchase.id, given_back = dispute.taken_credits, "dispute reinstated");
         Ok(())
     }

@@ -11,17 +11,13 @@
 
 use entity::{credit_purchase, stripe_event, stripe_orphan_session, stripe_refund};
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
-    SqlErr,
-};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, SqlErr};
 
 use super::checkout::pending_purchase;
 use super::disputes::{DisputeReport, active_disputes};
 use super::webhook::{ChargeObject, Event, SessionObject, expandable_id};
 use super::{Billing, BillingError, CreditPurchase, PURCHASE_REFERENCE, PurchaseStatus};
-use crate::ledger::events::BalanceEvent;
-use crate::ledger::{ChangeRequest, TransactionKind, apply_change, clawback, now};
+use crate::ledger::{ChangeRequest, LedgerTx, TransactionKind, now};
 
 /// What became of one webhook delivery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,53 +91,47 @@ impl Billing {
             "checkout.session.expired" => Effect::Closed(parse(event)?, PurchaseStatus::Expired),
             _ => return Ok(EventOutcome::Ignored),
         };
-        let txn = self.ledger.begin_write().await?;
+        // One ledger transaction: the event id, its effect on purchases and the balance
+        // change commit together, and the change is announced after the commit.
+        let mut tx = self.ledger.begin().await?;
         let recorded = stripe_event::Entity::insert(stripe_event::ActiveModel {
             id: Set(event.id.clone()),
             event_type: Set(event.event_type.clone()),
             processed_at: Set(now()),
         })
-        .exec_without_returning(&txn)
+        .exec_without_returning(tx.conn())
         .await;
         if let Err(error) = recorded {
-            txn.rollback().await?;
+            tx.rollback().await?;
             return match error.sql_err() {
                 Some(SqlErr::UniqueConstraintViolation(_)) => Ok(EventOutcome::Duplicate),
                 _ => Err(error.into()),
             };
         }
-        // The organization whose balance changed, to announce after commit.
-        let mut touched = None;
         let applied = match &effect {
-            Effect::Paid(session) => self.session_paid(&txn, session, &mut touched).await,
-            Effect::Closed(session, status) => self.session_closed(&txn, session, *status).await,
-            Effect::Refunded(charge) => self.charge_refunded(&txn, charge, &mut touched).await,
-            Effect::Dispute(report) => self.dispute_reported(&txn, report, &mut touched).await,
+            Effect::Paid(session) => self.session_paid(&mut tx, session).await,
+            Effect::Closed(session, status) => self.session_closed(&mut tx, session, *status).await,
+            Effect::Refunded(charge) => self.charge_refunded(&mut tx, charge).await,
+            Effect::Dispute(report) => self.dispute_reported(&mut tx, report).await,
             Effect::Nothing => Ok(()),
         };
         match applied {
             Ok(()) => {
-                txn.commit().await?;
-                self.ledger.announce(touched.map(|organization_id| BalanceEvent::Resync { organization_id }));
+                tx.commit().await?;
                 Ok(EventOutcome::Applied)
             }
             Err(error) => {
-                txn.rollback().await?;
+                tx.rollback().await?;
                 Err(error)
             }
         }
     }
 
     /// Credits a paid session's purchase, once per session whatever the events.
-    async fn session_paid(
-        &self,
-        txn: &DatabaseTransaction,
-        session: &SessionObject,
-        touched: &mut Option<String>,
-    ) -> Result<(), BillingError> {
-        let purchase = match self.purchase_for_session(txn, session).await? {
+    async fn session_paid(&self, tx: &mut LedgerTx, session: &SessionObject) -> Result<(), BillingError> {
+        let purchase = match self.purchase_for_session(tx, session).await? {
             SessionPurchase::Found(purchase) => purchase,
-            SessionPurchase::Orphan(reason) => return record_orphan(txn, session, &reason).await,
+            SessionPurchase::Orphan(reason) => return record_orphan(tx.conn(), session, &reason).await,
             SessionPurchase::Foreign => {
                 tracing::warn!(session = %session.id, "paid Checkout Session without our identifiers; ignored");
                 return Ok(());
@@ -159,17 +149,17 @@ impl Billing {
                 "paid Checkout Session does not match its package: no credits, purchase FAILED"
             );
             use PurchaseStatus::{Expired, Failed, Pending};
-            set_status(txn, &purchase.id, &[Pending, Expired], Failed, None).await?;
+            set_status(tx.conn(), &purchase.id, &[Pending, Expired], Failed, None).await?;
             return Ok(());
         }
         // The conditional update locks the purchase row: of two events for one session,
         // only the first to get here finds it unpaid.
         let payment_intent = expandable_id(&session.payment_intent);
         if let Some(payment_intent) = &payment_intent {
-            record_refund(txn, payment_intent, 0).await?;
+            record_refund(tx.conn(), payment_intent, 0).await?;
         }
         use PurchaseStatus::{Expired, Failed, Paid, Pending};
-        if !set_status(txn, &purchase.id, &[Pending, Failed, Expired], Paid, payment_intent.clone()).await? {
+        if !set_status(tx.conn(), &purchase.id, &[Pending, Failed, Expired], Paid, payment_intent.clone()).await? {
             return Ok(());
         }
         let request = ChangeRequest {
@@ -181,13 +171,12 @@ impl Billing {
             reference_id: Some(purchase.id.clone()),
             idempotency_key: None,
         };
-        apply_change(txn, &request, now()).await?;
-        *touched = Some(purchase.organization_id.clone());
+        tx.change(&request).await?;
         tracing::info!(purchase = %purchase.id, credits = purchase.credits, "purchase paid and credited");
         // A refund or a dispute may have been reported before the payment.
-        self.reconcile_refund(txn, &purchase.id, touched).await?;
+        self.reconcile_refund(tx, &purchase.id).await?;
         match &payment_intent {
-            Some(payment_intent) => self.reconcile_disputes(txn, payment_intent, touched).await,
+            Some(payment_intent) => self.reconcile_disputes(tx, payment_intent).await,
             None => Ok(()),
         }
     }
@@ -200,13 +189,13 @@ impl Billing {
     /// Marks a pending session's purchase as failed or expired (never a paid one).
     async fn session_closed(
         &self,
-        txn: &DatabaseTransaction,
+        tx: &mut LedgerTx,
         session: &SessionObject,
         status: PurchaseStatus,
     ) -> Result<(), BillingError> {
-        match self.purchase_for_session(txn, session).await? {
+        match self.purchase_for_session(tx, session).await? {
             SessionPurchase::Found(purchase) => {
-                set_status(txn, &purchase.id, &[PurchaseStatus::Pending], status, None).await?;
+                set_status(tx.conn(), &purchase.id, &[PurchaseStatus::Pending], status, None).await?;
             }
             // Nothing was paid, so there is nothing to keep for an operator.
             SessionPurchase::Orphan(reason) => {
@@ -223,12 +212,12 @@ impl Billing {
     /// anyone can set it on a Payment Link of the same account.
     async fn purchase_for_session(
         &self,
-        txn: &DatabaseTransaction,
+        tx: &mut LedgerTx,
         session: &SessionObject,
     ) -> Result<SessionPurchase, BillingError> {
         let existing = credit_purchase::Entity::find()
             .filter(credit_purchase::Column::CheckoutSessionId.eq(&session.id))
-            .one(txn)
+            .one(tx.conn())
             .await?;
         if let Some(row) = existing {
             return Ok(SessionPurchase::Found(row.try_into()?));
@@ -253,41 +242,37 @@ impl Billing {
         let Some(package) = self.catalog.get(package_id) else {
             return Ok(SessionPurchase::Orphan(format!("unknown credit package {package_id:?}")));
         };
-        if crate::ledger::Ledger::organization_in(txn, organization_id).await?.is_none() {
+        if crate::ledger::Ledger::organization_in(tx.conn(), organization_id).await?.is_none() {
             return Ok(SessionPurchase::Orphan(format!("unknown organization {organization_id:?}")));
         }
         if !purchase_id.starts_with("pur_") || purchase_id.len() > 255 {
             return Ok(SessionPurchase::Orphan(format!("malformed purchase id {purchase_id:?}")));
         }
-        let taken = credit_purchase::Entity::find_by_id(purchase_id.clone()).one(txn).await?;
+        let taken = credit_purchase::Entity::find_by_id(purchase_id.clone()).one(tx.conn()).await?;
         if taken.is_some() {
             // The id belongs to another session's purchase: crediting it again would
             // credit one payment twice.
             return Ok(SessionPurchase::Orphan(format!("purchase {purchase_id} belongs to another session")));
         }
         tracing::warn!(session = %session.id, purchase = %purchase_id, "purchase record was missing; recreated from the session");
-        let row = pending_purchase(purchase_id.clone(), organization_id, package, &session.id).insert(txn).await?;
+        let row =
+            pending_purchase(purchase_id.clone(), organization_id, package, &session.id).insert(tx.conn()).await?;
         Ok(SessionPurchase::Found(row.try_into()?))
     }
 
     /// Records the charge's cumulative refund, then takes back its share of credits.
-    async fn charge_refunded(
-        &self,
-        txn: &DatabaseTransaction,
-        charge: &ChargeObject,
-        touched: &mut Option<String>,
-    ) -> Result<(), BillingError> {
+    async fn charge_refunded(&self, tx: &mut LedgerTx, charge: &ChargeObject) -> Result<(), BillingError> {
         let Some(payment_intent) = expandable_id(&charge.payment_intent) else {
             tracing::warn!(charge = %charge.id, "refunded charge without a PaymentIntent; ignored");
             return Ok(());
         };
-        record_refund(txn, &payment_intent, charge.amount_refunded).await?;
+        record_refund(tx.conn(), &payment_intent, charge.amount_refunded).await?;
         let purchase = credit_purchase::Entity::find()
             .filter(credit_purchase::Column::PaymentIntentId.eq(&payment_intent))
-            .one(txn)
+            .one(tx.conn())
             .await?;
         match purchase {
-            Some(purchase) => self.reconcile_refund(txn, &purchase.id, touched).await,
+            Some(purchase) => self.reconcile_refund(tx, &purchase.id).await,
             // Not paid yet (or not ours): the paid event reconciles when it comes.
             None => Ok(()),
         }
@@ -296,26 +281,21 @@ impl Billing {
     /// Brings a paid purchase's clawback up to the refund Stripe reported: the refunded
     /// share of its credits, taken back as a `REFUND` but never below a zero balance, and
     /// never more than the purchase gave once disputes have taken their share.
-    async fn reconcile_refund(
-        &self,
-        txn: &DatabaseTransaction,
-        purchase_id: &str,
-        touched: &mut Option<String>,
-    ) -> Result<(), BillingError> {
-        let Some(purchase) = credit_purchase::Entity::find_by_id(purchase_id.to_owned()).one(txn).await? else {
+    async fn reconcile_refund(&self, tx: &mut LedgerTx, purchase_id: &str) -> Result<(), BillingError> {
+        let Some(purchase) = credit_purchase::Entity::find_by_id(purchase_id.to_owned()).one(tx.conn()).await? else {
             return Ok(());
         };
         let Some(payment_intent) = &purchase.payment_intent_id else {
             return Ok(());
         };
-        let Some(refund) = stripe_refund::Entity::find_by_id(payment_intent.clone()).one(txn).await? else {
+        let Some(refund) = stripe_refund::Entity::find_by_id(payment_intent.clone()).one(tx.conn()).await? else {
             return Ok(());
         };
         let refunded = refund.amount_refunded.min(purchase.amount);
         if refunded <= purchase.refunded_amount || purchase.amount <= 0 {
             return Ok(());
         }
-        let disputed = active_disputes(txn, payment_intent).await?;
+        let disputed = active_disputes(tx.conn(), payment_intent).await?;
         let target = share(purchase.credits, refunded, purchase.amount);
         let unaccounted = (purchase.credits - purchase.refunded_credits - disputed.credits).max(0);
         let wanted = (target - purchase.refunded_credits).clamp(0, unaccounted);
@@ -328,16 +308,14 @@ impl Billing {
             .col_expr(credit_purchase::Column::UpdatedAt, Expr::value(now()))
             .filter(credit_purchase::Column::Id.eq(&purchase.id))
             .filter(credit_purchase::Column::RefundedAmount.eq(purchase.refunded_amount))
-            .exec(txn)
+            .exec(tx.conn())
             .await?;
         if updated.rows_affected == 0 || wanted <= 0 {
             return Ok(());
         }
         let description = format!("Refund of purchase {}: {wanted} credits", purchase.id);
-        *touched = Some(purchase.organization_id.clone());
         let taken =
-            clawback(txn, &purchase.organization_id, wanted, &description, (PURCHASE_REFERENCE, &purchase.id), now())
-                .await?;
+            tx.clawback(&purchase.organization_id, wanted, &description, (PURCHASE_REFERENCE, &purchase.id)).await?;
         if taken.shortfall > 0 {
             tracing::warn!(
                 purchase = %purchase.id,
@@ -378,7 +356,7 @@ pub(super) fn settled_status(amount: i64, refunded_amount: i64, disputed: bool) 
 
 /// Keeps a paid session that credits nothing, once per session, for an operator: the
 /// money was taken, and a retry would not help, so the answer stays 2xx.
-async fn record_orphan(txn: &DatabaseTransaction, session: &SessionObject, reason: &str) -> Result<(), BillingError> {
+async fn record_orphan(conn: &impl ConnectionTrait, session: &SessionObject, reason: &str) -> Result<(), BillingError> {
     tracing::error!(
         session = %session.id,
         %reason,
@@ -400,7 +378,7 @@ async fn record_orphan(txn: &DatabaseTransaction, session: &SessionObject, reaso
         created_at: Set(now()),
     })
     .on_conflict(OnConflict::column(stripe_orphan_session::Column::CheckoutSessionId).do_nothing().to_owned())
-    .exec_without_returning(txn)
+    .exec_without_returning(conn)
     .await?;
     Ok(())
 }

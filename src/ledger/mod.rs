@@ -3,22 +3,26 @@
 //! This module knows nothing of GraphQL, HTTP or Stripe; adapters call it with parsed
 //! domain values and map [`LedgerError`] to their own protocol.
 //!
-//! Every change of balance goes through [`apply::apply_change`]: one conditional `UPDATE`
-//! of the balance row (so a consume can never overdraw, however many race) followed by the
-//! `INSERT` of exactly one transaction, inside a database transaction the caller owns.
+//! Every change of balance is decided in one place, [`decide`], under the organization's
+//! lock, inside a [`LedgerTx`] that writes the results and announces them on commit.
+//! Concurrent consumes and grants share transactions through the group committer
+//! ([`committer`]): one locked read of each organization, every request decided against
+//! it in memory in arrival order, one write of the results, one commit.
 
 mod api_keys;
-mod apply;
+mod committer;
+pub mod decide;
 mod error;
 pub mod events;
 mod history;
 mod organizations;
+mod tx;
 mod types;
 
 pub use api_keys::{API_KEY_PREFIX, ApiKey};
-pub use apply::{Clawback, apply_change, clawback};
 pub use error::{LedgerError, Retryable};
 pub use history::{Page, PageRequest, TransactionFilter};
+pub use tx::{Clawback, LedgerTx};
 pub use types::*;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -34,12 +38,18 @@ pub struct Ledger {
     db: DatabaseConnection,
     events: events::EventHub,
     availability: crate::db::Availability,
+    committer: committer::Committer,
 }
 
 impl Ledger {
     /// A ledger over `db`, whose schema must be migrated.
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db, events: events::EventHub::default(), availability: Default::default() }
+        Self {
+            db,
+            events: events::EventHub::default(),
+            availability: Default::default(),
+            committer: Default::default(),
+        }
     }
 
     /// Whether the database is known to be unreachable right now (see
@@ -138,28 +148,21 @@ impl Ledger {
         if let Some(applied) = self.replay(request).await? {
             return Ok(applied);
         }
-        let txn = self.begin_write().await?;
-        let error = match apply_change(&txn, request, now()).await {
-            Ok((transaction, balance)) => {
-                txn.commit().await?;
-                self.announce([events::BalanceEvent::changed(&transaction)]);
-                return Ok(Applied { transaction, balance, replayed: false });
-            }
-            Err(error) => {
-                txn.rollback().await?;
-                error
-            }
+        let error = match self.committer.submit(&self.db, &self.events, request.clone()).await {
+            Ok((transaction, balance)) => return Ok(Applied { transaction, balance, replayed: false }),
+            Err(error) => error,
         };
         match error {
             LedgerError::DuplicateIdempotencyKey => {
-                // A concurrent request with the same key committed first.
+                // A request with the same key committed first (in the same batch, or
+                // on another replica).
                 self.replay(request)
                     .await?
                     .ok_or_else(|| LedgerError::internal("idempotency key vanished after conflict"))
             }
             LedgerError::InsufficientCredits { .. } | LedgerError::BalanceLimitExceeded { .. } => {
-                // The original of this key may have committed while we waited for the
-                // row; then the answer is its replay, not a refusal.
+                // The original of this key may have committed while we waited; then the
+                // answer is its replay, not a refusal.
                 match self.replay(request).await? {
                     Some(applied) => Ok(applied),
                     None => Err(error),
@@ -214,6 +217,12 @@ impl Ledger {
             .into_iter()
             .map(Balance::from)
             .collect())
+    }
+
+    /// Starts a ledger transaction: balance changes decided under the organizations'
+    /// locks, written and announced when it commits (see [`LedgerTx`]).
+    pub async fn begin(&self) -> Result<LedgerTx, LedgerError> {
+        LedgerTx::begin(&self.db, &self.events).await
     }
 
     /// Starts a transaction that will write. On SQLite it takes the write lock at once

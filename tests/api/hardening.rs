@@ -163,26 +163,11 @@ async fn control_characters_in_strings_and_ids_are_bad_user_input(engine: Engine
 }
 
 async fn a_flooding_key_is_rate_limited_and_another_key_is_untouched(engine: Engine) {
-    let Some(app) = spawn_app_with(engine, &[("CREDITS_RATE_LIMIT", "5")]).await else { return };
+    let Some(app) = spawn_app_with(engine, &[("CREDITS_RATE_LIMIT", "2")]).await else { return };
     let (_, flooding) = app.funded_org("Flooding", 0).await;
     let (_, quiet) = app.funded_org("Quiet", 0).await;
-    let mut limited = None;
-    for _ in 0..40 {
-        let response = app
-            .client
-            .post(format!("{}/graphql", app.base))
-            .bearer_auth(&flooding)
-            .header("content-type", "application/json")
-            .body(json!({ "query": "{ creditBalance { balance } }" }).to_string())
-            .send()
-            .await
-            .expect("request");
-        if response.status().as_u16() == 429 {
-            limited = Some(response);
-            break;
-        }
-    }
-    let response = limited.expect("a flood of 40 requests at 5/s (burst 10) must be limited");
+    let limited = flood_until_limited(&app, &flooding).await;
+    let response = limited.expect("a flood of 40 requests at 2/s (burst 4) must be limited");
     let retry_after: u64 = response.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
     assert!(retry_after >= 1);
     let body: serde_json::Value = response.json().await.expect("JSON");
@@ -193,10 +178,33 @@ async fn a_flooding_key_is_rate_limited_and_another_key_is_untouched(engine: Eng
     assert_eq!(app.balance(&quiet).await, 0);
     // A WebSocket subscribe takes a token too: the flooding key is refused there as well.
     let mut socket = WsClient::connect(&app.base, TRANSPORT_WS, &flooding).await;
-    socket.subscribe(false, "1", "subscription { creditBalanceChanged { balance } }", json!({})).await;
+    flood_until_limited(&app, &flooding).await.expect("limited again");
+    // A token comes back every 500 ms: of five quick subscribes, at most one gets one.
+    for id in 1..=5 {
+        socket.subscribe(false, &id.to_string(), "subscription { creditBalanceChanged { balance } }", json!({})).await;
+    }
     let message = socket.message().await;
     assert_eq!(message["type"], "error", "{message}");
     assert_eq!(message["payload"][0]["extensions"]["code"], "RATE_LIMITED", "{message}");
+}
+
+/// Sends requests with `key` until one is refused with 429 (at most 40).
+async fn flood_until_limited(app: &crate::helpers::TestApp, key: &str) -> Option<reqwest::Response> {
+    for _ in 0..40 {
+        let response = app
+            .client
+            .post(format!("{}/graphql", app.base))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(json!({ "query": "{ creditBalance { balance } }" }).to_string())
+            .send()
+            .await
+            .expect("request");
+        if response.status().as_u16() == 429 {
+            return Some(response);
+        }
+    }
+    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

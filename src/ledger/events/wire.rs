@@ -152,6 +152,11 @@ pub async fn notify<C: ConnectionTrait>(conn: &C, event: &BalanceEvent) -> Resul
     send(conn, BALANCE_CHANNEL, event.hint().encode()?).await
 }
 
+/// Sends `hint` on `conn`, like [`notify`].
+pub async fn notify_hint<C: ConnectionTrait>(conn: &C, hint: &Hint) -> Result<(), LedgerError> {
+    send(conn, BALANCE_CHANNEL, hint.encode()?).await
+}
+
 /// Sends the hint that API key `key_id` was revoked, like [`notify`].
 pub async fn notify_key_revoked<C: ConnectionTrait>(conn: &C, key_id: &str) -> Result<(), LedgerError> {
     send(conn, KEY_CHANNEL, key_id.to_owned()).await

@@ -1,0 +1,159 @@
+//! Group commit: concurrent changes share one database transaction.
+//!
+//! One committer task per process takes every change waiting when it is free, locks the
+//! organizations they touch, decides them in arrival order against the state each
+//! previous one left ([`super::decide`], through [`LedgerTx`]), writes the results once
+//! and commits once; then it answers each caller with its own result. While that commit
+//! is in flight the next requests gather, so throughput on one organization grows with
+//! the batch, not with commit latency. There is no waiting for company: a lone request
+//! is committed at once.
+//!
+//! The database stays the arbiter: each batch holds the row locks of its organizations
+//! (replicas on one PostgreSQL take them in the same sorted order), and a batch that
+//! fails as a whole (a key taken by another replica, a lost connection, a deadlock) is
+//! rolled back and its members are run again one by one, each getting its own exact
+//! answer, so nothing is half-applied.
+
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+
+use sea_orm::DatabaseConnection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::events::EventHub;
+use super::tx::LedgerTx;
+use super::{Balance, ChangeRequest, CreditTransaction, LedgerError, retrying};
+
+/// What a caller gets back: the transaction and the balance after it, or why not.
+pub type Outcome = Result<(CreditTransaction, Balance), LedgerError>;
+
+/// The most changes decided in one transaction (well within bind-parameter limits).
+const MAX_BATCH: usize = 512;
+
+struct Job {
+    request: ChangeRequest,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// The queue to this process's committer task, started on first use.
+#[derive(Clone, Debug, Default)]
+pub struct Committer {
+    queue: Arc<OnceLock<mpsc::UnboundedSender<Job>>>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("request", &self.request).finish_non_exhaustive()
+    }
+}
+
+impl Committer {
+    /// Decides and commits `request` together with whatever else is waiting. Needs a
+    /// Tokio runtime; the task ends when the last clone of this committer is dropped.
+    pub async fn submit(&self, db: &DatabaseConnection, hub: &EventHub, request: ChangeRequest) -> Outcome {
+        let queue = self.queue.get_or_init(|| {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            tokio::spawn(run(db.clone(), hub.clone(), receiver));
+            sender
+        });
+        let (reply, answer) = oneshot::channel();
+        queue.send(Job { request, reply }).map_err(|_| LedgerError::internal("the committer has stopped"))?;
+        answer.await.map_err(|_| LedgerError::internal("the committer dropped a request"))?
+    }
+}
+
+async fn run(db: DatabaseConnection, hub: EventHub, mut queue: mpsc::UnboundedReceiver<Job>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.recv().await {
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&db, &hub, &mut jobs).await;
+    }
+}
+
+/// Commits `jobs` together, or else one by one; answers every one of them.
+async fn commit_batch(db: &DatabaseConnection, hub: &EventHub, jobs: &mut Vec<Job>) {
+    let decided = retrying(|| decide_all(db, hub, jobs)).await;
+    match decided {
+        Ok(outcomes) => {
+            for (job, outcome) in jobs.drain(..).zip(outcomes) {
+                let _ = job.reply.send(outcome);
+            }
+        }
+        Err(error) => {
+            if jobs.len() > 1 {
+                tracing::debug!(%error, size = jobs.len(), "batch failed; committing its members one by one");
+            }
+            for job in jobs.drain(..) {
+                let outcome = if jobs_is_single_failure(&error) {
+                    Err(clone_error(&error))
+                } else {
+                    retrying(|| commit_one(db, hub, &job.request)).await
+                };
+                let _ = job.reply.send(outcome);
+            }
+        }
+    }
+}
+
+/// Whether a failed batch's error answers each member as it stands: the database is away
+/// (running them one by one would only fail again, slower).
+fn jobs_is_single_failure(error: &LedgerError) -> bool {
+    matches!(error, LedgerError::Unavailable(_))
+}
+
+fn clone_error(error: &LedgerError) -> LedgerError {
+    match error {
+        LedgerError::Unavailable(source) => LedgerError::Unavailable(sea_orm::DbErr::Custom(source.to_string())),
+        other => LedgerError::internal(other.to_string()),
+    }
+}
+
+/// Decides every job in one transaction and commits it; per-job refusals are outcomes,
+/// a database failure fails the whole batch (nothing of it is written).
+async fn decide_all(db: &DatabaseConnection, hub: &EventHub, jobs: &[Job]) -> Result<Vec<Outcome>, LedgerError> {
+    let mut tx = LedgerTx::begin(db, hub).await?;
+    tx.lock(jobs.iter().map(|job| job.request.organization_id.as_str())).await?;
+    let mut keys = HashSet::new();
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let request = &job.request;
+        // Two requests with one key in one batch: the first is the original, the second
+        // learns so after the commit (the caller answers it as a replay or a conflict).
+        if let Some(key) = &request.idempotency_key
+            && !keys.insert((request.organization_id.as_str(), key.as_str()))
+        {
+            outcomes.push(Err(LedgerError::DuplicateIdempotencyKey));
+            continue;
+        }
+        match tx.change(request).await {
+            Ok(result) => outcomes.push(Ok(result)),
+            Err(error @ (LedgerError::Unavailable(_) | LedgerError::Conflict(_) | LedgerError::Internal(_))) => {
+                return Err(error);
+            }
+            Err(refusal) => outcomes.push(Err(refusal)),
+        }
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// One change in a transaction of its own.
+async fn commit_one(db: &DatabaseConnection, hub: &EventHub, request: &ChangeRequest) -> Outcome {
+    let mut tx = LedgerTx::begin(db, hub).await?;
+    match tx.change(request).await {
+        Ok(result) => {
+            tx.commit().await?;
+            Ok(result)
+        }
+        Err(error) => {
+            tx.rollback().await?;
+            Err(error)
+        }
+    }
+}
