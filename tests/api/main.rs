@@ -5,12 +5,18 @@ mod helpers;
 
 mod bad_input;
 mod cli;
+mod crash;
 mod fake_stripe;
+mod fuzz_api;
 mod graphql_api;
 mod http_spec;
 mod ledger;
+mod load;
+mod outage;
+mod properties;
 mod purchases;
 mod races;
 mod schema;
+mod shutdown;
 mod subscriptions;
 mod ws_client;

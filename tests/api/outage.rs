@@ -1,0 +1,80 @@
+//! PostgreSQL goes away mid-load and comes back: the same server answers
+//! `SERVICE_UNAVAILABLE` quickly while it is away, never a 500 and never a hang, says so
+//! on `/readyz`, and recovers by itself; retried keys are charged exactly once.
+//! PostgreSQL only: an SQLite file has no server to stop.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::{DedicatedPostgres, spawn_app_on};
+use crate::load::{Load, Outcome, assert_charged_exactly_once};
+
+const GRANTED: i64 = 10_000_000;
+/// The longest any request may take while the database is away.
+const PATIENCE: Duration = Duration::from_secs(6);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_is_503_and_the_server_recovers_by_itself() {
+    let Some(postgres) = DedicatedPostgres::start() else { return };
+    let url = postgres.create_database("credits").await;
+    let app = spawn_app_on(&url, &[("CREDITS_RATE_LIMIT", "off")]).await;
+    let (org, api_key) = app.funded_org("Outage", GRANTED).await;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+
+    let load = Load::start(&app.base, &api_key, 6, Duration::from_secs(90));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    postgres.stop();
+    let stopped = Instant::now();
+
+    // While it is away: readiness says so, and a request is refused with 503 at once.
+    let not_ready = async {
+        loop {
+            let status = http.get(format!("{}/readyz", app.base)).send().await.expect("readyz answers").status();
+            if status == 503 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), not_ready).await.expect("/readyz says 503 within 5 s of the outage");
+    let refused = crate::load::attempt(&http, &app.base, &api_key, "probe-during-outage", 1).await;
+    assert!(matches!(refused.outcome, Outcome::Unavailable(503)), "{refused:?}");
+    assert!(refused.elapsed < Duration::from_secs(1), "refused at once: {refused:?}");
+    let (status, body) = app.post(Some(&api_key), "{ creditBalance { balance } }", json!({})).await;
+    assert_eq!((status, body["errors"][0]["extensions"]["code"].as_str()), (503, Some("SERVICE_UNAVAILABLE")), "{body}");
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(stopped.elapsed())).await;
+
+    postgres.start_again().expect("restart PostgreSQL");
+    let restarted = Instant::now();
+    let ready = async {
+        loop {
+            let response = http.get(format!("{}/readyz", app.base)).send().await;
+            if response.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), ready).await.expect("/readyz 200 within 10 s of the restart");
+    let recovered_in = restarted.elapsed();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (acknowledged, attempts) = load.finish().await;
+
+    let unavailable = attempts.iter().filter(|a| matches!(a.outcome, Outcome::Unavailable(_))).count();
+    let no_answer: Vec<_> = attempts.iter().filter(|a| matches!(a.outcome, Outcome::NoAnswer(_))).collect();
+    let slowest = attempts.iter().map(|a| a.elapsed).max().unwrap_or_default();
+    eprintln!(
+        "outage: {} keys, {} attempts, {unavailable} SERVICE_UNAVAILABLE, slowest {slowest:?}, ready {recovered_in:?} after the restart",
+        acknowledged.len(),
+        attempts.len()
+    );
+    assert!(unavailable > 0, "the load ran into the outage");
+    assert!(no_answer.is_empty(), "the server always answered: {no_answer:?}");
+    assert!(slowest < PATIENCE, "no request hung longer than {PATIENCE:?}: {slowest:?}");
+
+    // Requests succeed again on the same server, and retried keys were charged once.
+    assert_eq!(app.balance(&api_key).await, app.transaction_sum(&api_key).await.0);
+    assert_charged_exactly_once(&url, &org, GRANTED, &acknowledged).await;
+}
+
