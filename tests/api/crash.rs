@@ -31,7 +31,8 @@ async fn killed_mid_load_the_server_charges_every_acknowledged_key_exactly_once(
     let (acknowledged, attempts) = load.finish().await;
 
     let lost = attempts.iter().filter(|a| matches!(a.outcome, Outcome::NoAnswer(_))).count();
-    let replayed = attempts.iter().filter(|a| matches!(a.outcome, Outcome::Acknowledged { replayed: true, .. })).count();
+    let replayed =
+        attempts.iter().filter(|a| matches!(a.outcome, Outcome::Acknowledged { replayed: true, .. })).count();
     eprintln!(
         "crash ({engine:?}): {} keys acknowledged, {} attempts, {lost} without an answer, {replayed} replays",
         acknowledged.len(),
@@ -45,7 +46,9 @@ async fn killed_mid_load_the_server_charges_every_acknowledged_key_exactly_once(
     for (key, acked) in acknowledged.iter().take(50) {
         let again = crate::load::attempt(&http, &server.base, &api_key, key, acked.amount).await;
         match again.outcome {
-            Outcome::Acknowledged { transaction_id, replayed: true } => assert_eq!(transaction_id, acked.transaction_id),
+            Outcome::Acknowledged { transaction_id, replayed: true } => {
+                assert_eq!(transaction_id, acked.transaction_id)
+            }
             other => panic!("key {key} after the crashes: {other:?}"),
         }
     }

@@ -332,10 +332,7 @@ impl Drop for DedicatedPostgres {
 
 /// A TCP port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free port").port()
 }
 
 fn postgres_bin_dir() -> Option<PathBuf> {
@@ -651,8 +648,7 @@ impl ServerProcess {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("credits exited during start-up with {status}:\n{}", self.log());
             }
-            let ready =
-                client.get(format!("{}/readyz", self.base)).send().await.is_ok_and(|r| r.status().is_success());
+            let ready = client.get(format!("{}/readyz", self.base)).send().await.is_ok_and(|r| r.status().is_success());
             if ready {
                 return;
             }

@@ -52,7 +52,11 @@ pub async fn attempt(client: &reqwest::Client, base: &str, api_key: &str, key: &
     let response = match sent {
         Ok(response) => response,
         Err(error) => {
-            return Attempt { key: key.to_owned(), elapsed: started.elapsed(), outcome: Outcome::NoAnswer(error.to_string()) };
+            return Attempt {
+                key: key.to_owned(),
+                elapsed: started.elapsed(),
+                outcome: Outcome::NoAnswer(error.to_string()),
+            };
         }
     };
     let status = response.status().as_u16();
@@ -60,16 +64,24 @@ pub async fn attempt(client: &reqwest::Client, base: &str, api_key: &str, key: &
         Ok(text) => text,
         // The server died while sending the body.
         Err(error) => {
-            return Attempt { key: key.to_owned(), elapsed: started.elapsed(), outcome: Outcome::NoAnswer(error.to_string()) };
+            return Attempt {
+                key: key.to_owned(),
+                elapsed: started.elapsed(),
+                outcome: Outcome::NoAnswer(error.to_string()),
+            };
         }
     };
     let elapsed = started.elapsed();
     assert!(!text.contains("INTERNAL_SERVER_ERROR"), "key {key}: HTTP {status} {text}");
-    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("key {key}: HTTP {status}, not JSON: {text}"));
+    let body: Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("key {key}: HTTP {status}, not JSON: {text}"));
     let outcome = if let Some(errors) = body.get("errors") {
         let code = &errors[0]["extensions"]["code"];
         assert_eq!(code, "SERVICE_UNAVAILABLE", "key {key}: HTTP {status} {body}");
-        assert!(status == 200 || status == 503, "key {key}: SERVICE_UNAVAILABLE must be 200 or 503, got {status}: {body}");
+        assert!(
+            status == 200 || status == 503,
+            "key {key}: SERVICE_UNAVAILABLE must be 200 or 503, got {status}: {body}"
+        );
         Outcome::Unavailable(status)
     } else {
         assert_eq!(status, 200, "key {key}: {body}");
@@ -83,10 +95,13 @@ pub async fn attempt(client: &reqwest::Client, base: &str, api_key: &str, key: &
     Attempt { key: key.to_owned(), elapsed, outcome }
 }
 
+/// What a client ends with: its acknowledged keys and every attempt it made.
+pub type Tally = (HashMap<String, Acknowledged>, Vec<Attempt>);
+
 /// Clients consuming with fresh idempotency keys, each retried until acknowledged.
 pub struct Load {
     stop: Arc<AtomicBool>,
-    clients: Vec<tokio::task::JoinHandle<(HashMap<String, Acknowledged>, Vec<Attempt>)>>,
+    clients: Vec<tokio::task::JoinHandle<Tally>>,
 }
 
 impl Load {
@@ -126,7 +141,11 @@ impl Load {
                             if done {
                                 break;
                             }
-                            assert!(since.elapsed() < give_up_after, "key {key} never acknowledged: {:?}", attempts.last());
+                            assert!(
+                                since.elapsed() < give_up_after,
+                                "key {key} never acknowledged: {:?}",
+                                attempts.last()
+                            );
                             tokio::time::sleep(Duration::from_millis(25)).await;
                         }
                         n += 1;
@@ -140,7 +159,7 @@ impl Load {
 
     /// Stops starting new keys, waits until every started key is acknowledged; returns
     /// the acknowledged keys and every attempt.
-    pub async fn finish(self) -> (HashMap<String, Acknowledged>, Vec<Attempt>) {
+    pub async fn finish(self) -> Tally {
         self.stop.store(true, Ordering::Relaxed);
         let (mut acknowledged, mut attempts) = (HashMap::new(), Vec::new());
         for client in self.clients {
@@ -201,7 +220,10 @@ pub async fn assert_charged_exactly_once(
         assert_eq!(charged[0].id, acked.transaction_id, "key {key}: the id the client was given");
     }
     let unacknowledged: Vec<_> = by_key.keys().filter(|key| !acknowledged.contains_key(**key)).collect();
-    assert!(unacknowledged.is_empty(), "charged but never acknowledged (every started key is retried): {unacknowledged:?}");
+    assert!(
+        unacknowledged.is_empty(),
+        "charged but never acknowledged (every started key is retried): {unacknowledged:?}"
+    );
     let charged: i64 = acknowledged.values().map(|acked| acked.amount).sum();
     assert_eq!(balance, running, "balance = sum of transactions");
     assert_eq!(balance, granted - charged, "balance = granted - every acknowledged charge");

@@ -61,7 +61,11 @@ impl Model {
         if let Some(key) = &request.key
             && let Some(&(kind, amount)) = self.keys.get(key)
         {
-            return if (kind, amount) == (request.kind, request.amount) { Outcome::Replayed } else { Outcome::Conflict };
+            return if (kind, amount) == (request.kind, request.amount) {
+                Outcome::Replayed
+            } else {
+                Outcome::Conflict
+            };
         }
         let delta = match request.kind {
             Kind::Consume if request.amount > self.balance => return Outcome::Insufficient,
@@ -110,7 +114,11 @@ fn permutations(n: usize) -> Vec<Vec<usize>> {
 
 /// Sends `request` to the ledger; returns its outcome and the transaction id and
 /// balance it answered with.
-async fn send(ledger: &Ledger, org: &str, request: &Request) -> Result<(Outcome, Option<(String, i64)>), TestCaseError> {
+async fn send(
+    ledger: &Ledger,
+    org: &str,
+    request: &Request,
+) -> Result<(Outcome, Option<(String, i64)>), TestCaseError> {
     let amount = Amount::parse(request.amount).expect("a valid amount");
     let result = match request.kind {
         Kind::Consume => {
@@ -258,15 +266,15 @@ async fn migrated_ledger(url: &str) -> Ledger {
 
 #[test]
 fn the_ledger_behaves_like_its_model_on_random_sequences() {
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let (ledger, _database) = runtime.block_on(async {
         let database = database(Engine::Sqlite).await.expect("SQLite is always there");
         (migrated_ledger(&database.url).await, database)
     });
     let config = Config { cases: 24, failure_persistence: None, ..Config::default() };
     let mut runner = TestRunner::new(config);
-    let result = runner.run(&prop::collection::vec(step(), 1..=40), |steps| runtime.block_on(run_steps(&ledger, &steps)));
+    let result =
+        runner.run(&prop::collection::vec(step(), 1..=40), |steps| runtime.block_on(run_steps(&ledger, &steps)));
     if let Err(error) = result {
         panic!("{error}");
     }

@@ -29,8 +29,12 @@ async fn sigterm_drains_requests_closes_sockets_with_1001_and_exits_zero(engine:
     }
     // Every subscription is live: one change reaches all of them.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    app.ok(Some(&key), "mutation { consumeCredits(input: { amount: 1, description: \"before\" }) { replayed } }", json!({}))
-        .await;
+    app.ok(
+        Some(&key),
+        "mutation { consumeCredits(input: { amount: 1, description: \"before\" }) { replayed } }",
+        json!({}),
+    )
+    .await;
     for ws in &mut sockets {
         let event = ws.message().await;
         assert_eq!(event["payload"]["data"]["creditBalanceChanged"]["balance"], 99, "{event}");
@@ -64,7 +68,10 @@ async fn sigterm_drains_requests_closes_sockets_with_1001_and_exits_zero(engine:
         }
     };
     tokio::time::timeout(Duration::from_secs(2), refused).await.expect("new connections refused after SIGTERM");
-    assert!(server.wait_exit(Duration::from_millis(200)).await.is_none(), "the process waits for the request in flight");
+    assert!(
+        server.wait_exit(Duration::from_millis(200)).await.is_none(),
+        "the process waits for the request in flight"
+    );
 
     // The request in flight completes normally.
     slow.write_all(tail.as_bytes()).await.expect("send the rest of the body");
@@ -76,9 +83,10 @@ async fn sigterm_drains_requests_closes_sockets_with_1001_and_exits_zero(engine:
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"balance\":97"), "{response}");
 
-    let status = server.wait_exit(Duration::from_secs(5)).await.unwrap_or_else(|| {
-        panic!("still running {:?} after SIGTERM:\n{}", signalled.elapsed(), server.log())
-    });
+    let status = server
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("still running {:?} after SIGTERM:\n{}", signalled.elapsed(), server.log()));
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM:\n{}", server.log());
     assert!(tokio::net::TcpStream::connect(&addr).await.is_err(), "nothing listens after exit");
 }
