@@ -73,12 +73,12 @@ pub async fn database(engine: Engine) -> Option<TestDatabase> {
     }
 }
 
-fn in_ci() -> bool {
+pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|value| value == "true")
 }
 
 /// Says that a test is skipped, past the harness's output capture so it is seen.
-fn skip_loudly(why: &str) {
+pub fn skip_loudly(why: &str) {
     let note = format!("\n!!! SKIPPED: {why} !!!\n");
     let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
 }
@@ -129,11 +129,22 @@ struct PgCluster {
     _guard: Child,
 }
 
-impl PgCluster {
-    fn start() -> Result<Self, String> {
+/// An initialized (not yet running) cluster directory: who runs it and where its data is.
+struct PgSetup {
+    bin: PathBuf,
+    as_root: bool,
+    user: &'static str,
+    dir: PathBuf,
+    data: PathBuf,
+    port: u16,
+}
+
+impl PgSetup {
+    /// Runs `initdb` in a fresh temp directory named after `label` and picks a free port.
+    fn init(label: &str) -> Result<Self, String> {
         let bin = postgres_bin_dir().ok_or("no PostgreSQL server binaries found (set PG_BIN)")?;
         let as_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
-        let dir = std::env::temp_dir().join(format!("credits-pg-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("credits-pg-{}-{label}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let user = if as_root { "postgres" } else { "credits" };
@@ -143,61 +154,185 @@ impl PgCluster {
                 return Err("cannot chown the cluster directory to postgres".into());
             }
         }
-        let run_as = |program: &Path| -> Command {
-            if as_root {
-                let mut command = Command::new("runuser");
-                command.args(["-u", "postgres", "--"]).arg(program);
-                command
-            } else {
-                Command::new(program)
-            }
-        };
         let data = dir.join("data");
-        let output = run_as(&bin.join("initdb"))
+        let setup = Self { bin, as_root, user, dir, data, port: free_port() };
+        let output = setup
+            .run_as(&setup.bin.join("initdb"))
             .arg("-D")
-            .arg(&data)
+            .arg(&setup.data)
             .args(["-U", user, "--auth=trust", "-E", "UTF8", "--no-sync"])
             .output()
             .map_err(|e| format!("initdb: {e}"))?;
         if !output.status.success() {
             return Err(format!("initdb failed: {}", String::from_utf8_lossy(&output.stderr)));
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
+        Ok(setup)
+    }
+
+    /// A command that runs `program` as the cluster's owner (`postgres` when we are root).
+    fn run_as(&self, program: &Path) -> Command {
+        if self.as_root {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            Command::new(program)
+        }
+    }
+
+    /// The server's own options, for `postgres` or `pg_ctl -o`.
+    fn server_options(&self, durable_commits: bool) -> String {
+        // fsync=off is safe for a crash of PostgreSQL alone (the OS keeps its writes);
+        // synchronous_commit=off is not: a commit could be acknowledged and then lost.
+        let synchronous_commit = if durable_commits { "on" } else { "off" };
+        format!(
+            "-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit={synchronous_commit} \
+             -c full_page_writes=off -c max_connections=400",
+            port = self.port,
+            dir = self.dir.display(),
+        )
+    }
+
+    /// Waits until the server accepts connections.
+    fn wait_ready(&self, within: Duration) -> Result<(), String> {
+        let started = Instant::now();
+        loop {
+            let ready = Command::new(self.bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", self.user])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return Ok(());
+            }
+            if started.elapsed() > within {
+                let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+                return Err(format!("postgres did not become ready: {log}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn base_url(&self) -> String {
+        format!("postgres://{}@127.0.0.1:{}", self.user, self.port)
+    }
+}
+
+impl PgCluster {
+    fn start() -> Result<Self, String> {
+        let setup = PgSetup::init("shared")?;
         let script = format!(
-            "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off -c max_connections=400 \
-             >{dir}/log 2>&1 & pid=$!; read _ignored; kill -INT $pid; wait $pid; rm -rf {dir}",
-            postgres = bin.join("postgres").display(),
-            data = data.display(),
-            dir = dir.display(),
+            "{postgres} -D {data} {options} >{dir}/log 2>&1 & pid=$!; read _ignored; kill -INT $pid; wait $pid; rm -rf {dir}",
+            postgres = setup.bin.join("postgres").display(),
+            data = setup.data.display(),
+            options = setup.server_options(false),
+            dir = setup.dir.display(),
         );
-        let guard = run_as(Path::new("sh"))
+        let guard = setup
+            .run_as(Path::new("sh"))
             .args(["-c", &script])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
             .map_err(|e| format!("start postgres: {e}"))?;
-        let started = Instant::now();
-        loop {
-            let ready = Command::new(bin.join("pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", user])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ready {
-                break;
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
-                return Err(format!("postgres did not become ready: {log}"));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(Self { url: format!("postgres://{user}@127.0.0.1:{port}"), _guard: guard })
+        setup.wait_ready(Duration::from_secs(30))?;
+        Ok(Self { url: setup.base_url(), _guard: guard })
     }
+}
+
+/// A PostgreSQL cluster of one test's own, which the test may stop (as a crash would)
+/// and start again on the same port. Stopped and deleted when dropped.
+pub struct DedicatedPostgres {
+    setup: PgSetup,
+}
+
+impl DedicatedPostgres {
+    /// Starts a fresh cluster with durable commits, or `None` (with a loud note) when
+    /// PostgreSQL is not available outside CI. In CI a missing PostgreSQL fails the test.
+    pub fn start() -> Option<Self> {
+        let started = PgSetup::init(&format!("own-{}", uuid_like())).and_then(|setup| {
+            let cluster = Self { setup };
+            cluster.start_again()?;
+            Ok(cluster)
+        });
+        match started {
+            Ok(cluster) => Some(cluster),
+            Err(error) if in_ci() => panic!("PostgreSQL is required in CI but could not be started: {error}"),
+            Err(error) => {
+                skip_loudly(&format!("PostgreSQL is not available here ({error}); this test needs its own cluster"));
+                None
+            }
+        }
+    }
+
+    /// The URL of database `name` on this cluster.
+    pub fn url(&self, name: &str) -> String {
+        format!("{}/{name}", self.setup.base_url())
+    }
+
+    /// Creates database `name`; returns its URL.
+    pub async fn create_database(&self, name: &str) -> String {
+        let admin = Database::connect(self.url("postgres")).await.expect("connect to own cluster");
+        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create database");
+        admin.close().await.ok();
+        self.url(name)
+    }
+
+    /// Stops the server at once, as a crash would (`pg_ctl -m immediate stop`):
+    /// connections drop, nothing is flushed politely, the next start recovers.
+    pub fn stop(&self) {
+        let output = self
+            .setup
+            .run_as(&self.setup.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.setup.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output()
+            .expect("run pg_ctl stop");
+        assert!(output.status.success(), "pg_ctl stop failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+
+    /// Starts the server again on the same port and waits until it accepts connections.
+    pub fn start_again(&self) -> Result<(), String> {
+        let output = self
+            .setup
+            .run_as(&self.setup.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.setup.data)
+            .arg("-l")
+            .arg(self.setup.dir.join("log"))
+            .arg("-o")
+            .arg(self.setup.server_options(true))
+            .args(["-w", "-t", "60", "start"])
+            .stdout(Stdio::null())
+            .output()
+            .map_err(|e| format!("pg_ctl start: {e}"))?;
+        if !output.status.success() {
+            let log = std::fs::read_to_string(self.setup.dir.join("log")).unwrap_or_default();
+            return Err(format!("pg_ctl start failed: {} {log}", String::from_utf8_lossy(&output.stderr)));
+        }
+        self.setup.wait_ready(Duration::from_secs(60))
+    }
+}
+
+impl Drop for DedicatedPostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .setup
+            .run_as(&self.setup.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.setup.data)
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.setup.dir);
+    }
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free port").port()
 }
 
 fn postgres_bin_dir() -> Option<PathBuf> {
@@ -253,6 +388,16 @@ pub async fn spawn_app_tweaked(
     tweak: impl FnOnce(&mut Config),
 ) -> Option<TestApp> {
     let database = database(engine).await?;
+    Some(spawn_app_over(database, extra, tweak).await)
+}
+
+/// Starts a server over an existing (possibly empty) database at `url`, which the
+/// caller owns (a [`DedicatedPostgres`], say).
+pub async fn spawn_app_on(url: &str, extra: &[(&str, &str)]) -> TestApp {
+    spawn_app_over(TestDatabase { url: url.to_owned(), _dir: None }, extra, |_| {}).await
+}
+
+async fn spawn_app_over(database: TestDatabase, extra: &[(&str, &str)], tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config_with(&database.url, extra);
     tweak(&mut config);
     let app = Application::build(&config).await.expect("build app");
@@ -260,7 +405,7 @@ pub async fn spawn_app_tweaked(
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     let client = reqwest::Client::new();
     wait_until_ready(&client, &base).await;
-    Some(TestApp { base, client, _database: database })
+    TestApp { base, client, _database: database }
 }
 
 /// Polls `/readyz` (database up and, on PostgreSQL, listening for live events).
@@ -277,6 +422,13 @@ pub async fn wait_until_ready(client: &reqwest::Client, base: &str) {
 }
 
 impl TestApp {
+    /// A client for a server that runs elsewhere (a [`ServerProcess`]) over `database_url`,
+    /// which the caller keeps alive.
+    pub fn attach(base: &str, database_url: &str) -> Self {
+        let database = TestDatabase { url: database_url.to_owned(), _dir: None };
+        Self { base: base.to_owned(), client: reqwest::Client::new(), _database: database }
+    }
+
     /// The URL of this app's database.
     pub fn database_url(&self) -> String {
         self._database.url.clone()
@@ -401,5 +553,123 @@ impl TestApp {
             }
             after = connection["pageInfo"]["endCursor"].clone();
         }
+    }
+}
+
+/// The real `credits` binary serving over a database, as a child process that a test
+/// may kill (SIGKILL), signal and start again on the same address.
+pub struct ServerProcess {
+    child: Child,
+    database_url: String,
+    port: u16,
+    extra: Vec<(String, String)>,
+    log: tempfile::NamedTempFile,
+    /// `http://127.0.0.1:<port>`
+    pub base: String,
+}
+
+impl ServerProcess {
+    /// Starts `credits serve` on a free port over `database_url` (rate limits off, plus
+    /// `extra` variables) and waits until `/readyz` answers 200.
+    pub async fn start(database_url: &str, extra: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let extra: Vec<(String, String)> = extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let mut server = Self {
+            child: Self::spawn(database_url, port, &extra, log.path()),
+            database_url: database_url.to_owned(),
+            port,
+            extra,
+            log,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    fn spawn(database_url: &str, port: u16, extra: &[(String, String)], log: &Path) -> Child {
+        // Appending, so every run's lines stay for a failure message.
+        let log = std::fs::OpenOptions::new().append(true).open(log).expect("open log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_credits"));
+        command
+            .arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("CREDITS_ADDR", format!("127.0.0.1:{port}"))
+            .env("CREDITS_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("CREDITS_RATE_LIMIT", "off")
+            .env("RUST_LOG", "warn")
+            .env_remove("CREDITS_LOG_FORMAT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (name, value) in extra {
+            command.env(name, value);
+        }
+        command.spawn().expect("spawn credits")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the server logged so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// SIGKILL: the process dies at once, mid-request, with no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends `signal` (`TERM`, `INT`, …) with `kill(1)`.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} {} failed", self.pid());
+    }
+
+    /// Starts the binary again, same database, same address, and waits until ready.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(&self.database_url, self.port, &self.extra, self.log.path());
+        self.wait_ready().await;
+    }
+
+    /// The exit status, if the process ends within `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if started.elapsed() > within {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn wait_ready(&mut self) {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("client");
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("credits exited during start-up with {status}:\n{}", self.log());
+            }
+            let ready = client.get(format!("{}/readyz", self.base)).send().await.is_ok_and(|r| r.status().is_success());
+            if ready {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "credits never became ready:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

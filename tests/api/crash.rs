@@ -1,0 +1,60 @@
+//! Crash safety: the real binary is killed with SIGKILL again and again under load and
+//! started again on the same database; every acknowledged consume is charged exactly once.
+
+use std::time::Duration;
+
+use crate::helpers::{Engine, ServerProcess, TestApp, database};
+use crate::load::{Load, Outcome, assert_charged_exactly_once};
+use crate::on_both_engines;
+
+on_both_engines!(killed_mid_load_the_server_charges_every_acknowledged_key_exactly_once);
+
+const CLIENTS: usize = 16;
+const KILLS: usize = 4;
+const GRANTED: i64 = 10_000_000;
+
+async fn killed_mid_load_the_server_charges_every_acknowledged_key_exactly_once(engine: Engine) {
+    let Some(database) = database(engine).await else { return };
+    let mut server = ServerProcess::start(&database.url, &[]).await;
+    let app = TestApp::attach(&server.base, &database.url);
+    let (org, api_key) = app.funded_org("Crash", GRANTED).await;
+
+    let load = Load::start(&server.base, &api_key, CLIENTS, Duration::from_secs(60));
+    for round in 0..KILLS {
+        // Let requests pile up, then pull the plug at an arbitrary point.
+        tokio::time::sleep(Duration::from_millis(400 + 150 * round as u64)).await;
+        server.kill();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.restart().await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (acknowledged, attempts) = load.finish().await;
+
+    let lost = attempts.iter().filter(|a| matches!(a.outcome, Outcome::NoAnswer(_))).count();
+    let replayed =
+        attempts.iter().filter(|a| matches!(a.outcome, Outcome::Acknowledged { replayed: true, .. })).count();
+    eprintln!(
+        "crash ({engine:?}): {} keys acknowledged, {} attempts, {lost} without an answer, {replayed} replays",
+        acknowledged.len(),
+        attempts.len()
+    );
+    assert!(acknowledged.len() >= CLIENTS * KILLS, "the load made progress: {}", acknowledged.len());
+    assert!(lost > 0, "the kills hit requests in flight (else this test proves nothing)");
+
+    // Every acknowledged key replays its original on the restarted server.
+    let http = reqwest::Client::new();
+    for (key, acked) in acknowledged.iter().take(50) {
+        let again = crate::load::attempt(&http, &server.base, &api_key, key, acked.amount).await;
+        match again.outcome {
+            Outcome::Acknowledged { transaction_id, replayed: true } => {
+                assert_eq!(transaction_id, acked.transaction_id)
+            }
+            other => panic!("key {key} after the crashes: {other:?}"),
+        }
+    }
+    assert_charged_exactly_once(&database.url, &org, GRANTED, &acknowledged).await;
+    let balance = app.balance(&api_key).await;
+    let (sum, _) = app.transaction_sum(&api_key).await;
+    assert_eq!(balance, sum, "the API agrees: balance = sum of transactions");
+    server.kill();
+}
