@@ -125,14 +125,17 @@ async fn decide_all(db: &DatabaseConnection, hub: &EventHub, jobs: &[Job]) -> Re
         let request = &job.request;
         // Two requests with one key in one batch: the first is the original, the second
         // learns so after the commit (the caller answers it as a replay or a conflict).
-        if let Some(key) = &request.idempotency_key
-            && !keys.insert((request.organization_id.as_str(), key.as_str()))
-        {
+        // A refused request is not remembered, so only a key that was applied counts.
+        let key = request.idempotency_key.as_deref().map(|key| (request.organization_id.as_str(), key));
+        if key.is_some_and(|key| keys.contains(&key)) {
             outcomes.push(Err(LedgerError::DuplicateIdempotencyKey));
             continue;
         }
         match tx.change(request).await {
-            Ok(result) => outcomes.push(Ok(result)),
+            Ok(result) => {
+                keys.extend(key);
+                outcomes.push(Ok(result));
+            }
             Err(error @ (LedgerError::Unavailable(_) | LedgerError::Conflict(_) | LedgerError::Internal(_))) => {
                 return Err(error);
             }
