@@ -1,6 +1,17 @@
 //! Organization API keys: random secrets with a recognizable prefix, stored only as a
 //! SHA-256 hash. A secret has 256 random bits, so a fast hash is enough: nothing short of
 //! the secret itself finds the row.
+//!
+//! Verified keys are cached in memory ([`KeyCache`]) so that authenticating a request
+//! needs no database round trip. Revocation still takes effect at once: the revoking
+//! process evicts the key before it answers, every other replica evicts it on the
+//! revocation hint (NOTIFY, milliseconds), a lost `LISTEN` connection empties the cache,
+//! and each entry is re-verified against the database at least once a second whatever
+//! happens. `last_used_at` is written in the background, at most once a minute per key.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
@@ -8,7 +19,7 @@ use entity::api_key;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect};
 use sha2::{Digest, Sha256};
 
-use super::events::notify_key_revoked;
+use super::events::{EventHub, KeyHint, notify_key_revoked};
 use super::{Ledger, LedgerError, check_label, new_id, now};
 
 /// What every API key secret starts with, so leaked keys are easy to recognize and scan for.
@@ -17,6 +28,60 @@ pub const API_KEY_PREFIX: &str = "crk_";
 const SHOWN_PREFIX_LEN: usize = 12;
 /// `last_used_at` is refreshed at most this often, so reads do not become writes.
 const LAST_USED_RESOLUTION: Duration = Duration::seconds(60);
+
+/// How long a verified key is trusted without asking the database again.
+const REVERIFY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+/// Most keys cached; beyond, the cache starts again empty (a bound, not a policy).
+const MAX_CACHED_KEYS: usize = 100_000;
+
+/// A verified key, and when it was last checked against the database.
+#[derive(Clone, Debug)]
+struct Cached {
+    key: ApiKey,
+    verified: Instant,
+}
+
+/// Keys verified recently, by secret hash (see the module documentation).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct KeyCache {
+    entries: Arc<Mutex<HashMap<String, Cached>>>,
+    /// Set once the task that evicts revoked keys runs.
+    watching: Arc<OnceLock<()>>,
+}
+
+impl KeyCache {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts evicting on revocation hints (once; needs a Tokio runtime).
+    fn watch(&self, hub: &EventHub) {
+        self.watching.get_or_init(|| {
+            let mut hints = hub.key_hints();
+            let entries = Arc::downgrade(&self.entries);
+            tokio::spawn(async move {
+                loop {
+                    let hint = hints.recv().await;
+                    let Some(entries) = entries.upgrade() else { return };
+                    let mut entries = entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    match hint {
+                        Ok(KeyHint::Revoked(id)) => entries.retain(|_, cached| *cached.key.id != *id),
+                        // Hints may have been missed: trust nothing cached.
+                        Ok(KeyHint::RecheckAll) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            entries.clear()
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            });
+        });
+    }
+
+    /// Forgets `key_id` (after revoking it here).
+    fn evict(&self, key_id: &str) {
+        self.entries().retain(|_, cached| cached.key.id != key_id);
+    }
+}
 
 /// An API key's public description (never its secret).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,6 +170,8 @@ impl Ledger {
         // Also for a key revoked before: a repeated revoke re-sends the hint, harmlessly.
         notify_key_revoked(&txn, &key.id).await?;
         txn.commit().await?;
+        // Before answering: this replica's next request with the key is refused.
+        self.keys.evict(&key.id);
         self.announce_key_revoked(&key.id);
         Ok(key)
     }
@@ -126,33 +193,80 @@ impl Ledger {
         Ok(api_key::Entity::find_by_id(id.to_owned()).one(&self.db).await?.map(ApiKey::from))
     }
 
-    /// The live (unrevoked) key whose secret this is, noting its use.
+    /// The live (unrevoked) key whose secret this is, noting its use: from the cache
+    /// when it was verified in the last second, else from the database.
     pub async fn authenticate_api_key(&self, secret: &str) -> Result<Option<ApiKey>, LedgerError> {
         if !secret.starts_with(API_KEY_PREFIX) {
             return Ok(None);
         }
-        let Some(key) = api_key::Entity::find()
-            .filter(api_key::Column::SecretHash.eq(hash_secret(secret)))
-            .filter(api_key::Column::RevokedAt.is_null())
-            .one(&self.db)
-            .await?
-            .map(ApiKey::from)
-        else {
-            return Ok(None);
+        self.keys.watch(&self.events);
+        let hash = hash_secret(secret);
+        let cached = {
+            let mut entries = self.keys.entries();
+            match entries.get_mut(&hash) {
+                Some(cached) if cached.verified.elapsed() < REVERIFY_AFTER => Some(cached.key.clone()),
+                Some(cached) => {
+                    // This request re-verifies; the others meanwhile trust the entry.
+                    cached.verified = Instant::now();
+                    None
+                }
+                None => None,
+            }
+        };
+        let key = match cached {
+            Some(key) => key,
+            None => {
+                let found = api_key::Entity::find()
+                    .filter(api_key::Column::SecretHash.eq(&hash))
+                    .filter(api_key::Column::RevokedAt.is_null())
+                    .one(&self.db)
+                    .await?
+                    .map(ApiKey::from);
+                let mut entries = self.keys.entries();
+                let Some(key) = found else {
+                    entries.remove(&hash);
+                    return Ok(None);
+                };
+                if entries.len() >= MAX_CACHED_KEYS {
+                    entries.clear();
+                }
+                let previous = entries.insert(hash.clone(), Cached { key: key.clone(), verified: Instant::now() });
+                // Keep the newest `last_used_at` this process knows of.
+                match previous.and_then(|previous| previous.key.last_used_at) {
+                    Some(last) if key.last_used_at.is_none_or(|stored| stored < last) => {
+                        if let Some(entry) = entries.get_mut(&hash) {
+                            entry.key.last_used_at = Some(last);
+                        }
+                        ApiKey { last_used_at: Some(last), ..key }
+                    }
+                    _ => key,
+                }
+            }
         };
         let at = now();
         if key.last_used_at.is_none_or(|last| at - last >= LAST_USED_RESOLUTION) {
-            // Conditional, so replicas racing on the same key write once per interval.
-            api_key::Entity::update_many()
-                .col_expr(api_key::Column::LastUsedAt, Some(at).into())
-                .filter(api_key::Column::Id.eq(&key.id))
-                .filter(
-                    Condition::any()
-                        .add(api_key::Column::LastUsedAt.is_null())
-                        .add(api_key::Column::LastUsedAt.lt(at - LAST_USED_RESOLUTION)),
-                )
-                .exec(&self.db)
-                .await?;
+            if let Some(entry) = self.keys.entries().get_mut(&hash) {
+                entry.key.last_used_at = Some(at);
+            }
+            // In the background: a request does not wait for this write.
+            let db = self.db.clone();
+            let id = key.id.clone();
+            tokio::spawn(async move {
+                // Conditional, so replicas racing on the same key write once per interval.
+                let written = api_key::Entity::update_many()
+                    .col_expr(api_key::Column::LastUsedAt, Some(at).into())
+                    .filter(api_key::Column::Id.eq(&id))
+                    .filter(
+                        Condition::any()
+                            .add(api_key::Column::LastUsedAt.is_null())
+                            .add(api_key::Column::LastUsedAt.lt(at - LAST_USED_RESOLUTION)),
+                    )
+                    .exec(&db)
+                    .await;
+                if let Err(error) = written {
+                    tracing::debug!(%error, key = %id, "could not record a key's last use");
+                }
+            });
         }
         Ok(Some(key))
     }

@@ -39,6 +39,7 @@ pub struct Ledger {
     events: events::EventHub,
     availability: crate::db::Availability,
     committer: committer::Committer,
+    keys: api_keys::KeyCache,
 }
 
 impl Ledger {
@@ -49,6 +50,7 @@ impl Ledger {
             events: events::EventHub::default(),
             availability: Default::default(),
             committer: Default::default(),
+            keys: Default::default(),
         }
     }
 

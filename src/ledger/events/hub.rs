@@ -90,6 +90,11 @@ impl EventHub {
         KeyWatch { receiver: self.keys.subscribe(), key_id: None }
     }
 
+    /// Every revocation hint from now on (for caches of verified keys).
+    pub fn key_hints(&self) -> broadcast::Receiver<KeyHint> {
+        self.keys.subscribe()
+    }
+
     /// Whether this process receives the database's notifications right now.
     pub fn is_listening(&self) -> bool {
         self.listening.load(Ordering::Relaxed)
