@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,6 +18,10 @@ pub struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`
     pub base: String,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    /// The database it serves.
+    pub database_url: String,
     _dir: tempfile::TempDir,
 }
 
@@ -30,11 +36,16 @@ impl Server {
     /// Starts `target/release/credits` next to this example over `DATABASE_URL` (default:
     /// a fresh SQLite file) with `env`, and waits until it is ready.
     pub async fn start(env: &[(&str, &str)]) -> Self {
+        let url = std::env::var("DATABASE_URL").ok().filter(|url| !url.is_empty());
+        Self::start_on(url.as_deref(), env).await
+    }
+
+    /// Starts the server over `database_url` (a fresh SQLite file when `None`).
+    pub async fn start_on(database_url: Option<&str>, env: &[(&str, &str)]) -> Self {
         let binary = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("credits");
         let dir = tempfile::tempdir().unwrap();
-        let database_url = std::env::var("DATABASE_URL")
-            .ok()
-            .filter(|url| !url.is_empty())
+        let database_url = database_url
+            .map(str::to_owned)
             .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display()));
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut command = Command::new(&binary);
@@ -50,7 +61,13 @@ impl Server {
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e} (run cargo build --release first)", binary.display()));
-        let server = Self { child, base: format!("http://127.0.0.1:{port}"), _dir: dir };
+        let server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            addr: format!("127.0.0.1:{port}"),
+            database_url,
+            _dir: dir,
+        };
         let client = reqwest::Client::new();
         let started = Instant::now();
         while client.get(format!("{}/readyz", server.base)).send().await.map(|r| r.status().is_success()).ok()

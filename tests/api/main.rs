@@ -2,6 +2,7 @@
 //! on SQLite and on a throw-away PostgreSQL.
 
 mod helpers;
+mod pg_cluster;
 
 mod bad_input;
 mod cli;

@@ -1,0 +1,290 @@
+//! Throughput benchmark: how close `credits` comes to the bare GraphQL limit of this
+//! machine. A load generator, not a test: every answer's body is checked, and the ledger
+//! is verified afterwards.
+//!
+//! ```sh
+//! cargo build --release --bins --examples && cargo run --release --example bench_throughput -- [SECONDS]
+//! ```
+//! In one run, on one machine:
+//! 1. the limit: `examples/bare_graphql.rs`, async-graphql-axum answering the same
+//!    `consumeCredits` mutation from memory, no database, driven like everything else;
+//! 2. `credits` with `CREDITS_RATE_LIMIT=off` on a fresh SQLite file and on a throw-away
+//!    PostgreSQL cluster with production durability (fsync and synchronous commit on):
+//!    one hot organization consuming from 64 connections; `creditBalance` reads from 64
+//!    connections while 8 more consume; consumes spread over 10,000 organizations;
+//! 3. the ledger afterwards: every balance equals the sum of its transactions, none is
+//!    negative, and every acknowledged consume is exactly one transaction.
+//!
+//! Each result is printed with its ratio to the limit, latency, errors and server memory.
+
+#[path = "common/mod.rs"]
+mod common;
+#[path = "../tests/api/pg_cluster.rs"]
+mod pg_cluster;
+
+use std::collections::HashSet;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::load::{self, Report};
+use common::{Server, ms};
+use futures::StreamExt;
+use pg_cluster::{Durability, PgSetup};
+use sea_orm::{ConnectionTrait, Database, Statement};
+use serde_json::{Value, json};
+
+const CONNECTIONS: usize = 64;
+const CONSUME: &str = "mutation($i: ConsumeCreditsInput!) { consumeCredits(input: $i) { transaction { id balanceAfter } balance { balance } replayed } }";
+const READ: &str = "{ creditBalance { balance } }";
+
+/// A throw-away PostgreSQL cluster, stopped and deleted when dropped.
+struct Postgres {
+    setup: PgSetup,
+    server: Child,
+}
+
+impl Postgres {
+    fn start() -> Result<Self, String> {
+        let setup = PgSetup::init("bench")?;
+        let script = format!(
+            "exec {postgres} -D {data} {options} >{dir}/log 2>&1",
+            postgres = setup.bin.join("postgres").display(),
+            data = setup.data.display(),
+            options = setup.server_options(Durability::Production),
+            dir = setup.dir.display(),
+        );
+        let server = setup
+            .run_as(std::path::Path::new("sh"))
+            .args(["-c", &script])
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        setup.wait_ready(Duration::from_secs(30))?;
+        Ok(Self { setup, server })
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self
+            .setup
+            .run_as(&self.setup.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.setup.data)
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.server.wait();
+        let _ = std::fs::remove_dir_all(&self.setup.dir);
+    }
+}
+
+/// One line of the report.
+struct Row {
+    scenario: String,
+    report: Report,
+    rss_mib: u64,
+}
+
+fn consume_body(amount: i64) -> String {
+    json!({ "query": CONSUME, "variables": { "i": { "amount": amount, "description": "bench" } } }).to_string()
+}
+
+/// A checker for consume answers that keeps each acknowledged transaction id.
+fn consume_check(acknowledged: &Arc<Mutex<Vec<String>>>) -> Arc<dyn Fn(&str) -> bool + Send + Sync> {
+    let acknowledged = acknowledged.clone();
+    Arc::new(move |body: &str| {
+        let Ok(value) = serde_json::from_str::<Value>(body) else { return false };
+        let transaction = &value["data"]["consumeCredits"]["transaction"];
+        match (transaction["id"].as_str(), transaction["balanceAfter"].as_i64()) {
+            (Some(id), Some(after)) if value.get("errors").is_none() && after >= 0 => {
+                acknowledged.lock().unwrap().push(id.to_owned());
+                true
+            }
+            _ => false,
+        }
+    })
+}
+
+fn read_check() -> Arc<dyn Fn(&str) -> bool + Send + Sync> {
+    Arc::new(|body: &str| body.starts_with("{\"data\":{\"creditBalance\":{\"balance\":") && !body.contains("errors"))
+}
+
+/// The bare server's limit for the consume mutation.
+async fn measure_limit(seconds: u64) -> Report {
+    let binary = std::env::current_exe().unwrap().parent().unwrap().join("bare_graphql");
+    let addr = format!("127.0.0.1:{}", pg_cluster::free_port());
+    let mut bare = std::process::Command::new(&binary)
+        .arg(&addr)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e} (cargo build --release --examples)", binary.display()));
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = consume_body(1);
+    let request = load::post(&addr, "/graphql", None, &body);
+    let check: Arc<dyn Fn(&str) -> bool + Send + Sync> =
+        Arc::new(|body: &str| body.contains("\"balanceAfter\"") && !body.contains("errors"));
+    let report =
+        load::run(&addr, CONNECTIONS, Duration::from_secs(seconds), Arc::new(move |_| request.clone()), check).await;
+    let _ = bare.kill();
+    let _ = bare.wait();
+    report
+}
+
+/// Creates `count` organizations with a key and credits each, 64 at a time; their keys.
+async fn organizations(server: &Server, count: usize, credits: i64) -> Vec<String> {
+    let client = reqwest::Client::new();
+    futures::stream::iter(0..count)
+        .map(|n| {
+            let client = client.clone();
+            async move { server.organization(&client, &format!("org {n}"), credits).await.1 }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await
+}
+
+/// Every scenario on one engine; then the ledger is verified.
+async fn engine(label: &str, database_url: Option<&str>, seconds: u64, rows: &mut Vec<Row>) {
+    let server = Server::start_on(database_url, &[("CREDITS_RATE_LIMIT", "off")]).await;
+    let window = Duration::from_secs(seconds);
+    let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
+    let hot_key = organizations(&server, 1, 1_000_000_000_000).await.remove(0);
+
+    // 1. One hot organization.
+    let request = load::post(&server.addr, "/graphql", Some(&hot_key), &consume_body(1));
+    let report =
+        load::run(&server.addr, CONNECTIONS, window, Arc::new(move |_| request.clone()), consume_check(&acknowledged))
+            .await;
+    rows.push(Row {
+        scenario: format!("{label}: one hot organization, consume"),
+        report,
+        rss_mib: server.rss_kib() / 1024,
+    });
+
+    // 2. Reads of the same organization while it consumes.
+    let read = load::post(&server.addr, "/graphql", Some(&hot_key), &json!({ "query": READ }).to_string());
+    let consume = load::post(&server.addr, "/graphql", Some(&hot_key), &consume_body(1));
+    let (reads, _) = tokio::join!(
+        load::run(&server.addr, CONNECTIONS, window, Arc::new(move |_| read.clone()), read_check()),
+        load::run(&server.addr, 8, window, Arc::new(move |_| consume.clone()), consume_check(&acknowledged)),
+    );
+    rows.push(Row {
+        scenario: format!("{label}: creditBalance reads, 8 consumers alongside"),
+        report: reads,
+        rss_mib: server.rss_kib() / 1024,
+    });
+
+    // 3. 10,000 organizations, each request to the next one.
+    let keys = organizations(&server, 10_000, 1_000_000).await;
+    let requests: Arc<Vec<Vec<u8>>> =
+        Arc::new(keys.iter().map(|key| load::post(&server.addr, "/graphql", Some(key), &consume_body(1))).collect());
+    let report = load::run(
+        &server.addr,
+        CONNECTIONS,
+        window,
+        Arc::new(move |n| requests[(n as usize * 7_919) % requests.len()].clone()),
+        consume_check(&acknowledged),
+    )
+    .await;
+    rows.push(Row {
+        scenario: format!("{label}: 10,000 organizations, consume"),
+        report,
+        rss_mib: server.rss_kib() / 1024,
+    });
+    let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());
+    verify(&server.database_url, &acknowledged).await;
+}
+
+/// The ledger after the load: balances are sums, nothing negative, one transaction per
+/// acknowledged consume (and at most one per connection more: answers cut off at the end).
+async fn verify(database_url: &str, acknowledged: &[String]) {
+    // Let the server's last commits land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let db = Database::connect(database_url).await.expect("connect for verification");
+    let backend = db.get_database_backend();
+    let mismatched = db
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT COUNT(*) AS n FROM credit_balances b WHERE b.balance <> \
+             (SELECT COALESCE(SUM(t.amount), 0) FROM credit_transactions t WHERE t.organization_id = b.organization_id) \
+             OR b.balance < 0",
+        ))
+        .await
+        .expect("query")
+        .and_then(|row| row.try_get::<i64>("", "n").ok())
+        .unwrap_or(-1);
+    assert_eq!(mismatched, 0, "every balance is the sum of its transactions, and none is negative");
+    let ids: HashSet<String> = db
+        .query_all_raw(Statement::from_string(backend, "SELECT id FROM credit_transactions WHERE kind = 'CONSUMPTION'"))
+        .await
+        .expect("query")
+        .into_iter()
+        .filter_map(|row| row.try_get::<String>("", "id").ok())
+        .collect();
+    let unique: HashSet<&String> = acknowledged.iter().collect();
+    assert_eq!(unique.len(), acknowledged.len(), "no transaction acknowledged twice");
+    assert!(acknowledged.iter().all(|id| ids.contains(id)), "every acknowledged consume is in the ledger");
+    let extra = ids.len() - acknowledged.len();
+    assert!(extra <= 4 * CONNECTIONS, "{extra} consumes committed without an acknowledgement counted");
+    println!(
+        "ledger verified: {} acknowledged consumes, each one transaction ({extra} more were in flight when a window closed); every balance = sum of its transactions, none negative",
+        acknowledged.len()
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let seconds: u64 = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(10);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!(
+        "machine: {cores} cores; load generator and servers share them; {CONNECTIONS} connections; {seconds} s per run"
+    );
+    let limit = measure_limit(seconds).await;
+    assert_eq!(limit.errors, 0, "{:?}", limit.first_error);
+    let mut rows = Vec::new();
+    engine("SQLite", None, seconds, &mut rows).await;
+    match Postgres::start() {
+        Ok(postgres) => {
+            let admin = Database::connect(format!("{}/postgres", postgres.setup.base_url())).await.expect("connect");
+            admin.execute_unprepared("CREATE DATABASE bench").await.expect("create database");
+            let url = format!("{}/bench", postgres.setup.base_url());
+            engine("PostgreSQL", Some(&url), seconds, &mut rows).await;
+        }
+        Err(error) => println!("!!! PostgreSQL skipped: {error}"),
+    }
+    println!();
+    println!("| scenario | answers/s | share of the limit | p50 | p99 | max | errors | server RSS |");
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| limit: bare async-graphql-axum, same mutation, no database | {:.0} | 1.00 | {} | {} | {} | {} | |",
+        limit.throughput(),
+        ms(limit.latency(0.5)),
+        ms(limit.latency(0.99)),
+        ms(limit.latency(1.0)),
+        limit.errors
+    );
+    for row in &rows {
+        println!(
+            "| {} | {:.0} | {:.2} | {} | {} | {} | {} | {} MiB |",
+            row.scenario,
+            row.report.throughput(),
+            row.report.throughput() / limit.throughput(),
+            ms(row.report.latency(0.5)),
+            ms(row.report.latency(0.99)),
+            ms(row.report.latency(1.0)),
+            row.report.errors,
+            row.rss_mib
+        );
+        if let Some(error) = &row.report.first_error {
+            println!("  first error: {error}");
+        }
+    }
+}
