@@ -1,18 +1,37 @@
 //! credits: a GraphQL server for credit-based usage billing.
 //!
 //! Organizations hold a credit balance; clients consume credits as customers use paid
-//! features, operators grant them, and (next) Stripe purchases add them. Every change is
-//! an immutable transaction, and no race can overdraw a balance.
+//! features, operators grant them, and Stripe purchases add them (refunds and disputes
+//! take them back). Every change is an immutable transaction, and no race can overdraw a
+//! balance.
 //!
 //! # Layout
-//! - [`ledger`]: the domain. Balances, transactions, idempotency, organizations and API
-//!   keys over SeaORM; knows nothing of GraphQL or HTTP.
-//! - [`billing`]: the credit-package catalogue and purchases.
-//! - [`graphql`]: the schema; resolvers are thin adapters over the ledger, and
-//!   [`graphql::errors`] is the one place domain errors become `extensions.code`.
-//! - [`http`]: routes, GraphQL-over-HTTP negotiation, authentication, health probes.
+//! - [`ledger`]: the domain, over SeaORM; knows nothing of GraphQL or HTTP.
+//!   - `ledger/decide.rs`: the one decision step: what a change does to an
+//!     organization's locked state (pure functions; lots and holds extend it).
+//!   - `ledger/tx.rs`: [`ledger::LedgerTx`], one database transaction that locks
+//!     organizations, decides changes, writes them once and announces them on commit.
+//!   - `ledger/committer.rs`: group commit; concurrent consumes and grants share one
+//!     transaction, each caller getting its own answer.
+//!   - `ledger/events/`: live events as hints (wire format, hub, PostgreSQL `LISTEN`,
+//!     SQLite revocation poll, the gap-free follower).
+//!   - `ledger/api_keys.rs` (hashed keys, the in-memory cache of verified keys),
+//!     `organizations.rs`, `history.rs`, `types.rs`, `error.rs` ([`ledger::LedgerError`]).
+//! - [`billing`]: packages, Stripe Checkout, the webhook state machine
+//!   (`billing/payment_events.rs`, `billing/disputes.rs`); [`billing::BillingError`].
+//! - [`graphql`]: the schema; resolvers are thin adapters over the ledger.
+//!   [`graphql::limits`] measures every document (nesting, depth, cost, strings) before
+//!   any database work; [`graphql::errors`] is the one mapping from every error
+//!   ([`ledger::LedgerError`], [`billing::BillingError`], limits, rate limits) to its
+//!   `extensions.code` and HTTP status, for HTTP and WebSocket alike.
+//! - [`http`]: our accept loop with header and idle timeouts (`http/server.rs`),
+//!   GraphQL-over-HTTP negotiation (`http/graphql.rs`), both WebSocket protocols
+//!   (`http/ws.rs`), rate limits, authentication, the Stripe webhook, health probes.
 //! - [`app`]: builds the application from [`config`] and serves it until shutdown.
-//! - [`cli`]: the command line; [`db`]: connecting and migrating; [`telemetry`]: tracing.
+//! - [`cli`]: the command line; [`db`]: connecting, migrating, the availability probe;
+//!   [`telemetry`]: tracing.
+//! - Outside this crate: `entity/` (SeaORM entities), `migration/` (one file per step),
+//!   `tests/api/` (one integration binary), `examples/` (benchmarks).
 
 pub mod app;
 pub mod billing;

@@ -6,7 +6,7 @@
 //! Every change of balance is decided in one place, [`decide`], under the organization's
 //! lock, inside a [`LedgerTx`] that writes the results and announces them on commit.
 //! Concurrent consumes and grants share transactions through the group committer
-//! ([`committer`]): one locked read of each organization, every request decided against
+//! (`committer.rs`): one locked read of each organization, every request decided against
 //! it in memory in arrival order, one write of the results, one commit.
 
 mod api_keys;
