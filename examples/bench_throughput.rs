@@ -47,13 +47,7 @@ struct Postgres {
 impl Postgres {
     fn start() -> Result<Self, String> {
         let setup = PgSetup::init("bench")?;
-        let script = format!(
-            "exec {postgres} -D {data} {options} >{dir}/log 2>&1",
-            postgres = setup.bin.join("postgres").display(),
-            data = setup.data.display(),
-            options = setup.server_options(Durability::Production),
-            dir = setup.dir.display(),
-        );
+        let script = format!("exec {}", setup.server_command(Durability::Production));
         let server = setup
             .run_as(std::path::Path::new("sh"))
             .args(["-c", &script])

@@ -13,7 +13,8 @@ use std::collections::HashSet;
 
 use async_graphql::Positioned;
 use async_graphql::parser::types::{
-    BaseType, DocumentOperations, ExecutableDocument, Field, OperationDefinition, Selection, SelectionSet,
+    BaseType, DocumentOperations, ExecutableDocument, Field, FragmentSpread, OperationDefinition, Selection,
+    SelectionSet,
 };
 use async_graphql_value::{ConstValue, Name, Value, Variables};
 
@@ -263,14 +264,8 @@ impl<'a> Walk<'a> {
                     self.selections(&fragment.node.selection_set.node, place, path)?
                 }
                 Selection::FragmentSpread(spread) => {
-                    let name = spread.node.fragment_name.node.as_str();
-                    let Some(fragment) = self.document.fragments.get(name) else {
-                        return Err(LimitError::BadFragment(name.to_owned()));
-                    };
-                    if !self.spreading.insert(name) {
-                        return Err(LimitError::BadFragment(name.to_owned()));
-                    }
-                    let measured = self.selections(&fragment.node.selection_set.node, place, path);
+                    let (name, set) = self.enter(&spread.node)?;
+                    let measured = self.selections(set, place, path);
                     self.spreading.remove(name);
                     measured?
                 }
@@ -279,6 +274,17 @@ impl<'a> Walk<'a> {
             total.cost = total.cost.saturating_add(measured.cost);
         }
         Ok(total)
+    }
+
+    /// The fragment a spread names, marked as being spread (the caller unmarks it); a
+    /// fragment that is not defined, or that spreads itself, is refused.
+    fn enter(&mut self, spread: &'a FragmentSpread) -> Result<(&'a str, &'a SelectionSet), LimitError> {
+        let name = spread.fragment_name.node.as_str();
+        let fragment = self.document.fragments.get(name).ok_or_else(|| LimitError::BadFragment(name.to_owned()))?;
+        if !self.spreading.insert(name) {
+            return Err(LimitError::BadFragment(name.to_owned()));
+        }
+        Ok((name, &fragment.node.selection_set.node))
     }
 
     /// Measures one field in `place`.
@@ -340,14 +346,8 @@ impl<'a> Walk<'a> {
                 },
                 Selection::InlineFragment(fragment) => self.connection(&fragment.node.selection_set.node, page)?,
                 Selection::FragmentSpread(spread) => {
-                    let name = spread.node.fragment_name.node.as_str();
-                    let Some(fragment) = self.document.fragments.get(name) else {
-                        return Err(LimitError::BadFragment(name.to_owned()));
-                    };
-                    if !self.spreading.insert(name) {
-                        return Err(LimitError::BadFragment(name.to_owned()));
-                    }
-                    let measured = self.connection(&fragment.node.selection_set.node, page);
+                    let (name, set) = self.enter(&spread.node)?;
+                    let measured = self.connection(set, page);
                     self.spreading.remove(name);
                     measured?
                 }

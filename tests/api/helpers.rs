@@ -135,10 +135,8 @@ impl PgCluster {
     fn start() -> Result<Self, String> {
         let setup = PgSetup::init("shared")?;
         let script = format!(
-            "{postgres} -D {data} {options} >{dir}/log 2>&1 & pid=$!; read _ignored; kill -INT $pid; wait $pid; rm -rf {dir}",
-            postgres = setup.bin.join("postgres").display(),
-            data = setup.data.display(),
-            options = setup.server_options(Durability::Fast),
+            "{server} & pid=$!; read _ignored; kill -INT $pid; wait $pid; rm -rf {dir}",
+            server = setup.server_command(Durability::Fast),
             dir = setup.dir.display(),
         );
         let guard = setup

@@ -88,6 +88,17 @@ impl PgSetup {
         )
     }
 
+    /// The shell command that runs the server in the foreground, logging to `log`.
+    pub fn server_command(&self, durability: Durability) -> String {
+        format!(
+            "{postgres} -D {data} {options} >{dir}/log 2>&1",
+            postgres = self.bin.join("postgres").display(),
+            data = self.data.display(),
+            options = self.server_options(durability),
+            dir = self.dir.display(),
+        )
+    }
+
     /// Waits until the server accepts connections.
     pub fn wait_ready(&self, within: Duration) -> Result<(), String> {
         let started = Instant::now();
