@@ -6,8 +6,9 @@
 //! needs no database round trip. Revocation still takes effect at once: the revoking
 //! process evicts the key before it answers, every other replica evicts it on the
 //! revocation hint (NOTIFY, milliseconds), a lost `LISTEN` connection empties the cache,
-//! and each entry is re-verified against the database at least once a second whatever
-//! happens. `last_used_at` is written in the background, at most once a minute per key.
+//! and each entry is re-verified against the database at least every 30 s whatever
+//! happens (a backstop: hints are what make revocation immediate). `last_used_at` is
+//! written in the background, a few keys per statement, at most once a minute per key.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -29,8 +30,11 @@ const SHOWN_PREFIX_LEN: usize = 12;
 /// `last_used_at` is refreshed at most this often, so reads do not become writes.
 const LAST_USED_RESOLUTION: Duration = Duration::seconds(60);
 
-/// How long a verified key is trusted without asking the database again.
-const REVERIFY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a verified key is trusted without asking the database again, should every
+/// revocation hint have been lost.
+const REVERIFY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often the uses noted since are written as `last_used_at`.
+const LAST_USED_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most keys cached; beyond, the cache starts again empty (a bound, not a policy).
 const MAX_CACHED_KEYS: usize = 100_000;
 
@@ -47,6 +51,9 @@ pub(crate) struct KeyCache {
     entries: Arc<Mutex<HashMap<String, Cached>>>,
     /// Set once the task that evicts revoked keys runs.
     watching: Arc<OnceLock<()>>,
+    /// Keys used since the last write of `last_used_at`, and the queue's writer.
+    used: Arc<Mutex<Vec<String>>>,
+    writing: Arc<OnceLock<()>>,
 }
 
 impl KeyCache {
@@ -71,6 +78,41 @@ impl KeyCache {
                             entries.clear()
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            });
+        });
+    }
+
+    /// Notes a use of `key_id`, for the writer that records uses every few seconds in a
+    /// statement or two, however many keys (needs a Tokio runtime).
+    fn note_use(&self, db: &sea_orm::DatabaseConnection, key_id: &str) {
+        self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(key_id.to_owned());
+        self.writing.get_or_init(|| {
+            let used = Arc::downgrade(&self.used);
+            let db = db.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(LAST_USED_FLUSH).await;
+                    let Some(used) = used.upgrade() else { return };
+                    let ids = std::mem::take(&mut *used.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+                    drop(used);
+                    let at = now();
+                    for chunk in ids.chunks(500) {
+                        // Conditional, so replicas racing on a key write once per interval.
+                        let written = api_key::Entity::update_many()
+                            .col_expr(api_key::Column::LastUsedAt, Some(at).into())
+                            .filter(api_key::Column::Id.is_in(chunk.iter().cloned()))
+                            .filter(
+                                Condition::any()
+                                    .add(api_key::Column::LastUsedAt.is_null())
+                                    .add(api_key::Column::LastUsedAt.lt(at - LAST_USED_RESOLUTION)),
+                            )
+                            .exec(&db)
+                            .await;
+                        if let Err(error) = written {
+                            tracing::debug!(%error, "could not record keys' last use");
+                        }
                     }
                 }
             });
@@ -249,24 +291,7 @@ impl Ledger {
                 entry.key.last_used_at = Some(at);
             }
             // In the background: a request does not wait for this write.
-            let db = self.db.clone();
-            let id = key.id.clone();
-            tokio::spawn(async move {
-                // Conditional, so replicas racing on the same key write once per interval.
-                let written = api_key::Entity::update_many()
-                    .col_expr(api_key::Column::LastUsedAt, Some(at).into())
-                    .filter(api_key::Column::Id.eq(&id))
-                    .filter(
-                        Condition::any()
-                            .add(api_key::Column::LastUsedAt.is_null())
-                            .add(api_key::Column::LastUsedAt.lt(at - LAST_USED_RESOLUTION)),
-                    )
-                    .exec(&db)
-                    .await;
-                if let Err(error) = written {
-                    tracing::debug!(%error, key = %id, "could not record a key's last use");
-                }
-            });
+            self.keys.note_use(&self.db, &key.id);
         }
         Ok(Some(key))
     }

@@ -13,10 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use entity::{credit_balance, credit_transaction};
-use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, SqlErr, TransactionTrait,
+    QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait,
 };
 
 use super::decide::{self, State};
@@ -191,9 +190,8 @@ impl LedgerTx {
         self.hints.push(hint);
     }
 
-    /// Writes what was decided: the transactions in one statement, then each changed
-    /// organization's new state, conditional on the version locked (so a write that
-    /// bypassed the lock could never be overwritten silently).
+    /// Writes what was decided: the transactions in one statement, then every changed
+    /// organization's new state in another.
     ///
     /// A taken idempotency key is [`LedgerError::DuplicateIdempotencyKey`]; the caller
     /// must then roll back.
@@ -233,22 +231,21 @@ impl LedgerTx {
         for transaction in &pending {
             last_seq.insert(&transaction.organization_id, transaction.seq);
         }
-        for (organization_id, seq) in last_seq {
-            let Some(locked) = self.locked.get_mut(organization_id) else { continue };
-            let updated = credit_balance::Entity::update_many()
-                .col_expr(credit_balance::Column::Balance, Expr::value(locked.state.balance))
-                .col_expr(credit_balance::Column::Version, Expr::value(locked.state.version))
-                .col_expr(credit_balance::Column::UpdatedAt, Expr::value(self.at))
-                .filter(credit_balance::Column::OrganizationId.eq(organization_id))
-                .filter(credit_balance::Column::Version.eq(locked.row.version))
-                .exec(&self.txn)
-                .await?;
-            if updated.rows_affected != 1 {
+        let changed: Vec<(&str, &Locked)> =
+            last_seq.keys().filter_map(|id| self.locked.get(*id).map(|locked| (*id, locked))).collect();
+        for chunk in changed.chunks(500) {
+            let statement = update_balances(self.txn.get_database_backend(), chunk, self.at);
+            let updated = self.txn.execute_raw(statement).await?;
+            if updated.rows_affected() != chunk.len() as u64 {
                 return Err(LedgerError::internal("a balance changed under its lock"));
             }
-            locked.row.balance = locked.state.balance;
-            locked.row.version = locked.state.version;
-            locked.row.updated_at = self.at;
+        }
+        for (organization_id, seq) in last_seq {
+            if let Some(locked) = self.locked.get_mut(organization_id) {
+                locked.row.balance = locked.state.balance;
+                locked.row.version = locked.state.version;
+                locked.row.updated_at = self.at;
+            }
             self.hints.push(Hint::Changed { organization_id: organization_id.to_owned(), seq });
         }
         Ok(())
@@ -277,6 +274,41 @@ impl LedgerTx {
     pub async fn rollback(self) -> Result<(), LedgerError> {
         Ok(self.txn.rollback().await?)
     }
+}
+
+/// One statement that writes the new state of every organization in `changed`, each
+/// conditional on the version it had when locked (so that a write which bypassed the lock
+/// could never be overwritten silently: then fewer rows match).
+fn update_balances(backend: DbBackend, changed: &[(&str, &Locked)], at: DateTime<Utc>) -> Statement {
+    let mut values: Vec<sea_orm::Value> = vec![at.into()];
+    let mut rows = Vec::with_capacity(changed.len());
+    let parameter = |value: sea_orm::Value, values: &mut Vec<sea_orm::Value>| {
+        values.push(value);
+        match backend {
+            DbBackend::Postgres => format!("${}", values.len()),
+            _ => "?".to_owned(),
+        }
+    };
+    for (organization_id, locked) in changed {
+        let row = [
+            parameter((*organization_id).to_owned().into(), &mut values),
+            parameter(locked.state.balance.into(), &mut values),
+            parameter(locked.state.version.into(), &mut values),
+            parameter(locked.row.version.into(), &mut values),
+        ];
+        rows.push(format!("({})", row.join(", ")));
+    }
+    let at = match backend {
+        DbBackend::Postgres => "$1",
+        _ => "?",
+    };
+    // `VALUES` columns are column1, column2 … on both engines.
+    let sql = format!(
+        "UPDATE credit_balances SET balance = v.column2, version = v.column3, updated_at = {at} \
+         FROM (VALUES {}) AS v WHERE credit_balances.organization_id = v.column1 AND credit_balances.version = v.column4",
+        rows.join(", ")
+    );
+    Statement::from_sql_and_values(backend, sql, values)
 }
 
 fn balance_of(locked: &Locked, at: DateTime<Utc>) -> Balance {
