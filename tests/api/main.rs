@@ -5,6 +5,7 @@ mod helpers;
 
 mod bad_input;
 mod cli;
+mod client_sessions;
 mod fake_stripe;
 mod graphql_api;
 mod hardening;
