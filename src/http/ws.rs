@@ -27,8 +27,9 @@ use async_graphql_axum::GraphQLProtocol;
 use axum::Extension;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, header::AUTHORIZATION};
-use axum::response::Response;
+use axum::http::header::{AUTHORIZATION, HOST, ORIGIN};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -119,6 +120,15 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // Cross-site WebSocket hijacking: a browser on another site would send our user's
+    // token along; only our own origin and the configured ones may open a socket.
+    if let Some(origin) = headers.get(ORIGIN) {
+        let host = headers.get(HOST).and_then(|value| value.to_str().ok());
+        let allowed = origin.to_str().is_ok_and(|origin| state.pages.allows_socket_origin(origin, host));
+        if !allowed {
+            return StatusCode::FORBIDDEN.into_response();
+        }
+    }
     let ip = client_ip(&headers, peer.map(|Extension(ConnectInfo(addr))| addr), state.limits.trust_proxy);
     let header_token =
         headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok()).map(|value| bearer_token(value).to_owned());

@@ -15,4 +15,5 @@ mod purchases;
 mod races;
 mod schema;
 mod subscriptions;
+mod ui;
 mod ws_client;
