@@ -73,12 +73,12 @@ pub async fn database(engine: Engine) -> Option<TestDatabase> {
     }
 }
 
-fn in_ci() -> bool {
+pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|value| value == "true")
 }
 
 /// Says that a test is skipped, past the harness's output capture so it is seen.
-fn skip_loudly(why: &str) {
+pub fn skip_loudly(why: &str) {
     let note = format!("\n!!! SKIPPED: {why} !!!\n");
     let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
 }
@@ -94,6 +94,20 @@ pub fn node_tool(package: &str) -> Option<&'static str> {
         panic!("{package} is not installed in tests/audit (npm ci --prefix tests/audit)");
     }
     skip_loudly(&format!("{package} is not installed; run `npm ci --prefix tests/audit`"));
+    None
+}
+
+/// Debian's Chromium (or `CHROMIUM`), for the browser tests. Outside CI a missing one
+/// skips them loudly; in CI it fails (`.ci/run` installs it).
+pub fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    if path.exists() {
+        return Some(path);
+    }
+    if in_ci() {
+        panic!("Chromium is required in CI but {} does not exist (apt-get install chromium)", path.display());
+    }
+    skip_loudly(&format!("Chromium is not installed ({}); the browser tests did not run", path.display()));
     None
 }
 
@@ -277,6 +291,11 @@ pub async fn wait_until_ready(client: &reqwest::Client, base: &str) {
 }
 
 impl TestApp {
+    /// A client for a server started elsewhere (a child process) over `database`.
+    pub fn attach(base: String, database: TestDatabase) -> Self {
+        Self { base, client: reqwest::Client::new(), _database: database }
+    }
+
     /// The URL of this app's database.
     pub fn database_url(&self) -> String {
         self._database.url.clone()

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod bad_input;
+mod browser;
 mod cli;
 mod client_sessions;
 mod fake_stripe;
