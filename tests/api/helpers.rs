@@ -83,17 +83,34 @@ pub fn skip_loudly(why: &str) {
     let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
 }
 
-/// The folder of the npm reference clients, if `package` is installed there (`.ci/run`
-/// installs them). Outside CI a missing one skips the test loudly; in CI it fails.
+/// The folder of the npm reference clients, if `package` is installed there. When it is
+/// not and npm is on the PATH, the packages are installed once from the lock file
+/// (`npm ci --prefix tests/audit`, what `.ci/run` does). Outside CI a package still
+/// missing skips the test loudly; in CI it fails.
 pub fn node_tool(package: &str) -> Option<&'static str> {
+    static INSTALLED: OnceLock<bool> = OnceLock::new();
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/audit");
-    if Path::new(dir).join("node_modules").join(package).exists() {
+    let present = || Path::new(dir).join("node_modules").join(package).exists();
+    if !present() {
+        INSTALLED.get_or_init(|| {
+            let installed = Command::new("npm")
+                .args(["ci", "--prefix", dir, "--no-audit", "--no-fund", "--loglevel=error"])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success());
+            if !installed {
+                eprintln!("npm ci --prefix tests/audit failed or npm is not installed");
+            }
+            installed
+        });
+    }
+    if present() {
         return Some(dir);
     }
     if in_ci() {
         panic!("{package} is not installed in tests/audit (npm ci --prefix tests/audit)");
     }
-    skip_loudly(&format!("{package} is not installed; run `npm ci --prefix tests/audit`"));
+    skip_loudly(&format!("{package} is not installed and npm could not install it; run `npm ci --prefix tests/audit`"));
     None
 }
 

@@ -18,6 +18,7 @@ const CHECKOUT = "https://checkout.stripe.com/";
 const secrets = [token, apiKey, adminToken];
 
 const problems = [];
+const sockets = [];
 const started = Date.now();
 function step(name) {
   console.log(`ok ${((Date.now() - started) / 1000).toFixed(1)}s ${name}`);
@@ -109,6 +110,7 @@ async function context(allowedOrigins) {
     if (response.status() >= 400) problems.push(`HTTP ${response.status()} for ${response.url()}`);
   });
   page.on("websocket", (socket) => {
+    sockets.push(socket.url());
     if (secrets.some((secret) => socket.url().includes(secret))) problems.push("a token appeared in a WebSocket URL");
   });
   return { ctx, page };
@@ -142,6 +144,7 @@ try {
     check(firstRow.includes("Consumption"), `kinds in words, newest first: ${firstRow}`);
     check(await warning(page).count() === 0, "no warning above the threshold");
     check((await page.locator("#organization").innerText()).includes("Acme"), "organization name shown");
+    check(sockets.length === 1, `the elements of a page share one WebSocket, got ${sockets.length}`);
     step("console shows balance, packages and history of a seeded organization");
 
     // Pagination and the filter by kind.
