@@ -464,6 +464,7 @@ class CreditsLowBalanceWarning extends CreditsElement {
     this.render(region);
     const attribute = this.getAttribute("threshold");
     const fixed = attribute !== null && attribute !== "" && Number.isFinite(Number(attribute)) ? Number(attribute) : null;
+    let watching = null; // the threshold the lowBalance subscription watches
     this.watchBalance((balance, error) => {
       if (error) return region.replaceChildren(this.failed(error));
       const threshold = fixed ?? balance.lowBalanceThreshold;
@@ -477,8 +478,19 @@ class CreditsLowBalanceWarning extends CreditsElement {
               h("slot", {}, "Buy credits to keep going."))
           : "",
       );
-      if (low && !this.low) this.emit("credits:low-balance", { balance: balance.balance, threshold, organizationId: balance.organizationId });
       this.low = low;
+      // `credits:low-balance` comes from the server's lowBalance subscription: one event
+      // when the balance is low at the start, then one per crossing into low.
+      if (threshold != null && threshold !== watching) {
+        watching = threshold;
+        this.stopLowBalance?.();
+        this.stopLowBalance = this.client.subscribe(
+          "subscription($t: Credits) { lowBalance(threshold: $t) { organizationId balance threshold transactionId occurredAt } }",
+          { t: threshold },
+          { next: (data) => this.emit("credits:low-balance", { ...data.lowBalance }), error: (e) => this.failed(e) },
+        );
+        this.cleanups.push(() => this.stopLowBalance?.());
+      }
     });
   }
 }

@@ -168,11 +168,16 @@ try {
     }
 
     // 2. Live: a consume through the API shows within a second; crossing the threshold warns.
+    await page.evaluate(() => {
+      window.lowEvents = [];
+      document.addEventListener("credits:low-balance", (event) => window.lowEvents.push(event.detail));
+    });
     const crossing = initial - config.threshold + 1;
     const after = (await consume(crossing)).consumeCredits.balance.balance;
     await page.locator(`credits-balance output[data-balance="${after}"]`).waitFor({ timeout: 1000 });
     await warning(page).waitFor({ state: "visible", timeout: 1000 });
     check((await warning(page).innerText()).includes("Low balance"), "warning text");
+    await page.waitForFunction(() => window.lowEvents.length === 1 && window.lowEvents[0].transactionId, null, { timeout: 1000 });
     step(`a consume through the API shows within a second (${after}) and the crossing warns`);
     await page.locator("credits-transactions tbody tr[data-kind]").first().waitFor();
     if (screenshots) await page.screenshot({ path: join(screenshots, "console-low-balance.png"), fullPage: true });
