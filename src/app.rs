@@ -11,6 +11,7 @@ use crate::billing::Billing;
 use crate::billing::stripe::StripeGateway;
 use crate::config::{Config, Limits};
 use crate::graphql::build_schema;
+use crate::http::assets::PagePolicy;
 use crate::http::rate_limit::RateLimits;
 use crate::http::ws::SocketCounts;
 use crate::http::{AppState, router};
@@ -77,6 +78,7 @@ impl Application {
             limits: config.limits,
             rate_limits,
             sockets: sockets.clone(),
+            pages: PagePolicy { cors_origins: config.cors_origins.clone(), graphiql: config.graphiql },
             shutdown: shutdown_rx,
         };
         let listener =

@@ -23,6 +23,20 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+impl Cli {
+    /// The tracing filter for this command: `configured` for the server; for one-shot
+    /// commands the same without sea-orm's migration notes, so that they print only
+    /// their result (`RUST_LOG=sea_orm_migration=info` brings them back).
+    pub fn log_filter(&self, configured: &str) -> String {
+        let serving = matches!(self.command, None | Some(Command::Serve { .. }));
+        if serving || configured.contains("sea_orm_migration") {
+            configured.to_owned()
+        } else {
+            format!("{configured},sea_orm_migration=warn")
+        }
+    }
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -120,8 +120,10 @@ pub struct Config {
     pub stripe: Option<StripeConfig>,
     /// The `whsec_…` secret webhooks are signed with; `None` disables the webhook (503).
     pub stripe_webhook_secret: Option<Secret>,
-    /// Browser origins allowed to call `/graphql`.
+    /// Browser origins allowed to call `/graphql` and load `/elements.js` and `/assets/…`.
     pub cors_origins: Vec<String>,
+    /// Whether GraphiQL is served at `GET /graphql` for browsers (`CREDITS_GRAPHIQL`).
+    pub graphiql: bool,
     /// Log line format.
     pub log_format: LogFormat,
     /// Tracing filter directives (`RUST_LOG`).
@@ -263,6 +265,7 @@ impl Config {
         if let Some(max) = count("CREDITS_QUERY_COMPLEXITY")? {
             limits.query_complexity = max;
         }
+        let graphiql = flag("CREDITS_GRAPHIQL", true)?;
         let db_statement_timeout = millis("CREDITS_DB_STATEMENT_TIMEOUT_MS")?.unwrap_or(Duration::from_secs(5));
         let cors_origins = get("CREDITS_CORS_ORIGINS")
             .map(|value| value.split(',').map(|origin| origin.trim().to_owned()).filter(|o| !o.is_empty()).collect())
@@ -277,6 +280,7 @@ impl Config {
             stripe,
             stripe_webhook_secret: get("STRIPE_WEBHOOK_SECRET").map(Secret::new),
             cors_origins,
+            graphiql,
             log_format,
             log_filter: get("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
             limits,

@@ -16,7 +16,8 @@
 //!   - `ledger/events/`: live events as hints (wire format, hub, PostgreSQL `LISTEN`,
 //!     SQLite revocation poll, the gap-free follower).
 //!   - `ledger/api_keys.rs` (hashed keys, the in-memory cache of verified keys),
-//!     `organizations.rs`, `history.rs`, `types.rs`, `error.rs` ([`ledger::LedgerError`]).
+//!     `client_sessions.rs` (short-lived scoped browser tokens), `organizations.rs`,
+//!     `history.rs`, `types.rs`, `error.rs` ([`ledger::LedgerError`]).
 //! - [`billing`]: packages, Stripe Checkout, the webhook state machine
 //!   (`billing/payment_events.rs`, `billing/disputes.rs`); [`billing::BillingError`].
 //! - [`graphql`]: the schema; resolvers are thin adapters over the ledger.
@@ -26,7 +27,9 @@
 //!   `extensions.code` and HTTP status, for HTTP and WebSocket alike.
 //! - [`http`]: our accept loop with header and idle timeouts (`http/server.rs`),
 //!   GraphQL-over-HTTP negotiation (`http/graphql.rs`), both WebSocket protocols
-//!   (`http/ws.rs`), rate limits, authentication, the Stripe webhook, health probes.
+//!   (`http/ws.rs`), rate limits, authentication, the Stripe webhook, health probes, and
+//!   the browser surface ([`http::assets`]: GraphiQL, `/console` and `/elements.js`, all
+//!   embedded from `assets/` under content-hashed URLs with a strict CSP).
 //! - [`app`]: builds the application from [`config`] and serves it until shutdown.
 //! - [`cli`]: the command line; [`db`]: connecting, migrating, the availability probe;
 //!   [`telemetry`]: tracing.

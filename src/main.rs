@@ -7,7 +7,7 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     let cli = credits::cli::Cli::parse();
     let config = credits::config::Config::from_env().context("invalid configuration")?;
-    credits::telemetry::init(config.log_format, &config.log_filter);
+    credits::telemetry::init(config.log_format, &cli.log_filter(&config.log_filter));
     credits::cli::run(cli, config).await?;
     Ok(())
 }

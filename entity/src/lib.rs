@@ -4,6 +4,7 @@
 //! types so the API and the tables can change independently.
 
 pub mod api_key;
+pub mod client_session;
 pub mod credit_balance;
 pub mod credit_purchase;
 pub mod credit_transaction;

@@ -12,6 +12,9 @@ use crate::ledger::{Ledger, LedgerError, new_id, now};
 /// The reference type of ledger transactions that belong to a purchase.
 pub const PURCHASE_REFERENCE: &str = "credit_purchase";
 
+/// In a return URL, replaced by the new purchase's id (`?purchase={PURCHASE_ID}`).
+pub const PURCHASE_ID_PLACEHOLDER: &str = "{PURCHASE_ID}";
+
 /// Why a billing operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BillingError {
@@ -119,6 +122,10 @@ impl Billing {
             return Err(LedgerError::OrganizationNotFound.into());
         }
         let purchase_id = new_id("pur");
+        // The buyer comes back to a page that can show this very purchase; Stripe's own
+        // `{CHECKOUT_SESSION_ID}` is left for Stripe to fill in.
+        let success_url = success_url.replace(PURCHASE_ID_PLACEHOLDER, &purchase_id);
+        let cancel_url = cancel_url.replace(PURCHASE_ID_PLACEHOLDER, &purchase_id);
         let session = gateway
             .create_checkout_session(&CheckoutRequest {
                 purchase_id: &purchase_id,

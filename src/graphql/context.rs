@@ -1,8 +1,23 @@
 //! Who is calling, and which organization each resolver may act on.
 
 use async_graphql::{Context, ID};
+use chrono::{DateTime, Utc};
 
 use super::errors::ApiError;
+use crate::ledger::{ClientScope, ClientScopes};
+
+/// What a resolver is about to do: client sessions may do only what their scopes say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Any query or subscription of the organization (scope `READ`).
+    Read,
+    /// `purchasePackage` (scope `PURCHASE`).
+    Purchase,
+    /// `consumeCredits` and holds (scope `CONSUME`).
+    Consume,
+    /// Everything else: thresholds, sessions, keys. Never a client session.
+    Manage,
+}
 
 /// The authenticated party of one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,11 +35,45 @@ pub enum Caller {
         /// The key's organization.
         organization_id: String,
     },
+    /// A client session (a browser's short-lived token): its own organization, within
+    /// its scopes.
+    Session {
+        /// `cses_…`
+        session_id: String,
+        /// The session's organization.
+        organization_id: String,
+        /// What it may do.
+        scopes: ClientScopes,
+        /// When it stops working (WebSockets close then).
+        expires_at: DateTime<Utc>,
+    },
 }
 
 impl Caller {
-    /// The organization a resolver acts on, given its `organizationId` argument.
-    pub fn scope(&self, requested: Option<&ID>) -> Result<String, ApiError> {
+    /// The organization a resolver acts on, given its `organizationId` argument and what
+    /// it is about to do there.
+    pub fn scope(&self, requested: Option<&ID>, access: Access) -> Result<String, ApiError> {
+        if let Self::Session { organization_id, scopes, .. } = self {
+            let needed = match access {
+                Access::Read => ClientScope::Read,
+                Access::Purchase => ClientScope::Purchase,
+                Access::Consume => ClientScope::Consume,
+                Access::Manage => return Err(ApiError::Forbidden("a client session may not do this")),
+            };
+            if !scopes.allows(needed) {
+                return Err(ApiError::Forbidden(match needed {
+                    ClientScope::Read => "this client session lacks the READ scope",
+                    ClientScope::Purchase => "this client session lacks the PURCHASE scope",
+                    ClientScope::Consume => "this client session lacks the CONSUME scope",
+                }));
+            }
+            return match requested {
+                Some(id) if id.as_str() != organization_id => {
+                    Err(ApiError::Forbidden("this client session may only act on its own organization"))
+                }
+                _ => Ok(organization_id.clone()),
+            };
+        }
         match (self, requested) {
             (Self::Anonymous | Self::InvalidToken, _) => Err(ApiError::Unauthenticated),
             (Self::Admin, Some(id)) => Ok(id.to_string()),
@@ -38,6 +87,7 @@ impl Caller {
             (Self::ApiKey { .. }, Some(_)) => {
                 Err(ApiError::Forbidden("this API key may only act on its own organization"))
             }
+            (Self::Session { .. }, _) => Err(ApiError::Forbidden("a client session may not do this")),
         }
     }
 
@@ -45,7 +95,9 @@ impl Caller {
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self {
             Self::Admin => Ok(()),
-            Self::ApiKey { .. } => Err(ApiError::Forbidden("this operation requires the admin token")),
+            Self::ApiKey { .. } | Self::Session { .. } => {
+                Err(ApiError::Forbidden("this operation requires the admin token"))
+            }
             Self::Anonymous | Self::InvalidToken => Err(ApiError::Unauthenticated),
         }
     }
@@ -53,8 +105,26 @@ impl Caller {
     /// Succeeds for any valid token.
     pub fn require_any(&self) -> Result<(), ApiError> {
         match self {
-            Self::Admin | Self::ApiKey { .. } => Ok(()),
+            Self::Admin | Self::ApiKey { .. } | Self::Session { .. } => Ok(()),
             Self::Anonymous | Self::InvalidToken => Err(ApiError::Unauthenticated),
+        }
+    }
+
+    /// The organization whose credentials (API keys, client sessions) the caller may
+    /// manage: an API key its own, the admin any (naming it); a session none.
+    pub fn manages(&self, organization_id: &str) -> bool {
+        match self {
+            Self::Admin => true,
+            Self::ApiKey { organization_id: own, .. } => own == organization_id,
+            Self::Session { .. } | Self::Anonymous | Self::InvalidToken => false,
+        }
+    }
+
+    /// The organization a request is attributed to in logs, if the token names one.
+    pub fn organization_id(&self) -> Option<&str> {
+        match self {
+            Self::ApiKey { organization_id, .. } | Self::Session { organization_id, .. } => Some(organization_id),
+            Self::Admin | Self::Anonymous | Self::InvalidToken => None,
         }
     }
 
@@ -63,6 +133,9 @@ impl Caller {
         match self {
             Self::Admin => true,
             Self::ApiKey { organization_id: own, .. } => own == organization_id,
+            Self::Session { organization_id: own, scopes, .. } => {
+                own == organization_id && scopes.allows(ClientScope::Read)
+            }
             Self::Anonymous | Self::InvalidToken => false,
         }
     }
@@ -77,9 +150,9 @@ pub fn caller<'a>(ctx: &Context<'a>) -> &'a Caller {
     ctx.data_opt::<Caller>().unwrap_or(&Caller::Anonymous)
 }
 
-/// Resolves the organization to act on and records it on the request span.
-pub fn scope(ctx: &Context<'_>, requested: Option<&ID>) -> Result<String, ApiError> {
-    let organization_id = caller(ctx).scope(requested)?;
+/// Resolves the organization to act on (for `access`) and records it on the request span.
+pub fn scope(ctx: &Context<'_>, requested: Option<&ID>, access: Access) -> Result<String, ApiError> {
+    let organization_id = caller(ctx).scope(requested, access)?;
     if let Some(RequestSpan(span)) = ctx.data_opt::<RequestSpan>() {
         span.record("organization", organization_id.as_str());
     }

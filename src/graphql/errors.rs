@@ -178,6 +178,7 @@ impl From<LedgerError> for ApiError {
         match error {
             LedgerError::OrganizationNotFound => Self::NotFound("organization"),
             LedgerError::ApiKeyNotFound => Self::NotFound("API key"),
+            LedgerError::ClientSessionNotFound => Self::NotFound("client session"),
             LedgerError::InsufficientCredits { balance, required } => Self::InsufficientCredits { balance, required },
             LedgerError::BalanceLimitExceeded { max } => {
                 Self::BadUserInput(format!("the balance would exceed the largest allowed, {max} credits"))

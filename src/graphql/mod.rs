@@ -3,6 +3,7 @@
 //! Resolvers parse arguments into domain values, check the caller's scope
 //! ([`context`]) and map domain errors to contract codes ([`errors`]) in one place.
 
+mod client_sessions;
 pub mod context;
 pub mod errors;
 pub mod limits;
@@ -17,7 +18,7 @@ mod types;
 use async_graphql::Schema;
 use async_graphql::dataloader::DataLoader;
 
-pub use context::{Caller, RequestSpan};
+pub use context::{Access, Caller, RequestSpan};
 pub use mutation::Mutation;
 pub use query::Query;
 pub use subscription::Subscription;

@@ -1,8 +1,10 @@
-//! Mutations: consuming and granting credits, thresholds, organizations and API keys.
+//! Mutations: consuming and granting credits, thresholds, organizations, API keys and
+//! client sessions.
 
 use async_graphql::{Context, ID, Object};
 
-use super::context::{caller, scope};
+use super::client_sessions::{self, ClientSession, CreateClientSessionInput};
+use super::context::{Access, caller, scope};
 use super::errors::ApiError;
 use super::scalars::Credits;
 use super::types::{
@@ -26,7 +28,7 @@ impl Mutation {
         ctx: &Context<'_>,
         input: ConsumeCreditsInput,
     ) -> Result<BalanceChangePayload<Consume>, ApiError> {
-        let organization_id = scope(ctx, input.organization_id.as_ref())?;
+        let organization_id = scope(ctx, input.organization_id.as_ref(), Access::Consume)?;
         let request = ConsumeRequest::new(
             organization_id,
             Amount::parse(input.amount.0)?,
@@ -45,7 +47,7 @@ impl Mutation {
         ctx: &Context<'_>,
         input: PurchasePackageInput,
     ) -> Result<PurchasePackagePayload, ApiError> {
-        let organization_id = scope(ctx, input.organization_id.as_ref())?;
+        let organization_id = scope(ctx, input.organization_id.as_ref(), Access::Purchase)?;
         let started = ctx
             .data_unchecked::<Billing>()
             .purchase_package(&organization_id, input.package_id.as_str(), input.success_url, input.cancel_url)
@@ -64,7 +66,7 @@ impl Mutation {
         input: GrantCreditsInput,
     ) -> Result<BalanceChangePayload<Grant>, ApiError> {
         caller(ctx).require_admin()?;
-        let organization_id = scope(ctx, Some(&input.organization_id))?;
+        let organization_id = scope(ctx, Some(&input.organization_id), Access::Manage)?;
         let request = GrantRequest::new(
             organization_id,
             Amount::parse(input.amount.0)?,
@@ -81,7 +83,7 @@ impl Mutation {
         organization_id: Option<ID>,
         threshold: Option<Credits>,
     ) -> Result<CreditBalance, ApiError> {
-        let organization_id = scope(ctx, organization_id.as_ref())?;
+        let organization_id = scope(ctx, organization_id.as_ref(), Access::Manage)?;
         let (_, balance) = ctx
             .data_unchecked::<Ledger>()
             .set_low_balance_threshold(&organization_id, threshold.map(|credits| credits.0))
@@ -114,7 +116,24 @@ impl Mutation {
         Ok(CreateApiKeyPayload { api_key: ApiKey(api_key), secret })
     }
 
-    /// Revokes an API key at once. Admin only.
+    /// Mints a short-lived, scoped token for a browser (`scopes` default `[READ, PURCHASE]`,
+    /// `ttlSeconds` default 3600, at most 86400). The organization's API key (own
+    /// organization) or the admin token (naming it). The token is in this answer only.
+    async fn create_client_session(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateClientSessionInput,
+    ) -> Result<ClientSession, ApiError> {
+        client_sessions::create(ctx, input).await
+    }
+
+    /// Revokes a client session at once, on every replica (its WebSockets close with
+    /// 4403). The organization's API key or the admin token.
+    async fn revoke_client_session(&self, ctx: &Context<'_>, id: ID) -> Result<ClientSession, ApiError> {
+        client_sessions::revoke(ctx, id).await
+    }
+
+    /// Revokes an API key at once, and the client sessions it created. Admin only.
     async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> Result<ApiKey, ApiError> {
         caller(ctx).require_admin()?;
         Ok(ApiKey(ctx.data_unchecked::<Ledger>().revoke_api_key(id.as_str()).await?))

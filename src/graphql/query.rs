@@ -3,7 +3,8 @@
 use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::{Context, ID, Object};
 
-use super::context::{caller, scope};
+use super::client_sessions::ClientSession;
+use super::context::{Access, caller, scope};
 use super::errors::ApiError;
 use super::pagination::{decode_cursor, encode_cursor, page_size, transaction_page};
 use super::types::{
@@ -26,7 +27,7 @@ pub struct Query;
 impl Query {
     /// The organization's current balance. API keys may omit `organizationId`.
     async fn credit_balance(&self, ctx: &Context<'_>, organization_id: Option<ID>) -> Result<CreditBalance, ApiError> {
-        let organization_id = scope(ctx, organization_id.as_ref())?;
+        let organization_id = scope(ctx, organization_id.as_ref(), Access::Read)?;
         Ok(CreditBalance(ctx.data_unchecked::<Ledger>().balance(&organization_id).await?))
     }
 
@@ -43,7 +44,7 @@ impl Query {
         before: Option<String>,
         filter: Option<CreditTransactionFilter>,
     ) -> Result<CreditTransactionConnection, ApiError> {
-        let organization_id = scope(ctx, organization_id.as_ref())?;
+        let organization_id = scope(ctx, organization_id.as_ref(), Access::Read)?;
         let page = transaction_page(first, after, last, before)?;
         let filter = TransactionFilter::from(filter.unwrap_or_default());
         let ledger = ctx.data_unchecked::<Ledger>();
@@ -66,7 +67,7 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<CreditPurchaseConnection, ApiError> {
-        let organization_id = scope(ctx, organization_id.as_ref())?;
+        let organization_id = scope(ctx, organization_id.as_ref(), Access::Read)?;
         let count = page_size("first", first)?;
         let after = after.map(|cursor| decode_cursor("pur", &cursor)).transpose()?;
         ctx.data_unchecked::<Ledger>().balance(&organization_id).await?;
@@ -87,7 +88,7 @@ impl Query {
 
     /// An organization. API keys may omit `id` to get their own.
     async fn organization(&self, ctx: &Context<'_>, id: Option<ID>) -> Result<Organization, ApiError> {
-        let organization_id = scope(ctx, id.as_ref())?;
+        let organization_id = scope(ctx, id.as_ref(), Access::Read)?;
         ctx.data_unchecked::<Ledger>()
             .organization(&organization_id)
             .await?
@@ -101,24 +102,33 @@ impl Query {
         caller.require_any()?;
         let ledger = ctx.data_unchecked::<Ledger>();
         let (prefix, _) = id.split_once('_').unwrap_or_default();
-        let node = match prefix {
-            "org" => ledger.organization(&id).await?.map(|o| (o.id.clone(), Node::Organization(Organization(o)))),
-            "bal" => ledger
-                .balance_by_id(&id)
-                .await?
-                .map(|b| (b.organization_id.clone(), Node::CreditBalance(CreditBalance(b)))),
-            "ctx" => ledger
-                .transaction(&id)
-                .await?
-                .map(|t| (t.organization_id.clone(), Node::CreditTransaction(CreditTransaction(t)))),
-            "key" => ledger.api_key(&id).await?.map(|k| (k.organization_id.clone(), Node::ApiKey(ApiKey(k)))),
-            "pur" => ctx
-                .data_unchecked::<Purchases>()
-                .get(&id)
-                .await?
-                .map(|p| (p.organization_id.clone(), Node::CreditPurchase(CreditPurchase(p)))),
-            _ => None,
-        };
+        let node =
+            match prefix {
+                "org" => ledger.organization(&id).await?.map(|o| (o.id.clone(), Node::Organization(Organization(o)))),
+                "bal" => ledger
+                    .balance_by_id(&id)
+                    .await?
+                    .map(|b| (b.organization_id.clone(), Node::CreditBalance(CreditBalance(b)))),
+                "ctx" => ledger
+                    .transaction(&id)
+                    .await?
+                    .map(|t| (t.organization_id.clone(), Node::CreditTransaction(CreditTransaction(t)))),
+                // Credentials are for their managers only, never for a client session.
+                "key" => ledger
+                    .api_key(&id)
+                    .await?
+                    .filter(|k| caller.manages(&k.organization_id))
+                    .map(|k| (k.organization_id.clone(), Node::ApiKey(ApiKey(k)))),
+                "cses" => ledger.client_session(&id).await?.filter(|s| caller.manages(&s.organization_id)).map(|s| {
+                    (s.organization_id.clone(), Node::ClientSession(ClientSession { session: s, token: None }))
+                }),
+                "pur" => ctx
+                    .data_unchecked::<Purchases>()
+                    .get(&id)
+                    .await?
+                    .map(|p| (p.organization_id.clone(), Node::CreditPurchase(CreditPurchase(p)))),
+                _ => None,
+            };
         Ok(node.filter(|(organization_id, _)| caller.can_see(organization_id)).map(|(_, node)| node))
     }
 }

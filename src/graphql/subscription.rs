@@ -6,7 +6,7 @@
 use async_graphql::{Context, ID, SimpleObject, Subscription};
 use futures::Stream;
 
-use super::context::scope;
+use super::context::{Access, scope};
 use super::errors::ApiError;
 use super::scalars::{Credits, DateTime};
 use super::types::CreditBalance;
@@ -46,7 +46,7 @@ impl Subscription {
         ctx: &Context<'_>,
         organization_id: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = CreditBalance> + use<>> {
-        let organization_id = scope(ctx, organization_id.as_ref())?;
+        let organization_id = scope(ctx, organization_id.as_ref(), Access::Read)?;
         let ledger = ctx.data_unchecked::<Ledger>().clone();
         // Subscribe before reading the starting point, so nothing falls in between.
         let receiver = ledger.events().subscribe(&organization_id);
@@ -74,7 +74,7 @@ impl Subscription {
         organization_id: Option<ID>,
         threshold: Option<Credits>,
     ) -> async_graphql::Result<impl Stream<Item = LowBalanceEvent> + use<>> {
-        let organization_id = scope(ctx, organization_id.as_ref())?;
+        let organization_id = scope(ctx, organization_id.as_ref(), Access::Read)?;
         if let Some(Credits(value)) = threshold
             && !(0..=MAX_CREDITS).contains(&value)
         {

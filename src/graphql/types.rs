@@ -37,6 +37,8 @@ pub enum Node {
     ApiKey(ApiKey),
     /// A purchase.
     CreditPurchase(CreditPurchase),
+    /// A client session.
+    ClientSession(super::client_sessions::ClientSession),
 }
 
 /// A tenant: holds one credit balance.

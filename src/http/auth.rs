@@ -5,7 +5,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Secret;
 use crate::graphql::Caller;
-use crate::ledger::{API_KEY_PREFIX, Ledger, LedgerError};
+use crate::ledger::{API_KEY_PREFIX, CLIENT_SESSION_TOKEN_PREFIX, Ledger, LedgerError};
 
 /// Compares two secrets in time independent of where they differ: both are hashed
 /// first, so neither the length nor the content of the real token leaks through timing.
@@ -47,6 +47,18 @@ pub async fn caller_for_token(
 ) -> Result<Caller, LedgerError> {
     if admin_token.is_some_and(|admin| constant_time_eq(token, admin.expose())) {
         return Ok(Caller::Admin);
+    }
+    if token.starts_with(CLIENT_SESSION_TOKEN_PREFIX) {
+        // Expired and revoked sessions are not found: UNAUTHENTICATED, like a bad token.
+        return Ok(match ledger.authenticate_client_session(token).await? {
+            Some(session) => Caller::Session {
+                session_id: session.id,
+                organization_id: session.organization_id,
+                scopes: session.scopes,
+                expires_at: session.expires_at,
+            },
+            None => Caller::InvalidToken,
+        });
     }
     if !token.starts_with(API_KEY_PREFIX) {
         return Ok(Caller::InvalidToken);

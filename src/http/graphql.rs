@@ -4,14 +4,13 @@
 
 use std::net::SocketAddr;
 
-use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
 use async_graphql::{BatchResponse, ServerError, Variables};
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use tracing::Span;
 
@@ -94,8 +93,10 @@ pub async fn get(State(state): State<AppState>, peer: Peer, headers: HeaderMap, 
         .and_then(|value| value.to_str().ok())
         .is_some_and(|accept| accept.contains("text/html"));
     if wants_html && param("query").is_none() {
-        return Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").finish())
-            .into_response();
+        if !state.pages.graphiql {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        return state.pages.page(&headers, super::assets::graphiql_html());
     }
     let Some(media) = MediaType::negotiate(&headers) else {
         return StatusCode::NOT_ACCEPTABLE.into_response();

@@ -1,5 +1,7 @@
-//! HTTP routes: GraphQL, GraphiQL, health probes; with tracing, CORS, timeouts and limits.
+//! HTTP routes: GraphQL, GraphiQL, the console and elements, embedded assets, health
+//! probes; with tracing, CORS, timeouts and limits.
 
+pub mod assets;
 pub mod auth;
 mod graphql;
 mod health;
@@ -11,8 +13,9 @@ pub mod ws;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderValue, Method, Request, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use axum::response::Response;
 use axum::routing::{get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -43,8 +46,15 @@ pub struct AppState {
     pub rate_limits: rate_limit::RateLimits,
     /// Open WebSockets per token.
     pub sockets: ws::SocketCounts,
+    /// Browser pages and origins: GraphiQL on or off, CORS origins (CSP, WebSocket `Origin`).
+    pub pages: assets::PagePolicy,
     /// Changes once when the server starts shutting down (WebSockets then close).
     pub shutdown: tokio::sync::watch::Receiver<()>,
+}
+
+/// `GET /console`: the page built from the elements, for one organization's token.
+async fn console(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    state.pages.page(&headers, assets::console_html())
 }
 
 /// The application's routes over `state`.
@@ -53,6 +63,9 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let mut router = Router::new()
         .route("/graphql", get(graphql::get).post(graphql::post))
         .route("/graphql/ws", get(ws::upgrade))
+        .route("/console", get(console))
+        .route("/elements.js", get(assets::elements))
+        .route("/assets/{file}", get(assets::serve))
         .route("/webhooks/stripe", post(webhook::stripe).layer(DefaultBodyLimit::max(webhook::MAX_BODY_BYTES)))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -1,4 +1,4 @@
-//! Fair use: a token bucket per caller (API key, admin token, or client IP without a
+//! Fair use: a token bucket per caller (API key, client session, admin token, or client IP without a
 //! valid token), from the `governor` crate. Every GraphQL HTTP request and every
 //! WebSocket `subscribe` takes one token.
 
@@ -21,6 +21,8 @@ pub enum RateKey {
     Admin,
     /// One organization API key (by id).
     ApiKey(String),
+    /// One client session (by id).
+    Session(String),
     /// A client without a valid token, by address.
     Ip(IpAddr),
 }
@@ -31,6 +33,7 @@ impl RateKey {
         match caller {
             Caller::Admin => Self::Admin,
             Caller::ApiKey { key_id, .. } => Self::ApiKey(key_id.clone()),
+            Caller::Session { session_id, .. } => Self::Session(session_id.clone()),
             Caller::Anonymous | Caller::InvalidToken => Self::Ip(ip),
         }
     }

@@ -11,8 +11,9 @@
 //! Each connection has one bounded outgoing queue. A subscription whose client reads
 //! slowly waits on that queue (its events pile up in the database, not in memory, and
 //! are caught up later); a client that stops answering pings is closed. A connection
-//! whose API key is revoked closes with 4403 as soon as the revocation hint arrives
-//! (re-checked in the database first, see `ledger::events`).
+//! whose API key or client session is revoked closes with 4403 as soon as the revocation
+//! hint arrives (re-checked in the database first, see `ledger::events`); a client
+//! session's socket also closes with 4403 when the session expires.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,8 +27,9 @@ use async_graphql_axum::GraphQLProtocol;
 use axum::Extension;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, header::AUTHORIZATION};
-use axum::response::Response;
+use axum::http::header::{AUTHORIZATION, HOST, ORIGIN};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -118,6 +120,15 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // Cross-site WebSocket hijacking: a browser on another site would send our user's
+    // token along; only our own origin and the configured ones may open a socket.
+    if let Some(origin) = headers.get(ORIGIN) {
+        let host = headers.get(HOST).and_then(|value| value.to_str().ok());
+        let allowed = origin.to_str().is_ok_and(|origin| state.pages.allows_socket_origin(origin, host));
+        if !allowed {
+            return StatusCode::FORBIDDEN.into_response();
+        }
+    }
     let ip = client_ip(&headers, peer.map(|Extension(ConnectInfo(addr))| addr), state.limits.trust_proxy);
     let header_token =
         headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok()).map(|value| bearer_token(value).to_owned());
@@ -305,16 +316,28 @@ impl Connection {
             }
             return Flow::Close(4403, "Forbidden");
         }
-        if let Caller::ApiKey { organization_id, .. } = &caller {
-            self.span.record("organization", organization_id.as_str());
+        if let Some(organization_id) = caller.organization_id() {
+            self.span.record("organization", organization_id);
         }
         if !self.open.claim(RateKey::of(&caller, self.ip), self.state.limits.ws_max_connections_per_token) {
             return Flow::Close(1013, "Too many connections for this token");
         }
         let mut revocation = key_watch.only(match &caller {
             Caller::ApiKey { key_id, .. } => Some(key_id.as_str()),
+            // Session revocations (direct, or with their API key) send the session's id.
+            Caller::Session { session_id, .. } => Some(session_id.as_str()),
             _ => None,
         });
+        // A session's socket ends when the session does.
+        let expiry = match &caller {
+            Caller::Session { expires_at, .. } => {
+                let left = (*expires_at - crate::ledger::now()).to_std().unwrap_or_default();
+                tokio::time::Instant::now() + left
+            }
+            _ => tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600),
+        };
+        let expired = tokio::time::sleep_until(expiry);
+        tokio::pin!(expired);
         self.send(json!({ "type": "connection_ack" }));
         if self.legacy {
             self.send(json!({ "type": "ka" }));
@@ -372,6 +395,7 @@ impl Connection {
                         return Flow::Abandon;
                     }
                 }
+                () = &mut expired => return Flow::Close(4403, "Forbidden"),
                 _ = shutdown.changed() => return Flow::Close(1001, "Server shutting down"),
             }
         }
@@ -464,15 +488,21 @@ impl Connection {
     /// names it (so a revoked key loses its connections at once, on every replica) and,
     /// as a backstop, every few keep-alive intervals. A database hiccup is not a revocation.
     async fn still_authorized(&self, caller: &Caller) -> bool {
-        let Caller::ApiKey { key_id, .. } = caller else { return true };
-        match self.state.ledger.api_key(key_id).await {
-            Ok(Some(key)) => key.revoked_at.is_none(),
-            Ok(None) => false,
-            Err(error) => {
-                tracing::warn!(%error, "could not re-check a WebSocket's API key");
-                true
+        let ledger = &self.state.ledger;
+        let live = match caller {
+            Caller::ApiKey { key_id, .. } => {
+                ledger.api_key(key_id).await.map(|key| key.is_some_and(|k| k.revoked_at.is_none()))
             }
-        }
+            Caller::Session { session_id, .. } => ledger
+                .client_session(session_id)
+                .await
+                .map(|session| session.is_some_and(|s| s.is_live(crate::ledger::now()))),
+            _ => return true,
+        };
+        live.unwrap_or_else(|error| {
+            tracing::warn!(%error, "could not re-check a WebSocket's credentials");
+            true
+        })
     }
 
     /// Queues a message without waiting: a client whose queue is full does not read,

@@ -159,14 +159,15 @@ impl From<api_key::Model> for ApiKey {
 }
 
 /// Hex SHA-256 of a secret: the only form in which secrets are stored.
-fn hash_secret(secret: &str) -> String {
+pub(super) fn hash_secret(secret: &str) -> String {
     Sha256::digest(secret.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-fn new_secret() -> Result<String, LedgerError> {
+/// A fresh secret of 256 random bits after `prefix`.
+pub(super) fn new_secret(prefix: &str) -> Result<String, LedgerError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|error| LedgerError::internal(format!("no randomness: {error}")))?;
-    Ok(format!("{API_KEY_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+    Ok(format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
 }
 
 impl Ledger {
@@ -177,7 +178,7 @@ impl Ledger {
         if self.organization(organization_id).await?.is_none() {
             return Err(LedgerError::OrganizationNotFound);
         }
-        let secret = new_secret()?;
+        let secret = new_secret(API_KEY_PREFIX)?;
         let row = api_key::ActiveModel {
             id: Set(new_id("key")),
             organization_id: Set(organization_id.to_owned()),
@@ -193,8 +194,9 @@ impl Ledger {
         Ok((ApiKey::from(row), secret))
     }
 
-    /// Revokes a key (idempotent: revoking twice keeps the first time). Once the
-    /// revocation commits, a hint tells every replica's open WebSockets of that key to
+    /// Revokes a key (idempotent: revoking twice keeps the first time) and, in the same
+    /// transaction, the client sessions it minted. Once the revocation commits, a hint
+    /// tells every replica's open WebSockets of that key (and of those sessions) to
     /// re-check it (and so close); HTTP requests authenticate against the database anyway.
     #[tracing::instrument(skip(self))]
     pub async fn revoke_api_key(&self, id: &str) -> Result<ApiKey, LedgerError> {
@@ -209,12 +211,16 @@ impl Ledger {
             txn.rollback().await?;
             return Err(LedgerError::ApiKeyNotFound);
         };
+        let sessions = Self::revoke_sessions_of_key(&txn, &key.id).await?;
         // Also for a key revoked before: a repeated revoke re-sends the hint, harmlessly.
         notify_key_revoked(&txn, &key.id).await?;
         txn.commit().await?;
         // Before answering: this replica's next request with the key is refused.
         self.keys.evict(&key.id);
         self.announce_key_revoked(&key.id);
+        for session_id in &sessions {
+            self.announce_key_revoked(session_id);
+        }
         Ok(key)
     }
 

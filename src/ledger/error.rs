@@ -12,6 +12,9 @@ pub enum LedgerError {
     /// The API key does not exist.
     #[error("API key not found")]
     ApiKeyNotFound,
+    /// The client session does not exist.
+    #[error("client session not found")]
+    ClientSessionNotFound,
     /// The balance is smaller than the amount asked for; nothing changed.
     #[error("insufficient credits: balance {balance}, required {required}")]
     InsufficientCredits {

@@ -12,6 +12,7 @@
 mod api_keys;
 mod committer;
 pub mod decide;
+mod client_sessions;
 mod error;
 pub mod events;
 mod history;
@@ -20,6 +21,10 @@ mod tx;
 mod types;
 
 pub use api_keys::{API_KEY_PREFIX, ApiKey};
+pub use client_sessions::{
+    CLIENT_SESSION_TOKEN_PREFIX, ClientScope, ClientScopes, ClientSession, DEFAULT_SESSION_TTL_SECS,
+    MAX_SESSION_TTL_SECS, SessionTtl,
+};
 pub use error::{LedgerError, Retryable};
 pub use history::{Page, PageRequest, TransactionFilter};
 pub use tx::{Clawback, LedgerTx};
@@ -92,7 +97,7 @@ impl Ledger {
         }
     }
 
-    /// Announces a committed revocation of `key_id` in this process (on PostgreSQL the
+    /// Announces a committed revocation of `key_id` (an API key or client session) in this process (on PostgreSQL the
     /// notification sent inside the transaction already reaches every replica).
     fn announce_key_revoked(&self, key_id: &str) {
         if self.db.get_database_backend() != DbBackend::Postgres {

@@ -18,6 +18,27 @@ fn stdout_lines(output: &Output) -> Vec<String> {
 }
 
 #[test]
+fn commands_print_only_their_result_even_at_the_default_log_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("quiet.db").display());
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_credits"))
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .env_remove("RUST_LOG")
+            .env_remove("CREDITS_ADMIN_TOKEN")
+            .output()
+            .expect("run credits")
+    };
+    let migrated = run(&["migrate"]);
+    assert_eq!(String::from_utf8_lossy(&migrated.stdout), "migrated\n");
+    assert_eq!(String::from_utf8_lossy(&migrated.stderr), "", "nothing but the result");
+    let created = run(&["org", "create", "--name", "Quiet"]);
+    assert!(String::from_utf8_lossy(&created.stdout).starts_with("org_"));
+    assert_eq!(String::from_utf8_lossy(&created.stderr), "");
+}
+
+#[test]
 fn operators_create_orgs_keys_and_grants_from_the_shell() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("cli.db").display());

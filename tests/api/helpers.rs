@@ -2,7 +2,7 @@
 //! (a temp file) or on a throw-away PostgreSQL cluster this harness starts itself.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -85,17 +85,48 @@ pub fn skip_loudly(why: &str) {
     let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
 }
 
-/// The folder of the npm reference clients, if `package` is installed there (`.ci/run`
-/// installs them). Outside CI a missing one skips the test loudly; in CI it fails.
+/// The folder of the npm reference clients, if `package` is installed there. When it is
+/// not and npm is on the PATH, the packages are installed once from the lock file
+/// (`npm ci --prefix tests/audit`, what `.ci/run` does). Outside CI a package still
+/// missing skips the test loudly; in CI it fails.
 pub fn node_tool(package: &str) -> Option<&'static str> {
+    static INSTALLED: OnceLock<bool> = OnceLock::new();
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/audit");
-    if Path::new(dir).join("node_modules").join(package).exists() {
+    let present = || Path::new(dir).join("node_modules").join(package).exists();
+    if !present() {
+        INSTALLED.get_or_init(|| {
+            let installed = Command::new("npm")
+                .args(["ci", "--prefix", dir, "--no-audit", "--no-fund", "--loglevel=error"])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success());
+            if !installed {
+                eprintln!("npm ci --prefix tests/audit failed or npm is not installed");
+            }
+            installed
+        });
+    }
+    if present() {
         return Some(dir);
     }
     if in_ci() {
         panic!("{package} is not installed in tests/audit (npm ci --prefix tests/audit)");
     }
-    skip_loudly(&format!("{package} is not installed; run `npm ci --prefix tests/audit`"));
+    skip_loudly(&format!("{package} is not installed and npm could not install it; run `npm ci --prefix tests/audit`"));
+    None
+}
+
+/// Debian's Chromium (or `CHROMIUM`), for the browser tests. Outside CI a missing one
+/// skips them loudly; in CI it fails (`.ci/run` installs it).
+pub fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    if path.exists() {
+        return Some(path);
+    }
+    if in_ci() {
+        panic!("Chromium is required in CI but {} does not exist (apt-get install chromium)", path.display());
+    }
+    skip_loudly(&format!("Chromium is not installed ({}); the browser tests did not run", path.display()));
     None
 }
 
@@ -320,6 +351,11 @@ impl TestApp {
     pub fn attach(base: &str, database_url: &str) -> Self {
         let database = TestDatabase { url: database_url.to_owned(), _dir: None };
         Self { base: base.to_owned(), client: reqwest::Client::new(), _database: database }
+    }
+
+    /// A client for a server started elsewhere (a child process) over `database`.
+    pub fn attach_owning(base: String, database: TestDatabase) -> Self {
+        Self { base, client: reqwest::Client::new(), _database: database }
     }
 
     /// The URL of this app's database.

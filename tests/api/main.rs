@@ -5,7 +5,9 @@ mod helpers;
 mod pg_cluster;
 
 mod bad_input;
+mod browser;
 mod cli;
+mod client_sessions;
 mod crash;
 mod fake_stripe;
 mod fuzz_api;
@@ -21,4 +23,5 @@ mod races;
 mod schema;
 mod shutdown;
 mod subscriptions;
+mod ui;
 mod ws_client;

@@ -408,6 +408,19 @@ async fn return_urls_come_from_the_input_or_config_and_price_ids_are_used() {
     assert_eq!(call.field("success_url"), Some("https://a.example/s"));
     let packages = app.ok(None, "{ creditPackages { id totalCredits } }", json!({})).await;
     assert_eq!(packages["creditPackages"], json!([{ "id": "gold", "totalCredits": 100 }]));
+    // `{PURCHASE_ID}` becomes the new purchase's id; Stripe's own placeholder is left alone.
+    let vars = json!({
+        "package": "gold",
+        "success": "https://a.example/s?purchase={PURCHASE_ID}&session={CHECKOUT_SESSION_ID}",
+        "cancel": "https://a.example/c?purchase={PURCHASE_ID}",
+    });
+    let purchase = app.ok(Some(&key), PURCHASE, vars).await["purchasePackage"]["purchase"]["id"].clone();
+    let purchase = purchase.as_str().unwrap();
+    let calls = fake.calls();
+    let call = calls.last().unwrap();
+    let expected = format!("https://a.example/s?purchase={purchase}&session={{CHECKOUT_SESSION_ID}}");
+    assert_eq!(call.field("success_url"), Some(expected.as_str()));
+    assert_eq!(call.field("cancel_url"), Some(format!("https://a.example/c?purchase={purchase}").as_str()));
 }
 
 #[tokio::test]

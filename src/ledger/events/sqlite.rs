@@ -1,6 +1,6 @@
 //! SQLite has no `NOTIFY`: a revocation committed by another process on the same file
-//! (`credits api-key revoke` while the server runs) is found by polling the few keys
-//! revoked lately, and hinted to this process's connections like any other.
+//! (`credits api-key revoke` while the server runs) is found by polling the few keys and
+//! client sessions revoked lately, and hinted to this process's connections like any other.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -21,7 +21,15 @@ pub async fn poll_sqlite_revocations(ledger: Ledger) {
     let mut hinted: HashSet<String> = HashSet::new();
     loop {
         ticker.tick().await;
-        match ledger.api_keys_revoked_since(now() - LOOKBACK).await {
+        let since = now() - LOOKBACK;
+        let revoked = match ledger.api_keys_revoked_since(since).await {
+            Ok(mut keys) => ledger.client_sessions_revoked_since(since).await.map(|sessions| {
+                keys.extend(sessions);
+                keys
+            }),
+            Err(error) => Err(error),
+        };
+        match revoked {
             Ok(revoked) => {
                 for key_id in revoked.iter().filter(|key_id| !hinted.contains(*key_id)) {
                     ledger.events().key_revoked(key_id);

@@ -1,0 +1,725 @@
+// credits elements: framework-free custom elements for a credit balance, a low-balance
+// warning, packages to buy, the transaction history and purchases. Hand-written, no
+// dependencies; served by the credits server at /elements.js.
+//
+//   <script type="module" src="https://credits.example/elements.js"></script>
+//   <credits-balance endpoint="https://credits.example/graphql" token="cst_…"></credits-balance>
+//
+// Every element takes `endpoint` (default: this page's origin + /graphql) and `token`
+// (a client session token, never a secret API key). Elements with the same endpoint and
+// token share one client: one WebSocket (graphql-transport-ws, reconnecting by itself)
+// and one `creditBalanceChanged` subscription. They emit `credits:balance`,
+// `credits:low-balance` and `credits:error` (bubbling, composed) and are styled with CSS
+// custom properties (--credits-*) and ::part().
+
+const KINDS = ["PURCHASE", "CONSUMPTION", "GRANT", "REFUND", "ADJUSTMENT"];
+
+/** An enum value in words: PARTIALLY_REFUNDED → "Partially refunded". */
+export function words(value) {
+  const text = String(value ?? "").toLowerCase().replace(/_/g, " ");
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+const numbers = new Intl.NumberFormat();
+const dates = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+const ZERO_DECIMAL = new Set(["bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"]);
+
+function money(amount, currency) {
+  const code = String(currency || "usd");
+  const value = ZERO_DECIMAL.has(code.toLowerCase()) ? amount : amount / 100;
+  try {
+    return new Intl.NumberFormat(undefined, { style: "currency", currency: code.toUpperCase() }).format(value);
+  } catch {
+    return `${value} ${code.toUpperCase()}`;
+  }
+}
+
+/** A GraphQL error with its `extensions.code`. */
+export class CreditsError extends Error {
+  constructor(message, code, extensions) {
+    super(message);
+    this.name = "CreditsError";
+    this.code = code || "INTERNAL_SERVER_ERROR";
+    this.extensions = extensions || {};
+  }
+}
+
+function toError(errors) {
+  const first = (Array.isArray(errors) ? errors[0] : errors) || {};
+  return new CreditsError(first.message || "Request failed", first.extensions?.code, first.extensions);
+}
+
+// ---------------------------------------------------------------------------------------
+// The client: HTTP for queries and mutations, one shared WebSocket for subscriptions.
+
+const PROTOCOL = "graphql-transport-ws";
+const clients = new Map();
+
+/** The shared client of `endpoint` and `token` on this page. */
+export function clientFor(endpoint, token) {
+  const url = new URL(endpoint || "/graphql", location.href).href;
+  const key = `${url}\n${token || ""}`;
+  let client = clients.get(key);
+  if (!client) {
+    client = new Client(url, token || "");
+    clients.set(key, client);
+  }
+  return client;
+}
+
+class Client {
+  constructor(endpoint, token) {
+    this.endpoint = endpoint;
+    this.token = token;
+    this.socket = null;
+    this.acknowledged = false;
+    this.operations = new Map(); // id → { payload, sink }
+    this.nextId = 1;
+    this.attempt = 0;
+    this.retry = null;
+    this.closeTimer = null;
+    this.fatal = null;
+    this.balance = null; // the shared creditBalanceChanged feed
+  }
+
+  headers() {
+    const headers = { "content-type": "application/json", accept: "application/graphql-response+json, application/json" };
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    return headers;
+  }
+
+  /** Runs a query or mutation over HTTP; resolves `data` or throws a CreditsError. */
+  async request(query, variables = {}) {
+    let response;
+    try {
+      response = await fetch(this.endpoint, {
+        method: "POST",
+        headers: this.headers(),
+        body: JSON.stringify({ query, variables }),
+        credentials: "omit",
+        cache: "no-store",
+      });
+    } catch (error) {
+      throw new CreditsError(`The credits server cannot be reached (${error.message})`, "NETWORK_ERROR");
+    }
+    let body;
+    try {
+      body = await response.json();
+    } catch {
+      throw new CreditsError(`The credits server answered ${response.status}`, response.status === 429 ? "RATE_LIMITED" : "INTERNAL_SERVER_ERROR");
+    }
+    if (body.errors?.length) throw toError(body.errors);
+    return body.data;
+  }
+
+  /** Starts a subscription; `sink` gets next(data), error(CreditsError), complete() and,
+   *  after a reconnection, reconnected(). Returns a function that stops it. */
+  subscribe(query, variables, sink) {
+    const id = String(this.nextId++);
+    this.operations.set(id, { payload: { query, variables: variables || {} }, sink });
+    clearTimeout(this.closeTimer);
+    if (this.fatal) {
+      queueMicrotask(() => sink.error?.(this.fatal));
+    } else if (this.acknowledged) {
+      this.send({ id, type: "subscribe", payload: { query, variables: variables || {} } });
+    } else {
+      this.connect();
+    }
+    return () => {
+      if (!this.operations.delete(id)) return;
+      if (this.acknowledged) this.send({ id, type: "complete" });
+      if (this.operations.size === 0) {
+        // Elements re-rendering (a changed attribute) resubscribe at once: keep the socket briefly.
+        this.closeTimer = setTimeout(() => this.disconnect(), 1000);
+      }
+    };
+  }
+
+  /** The shared balance feed: one subscription per client, whatever the number of elements. */
+  balanceFeed() {
+    if (!this.balance) this.balance = new BalanceFeed(this);
+    return this.balance;
+  }
+
+  send(message) {
+    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
+  }
+
+  connect() {
+    if (this.socket || this.retry) return;
+    const url = new URL(this.endpoint.replace(/\/$/, "") + "/ws");
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    const socket = new WebSocket(url.href, PROTOCOL);
+    this.socket = socket;
+    socket.onopen = () => {
+      socket.send(JSON.stringify({ type: "connection_init", payload: this.token ? { authorization: `Bearer ${this.token}` } : {} }));
+    };
+    socket.onmessage = (event) => this.receive(socket, event.data);
+    socket.onclose = (event) => this.closed(socket, event.code);
+  }
+
+  receive(socket, data) {
+    let message;
+    try {
+      message = JSON.parse(data);
+    } catch {
+      return;
+    }
+    const operation = this.operations.get(message.id);
+    switch (message.type) {
+      case "connection_ack": {
+        const reconnected = this.attempt > 0;
+        this.acknowledged = true;
+        this.attempt = 0;
+        for (const [id, { payload, sink }] of this.operations) {
+          socket.send(JSON.stringify({ id, type: "subscribe", payload }));
+          if (reconnected) sink.reconnected?.();
+        }
+        break;
+      }
+      case "ping":
+        socket.send(JSON.stringify({ type: "pong" }));
+        break;
+      case "next":
+        if (operation) {
+          if (message.payload?.errors?.length && !message.payload.data) operation.sink.error?.(toError(message.payload.errors));
+          else operation.sink.next?.(message.payload.data, message.payload);
+        }
+        break;
+      case "error":
+        if (operation) {
+          this.operations.delete(message.id);
+          operation.sink.error?.(toError(message.payload));
+        }
+        break;
+      case "complete":
+        if (operation) {
+          this.operations.delete(message.id);
+          operation.sink.complete?.();
+        }
+        break;
+    }
+  }
+
+  closed(socket, code) {
+    if (this.socket !== socket) return;
+    this.socket = null;
+    this.acknowledged = false;
+    if (code === 4403) {
+      // The token is invalid, expired or revoked: retrying will not help.
+      this.fatal = new CreditsError("The access token is not valid (expired or revoked)", "UNAUTHENTICATED");
+      for (const { sink } of this.operations.values()) sink.error?.(this.fatal);
+      this.operations.clear();
+      return;
+    }
+    if (this.operations.size === 0) return;
+    // Reconnect with exponential backoff and jitter: 0.5 s, 1 s, 2 s … at most 30 s.
+    this.attempt += 1;
+    const ceiling = Math.min(30000, 500 * 2 ** (this.attempt - 1));
+    const wait = ceiling / 2 + Math.random() * (ceiling / 2);
+    this.retry = setTimeout(() => {
+      this.retry = null;
+      if (this.operations.size > 0) this.connect();
+    }, wait);
+  }
+
+  disconnect() {
+    if (this.operations.size > 0) return;
+    clearTimeout(this.retry);
+    this.retry = null;
+    const socket = this.socket;
+    this.socket = null;
+    this.acknowledged = false;
+    this.attempt = 0;
+    if (socket && socket.readyState <= WebSocket.OPEN) socket.close(1000, "Normal closure");
+  }
+}
+
+const BALANCE_FIELDS = "id organizationId balance lowBalanceThreshold isLow updatedAt";
+
+/** The organization's balance, fetched once and then pushed; shared by a client's elements. */
+class BalanceFeed {
+  constructor(client) {
+    this.client = client;
+    this.listeners = new Set();
+    this.current = null;
+    this.stop = null;
+  }
+
+  /** Calls `listener(balance, error)` now (if known) and on every change. */
+  listen(listener) {
+    this.listeners.add(listener);
+    if (this.current) listener(this.current, null);
+    if (!this.stop) this.start();
+    return () => {
+      this.listeners.delete(listener);
+      if (this.listeners.size === 0 && this.stop) {
+        this.stop();
+        this.stop = null;
+        this.current = null;
+      }
+    };
+  }
+
+  start() {
+    this.stop = this.client.subscribe(`subscription { creditBalanceChanged { ${BALANCE_FIELDS} } }`, {}, {
+      next: (data) => this.publish(data.creditBalanceChanged),
+      error: (error) => this.fail(error),
+      // Changes while the socket was down are not replayed: read the balance afresh.
+      reconnected: () => this.refresh(),
+    });
+    this.refresh();
+  }
+
+  async refresh() {
+    try {
+      const data = await this.client.request(`{ creditBalance { ${BALANCE_FIELDS} } }`);
+      this.publish(data.creditBalance);
+    } catch (error) {
+      this.fail(error);
+    }
+  }
+
+  publish(balance) {
+    if (!balance) return;
+    // A slow HTTP answer must not overwrite a newer pushed balance.
+    if (this.current && balance.updatedAt < this.current.updatedAt) return;
+    this.current = balance;
+    for (const listener of this.listeners) listener(balance, null);
+  }
+
+  fail(error) {
+    for (const listener of this.listeners) listener(null, error);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The elements.
+
+const BASE_CSS = `
+:host { display: block; font-family: var(--credits-font-family, system-ui, sans-serif); color: var(--credits-color, #1d2433);
+  font-size: var(--credits-font-size, 1rem); }
+:host([hidden]) { display: none; }
+* { box-sizing: border-box; }
+.card { background: var(--credits-background, #fff); border: 1px solid var(--credits-border-color, #d8dde6);
+  border-radius: var(--credits-radius, 8px); padding: var(--credits-padding, 1rem); }
+h2, h3 { margin: 0 0 .5rem; font-size: 1.05em; }
+button, select { font: inherit; color: inherit; border-radius: var(--credits-radius-small, 6px); padding: .35rem .8rem;
+  border: 1px solid var(--credits-border-color, #d8dde6); background: var(--credits-background, #fff); cursor: pointer; }
+button.primary { background: var(--credits-accent, #0b6e4f); border-color: var(--credits-accent, #0b6e4f); color: var(--credits-accent-text, #fff); }
+button:disabled { opacity: .55; cursor: default; }
+button:focus-visible, select:focus-visible, a:focus-visible { outline: 3px solid var(--credits-focus-color, #1a73e8); outline-offset: 2px; }
+table { width: 100%; border-collapse: collapse; }
+caption { text-align: left; font-weight: 600; margin-bottom: .5rem; }
+th, td { text-align: left; padding: .4rem .5rem; border-bottom: 1px solid var(--credits-border-color, #d8dde6); vertical-align: top; }
+th { font-weight: 600; font-size: .9em; color: var(--credits-muted-color, #5b6578); }
+td.number, th.number { text-align: right; font-variant-numeric: tabular-nums; }
+.muted { color: var(--credits-muted-color, #5b6578); }
+.error { color: var(--credits-danger, #b3261e); }
+.positive { color: var(--credits-positive, #0b6e4f); }
+.negative { color: var(--credits-negative, #1d2433); }
+.toolbar { display: flex; gap: .5rem; align-items: center; flex-wrap: wrap; margin-bottom: .5rem; }
+.pager { display: flex; gap: .5rem; justify-content: flex-end; margin-top: .5rem; }
+.badge { display: inline-block; padding: .05rem .5rem; border-radius: 999px; font-size: .85em;
+  background: var(--credits-badge-background, #eef1f5); }
+.badge[data-status="PAID"] { background: var(--credits-paid-background, #dff3e8); }
+.badge[data-status="FAILED"], .badge[data-status="EXPIRED"], .badge[data-status="DISPUTED"] { background: var(--credits-failed-background, #fbe3e1); }
+.visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
+`;
+
+let sharedSheet = null;
+function baseSheet() {
+  if (!sharedSheet && "adoptedStyleSheets" in Document.prototype) {
+    // Constructed style sheets are not inline styles: a strict style-src CSP allows them.
+    sharedSheet = new CSSStyleSheet();
+    sharedSheet.replaceSync(BASE_CSS);
+  }
+  return sharedSheet;
+}
+
+/** Builds DOM without innerHTML (no injection from server data): h("p", {class: "x"}, "text"). */
+function h(tag, attributes = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === false || value == null) continue;
+    if (name.startsWith("on")) element.addEventListener(name.slice(2), value);
+    else element.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child == null || child === false) continue;
+    element.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return element;
+}
+
+/** What every element shares: attributes, the client, events, rendering into a shadow root. */
+class CreditsElement extends HTMLElement {
+  static get observedAttributes() {
+    return ["endpoint", "token"];
+  }
+
+  constructor() {
+    super();
+    this.root = this.attachShadow({ mode: "open" });
+    const sheet = baseSheet();
+    if (sheet) this.root.adoptedStyleSheets = [sheet];
+    this.cleanups = [];
+  }
+
+  get endpoint() {
+    return this.getAttribute("endpoint") || new URL("/graphql", location.origin).href;
+  }
+
+  get token() {
+    return this.getAttribute("token") || "";
+  }
+
+  get client() {
+    return clientFor(this.endpoint, this.token);
+  }
+
+  connectedCallback() {
+    this.restart();
+  }
+
+  disconnectedCallback() {
+    this.teardown();
+  }
+
+  attributeChangedCallback(_name, previous, value) {
+    if (previous !== value && this.isConnected) this.restart();
+  }
+
+  restart() {
+    this.teardown();
+    // Several attribute changes in one task (endpoint, then token) start only once.
+    if (this.scheduled) return;
+    this.scheduled = true;
+    queueMicrotask(() => {
+      this.scheduled = false;
+      if (!this.isConnected) return;
+      this.teardown();
+      this.start();
+    });
+  }
+
+  teardown() {
+    for (const cleanup of this.cleanups.splice(0)) cleanup();
+  }
+
+  /** Runs when connected or reconfigured; register cleanups with `this.cleanups.push`. */
+  start() {}
+
+  render(...children) {
+    this.root.replaceChildren(...children);
+  }
+
+  emit(name, detail) {
+    this.dispatchEvent(new CustomEvent(name, { detail, bubbles: true, composed: true }));
+  }
+
+  /** Reports an error as `credits:error`; returns a paragraph to show. */
+  failed(error) {
+    this.emit("credits:error", { code: error.code, message: error.message, element: this.localName });
+    return h("p", { class: "error", role: "alert", part: "error" }, error.message);
+  }
+
+  watchBalance(listener) {
+    this.cleanups.push(this.client.balanceFeed().listen(listener));
+  }
+}
+
+/** `<credits-balance>`: the balance, live. */
+class CreditsBalance extends CreditsElement {
+  start() {
+    this.render(h("div", { class: "card", part: "card" }, h("span", { class: "muted" }, "Loading balance…")));
+    this.watchBalance((balance, error) => {
+      if (error) return this.render(h("div", { class: "card", part: "card" }, this.failed(error)));
+      const label = this.getAttribute("label") || "Credit balance";
+      this.render(
+        h("div", { class: "card", part: "card" },
+          h("div", { class: "muted", part: "label", id: "label" }, label),
+          h("output", { part: "value", "aria-live": "polite", "aria-labelledby": "label", "data-balance": balance.balance },
+            numbers.format(balance.balance)),
+          h("span", { class: "muted", part: "unit" }, balance.balance === 1 ? " credit" : " credits")),
+      );
+      this.emit("credits:balance", { ...balance });
+    });
+  }
+}
+
+/** `<credits-low-balance-warning threshold="…">`: shown only while the balance is low
+ *  (below `threshold`, else the organization's threshold; with neither, never). */
+class CreditsLowBalanceWarning extends CreditsElement {
+  static get observedAttributes() {
+    return [...super.observedAttributes, "threshold"];
+  }
+
+  start() {
+    const sheet = new CSSStyleSheet();
+    sheet.replaceSync(WARNING_CSS);
+    this.root.adoptedStyleSheets = [baseSheet(), sheet].filter(Boolean);
+    this.low = false;
+    const region = h("div", { role: "status", "aria-live": "polite", part: "region" });
+    this.render(region);
+    const attribute = this.getAttribute("threshold");
+    const fixed = attribute !== null && attribute !== "" && Number.isFinite(Number(attribute)) ? Number(attribute) : null;
+    let watching = null; // the threshold the lowBalance subscription watches
+    this.watchBalance((balance, error) => {
+      if (error) return region.replaceChildren(this.failed(error));
+      const threshold = fixed ?? balance.lowBalanceThreshold;
+      const low = threshold != null && balance.balance < threshold;
+      this.toggleAttribute("low", low);
+      region.replaceChildren(
+        low
+          ? h("div", { class: "card warning", part: "warning" },
+              h("strong", {}, "Low balance: "),
+              `${numbers.format(balance.balance)} credits left, below ${numbers.format(threshold)}. `,
+              h("slot", {}, "Buy credits to keep going."))
+          : "",
+      );
+      this.low = low;
+      // `credits:low-balance` comes from the server's lowBalance subscription: one event
+      // when the balance is low at the start, then one per crossing into low.
+      if (threshold != null && threshold !== watching) {
+        watching = threshold;
+        this.stopLowBalance?.();
+        this.stopLowBalance = this.client.subscribe(
+          "subscription($t: Credits) { lowBalance(threshold: $t) { organizationId balance threshold transactionId occurredAt } }",
+          { t: threshold },
+          { next: (data) => this.emit("credits:low-balance", { ...data.lowBalance }), error: (e) => this.failed(e) },
+        );
+        this.cleanups.push(() => this.stopLowBalance?.());
+      }
+    });
+  }
+}
+
+const WARNING_CSS = `.warning { background: var(--credits-warning-background, #fff4d6); border-color: var(--credits-warning-border, #e0a800); color: var(--credits-warning-color, #4a3700); }`;
+
+/** `<credits-packages>`: the packages on sale, each with a Buy button that starts a
+ *  Stripe Checkout and sends the browser there. */
+class CreditsPackages extends CreditsElement {
+  static get observedAttributes() {
+    return [...super.observedAttributes, "success-url", "cancel-url"];
+  }
+
+  /** Back to this page, with `?purchase={PURCHASE_ID}` (filled in by the server); never
+   *  with this page's fragment, which may hold a token. */
+  returnUrl(attribute) {
+    const explicit = this.getAttribute(attribute);
+    if (explicit) return new URL(explicit, location.href).href;
+    const here = new URL(location.href);
+    here.hash = "";
+    here.searchParams.delete("purchase");
+    const base = here.href;
+    return `${base}${here.search ? "&" : "?"}purchase={PURCHASE_ID}`;
+  }
+
+  async start() {
+    this.render(h("div", { class: "card", part: "card" }, h("span", { class: "muted" }, "Loading packages…")));
+    let packages;
+    try {
+      packages = (await this.client.request("{ creditPackages { id name credits bonusCredits totalCredits priceAmount currency } }")).creditPackages;
+    } catch (error) {
+      return this.render(h("div", { class: "card", part: "card" }, this.failed(error)));
+    }
+    const status = h("p", { class: "muted", role: "status", "aria-live": "polite" });
+    const list = h("ul", { class: "packages", part: "list" },
+      packages.map((pkg) => {
+        const price = money(pkg.priceAmount, pkg.currency);
+        const button = h("button", { type: "button", class: "primary", part: "buy-button", "data-package": pkg.id,
+          "aria-label": `Buy ${pkg.name}: ${numbers.format(pkg.totalCredits)} credits for ${price}` }, "Buy");
+        button.addEventListener("click", () => this.buy(pkg, button, status));
+        return h("li", { class: "card", part: "package" },
+          h("h3", {}, pkg.name),
+          h("p", {}, h("strong", {}, numbers.format(pkg.credits)), " credits",
+            pkg.bonusCredits > 0 ? h("span", { class: "positive" }, ` + ${numbers.format(pkg.bonusCredits)} bonus`) : ""),
+          h("p", { class: "price" }, price),
+          button);
+      }));
+    const style = new CSSStyleSheet();
+    style.replaceSync(`.packages { list-style: none; padding: 0; margin: 0; display: grid; gap: .75rem;
+      grid-template-columns: repeat(auto-fill, minmax(12rem, 1fr)); } .packages p { margin: .25rem 0; } .price { font-size: 1.2em; font-weight: 600; }`);
+    this.root.adoptedStyleSheets = [baseSheet(), style].filter(Boolean);
+    this.render(h("section", { "aria-label": this.getAttribute("label") || "Buy credits" }, list, status));
+  }
+
+  async buy(pkg, button, status) {
+    const buttons = this.root.querySelectorAll("button");
+    buttons.forEach((b) => (b.disabled = true));
+    button.setAttribute("aria-busy", "true");
+    status.textContent = `Starting checkout for ${pkg.name}…`;
+    try {
+      const data = await this.client.request(
+        "mutation($input: PurchasePackageInput!) { purchasePackage(input: $input) { checkoutUrl purchase { id status } } }",
+        { input: { packageId: pkg.id, successUrl: this.returnUrl("success-url"), cancelUrl: this.returnUrl("cancel-url") } },
+      );
+      const { checkoutUrl, purchase } = data.purchasePackage;
+      const proceed = this.dispatchEvent(new CustomEvent("credits:checkout", { detail: { purchase, checkoutUrl }, bubbles: true, composed: true, cancelable: true }));
+      if (proceed) location.assign(checkoutUrl);
+    } catch (error) {
+      status.replaceChildren(this.failed(error));
+      buttons.forEach((b) => (b.disabled = false));
+      button.removeAttribute("aria-busy");
+    }
+  }
+}
+
+/** `<credits-transactions page-size="10">`: the history, newest first, paginated,
+ *  filtered by kind; the first page follows the balance live. */
+class CreditsTransactions extends CreditsElement {
+  static get observedAttributes() {
+    return [...super.observedAttributes, "page-size"];
+  }
+
+  start() {
+    this.kind = "";
+    this.cursors = [null]; // the `after` cursor of each page seen, for "Newer"
+    this.page = 0;
+    this.load();
+    let first = true;
+    this.watchBalance((balance) => {
+      // Any change of balance is a new transaction: refresh the newest page.
+      if (balance && !first && this.page === 0) this.load();
+      first = false;
+    });
+  }
+
+  get pageSize() {
+    const size = Number(this.getAttribute("page-size") || 10);
+    return Number.isInteger(size) && size > 0 && size <= 100 ? size : 10;
+  }
+
+  async load() {
+    const ticket = (this.ticket = (this.ticket || 0) + 1);
+    let connection;
+    try {
+      const data = await this.client.request(
+        `query($first: Int, $after: String, $filter: CreditTransactionFilter) {
+          creditTransactions(first: $first, after: $after, filter: $filter) {
+            totalCount pageInfo { hasNextPage endCursor }
+            edges { node { id kind amount balanceAfter description createdAt } } } }`,
+        { first: this.pageSize, after: this.cursors[this.page], filter: this.kind ? { kinds: [this.kind] } : null },
+      );
+      connection = data.creditTransactions;
+    } catch (error) {
+      if (ticket === this.ticket) this.render(h("div", { class: "card", part: "card" }, this.failed(error)));
+      return;
+    }
+    if (ticket !== this.ticket) return; // a newer load is under way
+    this.show(connection);
+  }
+
+  show(connection) {
+    const focused = this.root.activeElement?.dataset?.control;
+    const filter = h("select", { "aria-label": "Filter by kind", "data-control": "filter", part: "filter" },
+      h("option", { value: "" }, "All kinds"),
+      KINDS.map((kind) => h("option", { value: kind, selected: kind === this.kind }, words(kind))));
+    filter.addEventListener("change", () => {
+      this.kind = filter.value;
+      this.cursors = [null];
+      this.page = 0;
+      this.load();
+    });
+    const newer = h("button", { type: "button", "data-control": "newer", disabled: this.page === 0 }, "Newer");
+    newer.addEventListener("click", () => {
+      this.page -= 1;
+      this.load();
+    });
+    const older = h("button", { type: "button", "data-control": "older", disabled: !connection.pageInfo.hasNextPage }, "Older");
+    older.addEventListener("click", () => {
+      this.cursors[this.page + 1] = connection.pageInfo.endCursor;
+      this.page += 1;
+      this.load();
+    });
+    const rows = connection.edges.map(({ node }) =>
+      h("tr", { "data-id": node.id, "data-kind": node.kind },
+        h("td", {}, h("time", { datetime: node.createdAt }, dates.format(new Date(node.createdAt)))),
+        h("td", {}, words(node.kind)),
+        h("td", {}, node.description || ""),
+        h("td", { class: `number ${node.amount < 0 ? "negative" : "positive"}` }, `${node.amount > 0 ? "+" : ""}${numbers.format(node.amount)}`),
+        h("td", { class: "number" }, numbers.format(node.balanceAfter))));
+    const first = this.page * this.pageSize + 1;
+    this.render(
+      h("section", { class: "card", part: "card", "aria-label": "Credit history" },
+        h("div", { class: "toolbar" }, h("label", {}, h("span", { class: "visually-hidden" }, "Kind"), filter)),
+        h("table", { part: "table" },
+          h("caption", {}, this.getAttribute("label") || "Credit history"),
+          h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Date"), h("th", { scope: "col" }, "Kind"),
+            h("th", { scope: "col" }, "Description"), h("th", { scope: "col", class: "number" }, "Amount"),
+            h("th", { scope: "col", class: "number" }, "Balance after"))),
+          h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No transactions yet.")))),
+        h("nav", { class: "pager", "aria-label": "History pages" },
+          h("span", { class: "muted", "aria-live": "polite" },
+            connection.totalCount ? `${first}–${first + rows.length - 1} of ${numbers.format(connection.totalCount)}` : ""),
+          newer, older)));
+    if (focused) this.root.querySelector(`[data-control="${focused}"]`)?.focus();
+  }
+}
+
+/** `<credits-purchases>`: the organization's purchases and their status, refreshed when
+ *  the balance changes (a payment credits it). */
+class CreditsPurchases extends CreditsElement {
+  static get observedAttributes() {
+    return [...super.observedAttributes, "page-size"];
+  }
+
+  start() {
+    this.load();
+    let first = true;
+    this.watchBalance((balance) => {
+      if (balance && !first) this.load();
+      first = false;
+    });
+  }
+
+  /** Reads the purchases again (say, after a Checkout return). */
+  refresh() {
+    return this.load();
+  }
+
+  async load() {
+    const ticket = (this.ticket = (this.ticket || 0) + 1);
+    const size = Math.min(100, Math.max(1, Number(this.getAttribute("page-size")) || 10));
+    let connection;
+    try {
+      connection = (await this.client.request(
+        `query($first: Int) { creditPurchases(first: $first) { totalCount
+          edges { node { id packageId status credits amount currency createdAt } } } }`,
+        { first: size },
+      )).creditPurchases;
+    } catch (error) {
+      if (ticket === this.ticket) this.render(h("div", { class: "card", part: "card" }, this.failed(error)));
+      return;
+    }
+    if (ticket !== this.ticket) return;
+    const rows = connection.edges.map(({ node }) =>
+      h("tr", { "data-id": node.id, "data-status": node.status },
+        h("td", {}, h("time", { datetime: node.createdAt }, dates.format(new Date(node.createdAt)))),
+        h("td", {}, node.packageId),
+        h("td", { class: "number" }, numbers.format(node.credits)),
+        h("td", { class: "number" }, money(node.amount, node.currency)),
+        h("td", {}, h("span", { class: "badge", "data-status": node.status, part: "status" }, words(node.status)))));
+    this.render(
+      h("section", { class: "card", part: "card", "aria-label": "Purchases" },
+        h("table", { part: "table" },
+          h("caption", {}, this.getAttribute("label") || "Purchases"),
+          h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Date"), h("th", { scope: "col" }, "Package"),
+            h("th", { scope: "col", class: "number" }, "Credits"), h("th", { scope: "col", class: "number" }, "Amount"),
+            h("th", { scope: "col" }, "Status"))),
+          h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No purchases yet."))))));
+  }
+}
+
+for (const [name, element] of [
+  ["credits-balance", CreditsBalance],
+  ["credits-low-balance-warning", CreditsLowBalanceWarning],
+  ["credits-packages", CreditsPackages],
+  ["credits-transactions", CreditsTransactions],
+  ["credits-purchases", CreditsPurchases],
+]) {
+  if (!customElements.get(name)) customElements.define(name, element);
+}
+
+export { CreditsBalance, CreditsLowBalanceWarning, CreditsPackages, CreditsTransactions, CreditsPurchases };
