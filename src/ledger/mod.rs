@@ -10,9 +10,9 @@
 //! it in memory in arrival order, one write of the results, one commit.
 
 mod api_keys;
+mod client_sessions;
 mod committer;
 pub mod decide;
-mod client_sessions;
 mod error;
 pub mod events;
 mod history;

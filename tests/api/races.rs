@@ -8,6 +8,44 @@ use crate::on_both_engines;
 
 on_both_engines!(concurrent_consumes_never_overdraw, concurrent_retries_under_one_key_charge_once);
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_racing_one_key_inside_batches_charge_it_once_and_everything_else_once() {
+    let Some(app) = spawn_app(Engine::Postgres).await else {
+        return;
+    };
+    let replica = app.spawn_replica().await;
+    let (_, key) = app.funded_org("Batches", 10_000).await;
+    // Two group committers on one database: the same key lands in a batch on each, so
+    // one batch fails on the unique key as a whole and its members, keyed or not, are
+    // committed again one by one.
+    let post = |base: &str, idempotency: Option<String>| {
+        let url = format!("{base}/graphql");
+        let body = json!({ "query": CONSUME, "variables": { "amount": 1, "key": idempotency } });
+        let request = app.client.post(url).bearer_auth(&key).json(&body).send();
+        async move {
+            let body: serde_json::Value = request.await.expect("request").json().await.expect("JSON");
+            assert!(body.get("errors").is_none(), "{body}");
+            body["data"]["consumeCredits"].clone()
+        }
+    };
+    let mut calls = Vec::new();
+    for round in 0..40 {
+        let base = if round % 2 == 0 { app.base.as_str() } else { replica.as_str() };
+        calls.push(post(base, Some("shared".to_owned())));
+        calls.push(post(base, None));
+        calls.push(post(base, Some(format!("own-{round}"))));
+    }
+    let answers = join_all(calls).await;
+    let shared: std::collections::HashSet<_> =
+        answers.iter().step_by(3).map(|answer| answer["transaction"]["id"].clone()).collect();
+    assert_eq!(shared.len(), 1, "every caller of the shared key gets the one original");
+    let distinct: std::collections::HashSet<_> =
+        answers.iter().map(|answer| answer["transaction"]["id"].clone()).collect();
+    assert_eq!(distinct.len(), 1 + 40 + 40, "the shared key once, every other consume once");
+    assert_eq!(app.balance(&key).await, 10_000 - 81);
+    assert_eq!(app.transaction_sum(&key).await, (10_000 - 81, 82));
+}
+
 const CONSUME: &str = "mutation($amount: Credits!, $key: String) { consumeCredits(input: { amount: $amount, description: \"race\", idempotencyKey: $key }) { transaction { id } balance { balance } replayed } }";
 
 async fn concurrent_consumes_never_overdraw(engine: Engine) {
