@@ -40,6 +40,19 @@ pub async fn authenticate(
 }
 
 /// The caller a bare token stands for.
+/// The caller of a request as far as it is known without the database: the admin
+/// token, or an API key verified recently (see the ledger's key cache). `None` when only
+/// the database can tell (a session, an unknown or uncached key, no token at all).
+pub fn cached_caller(headers: &HeaderMap, admin_token: Option<&Secret>, ledger: &Ledger) -> Option<Caller> {
+    let token = bearer_token(headers.get(AUTHORIZATION)?.to_str().ok()?);
+    if admin_token.is_some_and(|admin| constant_time_eq(token, admin.expose())) {
+        return Some(Caller::Admin);
+    }
+    let key = ledger.cached_api_key(token)?;
+    Some(Caller::ApiKey { key_id: key.id, organization_id: key.organization_id })
+}
+
+/// The caller a bare token stands for.
 pub async fn caller_for_token(
     token: &str,
     admin_token: Option<&Secret>,

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use tracing::Span;
 
 use super::AppState;
-use super::auth::authenticate;
+use super::auth::{authenticate, cached_caller};
 use super::rate_limit::{RateKey, client_ip};
 use crate::config::Limits;
 use crate::graphql::errors::ApiError;
@@ -101,6 +101,10 @@ pub async fn get(State(state): State<AppState>, peer: Peer, headers: HeaderMap, 
     let Some(media) = MediaType::negotiate(&headers) else {
         return StatusCode::NOT_ACCEPTABLE.into_response();
     };
+    let limited = match limit_early(&state, &headers, &peer) {
+        Ok(limited) => limited,
+        Err(error) => return refuse(media, error),
+    };
     let mut fields = Map::new();
     for name in ["query", "operationName", "variables", "extensions"] {
         if let Some(value) = param(name) {
@@ -125,7 +129,7 @@ pub async fn get(State(state): State<AppState>, peer: Peer, headers: HeaderMap, 
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    execute(state, peer, headers, media, vec![prepared], false).await
+    execute(state, peer, headers, media, vec![prepared], false, limited).await
 }
 
 /// `POST /graphql`: a JSON request, or a batch of them.
@@ -139,6 +143,10 @@ pub async fn post(State(state): State<AppState>, peer: Peer, headers: HeaderMap,
         *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
         return response;
     }
+    let limited = match limit_early(&state, &headers, &peer) {
+        Ok(limited) => limited,
+        Err(error) => return refuse(media, error),
+    };
     let value: Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
         Err(error) => return refuse(media, ApiError::BadUserInput(format!("the body is not valid JSON: {error}"))),
@@ -165,7 +173,7 @@ pub async fn post(State(state): State<AppState>, peer: Peer, headers: HeaderMap,
     if let Err(error) = check_complexity(total, &state.limits.document()) {
         return refuse(media, error.into());
     }
-    execute(state, peer, headers, media, prepared, batch).await
+    execute(state, peer, headers, media, prepared, batch, limited).await
 }
 
 fn parse_query_string(raw: &str) -> Vec<(String, String)> {
@@ -246,7 +254,20 @@ pub(crate) fn prepare(value: Value, limits: &Limits) -> Result<Prepared, ApiErro
     Ok(Prepared { request, cost, operation })
 }
 
-/// Authenticates, takes a rate-limit token, runs one request or a batch.
+/// Takes the request's rate-limit token before its body is even parsed, when its bucket
+/// is known without the database (the admin token, a recently verified API key): a
+/// flooding key's excess is then refused for the price of a header lookup. `Ok(false)`
+/// when the bucket is decided after authentication instead.
+fn limit_early(state: &AppState, headers: &HeaderMap, peer: &Peer) -> Result<bool, ApiError> {
+    let Some(caller) = cached_caller(headers, state.admin_token.as_ref(), &state.ledger) else {
+        return Ok(false);
+    };
+    let ip = client_ip(headers, peer.as_ref().map(|Extension(ConnectInfo(addr))| *addr), state.limits.trust_proxy);
+    state.rate_limits.check(&RateKey::of(&caller, ip)).map(|()| true)
+}
+
+/// Authenticates, takes a rate-limit token (unless `limited` already did), runs one
+/// request or a batch.
 async fn execute(
     state: AppState,
     peer: Peer,
@@ -254,6 +275,7 @@ async fn execute(
     media: MediaType,
     requests: Vec<Prepared>,
     batch: bool,
+    limited: bool,
 ) -> Response {
     let span = Span::current();
     match (&requests[..], batch) {
@@ -270,7 +292,7 @@ async fn execute(
         Err(error) => return refuse(media, error.into()),
     };
     let ip = client_ip(&headers, peer.map(|Extension(ConnectInfo(addr))| addr), state.limits.trust_proxy);
-    if let Err(error) = state.rate_limits.check(&RateKey::of(&caller, ip)) {
+    if !limited && let Err(error) = state.rate_limits.check(&RateKey::of(&caller, ip)) {
         return refuse(media, error);
     }
     let mut requests: Vec<async_graphql::Request> = requests

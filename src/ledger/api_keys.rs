@@ -241,6 +241,15 @@ impl Ledger {
         Ok(api_key::Entity::find_by_id(id.to_owned()).one(&self.db).await?.map(ApiKey::from))
     }
 
+    /// The key whose secret this is if this process verified it recently (and no
+    /// revocation hint has evicted it since); never asks the database.
+    pub fn cached_api_key(&self, secret: &str) -> Option<ApiKey> {
+        if !secret.starts_with(API_KEY_PREFIX) {
+            return None;
+        }
+        self.keys.entries().get(&hash_secret(secret)).map(|cached| cached.key.clone())
+    }
+
     /// The live (unrevoked) key whose secret this is, noting its use: from the cache
     /// when it was verified in the last second, else from the database.
     pub async fn authenticate_api_key(&self, secret: &str) -> Result<Option<ApiKey>, LedgerError> {
