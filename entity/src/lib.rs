@@ -4,7 +4,11 @@
 //! types so the API and the tables can change independently.
 
 pub mod api_key;
+pub mod credit_allocation;
 pub mod credit_balance;
+pub mod credit_hold;
+pub mod credit_hold_allocation;
+pub mod credit_lot;
 pub mod credit_purchase;
 pub mod credit_transaction;
 pub mod organization;

@@ -6,6 +6,7 @@ mod m20261125_000001_create_ledger_tables;
 mod m20261125_000002_add_stripe_payments;
 mod m20261128_000003_create_stripe_disputes;
 mod m20261128_000004_create_stripe_orphan_sessions;
+mod m20261201_000005_create_credit_lots_and_holds;
 
 /// Every migration of the schema, oldest first.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_add_stripe_payments::Migration),
             Box::new(m20261128_000003_create_stripe_disputes::Migration),
             Box::new(m20261128_000004_create_stripe_orphan_sessions::Migration),
+            Box::new(m20261201_000005_create_credit_lots_and_holds::Migration),
         ]
     }
 }

@@ -5,6 +5,7 @@ use async_graphql::{Context, ID, Object};
 
 use super::context::{caller, scope};
 use super::errors::ApiError;
+use super::lots::CreditLot;
 use super::pagination::{decode_cursor, encode_cursor, page_size, transaction_page};
 use super::types::{
     ApiKey, CreditBalance, CreditPackage, CreditPurchase, CreditTransaction, CreditTransactionFilter, Node,
@@ -18,12 +19,12 @@ pub type CreditTransactionConnection = Connection<String, CreditTransaction, Tra
 /// Purchases, newest first, with `totalCount`.
 pub type CreditPurchaseConnection = Connection<String, CreditPurchase, PurchaseTotals, EmptyFields>;
 
-/// The root query type.
+/// Queries of balances, history, purchases, packages and organizations, and `node`.
 #[derive(Default)]
-pub struct Query;
+pub struct LedgerQuery;
 
 #[Object]
-impl Query {
+impl LedgerQuery {
     /// The organization's current balance. API keys may omit `organizationId`.
     async fn credit_balance(&self, ctx: &Context<'_>, organization_id: Option<ID>) -> Result<CreditBalance, ApiError> {
         let organization_id = scope(ctx, organization_id.as_ref())?;
@@ -117,6 +118,11 @@ impl Query {
                 .get(&id)
                 .await?
                 .map(|p| (p.organization_id.clone(), Node::CreditPurchase(CreditPurchase(p)))),
+            "lot" => ledger
+                .lots_by_id(&[id.to_string()])
+                .await?
+                .pop()
+                .map(|lot| (lot.organization_id.clone(), Node::CreditLot(CreditLot(lot)))),
             _ => None,
         };
         Ok(node.filter(|(organization_id, _)| caller.can_see(organization_id)).map(|(_, node)| node))
