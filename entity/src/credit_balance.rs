@@ -11,8 +11,14 @@ pub struct Model {
     pub id: String,
     /// The owning organization (unique).
     pub organization_id: String,
-    /// Credits available now; never negative.
+    /// The sum of the organization's transactions; never below `−overdraft_limit`.
     pub balance: i64,
+    /// Credits reserved by active holds.
+    pub held: i64,
+    /// How far below zero the balance may go.
+    pub overdraft_limit: i64,
+    /// The earliest lot expiry or hold TTL still to be written (for the sweeper).
+    pub next_event_at: Option<ChronoDateTimeUtc>,
     /// Number of changes applied so far; the `seq` of the latest transaction.
     pub version: i64,
     /// Time of the latest change.

@@ -27,7 +27,9 @@ pub struct Model {
     pub reference_id: Option<String>,
     /// Client-chosen key naming this one operation, unique per organization.
     pub idempotency_key: Option<String>,
-    /// Commit time.
+    /// The hold a `CONSUMPTION` captured.
+    pub hold_id: Option<String>,
+    /// Commit time (for an `EXPIRY`, the lot's expiry).
     pub created_at: ChronoDateTimeUtc,
 }
 

@@ -5,7 +5,11 @@
 
 pub mod api_key;
 pub mod client_session;
+pub mod credit_allocation;
 pub mod credit_balance;
+pub mod credit_hold;
+pub mod credit_hold_allocation;
+pub mod credit_lot;
 pub mod credit_purchase;
 pub mod credit_transaction;
 pub mod organization;

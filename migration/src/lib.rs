@@ -7,6 +7,7 @@ mod m20261125_000002_add_stripe_payments;
 mod m20261128_000003_create_stripe_disputes;
 mod m20261128_000004_create_stripe_orphan_sessions;
 mod m20261201_000005_create_client_sessions;
+mod m20261201_000005_create_credit_lots_and_holds;
 
 /// Every migration of the schema, oldest first.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000003_create_stripe_disputes::Migration),
             Box::new(m20261128_000004_create_stripe_orphan_sessions::Migration),
             Box::new(m20261201_000005_create_client_sessions::Migration),
+            Box::new(m20261201_000005_create_credit_lots_and_holds::Migration),
         ]
     }
 }

@@ -17,7 +17,8 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, Query
 use super::payment_events::{record_refund, set_status, settled_status, share};
 use super::webhook::{DisputeObject, expandable_id};
 use super::{Billing, BillingError, PURCHASE_REFERENCE, PurchaseStatus};
-use crate::ledger::{ChangeRequest, LedgerError, LedgerTx, TransactionKind, now};
+use crate::ledger::decide::{LotCategory, LotSpec};
+use crate::ledger::{ChangeRequest, DEFAULT_PRIORITY, LedgerError, LedgerTx, TransactionKind, now};
 
 /// A dispute event as reported by Stripe.
 pub(super) enum DisputeReport {
@@ -179,8 +180,9 @@ impl Billing {
             return Ok(());
         }
         let description = format!("Dispute {} of purchase {}: {wanted} credits", dispute.id, purchase.id);
-        let taken =
-            tx.clawback(&purchase.organization_id, wanted, &description, (PURCHASE_REFERENCE, &purchase.id)).await?;
+        // From the purchase's own lots only (see `LedgerTx::clawback`).
+        let reference = (PURCHASE_REFERENCE, purchase.id.as_str());
+        let taken = tx.clawback(&purchase.organization_id, wanted, &description, reference).await?;
         stripe_dispute::Entity::update_many()
             .col_expr(stripe_dispute::Column::TakenCredits, Expr::value(taken.taken))
             .filter(stripe_dispute::Column::Id.eq(&dispute.id))
@@ -224,6 +226,13 @@ impl Billing {
             return Ok(());
         };
         if dispute.taken_credits > 0 {
+            // The credits come back as they were: the purchase lot's category, priority
+            // and expiry (an expiry already past means they expire at once).
+            let reference = (PURCHASE_REFERENCE, purchase.id.as_str());
+            let lot = match tx.lot_of_purchase(&purchase.organization_id, reference).await? {
+                Some(lot) => LotSpec { category: lot.category, priority: lot.priority, expires_at: lot.expires_at },
+                None => LotSpec { category: LotCategory::Paid, priority: DEFAULT_PRIORITY, expires_at: None },
+            };
             let request = ChangeRequest {
                 organization_id: purchase.organization_id.clone(),
                 kind: TransactionKind::Adjustment,
@@ -235,6 +244,7 @@ impl Billing {
                 reference_type: Some(PURCHASE_REFERENCE.into()),
                 reference_id: Some(purchase.id.clone()),
                 idempotency_key: None,
+                lot: Some(lot),
             };
             tx.change(&request).await?;
         }

@@ -23,6 +23,8 @@ pub struct CreditPackage {
     pub currency: String,
     /// Stripe Price to charge; without one, Checkout gets inline price data.
     pub stripe_price_id: Option<String>,
+    /// Days after the payment at which the purchased credits expire; never when absent.
+    pub expires_after_days: Option<i64>,
 }
 
 impl CreditPackage {
@@ -89,6 +91,8 @@ struct RawPackage {
     currency: String,
     #[serde(default)]
     stripe_price_id: Option<String>,
+    #[serde(default)]
+    expires_after_days: Option<i64>,
 }
 
 fn default_currency() -> String {
@@ -106,6 +110,7 @@ impl Default for PackageCatalog {
             price_amount,
             currency: default_currency(),
             stripe_price_id: None,
+            expires_after_days: None,
         };
         Self {
             packages: vec![
@@ -158,6 +163,9 @@ impl PackageCatalog {
             if raw.stripe_price_id.as_deref().is_some_and(|id| !id.starts_with("price_")) {
                 return Err(invalid("stripe_price_id must start with price_".into()));
             }
+            if raw.expires_after_days.is_some_and(|days| !(1..=36_500).contains(&days)) {
+                return Err(invalid("expires_after_days must be between 1 and 36500".into()));
+            }
             packages.push(CreditPackage {
                 id: raw.id,
                 name: raw.name,
@@ -166,6 +174,7 @@ impl PackageCatalog {
                 price_amount: raw.price_amount,
                 currency,
                 stripe_price_id: raw.stripe_price_id.filter(|id| !id.is_empty()),
+                expires_after_days: raw.expires_after_days,
             });
         }
         if packages.is_empty() {

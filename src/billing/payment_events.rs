@@ -17,7 +17,8 @@ use super::checkout::pending_purchase;
 use super::disputes::{DisputeReport, active_disputes};
 use super::webhook::{ChargeObject, Event, SessionObject, expandable_id};
 use super::{Billing, BillingError, CreditPurchase, PURCHASE_REFERENCE, PurchaseStatus};
-use crate::ledger::{ChangeRequest, LedgerTx, TransactionKind, now};
+use crate::ledger::decide::{LotCategory, LotSpec};
+use crate::ledger::{ChangeRequest, DEFAULT_PRIORITY, LedgerTx, TransactionKind, now};
 
 /// What became of one webhook delivery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,6 +171,15 @@ impl Billing {
             reference_type: Some(PURCHASE_REFERENCE.into()),
             reference_id: Some(purchase.id.clone()),
             idempotency_key: None,
+            lot: Some(LotSpec {
+                category: LotCategory::Paid,
+                priority: DEFAULT_PRIORITY,
+                expires_at: self
+                    .catalog
+                    .get(&purchase.package_id)
+                    .and_then(|package| package.expires_after_days)
+                    .map(|days| tx.at() + chrono::Duration::days(days)),
+            }),
         };
         tx.change(&request).await?;
         tracing::info!(purchase = %purchase.id, credits = purchase.credits, "purchase paid and credited");
@@ -314,8 +324,9 @@ impl Billing {
             return Ok(());
         }
         let description = format!("Refund of purchase {}: {wanted} credits", purchase.id);
-        let taken =
-            tx.clawback(&purchase.organization_id, wanted, &description, (PURCHASE_REFERENCE, &purchase.id)).await?;
+        // From the purchase's own lots only (see `LedgerTx::clawback`).
+        let reference = (PURCHASE_REFERENCE, purchase.id.as_str());
+        let taken = tx.clawback(&purchase.organization_id, wanted, &description, reference).await?;
         if taken.shortfall > 0 {
             tracing::warn!(
                 purchase = %purchase.id,

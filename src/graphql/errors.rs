@@ -35,6 +35,8 @@ pub mod code {
     pub const INSUFFICIENT_CREDITS: &str = "INSUFFICIENT_CREDITS";
     /// The idempotency key names another request.
     pub const IDEMPOTENCY_CONFLICT: &str = "IDEMPOTENCY_CONFLICT";
+    /// The hold has already been captured, released or expired.
+    pub const HOLD_NOT_ACTIVE: &str = "HOLD_NOT_ACTIVE";
     /// `STRIPE_SECRET_KEY` is not set.
     pub const PAYMENT_PROVIDER_NOT_CONFIGURED: &str = "PAYMENT_PROVIDER_NOT_CONFIGURED";
     /// Stripe failed or timed out.
@@ -70,8 +72,20 @@ pub enum ApiError {
     InsufficientCredits {
         /// Balance when refused.
         balance: i64,
-        /// Amount asked for.
+        /// `balance − held` when refused.
+        available: i64,
+        /// Amount asked for (for a capture, the part beyond the hold).
         required: i64,
+    },
+    /// The hold has already ended this way.
+    HoldNotActive {
+        /// `CAPTURED`, `RELEASED` or `EXPIRED`.
+        status: &'static str,
+    },
+    /// An overdraft limit below what is already owed (`BAD_USER_INPUT` with `debt`).
+    OverdraftBelowDebt {
+        /// Credits owed now.
+        debt: i64,
     },
     /// The idempotency key was used for a different request.
     IdempotencyConflict,
@@ -96,6 +110,8 @@ impl ApiError {
             Self::Validation(_) => code::GRAPHQL_VALIDATION_FAILED,
             Self::RateLimited { .. } => code::RATE_LIMITED,
             Self::InsufficientCredits { .. } => code::INSUFFICIENT_CREDITS,
+            Self::HoldNotActive { .. } => code::HOLD_NOT_ACTIVE,
+            Self::OverdraftBelowDebt { .. } => code::BAD_USER_INPUT,
             Self::IdempotencyConflict => code::IDEMPOTENCY_CONFLICT,
             Self::PaymentProviderNotConfigured => code::PAYMENT_PROVIDER_NOT_CONFIGURED,
             Self::PaymentProviderError => code::PAYMENT_PROVIDER_ERROR,
@@ -112,9 +128,11 @@ impl ApiError {
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::BadUserInput(_) | Self::Validation(_) => StatusCode::BAD_REQUEST,
+            Self::BadUserInput(_) | Self::Validation(_) | Self::OverdraftBelowDebt { .. } => StatusCode::BAD_REQUEST,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::InsufficientCredits { .. } | Self::IdempotencyConflict => StatusCode::CONFLICT,
+            Self::InsufficientCredits { .. } | Self::IdempotencyConflict | Self::HoldNotActive { .. } => {
+                StatusCode::CONFLICT
+            }
             Self::PaymentProviderNotConfigured | Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::PaymentProviderError => StatusCode::BAD_GATEWAY,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -130,8 +148,12 @@ impl ApiError {
             Self::RateLimited { retry_after_secs } => {
                 format!("too many requests; retry after {retry_after_secs} s")
             }
-            Self::InsufficientCredits { balance, required } => {
-                format!("insufficient credits: balance {balance}, required {required}")
+            Self::InsufficientCredits { balance, available, required } => {
+                format!("insufficient credits: balance {balance}, available {available}, required {required}")
+            }
+            Self::HoldNotActive { status } => format!("the hold is not active: {status}"),
+            Self::OverdraftBelowDebt { debt } => {
+                format!("the overdraft limit cannot be below the current debt of {debt} credits")
             }
             Self::IdempotencyConflict => "idempotency key was already used for a different request".into(),
             Self::PaymentProviderNotConfigured => "payments are not configured on this server".into(),
@@ -146,9 +168,15 @@ impl From<ApiError> for async_graphql::Error {
     fn from(error: ApiError) -> Self {
         let mut extensions = ErrorExtensionValues::default();
         extensions.set("code", error.code());
-        if let ApiError::InsufficientCredits { balance, required } = &error {
-            extensions.set("balance", *balance);
-            extensions.set("required", *required);
+        match &error {
+            ApiError::InsufficientCredits { balance, available, required } => {
+                extensions.set("balance", *balance);
+                extensions.set("available", *available);
+                extensions.set("required", *required);
+            }
+            ApiError::HoldNotActive { status } => extensions.set("status", *status),
+            ApiError::OverdraftBelowDebt { debt } => extensions.set("debt", *debt),
+            _ => {}
         }
         if let ApiError::RateLimited { retry_after_secs } = &error {
             extensions.set("retryAfter", *retry_after_secs);
@@ -179,7 +207,12 @@ impl From<LedgerError> for ApiError {
             LedgerError::OrganizationNotFound => Self::NotFound("organization"),
             LedgerError::ApiKeyNotFound => Self::NotFound("API key"),
             LedgerError::ClientSessionNotFound => Self::NotFound("client session"),
-            LedgerError::InsufficientCredits { balance, required } => Self::InsufficientCredits { balance, required },
+            LedgerError::InsufficientCredits { balance, available, required } => {
+                Self::InsufficientCredits { balance, available, required }
+            }
+            LedgerError::NotFound(what) => Self::NotFound(what),
+            LedgerError::HoldNotActive { status } => Self::HoldNotActive { status },
+            LedgerError::OverdraftBelowDebt { debt } => Self::OverdraftBelowDebt { debt },
             LedgerError::BalanceLimitExceeded { max } => {
                 Self::BadUserInput(format!("the balance would exceed the largest allowed, {max} credits"))
             }

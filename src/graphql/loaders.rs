@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use async_graphql::dataloader::Loader;
 
 use super::errors::ApiError;
-use crate::ledger::{Balance, Ledger, Organization};
+use crate::ledger::{Balance, CreditAllocation, CreditLot, CreditTransaction, Ledger, Organization};
 
 /// Loads organizations by id.
 pub struct OrganizationLoader(pub Ledger);
@@ -31,5 +31,43 @@ impl Loader<String> for BalanceLoader {
     async fn load(&self, organization_ids: &[String]) -> Result<HashMap<String, Balance>, ApiError> {
         let found = self.0.balances(organization_ids).await?;
         Ok(found.into_iter().map(|balance| (balance.organization_id.clone(), balance)).collect())
+    }
+}
+
+/// Loads lots by id (as of now).
+pub struct LotLoader(pub Ledger);
+
+impl Loader<String> for LotLoader {
+    type Value = CreditLot;
+    type Error = ApiError;
+
+    async fn load(&self, ids: &[String]) -> Result<HashMap<String, CreditLot>, ApiError> {
+        let found = self.0.lots_by_id(ids).await?;
+        Ok(found.into_iter().map(|lot| (lot.id.clone(), lot)).collect())
+    }
+}
+
+/// Loads transactions' allocations by transaction id.
+pub struct AllocationLoader(pub Ledger);
+
+impl Loader<String> for AllocationLoader {
+    type Value = Vec<CreditAllocation>;
+    type Error = ApiError;
+
+    async fn load(&self, ids: &[String]) -> Result<HashMap<String, Vec<CreditAllocation>>, ApiError> {
+        Ok(self.0.allocations(ids).await?)
+    }
+}
+
+/// Loads transactions by id.
+pub struct TransactionLoader(pub Ledger);
+
+impl Loader<String> for TransactionLoader {
+    type Value = CreditTransaction;
+    type Error = ApiError;
+
+    async fn load(&self, ids: &[String]) -> Result<HashMap<String, CreditTransaction>, ApiError> {
+        let found = self.0.transactions_by_id(ids).await?;
+        Ok(found.into_iter().map(|transaction| (transaction.id.clone(), transaction)).collect())
     }
 }

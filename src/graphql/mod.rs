@@ -8,6 +8,7 @@ pub mod context;
 pub mod errors;
 pub mod limits;
 mod loaders;
+mod lots;
 mod mutation;
 mod pagination;
 mod query;
@@ -19,14 +20,20 @@ use async_graphql::Schema;
 use async_graphql::dataloader::DataLoader;
 
 pub use context::{Access, Caller, RequestSpan};
-pub use mutation::Mutation;
-pub use query::Query;
+
+/// The root query type, merged from each area's queries.
+#[derive(async_graphql::MergedObject, Default)]
+pub struct Query(query::LedgerQuery, lots::LotsQuery);
+
+/// The root mutation type, merged from each area's mutations.
+#[derive(async_graphql::MergedObject, Default)]
+pub struct Mutation(mutation::LedgerMutation, lots::LotsMutation);
 pub use subscription::Subscription;
 
 use crate::billing::{Billing, PackageCatalog, Purchases};
 use crate::config::Limits;
 use crate::ledger::Ledger;
-use loaders::{BalanceLoader, OrganizationLoader};
+use loaders::{AllocationLoader, BalanceLoader, LotLoader, OrganizationLoader, TransactionLoader};
 
 /// The executable schema.
 pub type CreditsSchema = Schema<Query, Mutation, Subscription>;
@@ -36,7 +43,7 @@ pub fn build_schema(ledger: Ledger, packages: PackageCatalog, billing: Billing, 
     let purchases = Purchases::new(ledger.db().clone());
     // Depth and cost are measured by [`limits`] before a request gets here (HTTP and
     // WebSocket alike); the parser's own recursion bound stays as a second line.
-    let builder = Schema::build(Query, Mutation, Subscription)
+    let builder = Schema::build(Query::default(), Mutation::default(), Subscription)
         .data(ledger)
         .data(packages)
         .data(purchases)
@@ -49,7 +56,7 @@ pub fn build_schema(ledger: Ledger, packages: PackageCatalog, billing: Billing, 
 
 /// The SDL of the schema, as committed in `schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(Query, Mutation, Subscription).finish().sdl()
+    Schema::build(Query::default(), Mutation::default(), Subscription).finish().sdl()
 }
 
 /// Per-request data: the caller, the request span and fresh DataLoaders (their caches
@@ -65,4 +72,7 @@ pub fn request_data(
         .data(RequestSpan(span))
         .data(DataLoader::new(OrganizationLoader(ledger.clone()), tokio::spawn))
         .data(DataLoader::new(BalanceLoader(ledger.clone()), tokio::spawn))
+        .data(DataLoader::new(LotLoader(ledger.clone()), tokio::spawn))
+        .data(DataLoader::new(AllocationLoader(ledger.clone()), tokio::spawn))
+        .data(DataLoader::new(TransactionLoader(ledger.clone()), tokio::spawn))
 }

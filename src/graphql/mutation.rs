@@ -9,18 +9,18 @@ use super::errors::ApiError;
 use super::scalars::Credits;
 use super::types::{
     ApiKey, BalanceChangePayload, Consume, ConsumeCreditsInput, CreateApiKeyInput, CreateApiKeyPayload,
-    CreateOrganizationInput, CreditBalance, CreditPurchase, Grant, GrantCreditsInput, Organization,
+    CreateOrganizationInput, CreditBalance, CreditPurchase, GrantCreditsInput, GrantCreditsPayload, Organization,
     PurchasePackageInput, PurchasePackagePayload,
 };
 use crate::billing::Billing;
 use crate::ledger::{Amount, ConsumeRequest, GrantRequest, Ledger};
 
-/// The root mutation type.
+/// Mutations of balances, organizations, purchases and API keys.
 #[derive(Default)]
-pub struct Mutation;
+pub struct LedgerMutation;
 
 #[Object]
-impl Mutation {
+impl LedgerMutation {
     /// Deducts credits, atomically: succeeds in full or changes nothing, and never takes
     /// the balance below zero. With `idempotencyKey`, retries return the original.
     async fn consume_credits(
@@ -59,21 +59,29 @@ impl Mutation {
         })
     }
 
-    /// Adds credits to an organization as a `GRANT`. Admin only.
+    /// Adds credits to an organization as a `GRANT`, forming a lot (default: promotional,
+    /// priority 50, no expiry); any overdraft debt is paid first. Admin only.
     async fn grant_credits(
         &self,
         ctx: &Context<'_>,
         input: GrantCreditsInput,
-    ) -> Result<BalanceChangePayload<Grant>, ApiError> {
+    ) -> Result<GrantCreditsPayload, ApiError> {
         caller(ctx).require_admin()?;
         let organization_id = scope(ctx, Some(&input.organization_id), Access::Manage)?;
+        let ledger = ctx.data_unchecked::<Ledger>();
         let request = GrantRequest::new(
             organization_id,
             Amount::parse(input.amount.0)?,
             input.description,
             input.idempotency_key,
+        )?
+        .with_lot(
+            input.category.map(Into::into),
+            input.priority,
+            input.expires_at.map(|at| at.0),
+            ledger.now(),
         )?;
-        Ok(ctx.data_unchecked::<Ledger>().grant(request).await?.into())
+        Ok(GrantCreditsPayload(ledger.grant(request).await?))
     }
 
     /// Sets the organization's low-balance threshold; null clears it.

@@ -6,6 +6,7 @@ use async_graphql::{Context, ID, Object};
 use super::client_sessions::ClientSession;
 use super::context::{Access, caller, scope};
 use super::errors::ApiError;
+use super::lots::CreditLot;
 use super::pagination::{decode_cursor, encode_cursor, page_size, transaction_page};
 use super::types::{
     ApiKey, CreditBalance, CreditPackage, CreditPurchase, CreditTransaction, CreditTransactionFilter, Node,
@@ -19,12 +20,12 @@ pub type CreditTransactionConnection = Connection<String, CreditTransaction, Tra
 /// Purchases, newest first, with `totalCount`.
 pub type CreditPurchaseConnection = Connection<String, CreditPurchase, PurchaseTotals, EmptyFields>;
 
-/// The root query type.
+/// Queries of balances, history, purchases, packages and organizations, and `node`.
 #[derive(Default)]
-pub struct Query;
+pub struct LedgerQuery;
 
 #[Object]
-impl Query {
+impl LedgerQuery {
     /// The organization's current balance. API keys may omit `organizationId`.
     async fn credit_balance(&self, ctx: &Context<'_>, organization_id: Option<ID>) -> Result<CreditBalance, ApiError> {
         let organization_id = scope(ctx, organization_id.as_ref(), Access::Read)?;
@@ -122,6 +123,11 @@ impl Query {
                 "cses" => ledger.client_session(&id).await?.filter(|s| caller.manages(&s.organization_id)).map(|s| {
                     (s.organization_id.clone(), Node::ClientSession(ClientSession { session: s, token: None }))
                 }),
+                "lot" => ledger
+                    .lots_by_id(&[id.to_string()])
+                    .await?
+                    .pop()
+                    .map(|lot| (lot.organization_id.clone(), Node::CreditLot(CreditLot(lot)))),
                 "pur" => ctx
                     .data_unchecked::<Purchases>()
                     .get(&id)

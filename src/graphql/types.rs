@@ -4,7 +4,10 @@ use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Enum, ID, InputObject, Interface, Object, SimpleObject};
 
 use super::errors::ApiError;
-use super::loaders::{BalanceLoader, OrganizationLoader};
+use super::loaders::{BalanceLoader, LotLoader, OrganizationLoader};
+use super::lots::{
+    CreditAllocation, CreditCategory, CreditExpiration, CreditLot, next_expiration, transaction_allocations,
+};
 use super::scalars::{Credits, DateTime};
 use crate::billing;
 use crate::ledger::{self, Ledger, TransactionFilter, TransactionKind};
@@ -39,6 +42,8 @@ pub enum Node {
     CreditPurchase(CreditPurchase),
     /// A client session.
     ClientSession(super::client_sessions::ClientSession),
+    /// A lot.
+    CreditLot(CreditLot),
 }
 
 /// A tenant: holds one credit balance.
@@ -87,9 +92,34 @@ impl CreditBalance {
         ID(self.0.organization_id.clone())
     }
 
-    /// Credits available now.
+    /// The sum of the organization's transactions.
     async fn balance(&self) -> Credits {
         Credits(self.0.balance)
+    }
+
+    /// `balance − held`, minus any expired remainder not yet written.
+    async fn available(&self) -> Credits {
+        Credits(self.0.available)
+    }
+
+    /// Credits reserved by active holds.
+    async fn held(&self) -> Credits {
+        Credits(self.0.held)
+    }
+
+    /// How far below zero the balance may go.
+    async fn overdraft_limit(&self) -> Credits {
+        Credits(self.0.overdraft_limit)
+    }
+
+    /// What a consume or hold may take now: `available + overdraftLimit`.
+    async fn spendable(&self) -> Credits {
+        Credits(self.0.spendable())
+    }
+
+    /// The soonest future expiry among active lots and the unheld credits expiring then.
+    async fn next_expiration(&self, ctx: &Context<'_>) -> Result<Option<CreditExpiration>, ApiError> {
+        next_expiration(ctx, &self.0.organization_id).await
     }
 
     /// The organization's low-balance threshold.
@@ -97,10 +127,10 @@ impl CreditBalance {
         Ok(load_organization(ctx, &self.0.organization_id).await?.low_balance_threshold.map(Credits))
     }
 
-    /// Whether the balance is below the organization's threshold (false when none is set).
+    /// Whether `available` is below the organization's threshold (false when none is set).
     async fn is_low(&self, ctx: &Context<'_>) -> Result<bool, ApiError> {
         let threshold = load_organization(ctx, &self.0.organization_id).await?.low_balance_threshold;
-        Ok(threshold.is_some_and(|threshold| self.0.balance < threshold))
+        Ok(threshold.is_some_and(|threshold| self.0.available < threshold))
     }
 
     /// Time of the latest change.
@@ -127,6 +157,10 @@ pub enum CreditTransactionKind {
     Refund,
     /// A correction.
     Adjustment,
+    /// A lot's unheld remainder, gone at its expiry.
+    Expiry,
+    /// A voided lot's unheld remainder.
+    Void,
 }
 
 impl From<TransactionKind> for CreditTransactionKind {
@@ -137,6 +171,8 @@ impl From<TransactionKind> for CreditTransactionKind {
             TransactionKind::Grant => Self::Grant,
             TransactionKind::Refund => Self::Refund,
             TransactionKind::Adjustment => Self::Adjustment,
+            TransactionKind::Expiry => Self::Expiry,
+            TransactionKind::Void => Self::Void,
         }
     }
 }
@@ -149,6 +185,8 @@ impl From<CreditTransactionKind> for TransactionKind {
             CreditTransactionKind::Grant => Self::Grant,
             CreditTransactionKind::Refund => Self::Refund,
             CreditTransactionKind::Adjustment => Self::Adjustment,
+            CreditTransactionKind::Expiry => Self::Expiry,
+            CreditTransactionKind::Void => Self::Void,
         }
     }
 }
@@ -204,6 +242,16 @@ impl CreditTransaction {
     }
 
     /// Commit time.
+    /// The lots it changed, summing to `amount` (a null lot is overdraft debt).
+    async fn allocations(&self, ctx: &Context<'_>) -> Result<Vec<CreditAllocation>, ApiError> {
+        transaction_allocations(ctx, &self.0.id).await
+    }
+
+    /// The hold a capture ended.
+    async fn hold_id(&self) -> Option<ID> {
+        self.0.hold_id.clone().map(ID)
+    }
+
     async fn created_at(&self) -> DateTime {
         DateTime(self.0.created_at)
     }
@@ -463,15 +511,10 @@ pub struct ConsumeCreditsInput {
 
 /// Marks the payload of `consumeCredits`.
 pub struct Consume;
-/// Marks the payload of `grantCredits`.
-pub struct Grant;
 
-/// Result of a balance change: `ConsumeCreditsPayload` or `GrantCreditsPayload`.
+/// Result of a balance change: `ConsumeCreditsPayload`.
 #[derive(SimpleObject)]
-#[graphql(
-    concrete(name = "ConsumeCreditsPayload", params(Consume)),
-    concrete(name = "GrantCreditsPayload", params(Grant))
-)]
+#[graphql(concrete(name = "ConsumeCreditsPayload", params(Consume)))]
 pub struct BalanceChangePayload<Op: Send + Sync + 'static> {
     /// The transaction written (for a replay, the original one).
     pub transaction: CreditTransaction,
@@ -505,6 +548,39 @@ pub struct GrantCreditsInput {
     pub description: String,
     /// Names this operation: a retry with the same key is answered with the original.
     pub idempotency_key: Option<String>,
+    /// The lot's category (default `PROMOTIONAL`).
+    pub category: Option<CreditCategory>,
+    /// The lot's priority, 0–100, lower drawn first (default 50).
+    pub priority: Option<i32>,
+    /// When the lot's unheld remainder expires (in the future); never when omitted.
+    pub expires_at: Option<DateTime>,
+}
+
+/// Result of `grantCredits`.
+pub struct GrantCreditsPayload(pub ledger::Applied);
+
+#[Object]
+impl GrantCreditsPayload {
+    /// The transaction written (for a replay, the original one).
+    async fn transaction(&self) -> CreditTransaction {
+        CreditTransaction(self.0.transaction.clone())
+    }
+
+    /// The balance now.
+    async fn balance(&self) -> CreditBalance {
+        CreditBalance(self.0.balance.clone())
+    }
+
+    /// Whether this answers a retry under the same idempotency key.
+    async fn replayed(&self) -> bool {
+        self.0.replayed
+    }
+
+    /// The lot formed; null only for a replay of a grant from before lots.
+    async fn lot(&self, ctx: &Context<'_>) -> Result<Option<CreditLot>, ApiError> {
+        let Some(lot_id) = &self.0.lot else { return Ok(None) };
+        Ok(ctx.data_unchecked::<DataLoader<LotLoader>>().load_one(lot_id.clone()).await?.map(CreditLot))
+    }
 }
 
 /// Input of `createOrganization`.

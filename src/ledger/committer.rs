@@ -22,10 +22,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::events::EventHub;
 use super::tx::LedgerTx;
-use super::{Balance, ChangeRequest, CreditTransaction, LedgerError, retrying};
+use super::{Balance, ChangeRequest, Clock, CreditTransaction, LedgerError, retrying};
 
-/// What a caller gets back: the transaction and the balance after it, or why not.
-pub type Outcome = Result<(CreditTransaction, Balance), LedgerError>;
+/// What a caller gets back: the transaction, the balance after it and the lot it formed,
+/// or why not.
+pub type Outcome = Result<(CreditTransaction, Balance, Option<String>), LedgerError>;
 
 /// The most changes decided in one transaction (well within bind-parameter limits).
 const MAX_BATCH: usize = 512;
@@ -50,10 +51,16 @@ impl std::fmt::Debug for Job {
 impl Committer {
     /// Decides and commits `request` together with whatever else is waiting. Needs a
     /// Tokio runtime; the task ends when the last clone of this committer is dropped.
-    pub async fn submit(&self, db: &DatabaseConnection, hub: &EventHub, request: ChangeRequest) -> Outcome {
+    pub async fn submit(
+        &self,
+        db: &DatabaseConnection,
+        hub: &EventHub,
+        clock: &Clock,
+        request: ChangeRequest,
+    ) -> Outcome {
         let queue = self.queue.get_or_init(|| {
             let (sender, receiver) = mpsc::unbounded_channel();
-            tokio::spawn(run(db.clone(), hub.clone(), receiver));
+            tokio::spawn(run(db.clone(), hub.clone(), clock.clone(), receiver));
             sender
         });
         let (reply, answer) = oneshot::channel();
@@ -62,7 +69,7 @@ impl Committer {
     }
 }
 
-async fn run(db: DatabaseConnection, hub: EventHub, mut queue: mpsc::UnboundedReceiver<Job>) {
+async fn run(db: DatabaseConnection, hub: EventHub, clock: Clock, mut queue: mpsc::UnboundedReceiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.recv().await {
         jobs.push(first);
@@ -72,13 +79,13 @@ async fn run(db: DatabaseConnection, hub: EventHub, mut queue: mpsc::UnboundedRe
                 Err(_) => break,
             }
         }
-        commit_batch(&db, &hub, &mut jobs).await;
+        commit_batch(&db, &hub, &clock, &mut jobs).await;
     }
 }
 
 /// Commits `jobs` together, or else one by one; answers every one of them.
-async fn commit_batch(db: &DatabaseConnection, hub: &EventHub, jobs: &mut Vec<Job>) {
-    let decided = retrying(|| decide_all(db, hub, jobs)).await;
+async fn commit_batch(db: &DatabaseConnection, hub: &EventHub, clock: &Clock, jobs: &mut Vec<Job>) {
+    let decided = retrying(|| decide_all(db, hub, clock, jobs)).await;
     match decided {
         Ok(outcomes) => {
             for (job, outcome) in jobs.drain(..).zip(outcomes) {
@@ -93,7 +100,7 @@ async fn commit_batch(db: &DatabaseConnection, hub: &EventHub, jobs: &mut Vec<Jo
                 let outcome = if jobs_is_single_failure(&error) {
                     Err(clone_error(&error))
                 } else {
-                    retrying(|| commit_one(db, hub, &job.request)).await
+                    retrying(|| commit_one(db, hub, clock, &job.request)).await
                 };
                 let _ = job.reply.send(outcome);
             }
@@ -116,8 +123,13 @@ fn clone_error(error: &LedgerError) -> LedgerError {
 
 /// Decides every job in one transaction and commits it; per-job refusals are outcomes,
 /// a database failure fails the whole batch (nothing of it is written).
-async fn decide_all(db: &DatabaseConnection, hub: &EventHub, jobs: &[Job]) -> Result<Vec<Outcome>, LedgerError> {
-    let mut tx = LedgerTx::begin(db, hub).await?;
+async fn decide_all(
+    db: &DatabaseConnection,
+    hub: &EventHub,
+    clock: &Clock,
+    jobs: &[Job],
+) -> Result<Vec<Outcome>, LedgerError> {
+    let mut tx = LedgerTx::begin(db, hub, clock.now()).await?;
     tx.lock(jobs.iter().map(|job| job.request.organization_id.as_str())).await?;
     let mut keys = HashSet::new();
     let mut outcomes = Vec::with_capacity(jobs.len());
@@ -147,16 +159,14 @@ async fn decide_all(db: &DatabaseConnection, hub: &EventHub, jobs: &[Job]) -> Re
 }
 
 /// One change in a transaction of its own.
-async fn commit_one(db: &DatabaseConnection, hub: &EventHub, request: &ChangeRequest) -> Outcome {
-    let mut tx = LedgerTx::begin(db, hub).await?;
-    match tx.change(request).await {
-        Ok(result) => {
-            tx.commit().await?;
-            Ok(result)
-        }
-        Err(error) => {
-            tx.rollback().await?;
-            Err(error)
-        }
+async fn commit_one(db: &DatabaseConnection, hub: &EventHub, clock: &Clock, request: &ChangeRequest) -> Outcome {
+    let mut tx = LedgerTx::begin(db, hub, clock.now()).await?;
+    let outcome = tx.change(request).await;
+    if let Err(LedgerError::Unavailable(_) | LedgerError::Conflict(_) | LedgerError::Internal(_)) = &outcome {
+        tx.rollback().await?;
+        return outcome;
     }
+    // A refusal still writes the expiries it settled.
+    tx.commit().await?;
+    outcome
 }

@@ -16,11 +16,13 @@ pub enum LedgerError {
     #[error("client session not found")]
     ClientSessionNotFound,
     /// The balance is smaller than the amount asked for; nothing changed.
-    #[error("insufficient credits: balance {balance}, required {required}")]
+    #[error("insufficient credits: balance {balance}, available {available}, required {required}")]
     InsufficientCredits {
         /// Balance when the consume was decided.
         balance: i64,
-        /// Amount the request asked for.
+        /// Balance minus held credits, when the consume was decided.
+        available: i64,
+        /// Amount the request asked for (for a capture, the part beyond the hold).
         required: i64,
     },
     /// Adding the amount would take the balance past the largest representable value.
@@ -28,6 +30,21 @@ pub enum LedgerError {
     BalanceLimitExceeded {
         /// The largest balance allowed.
         max: i64,
+    },
+    /// A lot, hold or other named thing does not exist (or is not the caller's).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The hold has already ended this way; nothing changed.
+    #[error("hold is not active: {status}")]
+    HoldNotActive {
+        /// `CAPTURED`, `RELEASED` or `EXPIRED`.
+        status: &'static str,
+    },
+    /// An overdraft limit below what is already owed.
+    #[error("overdraft limit below the current debt of {debt}")]
+    OverdraftBelowDebt {
+        /// Credits owed now.
+        debt: i64,
     },
     /// The idempotency key was used before for a different request.
     #[error("idempotency key was already used for a different request")]

@@ -120,6 +120,17 @@ impl Ledger {
     pub async fn transaction(&self, id: &str) -> Result<Option<CreditTransaction>, LedgerError> {
         Entity::find_by_id(id.to_owned()).one(&self.db).await?.map(CreditTransaction::try_from).transpose()
     }
+
+    /// Transactions by id; unknown ids are absent.
+    pub async fn transactions_by_id(&self, ids: &[String]) -> Result<Vec<CreditTransaction>, LedgerError> {
+        Entity::find()
+            .filter(Column::Id.is_in(ids.iter().cloned()))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(CreditTransaction::try_from)
+            .collect()
+    }
 }
 
 fn filtered(organization_id: &str, filter: &TransactionFilter) -> Select<Entity> {

@@ -16,6 +16,7 @@ pub mod decide;
 mod error;
 pub mod events;
 mod history;
+mod lots;
 mod organizations;
 mod tx;
 mod types;
@@ -27,11 +28,12 @@ pub use client_sessions::{
 };
 pub use error::{LedgerError, Retryable};
 pub use history::{Page, PageRequest, TransactionFilter};
+pub use lots::{LotFilter, as_of};
 pub use tx::{Clawback, LedgerTx};
 pub use types::*;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use entity::{credit_balance, credit_transaction};
+use entity::{credit_balance, credit_lot, credit_transaction};
 use sea_orm::{
     AccessMode, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
@@ -45,6 +47,40 @@ pub struct Ledger {
     availability: crate::db::Availability,
     committer: committer::Committer,
     keys: api_keys::KeyCache,
+    clock: Clock,
+}
+
+/// Where the ledger reads the time: the system clock, or one a test moves by hand.
+#[derive(Clone)]
+pub struct Clock(std::sync::Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Self(std::sync::Arc::new(now))
+    }
+
+    /// A clock that answers `read()`, at microsecond precision.
+    pub fn from_fn(read: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(move || read().trunc_subsecs(6)))
+    }
+
+    /// The time now.
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.0)()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::system()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
 }
 
 impl Ledger {
@@ -56,7 +92,19 @@ impl Ledger {
             availability: Default::default(),
             committer: Default::default(),
             keys: Default::default(),
+            clock: Clock::system(),
         }
+    }
+
+    /// The same ledger reading the time from `clock` (tests move it by hand).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The time as the ledger sees it.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// Whether the database is known to be unreachable right now (see
@@ -125,6 +173,7 @@ impl Ledger {
             reference_type: request.reference_type,
             reference_id: request.reference_id,
             idempotency_key: request.idempotency_key,
+            lot: None,
         })
         .await
     }
@@ -140,6 +189,7 @@ impl Ledger {
             reference_type: None,
             reference_id: None,
             idempotency_key: request.idempotency_key,
+            lot: Some(request.lot),
         })
         .await
     }
@@ -155,8 +205,8 @@ impl Ledger {
         if let Some(applied) = self.replay(request).await? {
             return Ok(applied);
         }
-        let error = match self.committer.submit(&self.db, &self.events, request.clone()).await {
-            Ok((transaction, balance)) => return Ok(Applied { transaction, balance, replayed: false }),
+        let error = match self.committer.submit(&self.db, &self.events, &self.clock, request.clone()).await {
+            Ok((transaction, balance, lot)) => return Ok(Applied { transaction, balance, lot, replayed: false }),
             Err(error) => error,
         };
         match error {
@@ -197,39 +247,80 @@ impl Ledger {
             return Err(LedgerError::IdempotencyConflict);
         }
         let balance = self.balance(&request.organization_id).await?;
-        Ok(Some(Applied { transaction: original, balance, replayed: true }))
+        let lot = credit_lot::Entity::find()
+            .filter(credit_lot::Column::SourceTransactionId.eq(&original.id))
+            .filter(credit_lot::Column::Seq.eq(original.seq))
+            .one(&self.db)
+            .await?
+            .map(|lot| lot.id);
+        Ok(Some(Applied { transaction: original, balance, lot, replayed: true }))
     }
 
     /// The organization's current balance.
     pub async fn balance(&self, organization_id: &str) -> Result<Balance, LedgerError> {
-        credit_balance::Entity::find()
+        let row = credit_balance::Entity::find()
             .filter(credit_balance::Column::OrganizationId.eq(organization_id))
             .one(&self.db)
             .await?
-            .map(Balance::from)
-            .ok_or(LedgerError::OrganizationNotFound)
+            .ok_or(LedgerError::OrganizationNotFound)?;
+        Ok(self.settled(vec![row]).await?.remove(0))
     }
 
     /// A balance by its own id (`bal_…`), if it exists.
     pub async fn balance_by_id(&self, id: &str) -> Result<Option<Balance>, LedgerError> {
-        Ok(credit_balance::Entity::find_by_id(id.to_owned()).one(&self.db).await?.map(Balance::from))
+        let rows: Vec<_> = credit_balance::Entity::find_by_id(id.to_owned()).one(&self.db).await?.into_iter().collect();
+        Ok(self.settled(rows).await?.pop())
     }
 
     /// Balances of many organizations at once (for batching loaders); unknown ids are absent.
     pub async fn balances(&self, organization_ids: &[String]) -> Result<Vec<Balance>, LedgerError> {
-        Ok(credit_balance::Entity::find()
+        let rows = credit_balance::Entity::find()
             .filter(credit_balance::Column::OrganizationId.is_in(organization_ids.iter().cloned()))
             .all(&self.db)
-            .await?
+            .await?;
+        self.settled(rows).await
+    }
+
+    /// Balances as of now: where an expiry or a hold's TTL has come and is not written
+    /// yet, `held` and `available` are what the decision step will make of them (expired
+    /// credits are never counted as available, even before the entry is written).
+    async fn settled(&self, rows: Vec<credit_balance::Model>) -> Result<Vec<Balance>, LedgerError> {
+        let at = self.now();
+        let due: Vec<credit_balance::Model> =
+            rows.iter().filter(|row| row.next_event_at.is_some_and(|next| next <= at)).cloned().collect();
+        let mut states = if due.is_empty() { Default::default() } else { tx::load_states(&self.db, &due).await? };
+        Ok(rows
             .into_iter()
-            .map(Balance::from)
+            .map(|row| {
+                let mut balance = Balance::from(row);
+                if let Some(state) = states.get_mut(&balance.organization_id) {
+                    decide::settle(state, at);
+                    balance.held = state.held;
+                    balance.available = state.available();
+                }
+                balance
+            })
             .collect())
+    }
+
+    /// The organization's state as stored, settled up to now (for reads: lots, the next
+    /// expiration); nothing is written.
+    pub async fn settled_state(&self, organization_id: &str) -> Result<decide::State, LedgerError> {
+        let row = credit_balance::Entity::find()
+            .filter(credit_balance::Column::OrganizationId.eq(organization_id))
+            .one(&self.db)
+            .await?
+            .ok_or(LedgerError::OrganizationNotFound)?;
+        let mut state =
+            tx::load_states(&self.db, std::slice::from_ref(&row)).await?.remove(organization_id).unwrap_or_default();
+        decide::settle(&mut state, self.now());
+        Ok(state)
     }
 
     /// Starts a ledger transaction: balance changes decided under the organizations'
     /// locks, written and announced when it commits (see [`LedgerTx`]).
     pub async fn begin(&self) -> Result<LedgerTx, LedgerError> {
-        LedgerTx::begin(&self.db, &self.events).await
+        LedgerTx::begin(&self.db, &self.events, self.now()).await
     }
 
     /// Starts a transaction that will write. On SQLite it takes the write lock at once

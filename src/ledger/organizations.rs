@@ -32,6 +32,9 @@ impl Ledger {
             id: Set(new_id("bal")),
             organization_id: Set(organization.id.clone()),
             balance: Set(0),
+            held: Set(0),
+            overdraft_limit: Set(0),
+            next_event_at: Set(None),
             version: Set(0),
             updated_at: Set(at),
         }

@@ -1,28 +1,30 @@
 //! [`LedgerTx`]: one database transaction of the ledger, owning what it has locked,
 //! what it will write and the live-event hints it will announce once it commits.
 //!
-//! Every balance change goes through [`LedgerTx::change`] (or [`LedgerTx::clawback`]):
-//! the organization's balance row is locked once (`SELECT … FOR UPDATE` on PostgreSQL,
+//! Every balance change goes through [`LedgerTx::change`] (or [`LedgerTx::clawback`],
+//! [`LedgerTx::void_lot`], …): the organization's balance row is locked once, with its
+//! open lots and active holds read under that lock (`SELECT … FOR UPDATE` on PostgreSQL,
 //! in sorted order so replicas cannot deadlock; SQLite's `BEGIN IMMEDIATE` already holds
 //! the whole database), each change is decided in memory by [`super::decide`] against
 //! the state the previous one left, and the results are written once at commit: one
 //! multi-row `INSERT` of the transactions and one conditional `UPDATE` per organization.
 //! Callers cannot forget to announce: [`LedgerTx::commit`] does it, after the commit.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use entity::{credit_balance, credit_transaction};
+use entity::{credit_allocation, credit_balance, credit_hold, credit_hold_allocation, credit_lot, credit_transaction};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait,
+    QueryOrder, QuerySelect, SqlErr, TransactionTrait,
 };
 
-use super::decide::{self, State};
+use super::decide::{self, Entry, HeldCredits, LotCategory, LotSpec, State};
 use super::events::{EventHub, Hint, notify_hint};
-use super::{Balance, ChangeRequest, CreditTransaction, LedgerError, TransactionKind, new_id, now};
+use super::{Balance, ChangeRequest, CreditLot, CreditTransaction, DEFAULT_PRIORITY, LedgerError, TransactionKind};
 
-/// An organization's balance row as locked by this transaction.
+/// An organization's balance row as locked by this transaction, and its state as decided so far.
 struct Locked {
     row: credit_balance::Model,
     state: State,
@@ -48,17 +50,23 @@ pub struct LedgerTx {
     locked: BTreeMap<String, Locked>,
     /// Organizations looked for and not found.
     missing: BTreeSet<String>,
-    /// Transactions decided and not yet written.
-    pending: Vec<CreditTransaction>,
+    /// Transactions decided and not yet written, with their allocations.
+    pending: Vec<(CreditTransaction, Vec<decide::Allocation>)>,
+    /// Holds created and not yet written, with what the caller said of them.
+    pending_holds: Vec<credit_hold::Model>,
     /// Hints to send (inside the transaction on PostgreSQL, after commit on SQLite).
     hints: Vec<Hint>,
 }
 
 impl LedgerTx {
-    /// Starts a transaction that will write. On SQLite it takes the write lock at once
-    /// (`BEGIN IMMEDIATE`), so concurrent writers queue on the busy timeout instead of
-    /// failing when a read lock cannot be upgraded.
-    pub async fn begin(db: &sea_orm::DatabaseConnection, hub: &EventHub) -> Result<Self, LedgerError> {
+    /// Starts a transaction that will write, at `at` (the ledger's clock). On SQLite it
+    /// takes the write lock at once (`BEGIN IMMEDIATE`), so concurrent writers queue on
+    /// the busy timeout instead of failing when a read lock cannot be upgraded.
+    pub async fn begin(
+        db: &sea_orm::DatabaseConnection,
+        hub: &EventHub,
+        at: DateTime<Utc>,
+    ) -> Result<Self, LedgerError> {
         let options = match db.get_database_backend() {
             DbBackend::Sqlite => sea_orm::TransactionOptions {
                 sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
@@ -72,10 +80,11 @@ impl LedgerTx {
         Ok(Self {
             txn,
             hub: hub.clone(),
-            at: now(),
+            at,
             locked: BTreeMap::new(),
             missing: BTreeSet::new(),
             pending: Vec::new(),
+            pending_holds: Vec::new(),
             hints: Vec::new(),
         })
     }
@@ -91,7 +100,8 @@ impl LedgerTx {
     }
 
     /// Locks the balance rows of `organizations` not locked yet, in one statement and in
-    /// sorted order (the same order on every replica, so no two can deadlock).
+    /// sorted order (the same order on every replica, so no two can deadlock); then
+    /// reads their open lots and active holds, which only a holder of that lock changes.
     pub async fn lock<'a>(&mut self, organizations: impl IntoIterator<Item = &'a str>) -> Result<(), LedgerError> {
         let wanted: BTreeSet<&str> = organizations
             .into_iter()
@@ -106,54 +116,99 @@ impl LedgerTx {
             .lock_exclusive()
             .all(&self.txn)
             .await?;
-        for row in rows {
-            let state = State { balance: row.balance, version: row.version };
-            self.locked.insert(row.organization_id.clone(), Locked { row, state });
-        }
-        for id in wanted {
-            if !self.locked.contains_key(id) {
-                self.missing.insert(id.to_owned());
+        for id in &wanted {
+            if !rows.iter().any(|row| row.organization_id == *id) {
+                self.missing.insert((*id).to_owned());
             }
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut states = load_states(&self.txn, &rows).await?;
+        for row in rows {
+            let state = states.remove(&row.organization_id).unwrap_or_default();
+            self.locked.insert(row.organization_id.clone(), Locked { row, state });
         }
         Ok(())
     }
 
-    /// The organization's balance as this transaction sees it (changes included).
+    fn locked_mut(&mut self, organization_id: &str) -> Result<&mut Locked, LedgerError> {
+        self.locked.get_mut(organization_id).ok_or(LedgerError::OrganizationNotFound)
+    }
+
+    /// The organization's balance as this transaction sees it (changes included, expiries
+    /// up to now settled).
     pub async fn balance(&mut self, organization_id: &str) -> Result<Balance, LedgerError> {
         self.lock([organization_id]).await?;
-        let locked = self.locked.get(organization_id).ok_or(LedgerError::OrganizationNotFound)?;
-        Ok(balance_of(locked, self.at))
+        let at = self.at;
+        let locked = self.locked_mut(organization_id)?;
+        decide::settle(&mut locked.state, at);
+        let balance = balance_of(locked, at);
+        self.take_entries(organization_id, None);
+        Ok(balance)
     }
 
-    /// Decides one change against the organization's locked state. A refusal
-    /// ([`LedgerError::InsufficientCredits`], say) changes nothing and leaves the
-    /// transaction usable for other changes.
-    pub async fn change(&mut self, request: &ChangeRequest) -> Result<(CreditTransaction, Balance), LedgerError> {
+    /// The organization's state as decided so far (for reads under the lock).
+    pub async fn state(&mut self, organization_id: &str) -> Result<&State, LedgerError> {
+        self.lock([organization_id]).await?;
+        Ok(&self.locked_mut(organization_id)?.state)
+    }
+
+    /// Decides one change against the organization's locked state: a negative `delta`
+    /// draws in draw order, a positive one forms a lot. A refusal
+    /// ([`LedgerError::InsufficientCredits`], say) changes nothing but the expiries due,
+    /// and leaves the transaction usable for other changes. Returns the transaction, the
+    /// balance after it and the lot it formed.
+    pub async fn change(
+        &mut self,
+        request: &ChangeRequest,
+    ) -> Result<(CreditTransaction, Balance, Option<String>), LedgerError> {
         self.lock([request.organization_id.as_str()]).await?;
         let at = self.at;
-        let locked = self.locked.get_mut(&request.organization_id).ok_or(LedgerError::OrganizationNotFound)?;
-        let entry = decide::change(&mut locked.state, request.delta)?;
-        let transaction = CreditTransaction {
-            id: new_id("ctx"),
-            organization_id: request.organization_id.clone(),
-            seq: entry.seq,
-            kind: request.kind,
-            amount: entry.amount,
-            balance_after: entry.balance_after,
-            description: request.description.clone(),
-            reference_type: request.reference_type.clone(),
-            reference_id: request.reference_id.clone(),
-            idempotency_key: request.idempotency_key.clone(),
-            created_at: at,
+        let locked = self.locked_mut(&request.organization_id)?;
+        let decided = if request.delta < 0 {
+            decide::consume(&mut locked.state, at, -request.delta).map(|entry| (entry, None))
+        } else {
+            let default = LotSpec { category: LotCategory::Promotional, priority: DEFAULT_PRIORITY, expires_at: None };
+            let spec = request.lot.as_ref().unwrap_or(&default);
+            decide::credit(&mut locked.state, at, request.kind, request.delta, spec, &request.organization_id)
+                .map(|(entry, lot)| (entry, Some(lot)))
         };
         let balance = balance_of(locked, at);
-        self.pending.push(transaction.clone());
-        Ok((transaction, balance))
+        let decided = decided.map(|(entry, lot)| (entry.id, lot));
+        let main = decided.as_ref().ok().map(|(id, _)| (id.as_str(), request));
+        let transaction = self.take_entries(&request.organization_id, main);
+        let (_, lot) = decided?;
+        let transaction = transaction.ok_or_else(|| LedgerError::internal("decided entry missing"))?;
+        Ok((transaction, balance, lot))
     }
 
-    /// Takes back up to `wanted` credits as a `REFUND`, but never more than the balance:
-    /// credits already spent are not recovered, and the shortfall is written in the
-    /// transaction's description.
+    /// Moves the organization's decided entries to the writes of this transaction; the
+    /// entry `main` names gets the request's description, references and key. Returns it.
+    fn take_entries(
+        &mut self,
+        organization_id: &str,
+        main: Option<(&str, &ChangeRequest)>,
+    ) -> Option<CreditTransaction> {
+        let at = self.at;
+        let locked = self.locked.get_mut(organization_id)?;
+        let mut found = None;
+        for entry in std::mem::take(&mut locked.state.entries) {
+            let request = main.filter(|(id, _)| *id == entry.id).map(|(_, request)| request);
+            let transaction = transaction_of(organization_id, &entry, request, at);
+            if request.is_some() {
+                found = Some(transaction.clone());
+            }
+            self.pending.push((transaction, entry.allocations));
+        }
+        found
+    }
+
+    /// Takes back up to `wanted` credits as a `REFUND` from the lots formed under
+    /// `reference` (a purchase and its reinstated disputes; for a purchase from before
+    /// lots, from every lot in draw order), but never more than their unheld remainder
+    /// nor the balance below zero: credits already spent are not
+    /// recovered, and the shortfall is written in the transaction's description.
     pub async fn clawback(
         &mut self,
         organization_id: &str,
@@ -162,11 +217,10 @@ impl LedgerTx {
         reference: (&str, &str),
     ) -> Result<Clawback, LedgerError> {
         self.lock([organization_id]).await?;
-        let locked = self.locked.get(organization_id).ok_or(LedgerError::OrganizationNotFound)?;
-        let (taken, shortfall) = decide::clawback(&locked.state, wanted);
-        if taken == 0 {
-            return Ok(Clawback { transaction: None, taken, shortfall });
-        }
+        let lots = self.lots_of_reference(organization_id, reference).await?;
+        let at = self.at;
+        let locked = self.locked_mut(organization_id)?;
+        let (entry, taken, shortfall) = decide::clawback(&mut locked.state, at, lots.as_deref(), wanted);
         let description = if shortfall > 0 {
             format!("{description}; {shortfall} credits were already spent and not recovered")
         } else {
@@ -180,9 +234,145 @@ impl LedgerTx {
             reference_type: Some(reference.0.to_owned()),
             reference_id: Some(reference.1.to_owned()),
             idempotency_key: None,
+            lot: None,
         };
-        let (transaction, _) = self.change(&request).await?;
-        Ok(Clawback { transaction: Some(transaction), taken, shortfall })
+        let main = entry.as_ref().map(|entry| (entry.id.as_str(), &request));
+        let transaction = self.take_entries(organization_id, main);
+        Ok(Clawback { transaction, taken, shortfall })
+    }
+
+    /// The lot formed by transaction `source_transaction_id` (a purchase's), if any.
+    pub async fn lot_of_transaction(&self, source_transaction_id: &str) -> Result<Option<CreditLot>, LedgerError> {
+        credit_lot::Entity::find()
+            .filter(credit_lot::Column::SourceTransactionId.eq(source_transaction_id))
+            .order_by_desc(credit_lot::Column::Seq)
+            .one(&self.txn)
+            .await?
+            .map(CreditLot::try_from)
+            .transpose()
+    }
+
+    /// The lots credits entered under `reference` formed (a purchase's, and its
+    /// reinstated disputes'), written or decided in this transaction; `None` when those
+    /// credits entered before lots existed. The organization must be locked.
+    async fn lots_of_reference(
+        &self,
+        organization_id: &str,
+        reference: (&str, &str),
+    ) -> Result<Option<Vec<String>>, LedgerError> {
+        let credited = |kind: TransactionKind| matches!(kind, TransactionKind::Purchase | TransactionKind::Adjustment);
+        let mut sources: Vec<String> = credit_transaction::Entity::find()
+            .filter(credit_transaction::Column::OrganizationId.eq(organization_id))
+            .filter(credit_transaction::Column::Kind.is_in(["PURCHASE", "ADJUSTMENT"]))
+            .filter(credit_transaction::Column::ReferenceType.eq(reference.0))
+            .filter(credit_transaction::Column::ReferenceId.eq(reference.1))
+            .all(&self.txn)
+            .await?
+            .into_iter()
+            .map(|row| row.id)
+            .collect();
+        sources.extend(
+            self.pending
+                .iter()
+                .map(|(transaction, _)| transaction)
+                .filter(|transaction| transaction.organization_id == organization_id && credited(transaction.kind))
+                .filter(|transaction| {
+                    transaction.reference_type.as_deref() == Some(reference.0)
+                        && transaction.reference_id.as_deref() == Some(reference.1)
+                })
+                .map(|transaction| transaction.id.clone()),
+        );
+        let locked = self.locked.get(organization_id).ok_or(LedgerError::OrganizationNotFound)?;
+        let open: Vec<String> = locked
+            .state
+            .lots
+            .iter()
+            .filter(|lot| sources.contains(&lot.source_transaction_id))
+            .map(|lot| lot.id.clone())
+            .collect();
+        if !open.is_empty() {
+            return Ok(Some(open));
+        }
+        let any_lot = credit_lot::Entity::find()
+            .filter(credit_lot::Column::SourceTransactionId.is_in(sources.iter().cloned()))
+            .one(&self.txn)
+            .await?;
+        Ok(if any_lot.is_some() || sources.is_empty() { Some(Vec::new()) } else { None })
+    }
+
+    /// The lot a purchase formed: that of its `PURCHASE` transaction (none for a
+    /// purchase credited before lots existed).
+    pub async fn lot_of_purchase(
+        &self,
+        organization_id: &str,
+        reference: (&str, &str),
+    ) -> Result<Option<CreditLot>, LedgerError> {
+        let purchase = credit_transaction::Entity::find()
+            .filter(credit_transaction::Column::OrganizationId.eq(organization_id))
+            .filter(credit_transaction::Column::Kind.eq(TransactionKind::Purchase.as_str()))
+            .filter(credit_transaction::Column::ReferenceType.eq(reference.0))
+            .filter(credit_transaction::Column::ReferenceId.eq(reference.1))
+            .one(&self.txn)
+            .await?;
+        match purchase {
+            Some(purchase) => self.lot_of_transaction(&purchase.id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Voids a lot: its unheld remainder leaves as a `VOID` transaction. Voiding a voided
+    /// (or expired) lot changes nothing. Returns the lot after and the transaction.
+    pub async fn void_lot(
+        &mut self,
+        lot_id: &str,
+        description: &str,
+    ) -> Result<(CreditLot, Option<CreditTransaction>, Balance), LedgerError> {
+        let row = credit_lot::Entity::find_by_id(lot_id.to_owned())
+            .one(&self.txn)
+            .await?
+            .ok_or(LedgerError::NotFound("credit lot"))?;
+        let organization_id = row.organization_id.clone();
+        self.lock([organization_id.as_str()]).await?;
+        let at = self.at;
+        let locked = self.locked_mut(&organization_id)?;
+        if !locked.state.lots.iter().any(|lot| lot.id == lot_id) {
+            // Not open (remaining 0): read again under the lock.
+            let row = credit_lot::Entity::find_by_id(lot_id.to_owned())
+                .one(&self.txn)
+                .await?
+                .ok_or(LedgerError::NotFound("credit lot"))?;
+            let locked = self.locked_mut(&organization_id)?;
+            locked.state.lots.push(CreditLot::try_from(row)?);
+        }
+        let locked = self.locked_mut(&organization_id)?;
+        let entry = decide::void(&mut locked.state, at, lot_id)?;
+        let lot = locked.state.lots.iter().find(|lot| lot.id == lot_id).cloned();
+        let balance = balance_of(locked, at);
+        let request = ChangeRequest {
+            organization_id: organization_id.clone(),
+            kind: TransactionKind::Void,
+            delta: entry.as_ref().map_or(0, |entry| entry.amount),
+            description: Some(description.to_owned()),
+            reference_type: Some("credit_lot".into()),
+            reference_id: Some(lot_id.to_owned()),
+            idempotency_key: None,
+            lot: None,
+        };
+        let main = entry.as_ref().map(|entry| (entry.id.as_str(), &request));
+        let transaction = self.take_entries(&organization_id, main);
+        let lot = lot.ok_or(LedgerError::NotFound("credit lot"))?;
+        Ok((lot, transaction, balance))
+    }
+
+    /// Sets the organization's overdraft limit; below the current debt is refused.
+    pub async fn set_overdraft_limit(&mut self, organization_id: &str, limit: i64) -> Result<Balance, LedgerError> {
+        self.lock([organization_id]).await?;
+        let at = self.at;
+        let locked = self.locked_mut(organization_id)?;
+        let decided = decide::set_overdraft_limit(&mut locked.state, at, limit);
+        let balance = balance_of(locked, at);
+        self.take_entries(organization_id, None);
+        decided.map(|()| balance)
     }
 
     /// Announces `hint` with this transaction's commit (a threshold change, say).
@@ -190,63 +380,159 @@ impl LedgerTx {
         self.hints.push(hint);
     }
 
-    /// Writes what was decided: the transactions in one statement, then every changed
-    /// organization's new state in another.
+    /// Writes what was decided: the transactions and their allocations, new and changed
+    /// lots and holds, then each changed organization's new state, conditional on the
+    /// version locked (so a write that bypassed the lock could never be overwritten
+    /// silently).
     ///
     /// A taken idempotency key is [`LedgerError::DuplicateIdempotencyKey`]; the caller
     /// must then roll back.
     async fn flush(&mut self) -> Result<(), LedgerError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
         let pending = std::mem::take(&mut self.pending);
-        let rows = pending.iter().map(|transaction| credit_transaction::ActiveModel {
-            id: Set(transaction.id.clone()),
-            organization_id: Set(transaction.organization_id.clone()),
-            seq: Set(transaction.seq),
-            kind: Set(transaction.kind.as_str().to_owned()),
-            amount: Set(transaction.amount),
-            balance_after: Set(transaction.balance_after),
-            description: Set(transaction.description.clone()),
-            reference_type: Set(transaction.reference_type.clone()),
-            reference_id: Set(transaction.reference_id.clone()),
-            idempotency_key: Set(transaction.idempotency_key.clone()),
-            created_at: Set(transaction.created_at),
-        });
-        // Within SQLite's and PostgreSQL's bind-parameter limits (11 a row).
-        let rows: Vec<_> = rows.collect();
+        let rows: Vec<_> = pending.iter().map(|(transaction, _)| transaction_row(transaction)).collect();
+        // Within SQLite's and PostgreSQL's bind-parameter limits (12 a row).
         for chunk in rows.chunks(2_000) {
             let inserted =
                 credit_transaction::Entity::insert_many(chunk.to_vec()).exec_without_returning(&self.txn).await;
             if let Err(error) = inserted {
-                return Err(match error.sql_err() {
-                    Some(SqlErr::UniqueConstraintViolation(message)) if message.contains("idempotency_key") => {
-                        LedgerError::DuplicateIdempotencyKey
-                    }
-                    _ => error.into(),
+                return Err(duplicate_key_or(error));
+            }
+        }
+        let at = self.at;
+        let mut new_lots = Vec::new();
+        let mut lot_updates = Vec::new();
+        let mut resolved = Vec::new();
+        let mut new_holds = Vec::new();
+        let mut changed_orgs = Vec::new();
+        for (organization_id, locked) in &mut self.locked {
+            let state = &mut locked.state;
+            let changed = !state.changed_lots.is_empty()
+                || !state.created_holds.is_empty()
+                || !state.resolved_holds.is_empty()
+                || state.version != locked.row.version
+                || state.overdraft_limit != locked.row.overdraft_limit;
+            for lot in &state.lots {
+                if state.created_lots.contains(&lot.id) {
+                    new_lots.push(lot_row(lot, at));
+                } else if state.changed_lots.contains(&lot.id) {
+                    lot_updates.push(lot.clone());
+                }
+            }
+            state.created_lots.clear();
+            state.changed_lots.clear();
+            state.lots.retain(|lot| lot.remaining > 0);
+            resolved.append(&mut state.resolved_holds);
+            new_holds.append(&mut state.created_holds);
+            if changed {
+                changed_orgs.push(organization_id.clone());
+            }
+        }
+        if !new_lots.is_empty() {
+            for chunk in new_lots.chunks(1_000) {
+                credit_lot::Entity::insert_many(chunk.to_vec()).exec_without_returning(&self.txn).await?;
+            }
+        }
+        for lot in lot_updates {
+            credit_lot::Entity::update_many()
+                .col_expr(credit_lot::Column::Remaining, Expr::value(lot.remaining))
+                .col_expr(credit_lot::Column::Held, Expr::value(lot.held))
+                .col_expr(credit_lot::Column::Status, Expr::value(lot.status.as_str()))
+                .col_expr(credit_lot::Column::UpdatedAt, Expr::value(at))
+                .filter(credit_lot::Column::Id.eq(&lot.id))
+                .exec(&self.txn)
+                .await?;
+        }
+        let allocations: Vec<_> = pending
+            .iter()
+            .flat_map(|(transaction, allocations)| {
+                allocations.iter().enumerate().map(|(position, allocation)| credit_allocation::ActiveModel {
+                    transaction_id: Set(transaction.id.clone()),
+                    position: Set(position as i32),
+                    organization_id: Set(transaction.organization_id.clone()),
+                    lot_id: Set(allocation.lot_id.clone()),
+                    amount: Set(allocation.amount),
+                })
+            })
+            .collect();
+        for chunk in allocations.chunks(2_000) {
+            credit_allocation::Entity::insert_many(chunk.to_vec()).exec_without_returning(&self.txn).await?;
+        }
+        self.write_holds(new_holds, resolved, &pending).await?;
+        for organization_id in changed_orgs {
+            let Some(locked) = self.locked.get_mut(&organization_id) else { continue };
+            let state = &locked.state;
+            let updated = credit_balance::Entity::update_many()
+                .col_expr(credit_balance::Column::Balance, Expr::value(state.balance))
+                .col_expr(credit_balance::Column::Version, Expr::value(state.version))
+                .col_expr(credit_balance::Column::Held, Expr::value(state.held))
+                .col_expr(credit_balance::Column::OverdraftLimit, Expr::value(state.overdraft_limit))
+                .col_expr(credit_balance::Column::NextEventAt, Expr::value(state.next_event()))
+                .col_expr(credit_balance::Column::UpdatedAt, Expr::value(at))
+                .filter(credit_balance::Column::OrganizationId.eq(&organization_id))
+                .filter(credit_balance::Column::Version.eq(locked.row.version))
+                .exec(&self.txn)
+                .await?;
+            if updated.rows_affected != 1 {
+                return Err(LedgerError::internal("a balance changed under its lock"));
+            }
+            let seq = state.version;
+            locked.row.balance = state.balance;
+            locked.row.version = state.version;
+            locked.row.held = state.held;
+            locked.row.overdraft_limit = state.overdraft_limit;
+            locked.row.next_event_at = state.next_event();
+            locked.row.updated_at = at;
+            self.hints.push(Hint::Changed { organization_id, seq });
+        }
+        Ok(())
+    }
+
+    /// Inserts created holds (with their allocations) and records resolved ones.
+    async fn write_holds(
+        &mut self,
+        created: Vec<HeldCredits>,
+        resolved: Vec<decide::Resolved>,
+        pending: &[(CreditTransaction, Vec<decide::Allocation>)],
+    ) -> Result<(), LedgerError> {
+        let mut rows: HashMap<String, credit_hold::Model> =
+            std::mem::take(&mut self.pending_holds).into_iter().map(|row| (row.id.clone(), row)).collect();
+        let mut hold_rows = Vec::new();
+        let mut allocation_rows = Vec::new();
+        for hold in &created {
+            let row = rows.remove(&hold.id).ok_or_else(|| LedgerError::internal("hold without its request"))?;
+            hold_rows.push(credit_hold::ActiveModel::from(row));
+            for (position, allocation) in hold.allocations.iter().enumerate() {
+                allocation_rows.push(credit_hold_allocation::ActiveModel {
+                    hold_id: Set(hold.id.clone()),
+                    position: Set(position as i32),
+                    lot_id: Set(allocation.lot_id.clone()),
+                    amount: Set(allocation.amount),
                 });
             }
         }
-        let mut last_seq: BTreeMap<&str, i64> = BTreeMap::new();
-        for transaction in &pending {
-            last_seq.insert(&transaction.organization_id, transaction.seq);
-        }
-        let changed: Vec<(&str, &Locked)> =
-            last_seq.keys().filter_map(|id| self.locked.get(*id).map(|locked| (*id, locked))).collect();
-        for chunk in changed.chunks(500) {
-            let statement = update_balances(self.txn.get_database_backend(), chunk, self.at);
-            let updated = self.txn.execute_raw(statement).await?;
-            if updated.rows_affected() != chunk.len() as u64 {
-                return Err(LedgerError::internal("a balance changed under its lock"));
+        for chunk in hold_rows.chunks(1_000) {
+            let inserted = credit_hold::Entity::insert_many(chunk.to_vec()).exec_without_returning(&self.txn).await;
+            if let Err(error) = inserted {
+                return Err(duplicate_key_or(error));
             }
         }
-        for (organization_id, seq) in last_seq {
-            if let Some(locked) = self.locked.get_mut(organization_id) {
-                locked.row.balance = locked.state.balance;
-                locked.row.version = locked.state.version;
-                locked.row.updated_at = self.at;
-            }
-            self.hints.push(Hint::Changed { organization_id: organization_id.to_owned(), seq });
+        for chunk in allocation_rows.chunks(2_000) {
+            credit_hold_allocation::Entity::insert_many(chunk.to_vec()).exec_without_returning(&self.txn).await?;
+        }
+        for resolution in resolved {
+            let transaction_id = pending
+                .iter()
+                .find(|(transaction, _)| transaction.hold_id.as_deref() == Some(resolution.id.as_str()))
+                .map(|(transaction, _)| transaction.id.clone());
+            credit_hold::Entity::update_many()
+                .col_expr(credit_hold::Column::Status, Expr::value(resolution.status.as_str()))
+                .col_expr(credit_hold::Column::Captured, Expr::value(resolution.captured))
+                .col_expr(credit_hold::Column::TransactionId, Expr::value(transaction_id))
+                .col_expr(credit_hold::Column::UpdatedAt, Expr::value(resolution.at))
+                .filter(credit_hold::Column::Id.eq(&resolution.id))
+                .filter(credit_hold::Column::Status.eq("ACTIVE"))
+                .exec(&self.txn)
+                .await?;
         }
         Ok(())
     }
@@ -276,48 +562,149 @@ impl LedgerTx {
     }
 }
 
-/// One statement that writes the new state of every organization in `changed`, each
-/// conditional on the version it had when locked (so that a write which bypassed the lock
-/// could never be overwritten silently: then fewer rows match).
-fn update_balances(backend: DbBackend, changed: &[(&str, &Locked)], at: DateTime<Utc>) -> Statement {
-    let mut values: Vec<sea_orm::Value> = vec![at.into()];
-    let mut rows = Vec::with_capacity(changed.len());
-    let parameter = |value: sea_orm::Value, values: &mut Vec<sea_orm::Value>| {
-        values.push(value);
-        match backend {
-            DbBackend::Postgres => format!("${}", values.len()),
-            _ => "?".to_owned(),
+/// Reads, for locked balance rows, the open lots (`remaining > 0`) and the active holds
+/// with their allocations: the whole [`State`] the decision needs.
+pub(super) async fn load_states<C: ConnectionTrait>(
+    conn: &C,
+    rows: &[credit_balance::Model],
+) -> Result<HashMap<String, State>, LedgerError> {
+    let ids: Vec<&str> = rows.iter().map(|row| row.organization_id.as_str()).collect();
+    let mut states: HashMap<String, State> = rows
+        .iter()
+        .map(|row| {
+            let state = State {
+                balance: row.balance,
+                version: row.version,
+                overdraft_limit: row.overdraft_limit,
+                held: row.held,
+                ..State::default()
+            };
+            (row.organization_id.clone(), state)
+        })
+        .collect();
+    let lots = credit_lot::Entity::find()
+        .filter(credit_lot::Column::OrganizationId.is_in(ids.iter().copied()))
+        .filter(credit_lot::Column::Remaining.gt(0))
+        .all(conn)
+        .await?;
+    for lot in lots {
+        if let Some(state) = states.get_mut(&lot.organization_id) {
+            state.lots.push(CreditLot::try_from(lot)?);
         }
-    };
-    for (organization_id, locked) in changed {
-        let row = [
-            parameter((*organization_id).to_owned().into(), &mut values),
-            parameter(locked.state.balance.into(), &mut values),
-            parameter(locked.state.version.into(), &mut values),
-            parameter(locked.row.version.into(), &mut values),
-        ];
-        rows.push(format!("({})", row.join(", ")));
     }
-    let at = match backend {
-        DbBackend::Postgres => "$1",
-        _ => "?",
-    };
-    // `VALUES` columns are column1, column2 … on both engines.
-    let sql = format!(
-        "UPDATE credit_balances SET balance = v.column2, version = v.column3, updated_at = {at} \
-         FROM (VALUES {}) AS v WHERE credit_balances.organization_id = v.column1 AND credit_balances.version = v.column4",
-        rows.join(", ")
-    );
-    Statement::from_sql_and_values(backend, sql, values)
+    let holding: Vec<&str> = rows.iter().filter(|row| row.held > 0).map(|row| row.organization_id.as_str()).collect();
+    if !holding.is_empty() {
+        let holds = credit_hold::Entity::find()
+            .filter(credit_hold::Column::OrganizationId.is_in(holding.iter().copied()))
+            .filter(credit_hold::Column::Status.eq("ACTIVE"))
+            .all(conn)
+            .await?;
+        let mut allocations: HashMap<String, Vec<credit_hold_allocation::Model>> = HashMap::new();
+        for chunk in holds.chunks(500) {
+            let found = credit_hold_allocation::Entity::find()
+                .filter(credit_hold_allocation::Column::HoldId.is_in(chunk.iter().map(|hold| hold.id.clone())))
+                .order_by_asc(credit_hold_allocation::Column::Position)
+                .all(conn)
+                .await?;
+            for allocation in found {
+                allocations.entry(allocation.hold_id.clone()).or_default().push(allocation);
+            }
+        }
+        for hold in holds {
+            let Some(state) = states.get_mut(&hold.organization_id) else { continue };
+            let parts = allocations.remove(&hold.id).unwrap_or_default();
+            state.holds.push(HeldCredits {
+                allocations: parts
+                    .into_iter()
+                    .map(|part| decide::Allocation { lot_id: part.lot_id, amount: part.amount })
+                    .collect(),
+                id: hold.id,
+                amount: hold.amount,
+                expires_at: hold.expires_at,
+            });
+        }
+    }
+    Ok(states)
+}
+
+fn duplicate_key_or(error: sea_orm::DbErr) -> LedgerError {
+    match error.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(message)) if message.contains("idempotency_key") => {
+            LedgerError::DuplicateIdempotencyKey
+        }
+        _ => error.into(),
+    }
+}
+
+fn transaction_of(
+    organization_id: &str,
+    entry: &Entry,
+    request: Option<&ChangeRequest>,
+    _at: DateTime<Utc>,
+) -> CreditTransaction {
+    CreditTransaction {
+        id: entry.id.clone(),
+        organization_id: organization_id.to_owned(),
+        seq: entry.seq,
+        kind: entry.kind,
+        amount: entry.amount,
+        balance_after: entry.balance_after,
+        description: request.map_or_else(|| entry.description.clone(), |request| request.description.clone()),
+        reference_type: request.and_then(|request| request.reference_type.clone()),
+        reference_id: request.and_then(|request| request.reference_id.clone()),
+        idempotency_key: request.and_then(|request| request.idempotency_key.clone()),
+        hold_id: entry.hold_id.clone(),
+        created_at: entry.at,
+    }
+}
+
+fn transaction_row(transaction: &CreditTransaction) -> credit_transaction::ActiveModel {
+    credit_transaction::ActiveModel {
+        id: Set(transaction.id.clone()),
+        organization_id: Set(transaction.organization_id.clone()),
+        seq: Set(transaction.seq),
+        kind: Set(transaction.kind.as_str().to_owned()),
+        amount: Set(transaction.amount),
+        balance_after: Set(transaction.balance_after),
+        description: Set(transaction.description.clone()),
+        reference_type: Set(transaction.reference_type.clone()),
+        reference_id: Set(transaction.reference_id.clone()),
+        idempotency_key: Set(transaction.idempotency_key.clone()),
+        hold_id: Set(transaction.hold_id.clone()),
+        created_at: Set(transaction.created_at),
+    }
+}
+
+fn lot_row(lot: &CreditLot, at: DateTime<Utc>) -> credit_lot::ActiveModel {
+    credit_lot::ActiveModel {
+        id: Set(lot.id.clone()),
+        organization_id: Set(lot.organization_id.clone()),
+        category: Set(lot.category.as_str().to_owned()),
+        priority: Set(lot.priority),
+        original: Set(lot.original),
+        remaining: Set(lot.remaining),
+        held: Set(lot.held),
+        expires_at: Set(lot.expires_at),
+        status: Set(lot.status.as_str().to_owned()),
+        source_transaction_id: Set(lot.source_transaction_id.clone()),
+        seq: Set(lot.seq),
+        created_at: Set(lot.created_at),
+        updated_at: Set(at),
+    }
 }
 
 fn balance_of(locked: &Locked, at: DateTime<Utc>) -> Balance {
-    let changed = locked.state.version != locked.row.version;
+    let state = &locked.state;
+    let changed = state.version != locked.row.version || state.held != locked.row.held;
     Balance {
         id: locked.row.id.clone(),
         organization_id: locked.row.organization_id.clone(),
-        balance: locked.state.balance,
-        version: locked.state.version,
+        balance: state.balance,
+        held: state.held,
+        available: state.available(),
+        overdraft_limit: state.overdraft_limit,
+        version: state.version,
         updated_at: if changed { at } else { locked.row.updated_at },
+        next_event_at: state.next_event(),
     }
 }

@@ -2,7 +2,9 @@
 //! an over-long string cannot reach the database.
 
 use chrono::{DateTime, Utc};
-use entity::{credit_balance, credit_transaction, organization};
+use entity::{credit_balance, credit_lot, credit_transaction, organization};
+
+use super::decide::{Allocation, LotCategory, LotSpec, LotStatus};
 
 use super::LedgerError;
 
@@ -62,6 +64,10 @@ pub enum TransactionKind {
     Refund,
     /// A correction.
     Adjustment,
+    /// The unheld remainder of a lot, gone at its expiry.
+    Expiry,
+    /// The unheld remainder of a voided lot.
+    Void,
 }
 
 impl TransactionKind {
@@ -73,16 +79,20 @@ impl TransactionKind {
             Self::Grant => "GRANT",
             Self::Refund => "REFUND",
             Self::Adjustment => "ADJUSTMENT",
+            Self::Expiry => "EXPIRY",
+            Self::Void => "VOID",
         }
     }
 
-    fn parse(value: &str) -> Result<Self, LedgerError> {
+    pub(crate) fn parse(value: &str) -> Result<Self, LedgerError> {
         Ok(match value {
             "PURCHASE" => Self::Purchase,
             "CONSUMPTION" => Self::Consumption,
             "GRANT" => Self::Grant,
             "REFUND" => Self::Refund,
             "ADJUSTMENT" => Self::Adjustment,
+            "EXPIRY" => Self::Expiry,
+            "VOID" => Self::Void,
             other => {
                 return Err(LedgerError::internal(format!("unknown transaction kind {other}")));
             }
@@ -134,10 +144,16 @@ pub struct GrantRequest {
     pub description: String,
     /// Names this one operation; retries with it are replays.
     pub idempotency_key: Option<String>,
+    /// The lot it forms.
+    pub lot: LotSpec,
 }
 
+/// The default priority of a lot.
+pub const DEFAULT_PRIORITY: i32 = 50;
+
 impl GrantRequest {
-    /// Validates the free-text parts of a grant.
+    /// Validates the free-text parts of a grant; its lot is promotional, priority 50,
+    /// never expiring unless [`GrantRequest::with_lot`] says otherwise.
     pub fn new(
         organization_id: String,
         amount: Amount,
@@ -146,7 +162,35 @@ impl GrantRequest {
     ) -> Result<Self, LedgerError> {
         check_text("description", &description, MAX_DESCRIPTION_LEN)?;
         check_optional_labels(&None, &None, &idempotency_key)?;
-        Ok(Self { organization_id, amount, description, idempotency_key })
+        let lot = LotSpec { category: LotCategory::Promotional, priority: DEFAULT_PRIORITY, expires_at: None };
+        Ok(Self { organization_id, amount, description, idempotency_key, lot })
+    }
+
+    /// The lot this grant forms, validated: priority 0–100, an expiry after `now`.
+    /// Omitted parts keep their defaults.
+    pub fn with_lot(
+        mut self,
+        category: Option<LotCategory>,
+        priority: Option<i32>,
+        expires_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<Self, LedgerError> {
+        if let Some(priority) = priority {
+            if !(0..=100).contains(&priority) {
+                return Err(LedgerError::InvalidInput(format!("priority must be between 0 and 100, got {priority}")));
+            }
+            self.lot.priority = priority;
+        }
+        if let Some(expires_at) = expires_at {
+            if expires_at <= now {
+                return Err(LedgerError::InvalidInput("expiresAt must be in the future".into()));
+            }
+            self.lot.expires_at = Some(expires_at);
+        }
+        if let Some(category) = category {
+            self.lot.category = category;
+        }
+        Ok(self)
     }
 }
 
@@ -183,6 +227,9 @@ pub struct ChangeRequest {
     pub reference_id: Option<String>,
     /// Unique per organization when present.
     pub idempotency_key: Option<String>,
+    /// For credits entering the balance: the lot they form (default: promotional,
+    /// priority 50, no expiry).
+    pub lot: Option<LotSpec>,
 }
 
 impl ChangeRequest {
@@ -219,7 +266,9 @@ pub struct CreditTransaction {
     pub reference_id: Option<String>,
     /// Idempotency key given.
     pub idempotency_key: Option<String>,
-    /// Commit time.
+    /// The hold a capture ended.
+    pub hold_id: Option<String>,
+    /// Commit time (for an expiry, the lot's expiry).
     pub created_at: DateTime<Utc>,
 }
 
@@ -238,6 +287,7 @@ impl TryFrom<credit_transaction::Model> for CreditTransaction {
             reference_type: row.reference_type,
             reference_id: row.reference_id,
             idempotency_key: row.idempotency_key,
+            hold_id: row.hold_id,
             created_at: row.created_at,
         })
     }
@@ -250,31 +300,80 @@ pub struct Balance {
     pub id: String,
     /// Whose.
     pub organization_id: String,
-    /// Credits available.
+    /// The sum of the organization's transactions.
     pub balance: i64,
+    /// Credits reserved by active holds.
+    pub held: i64,
+    /// `balance − held`, minus any expired remainder not yet written.
+    pub available: i64,
+    /// How far below zero the balance may go.
+    pub overdraft_limit: i64,
     /// Number of changes so far.
     pub version: i64,
     /// Time of the latest change.
     pub updated_at: DateTime<Utc>,
+    /// The earliest lot expiry or hold TTL not yet settled.
+    pub next_event_at: Option<DateTime<Utc>>,
+}
+
+impl Balance {
+    /// `available + overdraft_limit`.
+    pub fn spendable(&self) -> i64 {
+        self.available + self.overdraft_limit
+    }
 }
 
 impl From<credit_balance::Model> for Balance {
+    /// As stored: exact while `next_event_at` is in the future (see `Ledger::balance`).
     fn from(row: credit_balance::Model) -> Self {
         Self {
             id: row.id,
             organization_id: row.organization_id,
             balance: row.balance,
+            held: row.held,
+            available: row.balance - row.held,
+            overdraft_limit: row.overdraft_limit,
             version: row.version,
             updated_at: row.updated_at,
+            next_event_at: row.next_event_at,
         }
     }
 }
+
+/// A lot as stored, for reading (the decision works on [`super::decide::Lot`]).
+pub type CreditLot = super::decide::Lot;
+
+impl TryFrom<credit_lot::Model> for CreditLot {
+    type Error = LedgerError;
+
+    fn try_from(row: credit_lot::Model) -> Result<Self, LedgerError> {
+        Ok(Self {
+            category: LotCategory::parse(&row.category)?,
+            status: LotStatus::parse(&row.status)?,
+            id: row.id,
+            organization_id: row.organization_id,
+            priority: row.priority,
+            original: row.original,
+            remaining: row.remaining,
+            held: row.held,
+            expires_at: row.expires_at,
+            source_transaction_id: row.source_transaction_id,
+            seq: row.seq,
+            created_at: row.created_at,
+        })
+    }
+}
+
+/// A transaction's allocation as read: which lot, how much.
+pub type CreditAllocation = Allocation;
 
 /// The result of a change: the transaction written (or replayed) and the balance now.
 #[derive(Clone, Debug)]
 pub struct Applied {
     /// The transaction; for a replay, the original one.
     pub transaction: CreditTransaction,
+    /// The lot it formed (grants); none for a replay of a grant from before lots.
+    pub lot: Option<String>,
     /// The balance after the change; for a replay, the current balance.
     pub balance: Balance,
     /// Whether this answers a retry of an earlier request with the same idempotency key.

@@ -63,7 +63,7 @@ async fn ledger_consume_grant_and_history(engine: Engine) {
     assert!(matches!(ledger.consume(consume(&org.id, 1, Some("g1"))).await, Err(LedgerError::IdempotencyConflict)));
     assert!(matches!(
         ledger.consume(consume(&org.id, 61, None)).await,
-        Err(LedgerError::InsufficientCredits { balance: 60, required: 61 })
+        Err(LedgerError::InsufficientCredits { balance: 60, available: 60, required: 61 })
     ));
 
     let all = TransactionFilter::default();

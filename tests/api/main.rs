@@ -16,6 +16,7 @@ mod hardening;
 mod http_spec;
 mod ledger;
 mod load;
+mod lots;
 mod outage;
 mod properties;
 mod purchases;

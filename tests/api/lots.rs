@@ -1,0 +1,239 @@
+//! Credit lots over HTTP: draw order, allocations, expiry, void, overdraft.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN_TOKEN, Engine, TestApp, spawn_app};
+use crate::on_both_engines;
+
+on_both_engines!(
+    consumption_draws_lots_in_draw_order_with_one_allocation_each,
+    grants_validate_their_lot_and_lots_list_filter_and_resolve_by_node,
+    expired_credits_are_never_available_and_leave_as_an_expiry_entry,
+    voiding_a_lot_removes_its_remainder_once,
+    overdraft_draws_null_lot_down_to_the_limit_and_grants_settle_debt_first,
+);
+
+const GRANT: &str = r#"mutation($org: ID!, $amount: Credits!, $category: CreditCategory, $priority: Int, $expiresAt: DateTime) {
+    grantCredits(input: { organizationId: $org, amount: $amount, description: "lot", category: $category, priority: $priority, expiresAt: $expiresAt }) {
+        lot { id category priority original remaining held status expiresAt source { id kind } }
+        transaction { id allocations { lot { id } amount } } } }"#;
+
+async fn grant_lot(app: &TestApp, org: &str, amount: i64, extra: Value) -> Value {
+    let mut variables = json!({ "org": org, "amount": amount });
+    variables.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    app.ok(Some(ADMIN_TOKEN), GRANT, variables).await["grantCredits"].clone()
+}
+
+async fn consume(app: &TestApp, key: &str, amount: i64) -> Value {
+    app.ok(
+        Some(key),
+        "mutation($amount: Credits!) { consumeCredits(input: { amount: $amount, description: \"use\" }) { transaction { kind amount allocations { lot { id } amount } } } }",
+        json!({ "amount": amount }),
+    )
+    .await["consumeCredits"]["transaction"]
+        .clone()
+}
+
+async fn balance(app: &TestApp, key: &str) -> Value {
+    app.ok(
+        Some(key),
+        "{ creditBalance { balance available held overdraftLimit spendable nextExpiration { at amount } } }",
+        json!({}),
+    )
+    .await["creditBalance"]
+        .clone()
+}
+
+fn in_seconds(seconds: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(seconds)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+async fn consumption_draws_lots_in_draw_order_with_one_allocation_each(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let org = app.create_org("Draw").await;
+    let key = app.create_key(&org).await;
+    let paid = grant_lot(&app, &org, 10, json!({ "category": "PAID" })).await;
+    let promo = grant_lot(&app, &org, 10, json!({})).await;
+    let far = grant_lot(&app, &org, 10, json!({ "category": "PAID", "expiresAt": in_seconds(7200) })).await;
+    let soon = grant_lot(&app, &org, 10, json!({ "category": "PAID", "expiresAt": in_seconds(3600) })).await;
+    let urgent = grant_lot(&app, &org, 10, json!({ "category": "PAID", "priority": 10 })).await;
+    let promo_later = grant_lot(&app, &org, 10, json!({})).await;
+    assert_eq!(paid["lot"]["category"], "PAID");
+    assert_eq!(promo["lot"]["category"], "PROMOTIONAL");
+    assert_eq!(promo["lot"]["priority"], 50);
+    assert_eq!(promo["lot"]["source"]["kind"], "GRANT");
+    assert_eq!(promo["transaction"]["allocations"], json!([{ "lot": { "id": promo["lot"]["id"] }, "amount": 10 }]));
+
+    let transaction = consume(&app, &key, 55).await;
+    let id = |grant: &Value| grant["lot"]["id"].clone();
+    assert_eq!(
+        transaction["allocations"],
+        json!([
+            { "lot": { "id": id(&urgent) }, "amount": -10 },
+            { "lot": { "id": id(&soon) }, "amount": -10 },
+            { "lot": { "id": id(&far) }, "amount": -10 },
+            { "lot": { "id": id(&promo) }, "amount": -10 },
+            { "lot": { "id": id(&promo_later) }, "amount": -10 },
+            { "lot": { "id": id(&paid) }, "amount": -5 },
+        ])
+    );
+    let data = app
+        .ok(
+            Some(&key),
+            "query($id: ID!) { node(id: $id) { ... on CreditLot { id remaining status } } }",
+            json!({ "id": id(&paid) }),
+        )
+        .await;
+    assert_eq!(data["node"]["remaining"], 5);
+    assert_eq!(data["node"]["status"], "ACTIVE");
+    let data = app
+        .ok(
+            Some(&key),
+            "query($id: ID!) { node(id: $id) { ... on CreditLot { status } } }",
+            json!({ "id": id(&urgent) }),
+        )
+        .await;
+    assert_eq!(data["node"]["status"], "DEPLETED");
+    // Not enough: nothing changes, and the error carries `available`.
+    let error = app
+        .fails(
+            Some(&key),
+            "mutation { consumeCredits(input: { amount: 6, description: \"x\" }) { replayed } }",
+            json!({}),
+            "INSUFFICIENT_CREDITS",
+        )
+        .await;
+    assert_eq!(error["extensions"]["available"], 5);
+    assert_eq!(error["extensions"]["required"], 6);
+}
+
+async fn grants_validate_their_lot_and_lots_list_filter_and_resolve_by_node(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let org = app.create_org("Lots").await;
+    let key = app.create_key(&org).await;
+    for bad in [json!({ "priority": 101 }), json!({ "priority": -1 }), json!({ "expiresAt": in_seconds(-5) })] {
+        let mut variables = json!({ "org": org, "amount": 5 });
+        variables.as_object_mut().unwrap().extend(bad.as_object().unwrap().clone());
+        app.fails(Some(ADMIN_TOKEN), GRANT, variables, "BAD_USER_INPUT").await;
+    }
+    grant_lot(&app, &org, 5, json!({ "category": "PAID" })).await;
+    let promo = grant_lot(&app, &org, 7, json!({ "priority": 3 })).await;
+    let query = "query($filter: CreditLotFilter) { creditLots(first: 10, filter: $filter) { totalCount edges { cursor node { id category original } } } }";
+    let all = app.ok(Some(&key), query, json!({})).await;
+    assert_eq!(all["creditLots"]["totalCount"], 2);
+    assert_eq!(all["creditLots"]["edges"][0]["node"]["id"], promo["lot"]["id"], "newest first");
+    let paid = app.ok(Some(&key), query, json!({ "filter": { "categories": ["PAID"] } })).await;
+    assert_eq!(paid["creditLots"]["totalCount"], 1);
+    assert_eq!(paid["creditLots"]["edges"][0]["node"]["original"], 5);
+    let depleted = app.ok(Some(&key), query, json!({ "filter": { "statuses": ["DEPLETED"] } })).await;
+    assert_eq!(depleted["creditLots"]["totalCount"], 0);
+    // Another organization cannot see the lot.
+    let other = app.create_org("Other").await;
+    let other_key = app.create_key(&other).await;
+    let data =
+        app.ok(Some(&other_key), "query($id: ID!) { node(id: $id) { id } }", json!({ "id": promo["lot"]["id"] })).await;
+    assert_eq!(data["node"], Value::Null);
+}
+
+async fn expired_credits_are_never_available_and_leave_as_an_expiry_entry(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let org = app.create_org("Expiry").await;
+    let key = app.create_key(&org).await;
+    let expiring = grant_lot(&app, &org, 30, json!({ "expiresAt": in_seconds(2) })).await;
+    grant_lot(&app, &org, 5, json!({ "category": "PAID" })).await;
+    let before = balance(&app, &key).await;
+    assert_eq!(before["available"], 35);
+    assert_eq!(before["nextExpiration"]["amount"], 30);
+    assert_eq!(before["nextExpiration"]["at"], expiring["lot"]["expiresAt"]);
+    tokio::time::sleep(std::time::Duration::from_millis(2_300)).await;
+    // Past the instant: not available, even before anything is written.
+    let after = balance(&app, &key).await;
+    assert_eq!(after["available"], 5);
+    assert_eq!(after["nextExpiration"], Value::Null);
+    app.fails(
+        Some(&key),
+        "mutation { consumeCredits(input: { amount: 6, description: \"x\" }) { replayed } }",
+        json!({}),
+        "INSUFFICIENT_CREDITS",
+    )
+    .await;
+    let data = app
+        .ok(
+            Some(&key),
+            "{ creditTransactions(first: 5, filter: { kinds: [EXPIRY] }) { edges { node { amount createdAt allocations { lot { id status remaining } amount } } } } creditBalance { balance available } }",
+            json!({}),
+        )
+        .await;
+    let expiry = &data["creditTransactions"]["edges"][0]["node"];
+    assert_eq!(expiry["amount"], -30);
+    assert_eq!(expiry["createdAt"], expiring["lot"]["expiresAt"], "dated at the lot's expiry");
+    assert_eq!(expiry["allocations"][0]["lot"]["id"], expiring["lot"]["id"]);
+    assert_eq!(expiry["allocations"][0]["lot"]["status"], "EXPIRED");
+    assert_eq!(data["creditBalance"], json!({ "balance": 5, "available": 5 }));
+    let (sum, _) = app.transaction_sum(&key).await;
+    assert_eq!(sum, 5);
+}
+
+async fn voiding_a_lot_removes_its_remainder_once(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let org = app.create_org("Void").await;
+    let key = app.create_key(&org).await;
+    let lot = grant_lot(&app, &org, 20, json!({ "priority": 0 })).await;
+    consume(&app, &key, 8).await;
+    let void = "mutation($id: ID!) { voidCreditLot(id: $id, description: \"mistake\") { lot { status remaining } transaction { kind amount allocations { amount } } balance { balance } } }";
+    app.fails(Some(&key), void, json!({ "id": lot["lot"]["id"] }), "FORBIDDEN").await;
+    let data = app.ok(Some(ADMIN_TOKEN), void, json!({ "id": lot["lot"]["id"] })).await;
+    assert_eq!(
+        data["voidCreditLot"],
+        json!({ "lot": { "status": "VOIDED", "remaining": 0 }, "transaction": { "kind": "VOID", "amount": -12, "allocations": [{ "amount": -12 }] }, "balance": { "balance": 0 } })
+    );
+    let again = app.ok(Some(ADMIN_TOKEN), void, json!({ "id": lot["lot"]["id"] })).await;
+    assert_eq!(again["voidCreditLot"]["transaction"], Value::Null);
+    assert_eq!(again["voidCreditLot"]["balance"]["balance"], 0);
+    app.fails(Some(ADMIN_TOKEN), void, json!({ "id": "lot_missing" }), "NOT_FOUND").await;
+}
+
+async fn overdraft_draws_null_lot_down_to_the_limit_and_grants_settle_debt_first(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let org = app.create_org("Overdraft").await;
+    let key = app.create_key(&org).await;
+    grant_lot(&app, &org, 10, json!({})).await;
+    let set = "mutation($org: ID!, $limit: Credits!) { setOverdraftLimit(organizationId: $org, limit: $limit) { balance overdraftLimit spendable } }";
+    app.fails(Some(&key), set, json!({ "org": org, "limit": 50 }), "FORBIDDEN").await;
+    let data = app.ok(Some(ADMIN_TOKEN), set, json!({ "org": org, "limit": 50 })).await;
+    assert_eq!(data["setOverdraftLimit"], json!({ "balance": 10, "overdraftLimit": 50, "spendable": 60 }));
+    let transaction = consume(&app, &key, 40).await;
+    assert_eq!(transaction["allocations"][1], json!({ "lot": null, "amount": -30 }));
+    app.fails(
+        Some(&key),
+        "mutation { consumeCredits(input: { amount: 21, description: \"x\" }) { replayed } }",
+        json!({}),
+        "INSUFFICIENT_CREDITS",
+    )
+    .await;
+    consume(&app, &key, 20).await;
+    assert_eq!(balance(&app, &key).await["balance"], -50);
+    let error = app.fails(Some(ADMIN_TOKEN), set, json!({ "org": org, "limit": 49 }), "BAD_USER_INPUT").await;
+    assert_eq!(error["extensions"]["debt"], 50);
+    // Equal to the debt: spending stops at once, nothing is taken back.
+    let data = app.ok(Some(ADMIN_TOKEN), set, json!({ "org": org, "limit": 50 })).await;
+    assert_eq!(data["setOverdraftLimit"]["spendable"], 0);
+    let grant = grant_lot(&app, &org, 80, json!({})).await;
+    assert_eq!(grant["lot"]["original"], 80);
+    assert_eq!(grant["lot"]["remaining"], 30);
+    assert_eq!(
+        grant["transaction"]["allocations"],
+        json!([{ "lot": null, "amount": 50 }, { "lot": { "id": grant["lot"]["id"] }, "amount": 30 }])
+    );
+    assert_eq!(balance(&app, &key).await["balance"], 30);
+}
