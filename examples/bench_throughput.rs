@@ -61,15 +61,7 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let _ = self
-            .setup
-            .run_as(&self.setup.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.setup.data)
-            .args(["-m", "immediate", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        self.setup.stop_immediately();
         let _ = self.server.wait();
         let _ = std::fs::remove_dir_all(&self.setup.dir);
     }

@@ -259,15 +259,7 @@ impl DedicatedPostgres {
 
 impl Drop for DedicatedPostgres {
     fn drop(&mut self) {
-        let _ = self
-            .setup
-            .run_as(&self.setup.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.setup.data)
-            .args(["-m", "immediate", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        self.setup.stop_immediately();
         let _ = std::fs::remove_dir_all(&self.setup.dir);
     }
 }

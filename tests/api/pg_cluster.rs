@@ -99,6 +99,19 @@ impl PgSetup {
         )
     }
 
+    /// Stops the server at once, as a crash would, if it runs; errors are ignored (for
+    /// cleaning up).
+    pub fn stop_immediately(&self) {
+        let _ = self
+            .run_as(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
     /// Waits until the server accepts connections.
     pub fn wait_ready(&self, within: Duration) -> Result<(), String> {
         let started = Instant::now();
