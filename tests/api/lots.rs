@@ -11,7 +11,101 @@ on_both_engines!(
     expired_credits_are_never_available_and_leave_as_an_expiry_entry,
     voiding_a_lot_removes_its_remainder_once,
     overdraft_draws_null_lot_down_to_the_limit_and_grants_settle_debt_first,
+    balances_from_before_lots_become_one_promotional_lot_when_the_server_upgrades,
 );
+
+/// A database as the previous version left it (every migration before lots), with an
+/// organization holding 120 credits, upgraded by starting the server on it.
+async fn balances_from_before_lots_become_one_promotional_lot_when_the_server_upgrades(engine: Engine) {
+    use migration::MigratorTrait;
+    use sea_orm::{ConnectionTrait, Statement};
+    let Some(database) = crate::helpers::database(engine).await else { return };
+    let db = credits::db::connect(&database.url).await.expect("connect");
+    let before_lots = migration::Migrator::migrations().len() as u32 - 1;
+    migration::Migrator::up(&db, Some(before_lots)).await.expect("migrate to the previous version");
+    let backend = db.get_database_backend();
+    let at = chrono::Utc::now();
+    let placeholders = |n: usize| -> String {
+        (1..=n)
+            .map(|i| if backend == sea_orm::DbBackend::Postgres { format!("${i}") } else { "?".to_owned() })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (sql, values) in [
+        (
+            format!(
+                "INSERT INTO organizations (id, name, low_balance_threshold, created_at) VALUES ({})",
+                placeholders(4)
+            ),
+            vec!["org_legacy".into(), "Legacy".into(), sea_orm::Value::BigInt(None), at.into()],
+        ),
+        (
+            format!(
+                "INSERT INTO credit_balances (id, organization_id, balance, version, updated_at) VALUES ({})",
+                placeholders(5)
+            ),
+            vec!["bal_legacy".into(), "org_legacy".into(), 120i64.into(), 2i64.into(), at.into()],
+        ),
+        (
+            format!(
+                "INSERT INTO credit_transactions (id, organization_id, seq, kind, amount, balance_after, description, created_at) VALUES ({})",
+                placeholders(8)
+            ),
+            vec![
+                "ctx_legacy1".into(),
+                "org_legacy".into(),
+                1i64.into(),
+                "GRANT".into(),
+                150i64.into(),
+                150i64.into(),
+                "welcome".into(),
+                at.into(),
+            ],
+        ),
+        (
+            format!(
+                "INSERT INTO credit_transactions (id, organization_id, seq, kind, amount, balance_after, description, created_at) VALUES ({})",
+                placeholders(8)
+            ),
+            vec![
+                "ctx_legacy2".into(),
+                "org_legacy".into(),
+                2i64.into(),
+                "CONSUMPTION".into(),
+                (-30i64).into(),
+                120i64.into(),
+                "use".into(),
+                at.into(),
+            ],
+        ),
+    ] {
+        db.execute_raw(Statement::from_sql_and_values(backend, sql, values)).await.expect("legacy row");
+    }
+    db.close().await.ok();
+
+    let app = crate::helpers::spawn_app_on(&database.url, &[]).await;
+    let key = app.create_key("org_legacy").await;
+    let data = app
+        .ok(
+            Some(&key),
+            "{ creditBalance { balance available } creditLots { totalCount edges { node { category priority original remaining expiresAt status } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["creditBalance"]["balance"], 120);
+    assert_eq!(data["creditBalance"]["available"], 120);
+    assert_eq!(data["creditLots"]["totalCount"], 1, "{data}");
+    let lot = &data["creditLots"]["edges"][0]["node"];
+    assert_eq!(lot["category"], "PROMOTIONAL");
+    assert_eq!((lot["original"].as_i64(), lot["remaining"].as_i64()), (Some(120), Some(120)));
+    assert_eq!(lot["expiresAt"], Value::Null);
+    // The upgraded organization spends from its lot like any other.
+    let consumed = consume(&app, &key, 20).await;
+    assert_eq!(consumed["allocations"][0]["amount"], -20, "{consumed}");
+    assert_eq!(app.balance(&key).await, 100);
+    assert_eq!(app.transaction_sum(&key).await, (100, 3));
+    drop(database);
+}
 
 const GRANT: &str = r#"mutation($org: ID!, $amount: Credits!, $category: CreditCategory, $priority: Int, $expiresAt: DateTime) {
     grantCredits(input: { organizationId: $org, amount: $amount, description: "lot", category: $category, priority: $priority, expiresAt: $expiresAt }) {
