@@ -57,6 +57,7 @@ impl Application {
     pub async fn with_database(config: &Config, db: DatabaseConnection) -> Result<Self, StartError> {
         let ledger = Ledger::new(db);
         ledger.start_event_listener();
+        ledger.start_sweeper();
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(());
         let gateway = config.stripe.as_ref().map(StripeGateway::new).transpose()?;
         let billing = Billing::new(

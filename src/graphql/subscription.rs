@@ -51,13 +51,13 @@ impl Subscription {
         // Subscribe before reading the starting point, so nothing falls in between.
         let receiver = ledger.events().subscribe(&organization_id);
         let start = ledger.balance(&organization_id).await.map_err(ApiError::from)?;
-        let follower = Follower::new(ledger, organization_id, receiver, start.version);
-        Ok(futures::stream::unfold((follower, start), |(mut follower, mut current)| async move {
+        let follower = Follower::new(ledger.clone(), organization_id, receiver, start.version);
+        Ok(futures::stream::unfold((follower, start, ledger), |(mut follower, mut current, ledger)| async move {
             loop {
                 match follower.next().await? {
                     Followed::Changed { seq, balance, at, .. } => {
-                        current = Balance { balance, version: seq, updated_at: at, ..current };
-                        return Some((CreditBalance(current.clone()), (follower, current)));
+                        current = balance_after(&ledger, current, seq, balance, at).await;
+                        return Some((CreditBalance(current.clone()), (follower, current, ledger)));
                     }
                     Followed::Threshold { .. } => continue,
                 }
@@ -96,7 +96,8 @@ impl Subscription {
             .into());
         }
         let start = ledger.balance(&organization_id).await.map_err(ApiError::from)?;
-        let balance = start.balance;
+        // "Low" compares what is available (held and expired credits are not).
+        let balance = start.available;
         let was_low = is_low(balance, watched);
         let first = was_low.then(|| LowBalanceEvent {
             organization_id: ID(organization_id.clone()),
@@ -105,14 +106,15 @@ impl Subscription {
             transaction_id: None,
             occurred_at: DateTime(now()),
         });
-        let follower = Follower::new(ledger, organization_id.clone(), receiver, start.version);
+        let follower = Follower::new(ledger.clone(), organization_id.clone(), receiver, start.version);
         // Without a threshold argument the organization's is followed, re-read from the
         // database whenever it may have changed (a hint, a lag, a lost `LISTEN`).
         let follower = match fixed {
             Some(_) => follower,
             None => follower.with_threshold(organization.low_balance_threshold),
         };
-        let watch = LowBalanceWatch { follower, organization_id, fixed, watched, balance, was_low };
+        let watch =
+            LowBalanceWatch { follower, ledger, current: start, organization_id, fixed, watched, balance, was_low };
         let crossings = futures::stream::unfold(watch, |mut watch| async move {
             let event = watch.next_crossing().await?;
             Some((event, watch))
@@ -121,9 +123,28 @@ impl Subscription {
     }
 }
 
+/// The balance right after committed change `seq` (`balance` after it, at `at`): what of
+/// it is not available (held, or expired and not yet written) is taken from the balance
+/// as the database has it now, which is exact for the latest change; on a database
+/// hiccup, the previous figures carry over.
+async fn balance_after(
+    ledger: &Ledger,
+    previous: Balance,
+    seq: i64,
+    balance: i64,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Balance {
+    let now = ledger.balance(&previous.organization_id).await.unwrap_or_else(|_| previous.clone());
+    let unavailable = now.balance - now.available;
+    Balance { balance, version: seq, updated_at: at, available: balance - unavailable, ..now }
+}
+
 /// The state of one `lowBalance` subscription.
 struct LowBalanceWatch {
     follower: Follower,
+    ledger: Ledger,
+    /// The balance as last delivered.
+    current: Balance,
     organization_id: String,
     /// The threshold given as argument, if any; else the organization's is followed.
     fixed: Option<i64>,
@@ -137,8 +158,9 @@ impl LowBalanceWatch {
     async fn next_crossing(&mut self) -> Option<LowBalanceEvent> {
         loop {
             let (transaction_id, at) = match self.follower.next().await? {
-                Followed::Changed { balance, transaction_id, at, .. } => {
-                    self.balance = balance;
+                Followed::Changed { seq, balance, transaction_id, at } => {
+                    self.current = balance_after(&self.ledger, self.current.clone(), seq, balance, at).await;
+                    self.balance = self.current.available;
                     (Some(transaction_id), at)
                 }
                 // A threshold given as argument ignores the organization's setting.

@@ -35,7 +35,7 @@ pub use types::*;
 use chrono::{DateTime, SubsecRound, Utc};
 use entity::{credit_balance, credit_lot, credit_transaction};
 use sea_orm::{
-    AccessMode, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
+    AccessMode, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QuerySelect,
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
@@ -279,6 +279,44 @@ impl Ledger {
             .all(&self.db)
             .await?;
         self.settled(rows).await
+    }
+
+    /// Starts writing due expiries of idle organizations: every second, each organization
+    /// whose next expiry (or hold deadline) has passed is locked and settled through a
+    /// [`LedgerTx`], so its `EXPIRY` entries (and their live events) are written within a
+    /// few seconds even when nothing else happens to it. Every replica may run this: the
+    /// decision is made under the organization's lock, so a second sweeper finds nothing
+    /// left to do. Needs a Tokio runtime; ends with the last clone of this ledger's pool.
+    pub fn start_sweeper(&self) {
+        let ledger = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                if let Err(error) = ledger.sweep().await {
+                    tracing::warn!(%error, "expiry sweep failed; retrying");
+                }
+            }
+        });
+    }
+
+    /// One sweep: settles up to a hundred organizations whose next event is due.
+    pub async fn sweep(&self) -> Result<usize, LedgerError> {
+        let due: Vec<String> = credit_balance::Entity::find()
+            .select_only()
+            .column(credit_balance::Column::OrganizationId)
+            .filter(credit_balance::Column::NextEventAt.lte(self.now()))
+            .limit(100u64)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        for organization_id in &due {
+            let mut tx = self.begin().await?;
+            tx.balance(organization_id).await?;
+            tx.commit().await?;
+        }
+        Ok(due.len())
     }
 
     /// Balances as of now: where an expiry or a hold's TTL has come and is not written

@@ -12,7 +12,34 @@ on_both_engines!(
     voiding_a_lot_removes_its_remainder_once,
     overdraft_draws_null_lot_down_to_the_limit_and_grants_settle_debt_first,
     balances_from_before_lots_become_one_promotional_lot_when_the_server_upgrades,
+    an_idle_organizations_expiry_is_written_within_seconds,
 );
+
+/// Nothing happens to the organization after its grant: the sweeper still writes the
+/// expiry entry within a few seconds of the instant, with its live event.
+async fn an_idle_organizations_expiry_is_written_within_seconds(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else { return };
+    let org = app.create_org("Idle").await;
+    let key = app.create_key(&org).await;
+    let expiring = grant_lot(&app, &org, 30, json!({ "expiresAt": in_seconds(1) })).await;
+    let mut socket = crate::ws_client::WsClient::connect(&app.base, crate::ws_client::TRANSPORT_WS, &key).await;
+    socket.subscribe(false, "s", "subscription { creditBalanceChanged { balance available } }", json!({})).await;
+    let started = std::time::Instant::now();
+    let event = socket.message().await;
+    assert_eq!(event["payload"]["data"]["creditBalanceChanged"], json!({ "balance": 0, "available": 0 }), "{event}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(7), "written within seconds of the instant");
+    let data = app
+        .ok(
+            Some(&key),
+            "{ creditTransactions(first: 5, filter: { kinds: [EXPIRY] }) { edges { node { amount createdAt } } } }",
+            json!({}),
+        )
+        .await;
+    let expiry = &data["creditTransactions"]["edges"][0]["node"];
+    assert_eq!(expiry["amount"], -30);
+    assert_eq!(expiry["createdAt"], expiring["lot"]["expiresAt"]);
+    assert_eq!(app.transaction_sum(&key).await, (0, 2));
+}
 
 /// A database as the previous version left it (every migration before lots), with an
 /// organization holding 120 credits, upgraded by starting the server on it.
