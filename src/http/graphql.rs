@@ -238,19 +238,23 @@ pub(crate) fn prepare(value: Value, limits: &Limits) -> Result<Prepared, ApiErro
     if limits::nesting_depth(&query) > max_nesting {
         return Err(LimitError::TooDeeplyNested(max_nesting).into());
     }
-    let mut request = async_graphql::Request::new(query).variables(variables);
-    if let Some(name) = &operation_name {
-        request = request.operation_name(name.clone());
-    }
-    let variables = request.variables.clone();
-    let (cost, operation) = match request.parsed_query() {
-        Ok(document) => {
+    // Parsed once here, measured, and handed to the executor with the request.
+    let parsed = async_graphql::parser::parse_query(&query).ok();
+    let (cost, operation) = match &parsed {
+        Some(document) => {
             let cost = limits::measure(document, operation_name.as_deref(), &variables, &limits.document())?;
             (cost.complexity, operation_of(document, operation_name.as_deref()))
         }
         // The executor answers a parse failure itself, with its position.
-        Err(_) => (0, None),
+        None => (0, None),
     };
+    let mut request = async_graphql::Request::new(query).variables(variables);
+    if let Some(name) = operation_name {
+        request = request.operation_name(name);
+    }
+    if let Some(document) = parsed {
+        request.set_parsed_query(document);
+    }
     Ok(Prepared { request, cost, operation })
 }
 
