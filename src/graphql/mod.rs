@@ -6,6 +6,7 @@
 mod client_sessions;
 pub mod context;
 pub mod errors;
+mod holds;
 pub mod limits;
 mod loaders;
 mod lots;
@@ -23,11 +24,11 @@ pub use context::{Access, Caller, RequestSpan};
 
 /// The root query type, merged from each area's queries.
 #[derive(async_graphql::MergedObject, Default)]
-pub struct Query(query::LedgerQuery, lots::LotsQuery);
+pub struct Query(query::LedgerQuery, lots::LotsQuery, holds::HoldsQuery);
 
 /// The root mutation type, merged from each area's mutations.
 #[derive(async_graphql::MergedObject, Default)]
-pub struct Mutation(mutation::LedgerMutation, lots::LotsMutation);
+pub struct Mutation(mutation::LedgerMutation, lots::LotsMutation, holds::HoldsMutation);
 pub use subscription::Subscription;
 
 use crate::billing::{Billing, PackageCatalog, Purchases};

@@ -128,6 +128,10 @@ impl LedgerQuery {
                     .await?
                     .pop()
                     .map(|lot| (lot.organization_id.clone(), Node::CreditLot(CreditLot(lot)))),
+                "hld" => ledger
+                    .hold(&id)
+                    .await?
+                    .map(|hold| (hold.organization_id.clone(), Node::CreditHold(super::holds::CreditHold(hold)))),
                 "pur" => ctx
                     .data_unchecked::<Purchases>()
                     .get(&id)

@@ -59,6 +59,11 @@ impl Subscription {
                         current = balance_after(&ledger, current, seq, balance, at).await;
                         return Some((CreditBalance(current.clone()), (follower, current, ledger)));
                     }
+                    Followed::Held { .. } => {
+                        let Some(now) = held_changed(&ledger, &current).await else { continue };
+                        current = now;
+                        return Some((CreditBalance(current.clone()), (follower, current, ledger)));
+                    }
                     Followed::Threshold { .. } => continue,
                 }
             }
@@ -139,6 +144,15 @@ async fn balance_after(
     Balance { balance, version: seq, updated_at: at, available: balance - unavailable, ..now }
 }
 
+/// The balance now, if only its held credits differ from `previous` (a hold created,
+/// released or expired). When transactions were committed since, their own steps carry
+/// the change, in order, so nothing is delivered here.
+async fn held_changed(ledger: &Ledger, previous: &Balance) -> Option<Balance> {
+    let now = ledger.balance(&previous.organization_id).await.ok()?;
+    let differs = now.held != previous.held || now.available != previous.available;
+    (now.version == previous.version && differs).then_some(now)
+}
+
 /// The state of one `lowBalance` subscription.
 struct LowBalanceWatch {
     follower: Follower,
@@ -166,6 +180,12 @@ impl LowBalanceWatch {
                 // A threshold given as argument ignores the organization's setting.
                 Followed::Threshold { threshold, at } if self.fixed.is_none() => {
                     self.watched = threshold;
+                    (None, at)
+                }
+                Followed::Held { at } => {
+                    let Some(now) = held_changed(&self.ledger, &self.current).await else { continue };
+                    self.current = now;
+                    self.balance = self.current.available;
                     (None, at)
                 }
                 Followed::Threshold { .. } => continue,

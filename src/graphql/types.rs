@@ -44,6 +44,8 @@ pub enum Node {
     ClientSession(super::client_sessions::ClientSession),
     /// A lot.
     CreditLot(CreditLot),
+    /// A hold.
+    CreditHold(super::holds::CreditHold),
 }
 
 /// A tenant: holds one credit balance.

@@ -14,25 +14,77 @@
 //! rolled back and its members are run again one by one, each getting its own exact
 //! answer, so nothing is half-applied.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::events::EventHub;
+use super::holds::{CaptureRequest, CreditHold, HoldCaptured, HoldRequest};
 use super::tx::LedgerTx;
 use super::{Balance, ChangeRequest, Clock, CreditTransaction, LedgerError, retrying};
 
-/// What a caller gets back: the transaction, the balance after it and the lot it formed,
-/// or why not.
-pub type Outcome = Result<(CreditTransaction, Balance, Option<String>), LedgerError>;
+/// One operation the committer decides: every change of a balance or a hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// A consume, grant, purchase or adjustment.
+    Change(ChangeRequest),
+    /// A new hold.
+    CreateHold(HoldRequest),
+    /// Capturing a hold.
+    Capture(CaptureRequest),
+    /// Releasing a hold.
+    Release {
+        /// The hold's organization.
+        organization_id: String,
+        /// `hld_…`
+        hold_id: String,
+    },
+}
+
+impl Op {
+    /// The organization whose lock it needs.
+    pub fn organization_id(&self) -> &str {
+        match self {
+            Self::Change(request) => &request.organization_id,
+            Self::CreateHold(request) => &request.organization_id,
+            Self::Capture(request) => &request.organization_id,
+            Self::Release { organization_id, .. } => organization_id,
+        }
+    }
+
+    /// The idempotency key it carries (consumes, grants and holds share one namespace).
+    pub fn idempotency_key(&self) -> Option<&str> {
+        match self {
+            Self::Change(request) => request.idempotency_key.as_deref(),
+            Self::CreateHold(request) => request.idempotency_key.as_deref(),
+            Self::Capture(_) | Self::Release { .. } => None,
+        }
+    }
+}
+
+/// What an operation came to.
+#[derive(Clone, Debug)]
+pub enum Done {
+    /// The transaction, the balance after it and the lot it formed.
+    Changed(CreditTransaction, Balance, Option<String>),
+    /// The hold created and the balance after.
+    Held(CreditHold, Balance),
+    /// The capture.
+    Captured(Box<HoldCaptured>),
+    /// The hold released (or as it had ended) and the balance after.
+    Released(CreditHold, Balance),
+}
+
+/// What a caller gets back, or why not.
+pub type Outcome = Result<Done, LedgerError>;
 
 /// The most changes decided in one transaction (well within bind-parameter limits).
 const MAX_BATCH: usize = 512;
 
 struct Job {
-    request: ChangeRequest,
+    request: Op,
     reply: oneshot::Sender<Outcome>,
 }
 
@@ -51,13 +103,7 @@ impl std::fmt::Debug for Job {
 impl Committer {
     /// Decides and commits `request` together with whatever else is waiting. Needs a
     /// Tokio runtime; the task ends when the last clone of this committer is dropped.
-    pub async fn submit(
-        &self,
-        db: &DatabaseConnection,
-        hub: &EventHub,
-        clock: &Clock,
-        request: ChangeRequest,
-    ) -> Outcome {
+    pub async fn submit(&self, db: &DatabaseConnection, hub: &EventHub, clock: &Clock, request: Op) -> Outcome {
         let queue = self.queue.get_or_init(|| {
             let (sender, receiver) = mpsc::unbounded_channel();
             tokio::spawn(run(db.clone(), hub.clone(), clock.clone(), receiver));
@@ -85,7 +131,8 @@ async fn run(db: DatabaseConnection, hub: EventHub, clock: Clock, mut queue: mps
 
 /// Commits `jobs` together, or else one by one; answers every one of them.
 async fn commit_batch(db: &DatabaseConnection, hub: &EventHub, clock: &Clock, jobs: &mut Vec<Job>) {
-    let decided = retrying(|| decide_all(db, hub, clock, jobs)).await;
+    let ops: Vec<&Op> = jobs.iter().map(|job| &job.request).collect();
+    let decided = retrying(|| decide_all(db, hub, clock, &ops)).await;
     match decided {
         Ok(outcomes) => {
             for (job, outcome) in jobs.drain(..).zip(outcomes) {
@@ -100,7 +147,11 @@ async fn commit_batch(db: &DatabaseConnection, hub: &EventHub, clock: &Clock, jo
                 let outcome = if jobs_is_single_failure(&error) {
                     Err(clone_error(&error))
                 } else {
-                    retrying(|| commit_one(db, hub, clock, &job.request)).await
+                    let one = [&job.request];
+                    retrying(|| decide_all(db, hub, clock, &one))
+                        .await
+                        .and_then(|mut outcomes| outcomes.pop().ok_or_else(|| LedgerError::internal("no outcome")))
+                        .and_then(|outcome| outcome)
                 };
                 let _ = job.reply.send(outcome);
             }
@@ -121,31 +172,48 @@ fn clone_error(error: &LedgerError) -> LedgerError {
     }
 }
 
-/// Decides every job in one transaction and commits it; per-job refusals are outcomes,
-/// a database failure fails the whole batch (nothing of it is written).
+/// Decides every operation in one transaction and commits it; per-operation refusals
+/// are outcomes (they still write the expiries they settled), a database failure fails
+/// the whole batch (nothing of it is written).
 async fn decide_all(
     db: &DatabaseConnection,
     hub: &EventHub,
     clock: &Clock,
-    jobs: &[Job],
+    ops: &[&Op],
 ) -> Result<Vec<Outcome>, LedgerError> {
     let mut tx = LedgerTx::begin(db, hub, clock.now()).await?;
-    tx.lock(jobs.iter().map(|job| job.request.organization_id.as_str())).await?;
-    let mut keys = HashSet::new();
-    let mut outcomes = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let request = &job.request;
-        // Two requests with one key in one batch: the first is the original, the second
-        // learns so after the commit (the caller answers it as a replay or a conflict).
-        // A refused request is not remembered, so only a key that was applied counts.
-        let key = request.idempotency_key.as_deref().map(|key| (request.organization_id.as_str(), key));
-        if key.is_some_and(|key| keys.contains(&key)) {
-            outcomes.push(Err(LedgerError::DuplicateIdempotencyKey));
-            continue;
+    tx.lock(ops.iter().map(|op| op.organization_id())).await?;
+    let taken = tx.keys_taken_by_other_kinds(ops).await?;
+    // Keys applied in this batch, and whether by a hold.
+    let mut keys: HashMap<(&str, &str), bool> = HashMap::new();
+    let mut outcomes = Vec::with_capacity(ops.len());
+    for op in ops {
+        let is_hold = matches!(op, Op::CreateHold(_));
+        let key = op.idempotency_key().map(|key| (op.organization_id(), key));
+        if let Some(key) = key {
+            if taken.contains(&(key.0.to_owned(), key.1.to_owned())) {
+                outcomes.push(Err(LedgerError::IdempotencyConflict));
+                continue;
+            }
+            // Two requests with one key in one batch: the first is the original, the
+            // second learns so after the commit (the caller answers it as a replay or
+            // a conflict). A refused request is not remembered, so only a key that was
+            // applied counts.
+            if let Some(&by_hold) = keys.get(&key) {
+                let error = if by_hold == is_hold {
+                    LedgerError::DuplicateIdempotencyKey
+                } else {
+                    LedgerError::IdempotencyConflict
+                };
+                outcomes.push(Err(error));
+                continue;
+            }
         }
-        match tx.change(request).await {
+        match tx.apply(op).await {
             Ok(result) => {
-                keys.extend(key);
+                if let Some(key) = key {
+                    keys.insert(key, is_hold);
+                }
                 outcomes.push(Ok(result));
             }
             Err(error @ (LedgerError::Unavailable(_) | LedgerError::Conflict(_) | LedgerError::Internal(_))) => {
@@ -156,17 +224,4 @@ async fn decide_all(
     }
     tx.commit().await?;
     Ok(outcomes)
-}
-
-/// One change in a transaction of its own.
-async fn commit_one(db: &DatabaseConnection, hub: &EventHub, clock: &Clock, request: &ChangeRequest) -> Outcome {
-    let mut tx = LedgerTx::begin(db, hub, clock.now()).await?;
-    let outcome = tx.change(request).await;
-    if let Err(LedgerError::Unavailable(_) | LedgerError::Conflict(_) | LedgerError::Internal(_)) = &outcome {
-        tx.rollback().await?;
-        return outcome;
-    }
-    // A refusal still writes the expiries it settled.
-    tx.commit().await?;
-    outcome
 }

@@ -5,8 +5,8 @@
 //!
 //! Every change of balance is decided in one place, [`decide`], under the organization's
 //! lock, inside a [`LedgerTx`] that writes the results and announces them on commit.
-//! Concurrent consumes and grants share transactions through the group committer
-//! (`committer.rs`): one locked read of each organization, every request decided against
+//! Concurrent consumes, grants and holds (`holds.rs`) share transactions through the
+//! group committer (`committer.rs`): one locked read of each organization, every request decided against
 //! it in memory in arrival order, one write of the results, one commit.
 
 mod api_keys;
@@ -16,6 +16,7 @@ pub mod decide;
 mod error;
 pub mod events;
 mod history;
+mod holds;
 mod lots;
 mod organizations;
 mod tx;
@@ -28,6 +29,10 @@ pub use client_sessions::{
 };
 pub use error::{LedgerError, Retryable};
 pub use history::{Page, PageRequest, TransactionFilter};
+pub use holds::{
+    CaptureRequest, CreditHold, DEFAULT_HOLD_TTL_SECS, HoldCaptured, HoldCreated, HoldCursor, HoldFilter, HoldRequest,
+    MAX_HOLD_TTL_SECS,
+};
 pub use lots::{LotFilter, as_of};
 pub use tx::{Clawback, LedgerTx};
 pub use types::*;
@@ -205,8 +210,12 @@ impl Ledger {
         if let Some(applied) = self.replay(request).await? {
             return Ok(applied);
         }
-        let error = match self.committer.submit(&self.db, &self.events, &self.clock, request.clone()).await {
-            Ok((transaction, balance, lot)) => return Ok(Applied { transaction, balance, lot, replayed: false }),
+        let op = committer::Op::Change(request.clone());
+        let error = match self.committer.submit(&self.db, &self.events, &self.clock, op).await {
+            Ok(committer::Done::Changed(transaction, balance, lot)) => {
+                return Ok(Applied { transaction, balance, lot, replayed: false });
+            }
+            Ok(_) => return Err(LedgerError::internal("a change was answered as another operation")),
             Err(error) => error,
         };
         match error {

@@ -10,7 +10,7 @@
 //! multi-row `INSERT` of the transactions and one conditional `UPDATE` per organization.
 //! Callers cannot forget to announce: [`LedgerTx::commit`] does it, after the commit.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use entity::{credit_allocation, credit_balance, credit_hold, credit_hold_allocation, credit_lot, credit_transaction};
@@ -20,8 +20,10 @@ use sea_orm::{
     QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait,
 };
 
-use super::decide::{self, Entry, HeldCredits, LotCategory, LotSpec, State};
+use super::committer::{Done, Op};
+use super::decide::{self, Entry, HeldCredits, HoldStatus, LotCategory, LotSpec, State};
 use super::events::{EventHub, Hint, notify_hint};
+use super::holds::{CaptureRequest, CreditHold, HoldCaptured, HoldRequest};
 use super::{Balance, ChangeRequest, CreditLot, CreditTransaction, DEFAULT_PRIORITY, LedgerError, TransactionKind};
 
 /// An organization's balance row as locked by this transaction, and its state as decided so far.
@@ -375,6 +377,189 @@ impl LedgerTx {
         decided.map(|()| balance)
     }
 
+    /// Reserves credits for a new hold (in draw order, then overdraft), if spendable. A
+    /// refusal changes nothing but the expiries due.
+    pub async fn create_hold(&mut self, request: &HoldRequest) -> Result<(CreditHold, Balance), LedgerError> {
+        let organization_id = request.organization_id.as_str();
+        self.lock([organization_id]).await?;
+        let at = self.at;
+        let locked = self.locked_mut(organization_id)?;
+        let expires_at = at + chrono::Duration::seconds(request.ttl_seconds);
+        let decided = decide::hold(&mut locked.state, at, request.amount, expires_at);
+        let balance = balance_of(locked, at);
+        self.take_entries(organization_id, None);
+        let held = decided?;
+        let row = request.row(held.id.clone(), at);
+        self.pending_holds.push(row.clone());
+        Ok((CreditHold::from_row(row, held.allocations, at)?, balance))
+    }
+
+    /// Captures an active hold (see [`decide::capture`]); a hold that has ended is
+    /// answered as a replay of its capture or [`LedgerError::HoldNotActive`].
+    pub async fn capture_hold(&mut self, request: &CaptureRequest) -> Result<HoldCaptured, LedgerError> {
+        let organization_id = request.organization_id.as_str();
+        self.lock([organization_id]).await?;
+        let row = self.hold_row(organization_id, &request.hold_id).await?;
+        let at = self.at;
+        let locked = self.locked_mut(organization_id)?;
+        decide::settle(&mut locked.state, at);
+        if !locked.state.holds.iter().any(|hold| hold.id == request.hold_id) {
+            self.take_entries(organization_id, None);
+            let hold = self.hold_as_decided(row).await?;
+            if !request.replays(&hold) {
+                return Err(LedgerError::HoldNotActive { status: hold.status.as_str() });
+            }
+            let transaction = self.capture_of(&hold).await?;
+            let balance = balance_of(self.locked_mut(organization_id)?, at);
+            return Ok(HoldCaptured { hold, transaction, balance, replayed: true });
+        }
+        let decided = decide::capture(&mut locked.state, at, &request.hold_id, request.amount);
+        let balance = balance_of(locked, at);
+        let change = ChangeRequest {
+            organization_id: organization_id.to_owned(),
+            kind: TransactionKind::Consumption,
+            delta: decided.as_ref().map_or(0, |entry| entry.amount),
+            description: Some(request.description.clone().unwrap_or_else(|| row.description.clone())),
+            reference_type: row.reference_type.clone(),
+            reference_id: row.reference_id.clone(),
+            idempotency_key: None,
+            lot: None,
+        };
+        let main = decided.as_ref().ok().map(|entry| (entry.id.as_str(), &change));
+        let transaction = self.take_entries(organization_id, main);
+        decided?;
+        let transaction = transaction.ok_or_else(|| LedgerError::internal("decided capture missing"))?;
+        let hold = self.hold_as_decided(row).await?;
+        Ok(HoldCaptured { hold, transaction, balance, replayed: false })
+    }
+
+    /// Releases an active hold; a released or expired one is returned as it is, a
+    /// captured one is [`LedgerError::HoldNotActive`].
+    pub async fn release_hold(
+        &mut self,
+        organization_id: &str,
+        hold_id: &str,
+    ) -> Result<(CreditHold, Balance), LedgerError> {
+        self.lock([organization_id]).await?;
+        let row = self.hold_row(organization_id, hold_id).await?;
+        let at = self.at;
+        let locked = self.locked_mut(organization_id)?;
+        decide::settle(&mut locked.state, at);
+        if locked.state.holds.iter().any(|hold| hold.id == hold_id) {
+            decide::release_hold(&mut locked.state, hold_id, at, HoldStatus::Released)?;
+        }
+        let balance = balance_of(locked, at);
+        self.take_entries(organization_id, None);
+        let hold = self.hold_as_decided(row).await?;
+        if hold.status == HoldStatus::Captured {
+            return Err(LedgerError::HoldNotActive { status: hold.status.as_str() });
+        }
+        Ok((hold, balance))
+    }
+
+    /// The stored (or just decided) row of an organization's hold.
+    async fn hold_row(&self, organization_id: &str, hold_id: &str) -> Result<credit_hold::Model, LedgerError> {
+        let row = match self.pending_holds.iter().find(|row| row.id == hold_id) {
+            Some(row) => Some(row.clone()),
+            None => credit_hold::Entity::find_by_id(hold_id.to_owned()).one(&self.txn).await?,
+        };
+        row.filter(|row| row.organization_id == organization_id).ok_or(LedgerError::NotFound("credit hold"))
+    }
+
+    /// A hold as this transaction leaves it: its stored row with what was decided here.
+    async fn hold_as_decided(&self, mut row: credit_hold::Model) -> Result<CreditHold, LedgerError> {
+        let state = self.locked.get(&row.organization_id).map(|locked| &locked.state);
+        if let Some(resolved) = state.and_then(|state| state.resolved_holds.iter().rev().find(|r| r.id == row.id)) {
+            row.status = resolved.status.as_str().to_owned();
+            row.captured = resolved.captured;
+            row.updated_at = resolved.at;
+            row.transaction_id = self
+                .pending
+                .iter()
+                .find(|(transaction, _)| transaction.hold_id.as_deref() == Some(row.id.as_str()))
+                .map(|(transaction, _)| transaction.id.clone());
+        }
+        let known = state.and_then(|state| {
+            state
+                .holds
+                .iter()
+                .chain(&state.created_holds)
+                .find(|hold| hold.id == row.id)
+                .map(|hold| hold.allocations.clone())
+        });
+        let allocations = match known {
+            Some(allocations) => allocations,
+            None => super::holds::hold_allocations(&self.txn, std::slice::from_ref(&row.id))
+                .await?
+                .remove(&row.id)
+                .unwrap_or_default(),
+        };
+        CreditHold::from_row(row, allocations, self.at)
+    }
+
+    /// The `CONSUMPTION` transaction that captured `hold` (decided here or stored).
+    async fn capture_of(&self, hold: &CreditHold) -> Result<CreditTransaction, LedgerError> {
+        if let Some((transaction, _)) =
+            self.pending.iter().find(|(transaction, _)| transaction.hold_id.as_deref() == Some(hold.id.as_str()))
+        {
+            return Ok(transaction.clone());
+        }
+        let id = hold.transaction_id.clone().ok_or_else(|| LedgerError::internal("capture unrecorded"))?;
+        credit_transaction::Entity::find_by_id(id)
+            .one(&self.txn)
+            .await?
+            .map(CreditTransaction::try_from)
+            .transpose()?
+            .ok_or(LedgerError::NotFound("credit transaction"))
+    }
+
+    /// Of the idempotency keys `ops` carry, those already used by the other kind of
+    /// operation (a consume's key by a hold, a hold's by a transaction): consumes and
+    /// holds share one namespace per organization. Run under the organizations' locks,
+    /// so two replicas cannot both take one key for different kinds.
+    pub async fn keys_taken_by_other_kinds(&self, ops: &[&Op]) -> Result<HashSet<(String, String)>, LedgerError> {
+        let mut taken = HashSet::new();
+        let (holds, changes): (Vec<&Op>, Vec<&Op>) = ops
+            .iter()
+            .copied()
+            .filter(|op| op.idempotency_key().is_some())
+            .partition(|op| matches!(op, Op::CreateHold(_)));
+        if !changes.is_empty() {
+            let rows = credit_hold::Entity::find()
+                .filter(credit_hold::Column::OrganizationId.is_in(changes.iter().map(|op| op.organization_id())))
+                .filter(credit_hold::Column::IdempotencyKey.is_in(changes.iter().filter_map(|op| op.idempotency_key())))
+                .all(&self.txn)
+                .await?;
+            taken.extend(rows.into_iter().filter_map(|row| Some((row.organization_id, row.idempotency_key?))));
+        }
+        if !holds.is_empty() {
+            let rows = credit_transaction::Entity::find()
+                .filter(credit_transaction::Column::OrganizationId.is_in(holds.iter().map(|op| op.organization_id())))
+                .filter(
+                    credit_transaction::Column::IdempotencyKey
+                        .is_in(holds.iter().filter_map(|op| op.idempotency_key())),
+                )
+                .all(&self.txn)
+                .await?;
+            taken.extend(rows.into_iter().filter_map(|row| Some((row.organization_id, row.idempotency_key?))));
+        }
+        Ok(taken)
+    }
+
+    /// Decides one operation of the committer.
+    pub async fn apply(&mut self, op: &Op) -> Result<Done, LedgerError> {
+        match op {
+            Op::Change(request) => {
+                self.change(request).await.map(|(transaction, balance, lot)| Done::Changed(transaction, balance, lot))
+            }
+            Op::CreateHold(request) => self.create_hold(request).await.map(|(hold, balance)| Done::Held(hold, balance)),
+            Op::Capture(request) => self.capture_hold(request).await.map(|captured| Done::Captured(Box::new(captured))),
+            Op::Release { organization_id, hold_id } => {
+                self.release_hold(organization_id, hold_id).await.map(|(hold, balance)| Done::Released(hold, balance))
+            }
+        }
+    }
+
     /// Announces `hint` with this transaction's commit (a threshold change, say).
     pub fn hint(&mut self, hint: Hint) {
         self.hints.push(hint);
@@ -505,13 +690,19 @@ impl LedgerTx {
             let Some(locked) = self.locked.get_mut(&organization_id) else { continue };
             let state = &locked.state;
             let seq = state.version;
+            let version_locked = locked.row.version;
             locked.row.balance = state.balance;
             locked.row.version = state.version;
             locked.row.held = state.held;
             locked.row.overdraft_limit = state.overdraft_limit;
             locked.row.next_event_at = state.next_event();
             locked.row.updated_at = at;
-            self.hints.push(Hint::Changed { organization_id, seq });
+            let transactions = seq != version_locked;
+            self.hints.push(if transactions {
+                Hint::Changed { organization_id, seq }
+            } else {
+                Hint::Held { organization_id }
+            });
         }
         Ok(())
     }

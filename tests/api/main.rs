@@ -13,6 +13,7 @@ mod fake_stripe;
 mod fuzz_api;
 mod graphql_api;
 mod hardening;
+mod holds;
 mod http_spec;
 mod ledger;
 mod load;

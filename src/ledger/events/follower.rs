@@ -30,6 +30,12 @@ pub enum Followed {
         /// Commit time.
         at: DateTime<Utc>,
     },
+    /// Credits were held or released without a transaction: `held` and `available` may
+    /// differ from those last delivered (the subscriber reads them).
+    Held {
+        /// When the follower learnt it.
+        at: DateTime<Utc>,
+    },
     /// The threshold differs from the one last delivered (only for followers that
     /// follow it, see [`Follower::with_threshold`]).
     Threshold {
@@ -60,6 +66,8 @@ pub struct Follower {
     transactions_due: bool,
     /// The threshold may have changed.
     threshold_due: bool,
+    /// Held credits may have changed without a transaction.
+    held_due: bool,
     /// Consecutive failed reads (for the backoff before the next one).
     failures: u32,
     /// The hub is gone: deliver what is due, then end.
@@ -84,6 +92,7 @@ impl Follower {
             pending: VecDeque::new(),
             transactions_due: false,
             threshold_due: false,
+            held_due: false,
             failures: 0,
             closed: false,
         }
@@ -104,6 +113,11 @@ impl Follower {
                 return Some(step);
             }
             self.drain_hints();
+            if !self.transactions_due && !self.threshold_due && self.held_due {
+                // Several hold hints waiting together make one step.
+                self.held_due = false;
+                return Some(Followed::Held { at: now() });
+            }
             if !self.transactions_due && !self.threshold_due {
                 if self.closed {
                     return None;
@@ -141,14 +155,17 @@ impl Follower {
             Ok(hint) => match *hint {
                 Hint::Changed { seq, .. } => self.transactions_due |= seq > self.last_seq,
                 Hint::Threshold { .. } => self.threshold_due |= follows_threshold,
+                Hint::Held { .. } => self.held_due = true,
                 Hint::Resync { .. } => {
                     self.transactions_due = true;
+                    self.held_due = true;
                     self.threshold_due |= follows_threshold;
                 }
             },
             Err(RecvError::Lagged(skipped)) => {
                 tracing::debug!(skipped, organization = %self.organization_id, "follower lagged; re-reading");
                 self.transactions_due = true;
+                self.held_due = true;
                 self.threshold_due |= follows_threshold;
             }
             Err(RecvError::Closed) => self.closed = true,

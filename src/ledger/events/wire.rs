@@ -100,6 +100,14 @@ pub enum Hint {
         #[serde(rename = "o")]
         organization_id: String,
     },
+    /// Credits were held or a hold ended without a transaction: `held` and `available`
+    /// changed, the history did not.
+    #[serde(rename = "l")]
+    Held {
+        /// The organization.
+        #[serde(rename = "o")]
+        organization_id: String,
+    },
     /// Anything may have changed: re-read transactions and threshold.
     #[serde(rename = "r")]
     Resync {
@@ -115,6 +123,7 @@ impl Hint {
         match self {
             Self::Changed { organization_id, .. }
             | Self::Threshold { organization_id }
+            | Self::Held { organization_id }
             | Self::Resync { organization_id } => organization_id,
         }
     }
