@@ -316,8 +316,10 @@ impl Ledger {
     #[tracing::instrument(skip(self, request), fields(organization = %request.organization_id, hold = %request.hold_id))]
     pub async fn capture_hold(&self, request: CaptureRequest) -> Result<HoldCaptured, LedgerError> {
         retrying(|| async {
-            // An ended hold never comes back: answered without the lock.
-            let hold = self.hold(&request.hold_id).await?.ok_or(LedgerError::NotFound("credit hold"))?;
+            // A hold written as ended never comes back: answered without the lock. One
+            // only past its TTL goes through the lock, where a capture or release decided
+            // before the instant (and not yet committed) is seen.
+            let hold = self.stored_hold(&request.hold_id).await?.ok_or(LedgerError::NotFound("credit hold"))?;
             if hold.status != HoldStatus::Active {
                 return self.captured_again(&request, hold).await;
             }
@@ -351,7 +353,7 @@ impl Ledger {
     #[tracing::instrument(skip(self))]
     pub async fn release_hold(&self, organization_id: &str, hold_id: &str) -> Result<CreditHold, LedgerError> {
         retrying(|| async {
-            let hold = self.hold(hold_id).await?.ok_or(LedgerError::NotFound("credit hold"))?;
+            let hold = self.stored_hold(hold_id).await?.ok_or(LedgerError::NotFound("credit hold"))?;
             match hold.status {
                 HoldStatus::Active => {}
                 HoldStatus::Captured => return Err(LedgerError::HoldNotActive { status: hold.status.as_str() }),
@@ -374,10 +376,22 @@ impl Ledger {
         }
     }
 
+    /// A hold by id, as last written (an active hold past its TTL still reads `ACTIVE`).
+    async fn stored_hold(&self, id: &str) -> Result<Option<CreditHold>, LedgerError> {
+        match credit_hold::Entity::find_by_id(id.to_owned()).one(&self.db).await? {
+            Some(row) => Ok(Some(self.hold_of_row_as_of(row, DateTime::<Utc>::MIN_UTC).await?)),
+            None => Ok(None),
+        }
+    }
+
     async fn hold_of_row(&self, row: credit_hold::Model) -> Result<CreditHold, LedgerError> {
+        self.hold_of_row_as_of(row, self.now()).await
+    }
+
+    async fn hold_of_row_as_of(&self, row: credit_hold::Model, at: DateTime<Utc>) -> Result<CreditHold, LedgerError> {
         let mut allocations = hold_allocations(&self.db, std::slice::from_ref(&row.id)).await?;
         let parts = allocations.remove(&row.id).unwrap_or_default();
-        CreditHold::from_row(row, parts, self.now())
+        CreditHold::from_row(row, parts, at)
     }
 
     /// A page of the organization's holds, newest first, after `after`; and whether more

@@ -6,7 +6,13 @@ use serde_json::json;
 use crate::helpers::{Engine, spawn_app};
 use crate::on_both_engines;
 
-on_both_engines!(concurrent_consumes_never_overdraw, concurrent_retries_under_one_key_charge_once);
+on_both_engines!(
+    concurrent_consumes_never_overdraw,
+    concurrent_retries_under_one_key_charge_once,
+    a_hundred_concurrent_holds_admit_exactly_what_is_spendable,
+    captures_releases_and_the_expiry_of_one_hold_resolve_it_exactly_once,
+    consumes_racing_an_expiry_never_spend_expired_credits,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_racing_one_key_inside_batches_charge_it_once_and_everything_else_once() {
@@ -99,4 +105,167 @@ async fn concurrent_retries_under_one_key_charge_once(engine: Engine) {
     assert_eq!(app.balance(&api_key).await, 1_000 - keys as i64 * amount);
     let (sum, count) = app.transaction_sum(&api_key).await;
     assert_eq!((sum, count), (1_000 - keys as i64 * amount, keys + 1));
+}
+
+const HOLD: &str = "mutation($amount: Credits!, $ttl: Int) { createHold(input: { amount: $amount, description: \"race\", ttlSeconds: $ttl }) { hold { id } } }";
+const CAPTURE: &str = "mutation($id: ID!) { captureHold(input: { id: $id }) { transaction { id amount } replayed } }";
+const RELEASE: &str = "mutation($id: ID!) { releaseHold(id: $id) { status } }";
+
+async fn grant(app: &crate::helpers::TestApp, org: &str, amount: i64, expires_at: Option<String>) -> serde_json::Value {
+    let query = "mutation($org: ID!, $amount: Credits!, $expiresAt: DateTime, $category: CreditCategory) { grantCredits(input: { organizationId: $org, amount: $amount, description: \"race\", expiresAt: $expiresAt, category: $category }) { lot { id expiresAt } } }";
+    let category = if expires_at.is_some() { "PROMOTIONAL" } else { "PAID" };
+    let variables = json!({ "org": org, "amount": amount, "expiresAt": expires_at, "category": category });
+    app.ok(Some(crate::helpers::ADMIN_TOKEN), query, variables).await["grantCredits"]["lot"].clone()
+}
+
+async fn a_hundred_concurrent_holds_admit_exactly_what_is_spendable(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else { return };
+    let org = app.create_org("Holds race").await;
+    let key = app.create_key(&org).await;
+    let in_an_hour = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    grant(&app, &org, 600, Some(in_an_hour)).await;
+    grant(&app, &org, 400, None).await;
+    let results = join_all((0..100).map(|_| app.post(Some(&key), HOLD, json!({ "amount": 15 })))).await;
+    let mut admitted = 0i64;
+    for (status, body) in &results {
+        match body.get("errors") {
+            None => admitted += 1,
+            Some(errors) => {
+                assert_eq!(*status, 200, "{body}");
+                assert_eq!(errors[0]["extensions"]["code"], "INSUFFICIENT_CREDITS", "{body}");
+            }
+        }
+    }
+    assert_eq!(admitted, 1_000 / 15, "exactly what is spendable is held");
+    let data = app
+        .ok(Some(&key), "{ creditBalance { balance held available } creditLots { edges { node { remaining held } } } creditHolds(filter: { statuses: [ACTIVE] }) { totalCount } }", json!({}))
+        .await;
+    assert_eq!(
+        data["creditBalance"],
+        json!({ "balance": 1_000, "held": admitted * 15, "available": 1_000 - admitted * 15 })
+    );
+    let lots_held: i64 =
+        data["creditLots"]["edges"].as_array().unwrap().iter().map(|edge| edge["node"]["held"].as_i64().unwrap()).sum();
+    assert_eq!(lots_held, admitted * 15, "the lots hold what the holds reserve");
+    assert_eq!(data["creditHolds"]["totalCount"], admitted);
+    assert_eq!(app.transaction_sum(&key).await, (1_000, 2), "holding writes no transaction");
+}
+
+/// Around the instant a hold expires, captures and releases of it race each other and
+/// the TTL: whichever comes first wins, and every other answer agrees with it.
+async fn captures_releases_and_the_expiry_of_one_hold_resolve_it_exactly_once(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else { return };
+    let (_, key) = app.funded_org("Resolve race", 1_000).await;
+    let mut captured_rounds = 0i64;
+    for round in 0..6u64 {
+        let data = app.ok(Some(&key), HOLD, json!({ "amount": 10, "ttl": 1 })).await;
+        let id = data["createHold"]["hold"]["id"].clone();
+        // Stagger the rounds across the expiry instant.
+        tokio::time::sleep(std::time::Duration::from_millis(850 + round * 40)).await;
+        let calls = (0..12).map(|i| {
+            let query = if i % 2 == 0 { CAPTURE } else { RELEASE };
+            app.post(Some(&key), query, json!({ "id": id }))
+        });
+        let answers = join_all(calls).await;
+        let (captures, releases): (Vec<_>, Vec<_>) = answers.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+        let captured: Vec<&serde_json::Value> =
+            captures.iter().filter(|(_, (_, body))| body.get("errors").is_none()).map(|(_, (_, body))| body).collect();
+        if captured.is_empty() {
+            // Released or expired first: every capture says how it ended, every release agrees.
+            let statuses: std::collections::HashSet<String> = captures
+                .iter()
+                .map(|(_, (_, body))| {
+                    assert_eq!(body["errors"][0]["extensions"]["code"], "HOLD_NOT_ACTIVE", "{body}");
+                    body["errors"][0]["extensions"]["status"].as_str().unwrap().to_owned()
+                })
+                .chain(releases.iter().map(|(_, (_, body))| {
+                    assert!(body.get("errors").is_none(), "{body}");
+                    body["data"]["releaseHold"]["status"].as_str().unwrap().to_owned()
+                }))
+                .collect();
+            assert_eq!(statuses.len(), 1, "one resolution: {statuses:?}");
+        } else {
+            captured_rounds += 1;
+            assert_eq!(captured.len(), captures.len(), "a captured hold replays to every capture");
+            let ids: std::collections::HashSet<_> =
+                captured.iter().map(|body| body["data"]["captureHold"]["transaction"]["id"].clone()).collect();
+            assert_eq!(ids.len(), 1, "one capture transaction");
+            let originals = captured.iter().filter(|body| body["data"]["captureHold"]["replayed"] == false).count();
+            assert_eq!(originals, 1);
+            for (_, (_, body)) in &releases {
+                assert_eq!(body["errors"][0]["extensions"]["code"], "HOLD_NOT_ACTIVE", "{body}");
+                assert_eq!(body["errors"][0]["extensions"]["status"], "CAPTURED");
+            }
+        }
+    }
+    let (sum, count) = app.transaction_sum(&key).await;
+    assert_eq!(count as i64, 1 + captured_rounds, "one consumption per captured hold, nothing else");
+    assert_eq!(sum, 1_000 - 10 * captured_rounds);
+    let data = app.ok(Some(&key), "{ creditBalance { balance held available } }", json!({})).await;
+    assert_eq!(data["creditBalance"]["held"], 0);
+    assert_eq!(data["creditBalance"]["available"], sum);
+}
+
+/// Consumes keep arriving across the instant a lot expires: none after the instant draws
+/// on it, and what it lost to consumption and to expiry is exactly what it held.
+async fn consumes_racing_an_expiry_never_spend_expired_credits(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else { return };
+    let org = app.create_org("Expiry race").await;
+    let key = app.create_key(&org).await;
+    let expiring =
+        grant(&app, &org, 400, Some((chrono::Utc::now() + chrono::Duration::milliseconds(1_500)).to_rfc3339())).await;
+    grant(&app, &org, 10_000, None).await;
+    let expires_at = chrono::DateTime::parse_from_rfc3339(expiring["expiresAt"].as_str().unwrap()).unwrap();
+    let stop = std::time::Instant::now() + std::time::Duration::from_millis(2_200);
+    let workers = (0..8).map(|_| async {
+        let mut answered = 0;
+        while std::time::Instant::now() < stop {
+            let (status, body) = app.post(Some(&key), CONSUME, json!({ "amount": 1 })).await;
+            assert_eq!(status, 200, "{body}");
+            answered += 1;
+        }
+        answered
+    });
+    let consumed: i64 = join_all(workers).await.into_iter().sum();
+    let lot_id = expiring["id"].clone();
+    let (mut after, mut from_lot, mut expired) = (serde_json::Value::Null, 0i64, 0i64);
+    loop {
+        let page = app
+            .ok(
+                Some(&key),
+                "query($after: String) { creditTransactions(first: 100, after: $after) { edges { node { kind amount createdAt allocations { lot { id } amount } } } pageInfo { hasNextPage endCursor } } }",
+                json!({ "after": after }),
+            )
+            .await["creditTransactions"]
+            .clone();
+        for edge in page["edges"].as_array().unwrap() {
+            let node = &edge["node"];
+            let at = chrono::DateTime::parse_from_rfc3339(node["createdAt"].as_str().unwrap()).unwrap();
+            for allocation in node["allocations"].as_array().unwrap() {
+                if allocation["lot"]["id"] != lot_id {
+                    continue;
+                }
+                match node["kind"].as_str().unwrap() {
+                    "CONSUMPTION" => {
+                        assert!(at < expires_at, "drawn at {at} from a lot expired at {expires_at}");
+                        from_lot -= allocation["amount"].as_i64().unwrap();
+                    }
+                    "EXPIRY" => {
+                        assert_eq!(at, expires_at, "the expiry is dated at the instant");
+                        expired -= allocation["amount"].as_i64().unwrap();
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if page["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = page["pageInfo"]["endCursor"].clone();
+    }
+    assert!(from_lot > 0, "some consumes ran before the instant");
+    assert_eq!(from_lot + expired, 400, "consumed plus expired is the lot, exactly");
+    let (sum, count) = app.transaction_sum(&key).await;
+    assert_eq!(sum, 10_400 - consumed - expired);
+    assert_eq!(count as i64, 2 + consumed + i64::from(expired > 0));
 }
