@@ -157,7 +157,7 @@ async fn a_capture_of_more_draws_the_excess_or_fails_leaving_the_hold_active(eng
     let still = app
         .ok(
             Some(&key),
-            &"query($id: ID!) { node(id: $id) { ... on CreditHold { status } } }".to_string(),
+            "query($id: ID!) { node(id: $id) { ... on CreditHold { status } } }",
             json!({ "id": created["hold"]["id"] }),
         )
         .await;
