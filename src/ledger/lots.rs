@@ -2,10 +2,10 @@
 //! written reads as `EXPIRED`, with only its held credits remaining, exactly as the
 //! decision step will write it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use entity::{credit_allocation, credit_lot};
+use entity::{credit_allocation, credit_balance, credit_lot};
 use sea_orm::sea_query::Condition;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select};
 
@@ -77,9 +77,8 @@ impl Ledger {
             .await?;
         let has_next = rows.len() as u64 > count;
         rows.truncate(count as usize);
-        let lots: Result<Vec<_>, _> =
-            rows.into_iter().map(|row| CreditLot::try_from(row).map(|lot| as_of(lot, at))).collect();
-        Ok((lots?, has_next))
+        let lots: Result<Vec<_>, _> = rows.into_iter().map(CreditLot::try_from).collect();
+        Ok((self.lots_as_of(lots?, at).await?, has_next))
     }
 
     /// How many lots match `filter`.
@@ -90,13 +89,45 @@ impl Ledger {
     /// Lots by id, as of now; unknown ids are absent.
     pub async fn lots_by_id(&self, ids: &[String]) -> Result<Vec<CreditLot>, LedgerError> {
         let at = self.now();
-        credit_lot::Entity::find()
+        let lots: Result<Vec<_>, _> = credit_lot::Entity::find()
             .filter(credit_lot::Column::Id.is_in(ids.iter().cloned()))
             .all(&self.db)
             .await?
             .into_iter()
-            .map(|row| CreditLot::try_from(row).map(|lot| as_of(lot, at)))
-            .collect()
+            .map(CreditLot::try_from)
+            .collect();
+        self.lots_as_of(lots?, at).await
+    }
+
+    /// Lots as stored, brought to `at`: for an organization with an expiry or a hold
+    /// deadline due and not yet written, as the decision step will leave them (an
+    /// expired hold's credits back in their lots, an expired lot's remainder gone).
+    async fn lots_as_of(&self, lots: Vec<CreditLot>, at: DateTime<Utc>) -> Result<Vec<CreditLot>, LedgerError> {
+        let organizations: BTreeSet<&str> = lots.iter().map(|lot| lot.organization_id.as_str()).collect();
+        let due = if organizations.is_empty() {
+            Vec::new()
+        } else {
+            credit_balance::Entity::find()
+                .filter(credit_balance::Column::OrganizationId.is_in(organizations.iter().copied()))
+                .filter(credit_balance::Column::NextEventAt.lte(at))
+                .all(&self.db)
+                .await?
+        };
+        let mut states = if due.is_empty() { HashMap::new() } else { super::tx::load_states(&self.db, &due).await? };
+        for state in states.values_mut() {
+            super::decide::settle(state, at);
+        }
+        Ok(lots
+            .into_iter()
+            .map(|lot| {
+                let settled =
+                    states.get(&lot.organization_id).and_then(|state| state.lots.iter().find(|l| l.id == lot.id));
+                match settled {
+                    Some(settled) => settled.clone(),
+                    None => as_of(lot, at),
+                }
+            })
+            .collect())
     }
 
     /// The allocations of many transactions at once, in their order.

@@ -17,6 +17,7 @@ mod holds;
 mod http_spec;
 mod ledger;
 mod load;
+mod lot_properties;
 mod lots;
 mod outage;
 mod properties;
