@@ -12,6 +12,9 @@
 //!    PostgreSQL cluster with production durability (fsync and synchronous commit on):
 //!    one hot organization consuming from 64 connections; `creditBalance` reads from 64
 //!    connections while 8 more consume; consumes spread over 10,000 organizations;
+//!    and the cost of credit lots: rounds of 64 simultaneous consumes of 3 credits that
+//!    each draw from 3 lots of 1 credit, against the same rounds drawing from a single
+//!    lot (the top-ups between rounds are not timed);
 //! 3. the ledger afterwards: every balance equals the sum of its transactions, none is
 //!    negative, and every acknowledged consume is exactly one transaction.
 //!
@@ -185,8 +188,51 @@ async fn engine(label: &str, database_url: Option<&str>, seconds: u64, rows: &mu
         report,
         rss_mib: server.rss_kib() / 1024,
     });
+
+    // 4. Lots: the same rounds drawing from one lot, then from three lots each.
+    for (lots_per_consume, name) in [(1, "consume from one lot"), (LOTS_PER_CONSUME, "consume from 3 lots each")] {
+        let report = lot_rounds(&server, lots_per_consume, &acknowledged).await;
+        rows.push(Row { scenario: format!("{label}: lots, {name}"), report, rss_mib: server.rss_kib() / 1024 });
+    }
     let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());
     verify(&server.database_url, &acknowledged).await;
+}
+
+/// Credits each consume of the lots scenario takes; lots of 1 credit make it draw from
+/// this many lots.
+const LOTS_PER_CONSUME: i64 = 3;
+/// Rounds of the lots scenario.
+const LOT_ROUNDS: usize = 60;
+
+/// Rounds of 64 simultaneous consumes of 3 credits by one organization. Before each
+/// round (untimed) the organization is given exactly what the round consumes: as one lot
+/// (`lots_per_consume` 1) or as lots of one credit each (3), so that every consume then
+/// draws from that many lots and the lots open at any time stay few.
+async fn lot_rounds(server: &Server, lots_per_consume: i64, acknowledged: &Arc<Mutex<Vec<String>>>) -> Report {
+    let client = reqwest::Client::new();
+    let (org, key) = server.organization(&client, &format!("lots {lots_per_consume}"), 0).await;
+    let grant = "mutation($o: ID!, $n: Credits!) { grantCredits(input: { organizationId: $o, amount: $n, description: \"lot\" }) { replayed } }";
+    let mut connections = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        let conn = tokio::net::TcpStream::connect(&server.addr).await.expect("connect");
+        conn.set_nodelay(true).expect("nodelay");
+        connections.push(conn);
+    }
+    let round_credits = CONNECTIONS as i64 * LOTS_PER_CONSUME;
+    let request = load::post(&server.addr, "/graphql", Some(&key), &consume_body(LOTS_PER_CONSUME));
+    let mut total = Report::default();
+    for _ in 0..LOT_ROUNDS {
+        let lot_size = if lots_per_consume == 1 { round_credits } else { LOTS_PER_CONSUME / lots_per_consume };
+        let lots = round_credits / lot_size;
+        futures::stream::iter(0..lots)
+            .map(|_| server.gql(&client, common::TOKEN, grant, json!({ "o": org, "n": lot_size })))
+            .buffer_unordered(32)
+            .collect::<Vec<_>>()
+            .await;
+        let round = load::burst(&mut connections, |_| request.clone(), consume_check(acknowledged)).await;
+        total = total.merge(round);
+    }
+    total
 }
 
 /// The ledger after the load: balances are sums, nothing negative, one transaction per
@@ -271,6 +317,22 @@ async fn main() {
         );
         if let Some(error) = &row.report.first_error {
             println!("  first error: {error}");
+        }
+    }
+    println!();
+    for pair in rows.windows(2) {
+        if pair[1].scenario.ends_with("consume from 3 lots each") {
+            let single = &pair[0].report;
+            let multi = &pair[1].report;
+            println!(
+                "{}: a consume drawing from 3 lots costs {:.2}× one drawing from a single lot (throughput {:.0}/s vs {:.0}/s; p50 {} vs {})",
+                pair[1].scenario.split(':').next().unwrap_or_default(),
+                single.throughput() / multi.throughput(),
+                multi.throughput(),
+                single.throughput(),
+                ms(multi.latency(0.5)),
+                ms(single.latency(0.5)),
+            );
         }
     }
 }

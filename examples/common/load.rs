@@ -125,6 +125,56 @@ pub async fn run(
     total
 }
 
+/// A fixed amount of work, timed: one request on each of `connections` (kept open
+/// across calls) at once, `request(i)` on the `i`-th, until every answer is in and
+/// checked. `elapsed` is the time from the first send to the last answer.
+pub async fn burst(
+    connections: &mut [TcpStream],
+    request: impl Fn(usize) -> Vec<u8>,
+    check: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+) -> Report {
+    let requests: Vec<Vec<u8>> = (0..connections.len()).map(request).collect();
+    let started = Instant::now();
+    let answers = futures::future::join_all(connections.iter_mut().zip(&requests).map(|(conn, bytes)| async move {
+        let mut buffer = Vec::with_capacity(16 * 1024);
+        let sent = Instant::now();
+        let answer = exchange(conn, bytes, &mut buffer).await;
+        (answer, sent.elapsed())
+    }))
+    .await;
+    let mut report = Report { elapsed: started.elapsed(), ..Report::default() };
+    for (answer, latency) in answers {
+        match answer {
+            Ok((200, body)) if check(&body) => {
+                report.ok += 1;
+                report.latencies.push(latency);
+            }
+            Ok((status, body)) => {
+                report.errors += 1;
+                report.first_error.get_or_insert(format!("{status} {}", &body[..body.len().min(300)]));
+            }
+            Err(error) => {
+                report.errors += 1;
+                report.first_error.get_or_insert(format!("connection: {error}"));
+            }
+        }
+    }
+    report
+}
+
+impl Report {
+    /// This report and `other` as one (times add up).
+    pub fn merge(mut self, other: Report) -> Report {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.first_error = self.first_error.or(other.first_error);
+        self.latencies.extend(other.latencies);
+        self.latencies.sort_unstable();
+        self.elapsed += other.elapsed;
+        self
+    }
+}
+
 /// Sends one request and reads its answer: (status, body).
 async fn exchange(conn: &mut TcpStream, request: &[u8], buffer: &mut Vec<u8>) -> std::io::Result<(u16, String)> {
     conn.write_all(request).await?;
