@@ -58,3 +58,43 @@ async fn killed_mid_load_the_server_charges_every_acknowledged_key_exactly_once(
     assert_eq!(balance, sum, "the API agrees: balance = sum of transactions");
     server.kill();
 }
+
+on_both_engines!(a_hold_left_by_a_killed_server_expires_on_time_after_the_restart);
+
+/// A server is killed while holds are active: after the restart, each hold is `EXPIRED`
+/// at its deadline and written by the sweeper within seconds; nothing stays reserved.
+async fn a_hold_left_by_a_killed_server_expires_on_time_after_the_restart(engine: Engine) {
+    use serde_json::json;
+    let Some(database) = database(engine).await else { return };
+    let mut server = ServerProcess::start(&database.url, &[]).await;
+    let app = TestApp::attach(&server.base, &database.url);
+    let (_, api_key) = app.funded_org("Crashed holds", 100).await;
+    let hold = "mutation($ttl: Int) { createHold(input: { amount: 30, description: \"render\", ttlSeconds: $ttl }) { hold { id } } }";
+    let short = app.ok(Some(&api_key), hold, json!({ "ttl": 2 })).await["createHold"]["hold"]["id"].clone();
+    let long = app.ok(Some(&api_key), hold, json!({ "ttl": 3600 })).await["createHold"]["hold"]["id"].clone();
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    server.restart().await;
+    let app = TestApp::attach(&server.base, &database.url);
+    let balance = app.ok(Some(&api_key), "{ creditBalance { balance held available } }", json!({})).await;
+    assert_eq!(balance["creditBalance"], json!({ "balance": 100, "held": 30, "available": 70 }));
+    let db = credits::db::connect(&database.url).await.expect("connect");
+    let started = std::time::Instant::now();
+    loop {
+        use sea_orm::EntityTrait;
+        let row = entity::credit_hold::Entity::find_by_id(short.as_str().unwrap().to_owned()).one(&db).await.unwrap();
+        if row.as_ref().is_some_and(|row| row.status == "EXPIRED") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(6), "the restarted server's sweeper never wrote the expiry");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let node = "query($id: ID!) { node(id: $id) { ... on CreditHold { status } } }";
+    assert_eq!(app.ok(Some(&api_key), node, json!({ "id": long })).await["node"]["status"], "ACTIVE");
+    let released =
+        app.ok(Some(&api_key), "mutation($id: ID!) { releaseHold(id: $id) { status } }", json!({ "id": long })).await;
+    assert_eq!(released["releaseHold"]["status"], "RELEASED");
+    let balance = app.ok(Some(&api_key), "{ creditBalance { balance held available } }", json!({})).await;
+    assert_eq!(balance["creditBalance"], json!({ "balance": 100, "held": 0, "available": 100 }));
+    server.kill();
+}
