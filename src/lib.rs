@@ -11,8 +11,10 @@
 //!     organization's locked state (pure functions; lots and holds extend it).
 //!   - `ledger/tx.rs`: [`ledger::LedgerTx`], one database transaction that locks
 //!     organizations, decides changes, writes them once and announces them on commit.
-//!   - `ledger/committer.rs`: group commit; concurrent consumes and grants share one
-//!     transaction, each caller getting its own answer.
+//!   - `ledger/committer.rs`: group commit; concurrent consumes, grants and hold
+//!     operations share one transaction, each caller getting its own answer.
+//!   - `ledger/holds.rs`: holds (create, capture, release; replays and reads);
+//!     `ledger/lots.rs`: lot reads as of now, voids, the overdraft limit.
 //!   - `ledger/events/`: live events as hints (wire format, hub, PostgreSQL `LISTEN`,
 //!     SQLite revocation poll, the gap-free follower).
 //!   - `ledger/api_keys.rs` (hashed keys, the in-memory cache of verified keys),
