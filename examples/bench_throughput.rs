@@ -13,8 +13,8 @@
 //!    one hot organization consuming from 64 connections; `creditBalance` reads from 64
 //!    connections while 8 more consume; consumes spread over 10,000 organizations;
 //!    and the cost of credit lots: rounds of 64 simultaneous consumes of 3 credits that
-//!    each draw from 3 lots of 1 credit, against the same rounds drawing from a single
-//!    lot (the top-ups between rounds are not timed);
+//!    each draw from 2 lots (of 2 credits) or 3 lots (of 1 credit), against the same
+//!    rounds drawing from a single lot (the top-ups between rounds are not timed);
 //! 3. the ledger afterwards: every balance equals the sum of its transactions, none is
 //!    negative, and every acknowledged consume is exactly one transaction.
 //!
@@ -145,6 +145,13 @@ async fn engine(label: &str, database_url: Option<&str>, seconds: u64, rows: &mu
     let server = Server::start_on(database_url, &[("CREDITS_RATE_LIMIT", "off")]).await;
     let window = Duration::from_secs(seconds);
     let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
+    // `BENCH_ONLY=lots` runs the lots scenario alone (for profiling it).
+    if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "lots") {
+        lots(label, &server, &acknowledged, rows).await;
+        let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());
+        verify(&server.database_url, &acknowledged).await;
+        return;
+    }
     let hot_key = organizations(&server, 1, 1_000_000_000_000).await.remove(0);
 
     // 1. One hot organization.
@@ -189,28 +196,37 @@ async fn engine(label: &str, database_url: Option<&str>, seconds: u64, rows: &mu
         rss_mib: server.rss_kib() / 1024,
     });
 
-    // 4. Lots: the same rounds drawing from one lot, then from three lots each.
-    for (lots_per_consume, name) in [(1, "consume from one lot"), (LOTS_PER_CONSUME, "consume from 3 lots each")] {
-        let report = lot_rounds(&server, lots_per_consume, &acknowledged).await;
-        rows.push(Row { scenario: format!("{label}: lots, {name}"), report, rss_mib: server.rss_kib() / 1024 });
-    }
+    // 4. Lots.
+    lots(label, &server, &acknowledged, rows).await;
     let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());
     verify(&server.database_url, &acknowledged).await;
 }
 
-/// Credits each consume of the lots scenario takes; lots of 1 credit make it draw from
-/// this many lots.
-const LOTS_PER_CONSUME: i64 = 3;
+/// The same rounds of consumes drawing from one lot, then from two and three lots each.
+async fn lots(label: &str, server: &Server, acknowledged: &Arc<Mutex<Vec<String>>>, rows: &mut Vec<Row>) {
+    let round = CONNECTIONS as i64;
+    // (credits per consume, credits per lot): one lot per round; lots of 2 for consumes
+    // of 3 (every consume spans exactly 2 lots); lots of 1 (3 lots each).
+    for (amount, lot_size, name) in [
+        (3, 3 * round, "consume from one lot"),
+        (3, 2, "consume from 2 lots each"),
+        (3, 1, "consume from 3 lots each"),
+    ] {
+        let report = lot_rounds(server, amount, lot_size, acknowledged).await;
+        rows.push(Row { scenario: format!("{label}: lots, {name}"), report, rss_mib: server.rss_kib() / 1024 });
+    }
+}
+
 /// Rounds of the lots scenario.
 const LOT_ROUNDS: usize = 60;
 
-/// Rounds of 64 simultaneous consumes of 3 credits by one organization. Before each
-/// round (untimed) the organization is given exactly what the round consumes: as one lot
-/// (`lots_per_consume` 1) or as lots of one credit each (3), so that every consume then
-/// draws from that many lots and the lots open at any time stay few.
-async fn lot_rounds(server: &Server, lots_per_consume: i64, acknowledged: &Arc<Mutex<Vec<String>>>) -> Report {
+/// Rounds of 64 simultaneous consumes of `amount` credits by one organization. Before
+/// each round (untimed) the organization is given exactly what the round consumes, in
+/// lots of `lot_size` credits, so every consume draws from the same number of lots and
+/// the lots open at any time stay few.
+async fn lot_rounds(server: &Server, amount: i64, lot_size: i64, acknowledged: &Arc<Mutex<Vec<String>>>) -> Report {
     let client = reqwest::Client::new();
-    let (org, key) = server.organization(&client, &format!("lots {lots_per_consume}"), 0).await;
+    let (org, key) = server.organization(&client, &format!("lots of {lot_size}"), 0).await;
     let grant = "mutation($o: ID!, $n: Credits!) { grantCredits(input: { organizationId: $o, amount: $n, description: \"lot\" }) { replayed } }";
     let mut connections = Vec::with_capacity(CONNECTIONS);
     for _ in 0..CONNECTIONS {
@@ -218,13 +234,11 @@ async fn lot_rounds(server: &Server, lots_per_consume: i64, acknowledged: &Arc<M
         conn.set_nodelay(true).expect("nodelay");
         connections.push(conn);
     }
-    let round_credits = CONNECTIONS as i64 * LOTS_PER_CONSUME;
-    let request = load::post(&server.addr, "/graphql", Some(&key), &consume_body(LOTS_PER_CONSUME));
+    let round_credits = CONNECTIONS as i64 * amount;
+    let request = load::post(&server.addr, "/graphql", Some(&key), &consume_body(amount));
     let mut total = Report::default();
     for _ in 0..LOT_ROUNDS {
-        let lot_size = if lots_per_consume == 1 { round_credits } else { LOTS_PER_CONSUME / lots_per_consume };
-        let lots = round_credits / lot_size;
-        futures::stream::iter(0..lots)
+        futures::stream::iter(0..round_credits / lot_size)
             .map(|_| server.gql(&client, common::TOKEN, grant, json!({ "o": org, "n": lot_size })))
             .buffer_unordered(32)
             .collect::<Vec<_>>()
@@ -320,13 +334,15 @@ async fn main() {
         }
     }
     println!();
-    for pair in rows.windows(2) {
-        if pair[1].scenario.ends_with("consume from 3 lots each") {
-            let single = &pair[0].report;
-            let multi = &pair[1].report;
+    for triple in rows.windows(3) {
+        if !triple[0].scenario.ends_with("consume from one lot") {
+            continue;
+        }
+        let single = &triple[0].report;
+        for (lots, multi) in [(2, &triple[1].report), (3, &triple[2].report)] {
             println!(
-                "{}: a consume drawing from 3 lots costs {:.2}× one drawing from a single lot (throughput {:.0}/s vs {:.0}/s; p50 {} vs {})",
-                pair[1].scenario.split(':').next().unwrap_or_default(),
+                "{}: a consume drawing from {lots} lots costs {:.2}× one drawing from a single lot (throughput {:.0}/s vs {:.0}/s; p50 {} vs {})",
+                triple[0].scenario.split(':').next().unwrap_or_default(),
                 single.throughput() / multi.throughput(),
                 multi.throughput(),
                 single.throughput(),
