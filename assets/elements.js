@@ -235,7 +235,7 @@ class Client {
   }
 }
 
-const BALANCE_FIELDS = "id organizationId balance lowBalanceThreshold isLow updatedAt";
+const BALANCE_FIELDS = "id organizationId balance available held nextExpiration { at amount } lowBalanceThreshold isLow updatedAt";
 
 /** The organization's balance, fetched once and then pushed; shared by a client's elements. */
 class BalanceFeed {
@@ -427,29 +427,93 @@ class CreditsElement extends HTMLElement {
   watchBalance(listener) {
     this.cleanups.push(this.client.balanceFeed().listen(listener));
   }
-}
 
-/** `<credits-balance>`: the balance, live. */
-class CreditsBalance extends CreditsElement {
-  start() {
-    this.render(h("div", { class: "card", part: "card" }, h("span", { class: "muted" }, "Loading balance…")));
-    this.watchBalance((balance, error) => {
-      if (error) return this.render(h("div", { class: "card", part: "card" }, this.failed(error)));
-      const label = this.getAttribute("label") || "Credit balance";
-      this.render(
-        h("div", { class: "card", part: "card" },
-          h("div", { class: "muted", part: "label", id: "label" }, label),
-          h("output", { part: "value", "aria-live": "polite", "aria-labelledby": "label", "data-balance": balance.balance },
-            numbers.format(balance.balance)),
-          h("span", { class: "muted", part: "unit" }, balance.balance === 1 ? " credit" : " credits")),
-      );
-      this.emit("credits:balance", { ...balance });
+  /** Calls `listener()` on every change of the balance after the first one seen, except
+   *  those that only move held credits (a hold created, released or expired: no new
+   *  transaction, the same balance). */
+  watchLedger(listener) {
+    let previous = null;
+    this.watchBalance((balance) => {
+      if (!balance) return;
+      const heldOnly = previous && balance.balance === previous.balance && balance.held !== previous.held;
+      if (previous && !heldOnly) listener();
+      previous = balance;
     });
   }
 }
 
-/** `<credits-low-balance-warning threshold="…">`: shown only while the balance is low
- *  (below `threshold`, else the organization's threshold; with neither, never). */
+/** "1 credit" / "2,500 credits". */
+function credits(amount) {
+  return `${numbers.format(amount)} ${amount === 1 ? "credit" : "credits"}`;
+}
+
+const BALANCE_CSS = `.figure { margin: .1rem 0; }
+.details { font-size: .9em; color: var(--credits-muted-color, #5b6578); }
+.details p { margin: .25rem 0 0; }
+.details [hidden] { display: none; }`;
+
+/** `<credits-balance>`: what is available to spend, live; below it the credits held by
+ *  active holds (when any) and the next expiry (when there is one). */
+class CreditsBalance extends CreditsElement {
+  start() {
+    const sheet = new CSSStyleSheet();
+    sheet.replaceSync(BALANCE_CSS);
+    this.root.adoptedStyleSheets = [baseSheet(), sheet].filter(Boolean);
+    this.render(h("div", { class: "card", part: "card" }, h("span", { class: "muted" }, "Loading balance…")));
+    let view = null; // built at the first balance, then updated in place (live regions stay)
+    this.watchBalance((balance, error) => {
+      if (error) {
+        view = null;
+        return this.render(h("div", { class: "card", part: "card" }, this.failed(error)));
+      }
+      if (!view) {
+        view = {
+          value: h("output", { part: "value", "aria-live": "polite", "aria-atomic": "true", "aria-labelledby": "label" }),
+          unit: h("span", { class: "muted", part: "unit" }),
+          held: h("p", { part: "held" }),
+          expiry: h("p", { part: "expiry" }),
+        };
+        this.render(
+          h("div", { class: "card", part: "card" },
+            h("div", { class: "muted", part: "label", id: "label" }, this.getAttribute("label") || "Available credits"),
+            h("div", { class: "figure" }, view.value, view.unit),
+            // A live region of its own, announced apart from the figure: what is held, what expires.
+            h("div", { class: "details", part: "details", "aria-live": "polite" }, view.held, view.expiry)),
+        );
+      }
+      this.show(view, balance);
+      this.emit("credits:balance", { ...balance, nextExpiration: balance.nextExpiration && { ...balance.nextExpiration } });
+    });
+  }
+
+  show(view, balance) {
+    const { available, held } = balance;
+    const next = balance.nextExpiration;
+    view.value.dataset.balance = balance.balance;
+    view.value.dataset.available = available;
+    view.value.dataset.held = held;
+    view.value.textContent = numbers.format(available);
+    view.unit.textContent = available === 1 ? " credit" : " credits";
+    view.held.hidden = !(held > 0);
+    view.held.dataset.held = held;
+    view.held.textContent = held > 0 ? `${credits(held)} held` : "";
+    view.expiry.hidden = !next;
+    if (next) {
+      view.expiry.dataset.at = next.at;
+      view.expiry.dataset.amount = next.amount;
+      view.expiry.replaceChildren(
+        `${credits(next.amount)} ${next.amount === 1 ? "expires" : "expire"} on `,
+        h("time", { datetime: next.at }, dates.format(new Date(next.at))));
+    } else {
+      delete view.expiry.dataset.at;
+      delete view.expiry.dataset.amount;
+      view.expiry.replaceChildren();
+    }
+  }
+}
+
+/** `<credits-low-balance-warning threshold="…">`: shown only while the balance is low: its
+ *  available credits below `threshold`, else the organization's threshold (with neither, never). */
 class CreditsLowBalanceWarning extends CreditsElement {
   static get observedAttributes() {
     return [...super.observedAttributes, "threshold"];
@@ -468,13 +532,14 @@ class CreditsLowBalanceWarning extends CreditsElement {
     this.watchBalance((balance, error) => {
       if (error) return region.replaceChildren(this.failed(error));
       const threshold = fixed ?? balance.lowBalanceThreshold;
-      const low = threshold != null && balance.balance < threshold;
+      // Low compares what is available (held credits are not), as the server's isLow does.
+      const low = threshold != null && balance.available < threshold;
       this.toggleAttribute("low", low);
       region.replaceChildren(
         low
           ? h("div", { class: "card warning", part: "warning" },
               h("strong", {}, "Low balance: "),
-              `${numbers.format(balance.balance)} credits left, below ${numbers.format(threshold)}. `,
+              `${credits(balance.available)} available, below ${numbers.format(threshold)}. `,
               h("slot", {}, "Buy credits to keep going."))
           : "",
       );
@@ -578,11 +643,9 @@ class CreditsTransactions extends CreditsElement {
     this.cursors = [null]; // the `after` cursor of each page seen, for "Newer"
     this.page = 0;
     this.load();
-    let first = true;
-    this.watchBalance((balance) => {
-      // Any change of balance is a new transaction: refresh the newest page.
-      if (balance && !first && this.page === 0) this.load();
-      first = false;
+    this.watchLedger(() => {
+      // A new transaction: refresh the newest page.
+      if (this.page === 0) this.load();
     });
   }
 
@@ -667,11 +730,7 @@ class CreditsPurchases extends CreditsElement {
 
   start() {
     this.load();
-    let first = true;
-    this.watchBalance((balance) => {
-      if (balance && !first) this.load();
-      first = false;
-    });
+    this.watchLedger(() => this.load());
   }
 
   /** Reads the purchases again (say, after a Checkout return). */

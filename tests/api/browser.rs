@@ -1,7 +1,8 @@
 //! The console, the elements and GraphiQL in real headless Chromium (Debian's, driven by
 //! npm playwright-core from `tests/audit`): the server runs as its own process, so its
 //! log can be searched for the tokens afterwards. The scenarios are in
-//! `tests/audit/browser.mjs`.
+//! `tests/audit/browser.mjs`; among them, an expiring grant and holds made over HTTP
+//! while the console and an embedded `<credits-balance>` are open.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -18,6 +19,11 @@ const WEBHOOK_SECRET: &str = "whsec_browser_secret";
 /// Credits granted to the seeded organization, and its low-balance threshold.
 const GRANTED: i64 = 5_000;
 const THRESHOLD: i64 = 1_000;
+/// The grant the browser scenarios make with an expiry, and the hold they make after it.
+const EXPIRING: i64 = 3_000;
+const HOLD: i64 = 1_200;
+/// How far ahead the expiring grant expires.
+const EXPIRES_IN_DAYS: i64 = 10;
 const USAGE: [(&str, i64); 12] = [
     ("Image generation", 120),
     ("Text analysis", 35),
@@ -104,7 +110,16 @@ async fn the_console_elements_and_graphiql_work_in_headless_chromium() {
     let session = app.ok(Some(&key), "mutation { createClientSession(input: {}) { token } }", json!({})).await;
     let token = session["createClientSession"]["token"].as_str().unwrap().to_owned();
 
-    let screenshots = std::env::var("CREDITS_SCREENSHOTS").ok();
+    // On a whole minute, so that the element shows it as given.
+    let minute = chrono::Utc::now().timestamp() / 60 * 60 + 60;
+    let expires_at = chrono::DateTime::from_timestamp(minute + EXPIRES_IN_DAYS * 86_400, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+
+    // Relative to the package (`CREDITS_SCREENSHOTS=docs`), not to node's `tests/audit`.
+    let screenshots = std::env::var("CREDITS_SCREENSHOTS")
+        .ok()
+        .map(|dir| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).display().to_string());
     let config = json!({
         "base": base,
         "embed": embed,
@@ -114,6 +129,8 @@ async fn the_console_elements_and_graphiql_work_in_headless_chromium() {
         "organizationId": org,
         "balance": balance,
         "threshold": THRESHOLD,
+        "expiringGrant": { "amount": EXPIRING, "expiresAt": expires_at },
+        "hold": HOLD,
         "webhookSecret": WEBHOOK_SECRET,
         "fixtures": concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/fixtures/stripe.json"),
         "screenshots": screenshots,
@@ -130,6 +147,15 @@ async fn the_console_elements_and_graphiql_work_in_headless_chromium() {
     })
     .await
     .unwrap();
+    // Read while the server runs (a failing request must not leave it running); checked below.
+    let (_, after) = app
+        .post(
+            Some(&key),
+            "{ creditBalance { held available balance nextExpiration { at amount } }
+               creditHolds { totalCount edges { node { amount status } } } }",
+            json!({}),
+        )
+        .await;
     let _ = server.kill();
     let _ = server.wait();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -137,6 +163,25 @@ async fn the_console_elements_and_graphiql_work_in_headless_chromium() {
     println!("{stdout}");
     assert!(output.status.success(), "browser scenarios failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("all browser scenarios passed"), "{stdout}\n{stderr}");
+
+    // The holds the scenarios made were released, and nothing is held; the expiring grant
+    // is still the next expiry, whole again but for the one credit the embedded element's
+    // scenario consumed afterwards (consumption draws on the soonest expiry first).
+    assert!(after.get("errors").is_none(), "{after}");
+    let after = &after["data"];
+    let balance = &after["creditBalance"];
+    assert_eq!(balance["held"], 0, "{after}");
+    assert_eq!(balance["available"], balance["balance"], "{after}");
+    assert_eq!(balance["nextExpiration"]["amount"], EXPIRING - 1, "{after}");
+    let at = balance["nextExpiration"]["at"].as_str().unwrap();
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(at).unwrap(),
+        chrono::DateTime::parse_from_rfc3339(&expires_at).unwrap()
+    );
+    let holds = after["creditHolds"]["edges"].as_array().unwrap();
+    assert_eq!(holds.len(), 2, "{after}");
+    assert!(holds.iter().all(|edge| edge["node"]["status"] == "RELEASED"), "{after}");
+    assert_eq!(holds[1]["node"]["amount"], HOLD, "the first hold, oldest last: {after}");
 
     // The server logged requests (at debug level), and never a token.
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -38,10 +38,60 @@ async function gql(bearer, query, variables = {}) {
   return body.data;
 }
 
+const BALANCE = "balance available held nextExpiration { at amount }";
+const numberText = new Intl.NumberFormat("en-US");
+// The browser contexts below run in en-US and UTC.
+const dateText = new Intl.DateTimeFormat("en-US", { dateStyle: "medium", timeStyle: "short", timeZone: "UTC" });
+const spaces = (text) => String(text).replace(/\s+/g, " ").trim();
+
 const consume = (amount) =>
   gql(apiKey, "mutation($a: Credits!) { consumeCredits(input: { amount: $a, description: \"Batch report\" }) { balance { balance } } }", { a: amount });
 const grant = (amount) =>
   gql(adminToken, "mutation($o: ID!, $a: Credits!) { grantCredits(input: { organizationId: $o, amount: $a, description: \"Top-up\" }) { balance { balance } } }", { o: organizationId, a: amount });
+
+const grantExpiring = ({ amount, expiresAt }) =>
+  gql(adminToken, `mutation($o: ID!, $a: Credits!, $e: DateTime) { grantCredits(input: { organizationId: $o, amount: $a, description: "Welcome promotion", expiresAt: $e }) { balance { ${BALANCE} } } }`,
+    { o: organizationId, a: amount, e: expiresAt });
+const createHold = (amount) =>
+  gql(apiKey, `mutation($a: Credits!) { createHold(input: { amount: $a, description: "LLM call", ttlSeconds: 600 }) { hold { id status } balance { ${BALANCE} } } }`, { a: amount });
+const releaseHold = (id) =>
+  gql(apiKey, `mutation($id: ID!) { releaseHold(id: $id) { id status } } `, { id });
+const currentBalance = async () => (await gql(apiKey, `{ creditBalance { ${BALANCE} } }`)).creditBalance;
+
+/** Waits until the page's `<credits-balance>` shows `expected` (a CreditBalance as the API
+ *  answered it): the available figure, the held credits (only when there are some) and the
+ *  next expiry (only when there is one), in words. */
+async function showsBalance(page, expected, what) {
+  const element = page.locator("credits-balance");
+  await element.locator(`output[data-available="${expected.available}"][data-held="${expected.held}"][data-balance="${expected.balance}"]`)
+    .waitFor({ timeout: 2000 })
+    .catch(async (error) => {
+      throw new Error(`${what}: expected ${JSON.stringify(expected)}, the element shows ${JSON.stringify(await element.innerText().catch(() => "?"))}: ${error.message}`);
+    });
+  const value = spaces(await element.locator("output").innerText());
+  check(value === numberText.format(expected.available), `${what}: the main figure is ${value}, not available ${expected.available}`);
+  const held = element.locator("[part=held]");
+  if (expected.held > 0) {
+    check(await held.isVisible(), `${what}: the held credits are not shown`);
+    const text = spaces(await held.innerText());
+    check(text === `${numberText.format(expected.held)} credits held`, `${what}: held shown as "${text}"`);
+  } else {
+    check(!(await held.isVisible()), `${what}: held credits shown with none held`);
+    check(spaces(await held.textContent()) === "", `${what}: held text left behind`);
+  }
+  const expiry = element.locator("[part=expiry]");
+  const next = expected.nextExpiration;
+  if (next) {
+    check(await expiry.isVisible(), `${what}: the next expiry is not shown`);
+    const text = spaces(await expiry.innerText());
+    const wanted = spaces(`${numberText.format(next.amount)} credits expire on ${dateText.format(new Date(next.at))}`);
+    check(text === wanted, `${what}: expiry shown as "${text}", expected "${wanted}"`);
+    const datetime = await expiry.locator("time").getAttribute("datetime");
+    check(Date.parse(datetime) === Date.parse(next.at), `${what}: <time datetime="${datetime}">, expected ${next.at}`);
+  } else {
+    check(!(await expiry.isVisible()), `${what}: an expiry shown with none due`);
+  }
+}
 
 /** Stripe's signed `checkout.session.completed` for a purchase, as tests/api/fake_stripe.rs builds it. */
 async function payWebhook(purchaseId) {
@@ -208,7 +258,89 @@ try {
     await ctx.close();
   }
 
-  // 5. An element embedded in a page on another origin (allowed by CREDITS_CORS_ORIGINS).
+  // 5. Holds and expiring credits, live in the console and in an element on another origin:
+  //    an expiring grant and a hold made over HTTP show at once, a release takes the held
+  //    figure away, a hold can make the balance low; no page reloads meanwhile.
+  {
+    const consoleTab = await context([base]);
+    const shopTab = await context([base, embed]);
+    await consoleTab.page.goto(`${base}/console#token=${token}`);
+    await shopTab.page.goto(`${embed}/embed.html`);
+    await shopTab.page.evaluate((t) => {
+      for (const element of document.querySelectorAll("[data-needs-token]")) element.setAttribute("token", t);
+    }, token);
+    const tabs = [["console", consoleTab.page], ["embedded element", shopTab.page]];
+    for (const [, page] of tabs) {
+      await page.locator("credits-balance output").waitFor({ timeout: 5000 });
+      await page.evaluate(() => {
+        window.notReloaded = true; // a reload would drop it
+        window.balanceDetails = [];
+        document.addEventListener("credits:balance", (event) => window.balanceDetails.push(event.detail));
+      });
+    }
+    const start = await currentBalance();
+    check(start.held === 0 && start.nextExpiration === null, `no holds, no expiry yet: ${JSON.stringify(start)}`);
+    for (const [name, page] of tabs) await showsBalance(page, start, `${name} at the start`);
+    check(spaces(await consoleTab.page.locator("credits-balance [part=label]").innerText()) === "Available credits", "the label says available");
+
+    // An expiring grant: the next expiry appears.
+    const granted = (await grantExpiring(config.expiringGrant)).grantCredits.balance;
+    check(granted.nextExpiration?.amount === config.expiringGrant.amount, `the grant expires next: ${JSON.stringify(granted)}`);
+    check(Date.parse(granted.nextExpiration.at) === Date.parse(config.expiringGrant.expiresAt), "at the grant's expiresAt");
+    for (const [name, page] of tabs) await showsBalance(page, granted, `${name} after an expiring grant`);
+    step(`an expiring grant shows live: ${granted.nextExpiration.amount} credits expire on ${granted.nextExpiration.at}`);
+
+    // A hold: available falls by it, held appears; it draws first on the expiring credits.
+    const created = (await createHold(config.hold)).createHold;
+    const held = created.balance;
+    check(created.hold.status === "ACTIVE", "the hold is active");
+    check(held.held === config.hold && held.balance === granted.balance, `a hold reserves without spending: ${JSON.stringify(held)}`);
+    check(held.available === granted.available - config.hold, "available falls by the hold");
+    check(held.nextExpiration?.amount === config.expiringGrant.amount - config.hold, `the hold drew on the expiring lot first: ${JSON.stringify(held)}`);
+    for (const [name, page] of tabs) await showsBalance(page, held, `${name} after createHold`);
+    step(`a hold over HTTP shows live: ${held.available} available, ${held.held} held, ${held.nextExpiration.amount} expiring`);
+    for (const [name, page] of tabs) {
+      const detail = await page.evaluate(() => window.balanceDetails.at(-1));
+      check(detail?.available === held.available && detail.held === held.held && detail.balance === held.balance,
+        `${name}: credits:balance carries available and held: ${JSON.stringify(detail)}`);
+      check(detail.nextExpiration?.amount === held.nextExpiration.amount && detail.nextExpiration.at === held.nextExpiration.at,
+        `${name}: credits:balance carries nextExpiration: ${JSON.stringify(detail)}`);
+    }
+    if (screenshots) {
+      await consoleTab.page.locator("credits-transactions tbody tr[data-kind]").first().waitFor();
+      await consoleTab.page.locator("credits-purchases table").waitFor();
+      await consoleTab.page.screenshot({ path: join(screenshots, "console-held.png"), fullPage: true });
+    }
+
+    // Released: the held figure goes, available and the expiring amount come back.
+    const released = await releaseHold(created.hold.id);
+    check(released.releaseHold.status === "RELEASED", "the hold is released");
+    const after = await currentBalance();
+    check(after.held === 0 && after.available === granted.available, `all available again: ${JSON.stringify(after)}`);
+    for (const [name, page] of tabs) await showsBalance(page, after, `${name} after releaseHold`);
+    step("after releaseHold the held figure goes away, live");
+
+    // A hold can make the balance low (available below the threshold): the warning follows.
+    const { page } = consoleTab;
+    check(await warning(page).count() === 0, "no warning before");
+    const low = (await createHold(after.available - config.threshold + 1)).createHold;
+    await showsBalance(page, low.balance, "console after a hold that makes it low");
+    await warning(page).waitFor({ state: "visible", timeout: 2000 });
+    const text = spaces(await warning(page).innerText());
+    check(text.includes(`${numberText.format(low.balance.available)} credits available`), `the warning counts what is available: ${text}`);
+    await releaseHold(low.hold.id);
+    await showsBalance(page, await currentBalance(), "console after releasing it");
+    await warning(page).waitFor({ state: "detached", timeout: 2000 });
+    step("a hold that takes available below the threshold warns; its release clears the warning");
+
+    for (const [name, page] of tabs) {
+      check(await page.evaluate(() => window.notReloaded === true), `${name} was reloaded`);
+    }
+    await consoleTab.ctx.close();
+    await shopTab.ctx.close();
+  }
+
+  // 6. An element embedded in a page on another origin (allowed by CREDITS_CORS_ORIGINS).
   {
     const { ctx, page } = await context([base, embed]);
     await page.goto(`${embed}/embed.html`);
@@ -226,7 +358,7 @@ try {
     await ctx.close();
   }
 
-  // 6. GraphiQL, with no internet: loads from the server and runs a query with the token header.
+  // 7. GraphiQL, with no internet: loads from the server and runs a query with the token header.
   {
     const { ctx, page } = await context([base]);
     await page.goto(`${base}/graphql`);
