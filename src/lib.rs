@@ -22,7 +22,12 @@
 //!     `history.rs`, `types.rs`, `error.rs` ([`ledger::LedgerError`]).
 //! - [`billing`]: packages, Stripe Checkout, the webhook state machine
 //!   (`billing/payment_events.rs`, `billing/disputes.rs`); [`billing::BillingError`].
-//! - [`graphql`]: the schema; resolvers are thin adapters over the ledger.
+//! - [`graphql`]: the schema; resolvers are thin adapters over the ledger. One file per
+//!   area holds its types and its part of the root `Query` / `Mutation` (merged in
+//!   `graphql/mod.rs`): `ledger.rs` (organizations, balances, transactions), `lots.rs`,
+//!   `holds.rs`, `billing.rs` (packages, purchases), `keys.rs` (API keys; client
+//!   sessions in `client_sessions.rs`), `node.rs` (Relay `node`); subscriptions in
+//!   `subscription.rs`.
 //!   [`graphql::limits`] measures every document (nesting, depth, cost, strings) before
 //!   any database work; [`graphql::errors`] is the one mapping from every error
 //!   ([`ledger::LedgerError`], [`billing::BillingError`], limits, rate limits) to its

@@ -1,5 +1,7 @@
 //! Client sessions in GraphQL: short-lived, scoped tokens for browsers, minted by the
 //! organization's API key (or the admin token) for the application's signed-in user.
+//! Their type, input and resolvers; the `createClientSession` / `revokeClientSession`
+//! fields that call them are in `keys.rs`.
 
 use async_graphql::{Context, Enum, ID, InputObject, Object};
 

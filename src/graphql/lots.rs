@@ -7,10 +7,10 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 
 use super::context::{Access, caller, scope};
 use super::errors::ApiError;
+use super::ledger::{CreditBalance, CreditTransaction};
 use super::loaders::{AllocationLoader, LotLoader, TransactionLoader};
 use super::pagination::{decode_cursor, encode_cursor, page_size};
 use super::scalars::{Credits, DateTime};
-use super::types::{CreditBalance, CreditTransaction};
 use crate::ledger::decide::{self, LotCategory, LotStatus};
 use crate::ledger::{self, Ledger, LotFilter};
 

@@ -2,20 +2,25 @@
 //!
 //! Resolvers parse arguments into domain values, check the caller's scope
 //! ([`context`]) and map domain errors to contract codes ([`errors`]) in one place.
+//!
+//! Types and resolvers are split by area (`ledger`, `lots`, `holds`, `billing`, `keys`
+//! with `client_sessions`, `node`); each area adds its fields to the root [`Query`] and
+//! [`Mutation`], merged here.
 
+mod billing;
 mod client_sessions;
 pub mod context;
 pub mod errors;
 mod holds;
+mod keys;
+mod ledger;
 pub mod limits;
 mod loaders;
 mod lots;
-mod mutation;
+mod node;
 mod pagination;
-mod query;
 pub mod scalars;
 mod subscription;
-mod types;
 
 use async_graphql::Schema;
 use async_graphql::dataloader::DataLoader;
@@ -24,11 +29,17 @@ pub use context::{Access, Caller, RequestSpan};
 
 /// The root query type, merged from each area's queries.
 #[derive(async_graphql::MergedObject, Default)]
-pub struct Query(query::LedgerQuery, lots::LotsQuery, holds::HoldsQuery);
+pub struct Query(ledger::LedgerQuery, billing::BillingQuery, node::NodeQuery, lots::LotsQuery, holds::HoldsQuery);
 
 /// The root mutation type, merged from each area's mutations.
 #[derive(async_graphql::MergedObject, Default)]
-pub struct Mutation(mutation::LedgerMutation, lots::LotsMutation, holds::HoldsMutation);
+pub struct Mutation(
+    ledger::LedgerMutation,
+    billing::BillingMutation,
+    keys::KeysMutation,
+    lots::LotsMutation,
+    holds::HoldsMutation,
+);
 pub use subscription::Subscription;
 
 use crate::billing::{Billing, PackageCatalog, Purchases};

@@ -1,16 +1,21 @@
-//! GraphQL object types: thin views over domain values, never over database rows.
+//! The ledger in GraphQL: organizations, balances and their transactions; the
+//! `creditBalance` / `creditTransactions` / `organization` queries and the
+//! `consumeCredits` / `grantCredits` / `setLowBalanceThreshold` / `createOrganization`
+//! mutations. Types are thin views over domain values, never over database rows.
 
+use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{Context, Enum, ID, InputObject, Interface, Object, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 
+use super::context::{Access, caller, scope};
 use super::errors::ApiError;
 use super::loaders::{BalanceLoader, LotLoader, OrganizationLoader};
 use super::lots::{
     CreditAllocation, CreditCategory, CreditExpiration, CreditLot, next_expiration, transaction_allocations,
 };
+use super::pagination::{encode_cursor, transaction_page};
 use super::scalars::{Credits, DateTime};
-use crate::billing;
-use crate::ledger::{self, Ledger, TransactionFilter, TransactionKind};
+use crate::ledger::{self, Amount, ConsumeRequest, GrantRequest, Ledger, TransactionFilter, TransactionKind};
 
 async fn load_organization(ctx: &Context<'_>, id: &str) -> Result<ledger::Organization, ApiError> {
     ctx.data_unchecked::<DataLoader<OrganizationLoader>>()
@@ -26,35 +31,13 @@ async fn load_balance(ctx: &Context<'_>, organization_id: &str) -> Result<ledger
         .ok_or(ApiError::NotFound("organization"))
 }
 
-/// An object with a globally unique, type-prefixed id (Relay refetching).
-#[derive(Interface)]
-#[graphql(field(name = "id", ty = "ID", desc = "Opaque id with a type prefix."))]
-pub enum Node {
-    /// An organization.
-    Organization(Organization),
-    /// A balance.
-    CreditBalance(CreditBalance),
-    /// A transaction.
-    CreditTransaction(CreditTransaction),
-    /// An API key.
-    ApiKey(ApiKey),
-    /// A purchase.
-    CreditPurchase(CreditPurchase),
-    /// A client session.
-    ClientSession(super::client_sessions::ClientSession),
-    /// A lot.
-    CreditLot(CreditLot),
-    /// A hold.
-    CreditHold(super::holds::CreditHold),
-}
-
 /// A tenant: holds one credit balance.
 pub struct Organization(pub ledger::Organization);
 
 #[Object]
 impl Organization {
     /// `org_…`
-    async fn id(&self) -> ID {
+    pub(super) async fn id(&self) -> ID {
         ID(self.0.id.clone())
     }
 
@@ -85,7 +68,7 @@ pub struct CreditBalance(pub ledger::Balance);
 #[Object]
 impl CreditBalance {
     /// `bal_…`, stable per organization.
-    async fn id(&self) -> ID {
+    pub(super) async fn id(&self) -> ID {
         ID(self.0.id.clone())
     }
 
@@ -199,7 +182,7 @@ pub struct CreditTransaction(pub ledger::CreditTransaction);
 #[Object]
 impl CreditTransaction {
     /// `ctx_…`
-    async fn id(&self) -> ID {
+    pub(super) async fn id(&self) -> ID {
         ID(self.0.id.clone())
     }
 
@@ -264,178 +247,6 @@ impl CreditTransaction {
     }
 }
 
-/// An organization API key (its secret is shown once, at creation, and never again).
-pub struct ApiKey(pub ledger::ApiKey);
-
-#[Object]
-impl ApiKey {
-    /// `key_…`
-    async fn id(&self) -> ID {
-        ID(self.0.id.clone())
-    }
-
-    /// The organization the key acts for.
-    async fn organization_id(&self) -> ID {
-        ID(self.0.organization_id.clone())
-    }
-
-    /// Label.
-    async fn name(&self) -> &str {
-        &self.0.name
-    }
-
-    /// The first characters of the secret, to recognize the key.
-    async fn prefix(&self) -> &str {
-        &self.0.prefix
-    }
-
-    /// Creation time.
-    async fn created_at(&self) -> DateTime {
-        DateTime(self.0.created_at)
-    }
-
-    /// Latest use, to the minute.
-    async fn last_used_at(&self) -> Option<DateTime> {
-        self.0.last_used_at.map(DateTime)
-    }
-
-    /// When it was revoked.
-    async fn revoked_at(&self) -> Option<DateTime> {
-        self.0.revoked_at.map(DateTime)
-    }
-}
-
-/// A credit package on sale.
-pub struct CreditPackage(pub billing::CreditPackage);
-
-#[Object]
-impl CreditPackage {
-    /// Chosen in the package file, e.g. `credits_basic`.
-    async fn id(&self) -> ID {
-        ID(self.0.id.clone())
-    }
-
-    /// Display name.
-    async fn name(&self) -> &str {
-        &self.0.name
-    }
-
-    /// Credits bought.
-    async fn credits(&self) -> Credits {
-        Credits(self.0.credits)
-    }
-
-    /// Credits added free on top.
-    async fn bonus_credits(&self) -> Credits {
-        Credits(self.0.bonus_credits)
-    }
-
-    /// Credits plus bonus.
-    async fn total_credits(&self) -> Credits {
-        Credits(self.0.total_credits())
-    }
-
-    /// Price in the currency's smallest unit (cents).
-    async fn price_amount(&self) -> i32 {
-        i32::try_from(self.0.price_amount).unwrap_or(i32::MAX)
-    }
-
-    /// Lower-case ISO currency code.
-    async fn currency(&self) -> &str {
-        &self.0.currency
-    }
-}
-
-/// Where a purchase stands.
-#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CreditPurchaseStatus {
-    /// Checkout started, not paid yet.
-    Pending,
-    /// Paid; credits added.
-    Paid,
-    /// Payment failed.
-    Failed,
-    /// Checkout expired unpaid.
-    Expired,
-    /// Refunded in full.
-    Refunded,
-    /// Refunded in part.
-    PartiallyRefunded,
-    /// Disputed by the buyer: Stripe withdrew the funds, the disputed credits were taken back.
-    Disputed,
-}
-
-impl From<billing::PurchaseStatus> for CreditPurchaseStatus {
-    fn from(status: billing::PurchaseStatus) -> Self {
-        use billing::PurchaseStatus as Status;
-        match status {
-            Status::Pending => Self::Pending,
-            Status::Paid => Self::Paid,
-            Status::Failed => Self::Failed,
-            Status::Expired => Self::Expired,
-            Status::Refunded => Self::Refunded,
-            Status::PartiallyRefunded => Self::PartiallyRefunded,
-            Status::Disputed => Self::Disputed,
-        }
-    }
-}
-
-/// A purchase of a credit package through Stripe Checkout.
-pub struct CreditPurchase(pub billing::CreditPurchase);
-
-#[Object]
-impl CreditPurchase {
-    /// `pur_…`
-    async fn id(&self) -> ID {
-        ID(self.0.id.clone())
-    }
-
-    /// The buyer.
-    async fn organization_id(&self) -> ID {
-        ID(self.0.organization_id.clone())
-    }
-
-    /// The package bought.
-    async fn package_id(&self) -> ID {
-        ID(self.0.package_id.clone())
-    }
-
-    /// Where the purchase stands.
-    async fn status(&self) -> CreditPurchaseStatus {
-        self.0.status.into()
-    }
-
-    /// Credits the purchase adds.
-    async fn credits(&self) -> Credits {
-        Credits(self.0.credits)
-    }
-
-    /// Price paid in the currency's smallest unit.
-    async fn amount(&self) -> i32 {
-        i32::try_from(self.0.amount).unwrap_or(i32::MAX)
-    }
-
-    /// Currency code.
-    async fn currency(&self) -> &str {
-        &self.0.currency
-    }
-
-    /// Stripe Checkout Session id.
-    async fn checkout_session_id(&self) -> &str {
-        &self.0.checkout_session_id
-    }
-
-    /// Creation time.
-    async fn created_at(&self) -> DateTime {
-        DateTime(self.0.created_at)
-    }
-
-    /// Latest status change.
-    async fn updated_at(&self) -> DateTime {
-        DateTime(self.0.updated_at)
-    }
-}
-
 /// Which transactions to list; every condition given must hold.
 #[derive(InputObject, Default)]
 pub struct CreditTransactionFilter {
@@ -475,21 +286,6 @@ impl TransactionTotals {
     /// How many transactions match the filter, across all pages.
     async fn total_count(&self) -> Result<i64, ApiError> {
         let count = self.ledger.count_transactions(&self.organization_id, &self.filter).await?;
-        Ok(i64::try_from(count).unwrap_or(i64::MAX))
-    }
-}
-
-/// Connection fields of purchases, computed only when asked for.
-pub struct PurchaseTotals {
-    pub(crate) purchases: billing::Purchases,
-    pub(crate) organization_id: String,
-}
-
-#[Object]
-impl PurchaseTotals {
-    /// How many purchases the organization has.
-    async fn total_count(&self) -> Result<i64, ApiError> {
-        let count = self.purchases.count(&self.organization_id).await?;
         Ok(i64::try_from(count).unwrap_or(i64::MAX))
     }
 }
@@ -594,44 +390,135 @@ pub struct CreateOrganizationInput {
     pub low_balance_threshold: Option<Credits>,
 }
 
-/// Input of `createApiKey`.
-#[derive(InputObject)]
-pub struct CreateApiKeyInput {
-    /// The organization the key will act for.
-    pub organization_id: ID,
-    /// Label.
-    pub name: String,
+/// Transactions, newest first, with `totalCount`.
+pub type CreditTransactionConnection = Connection<String, CreditTransaction, TransactionTotals, EmptyFields>;
+
+/// Queries of balances, transaction history and organizations.
+#[derive(Default)]
+pub struct LedgerQuery;
+
+#[Object]
+impl LedgerQuery {
+    /// The organization's current balance. API keys may omit `organizationId`.
+    async fn credit_balance(&self, ctx: &Context<'_>, organization_id: Option<ID>) -> Result<CreditBalance, ApiError> {
+        let organization_id = scope(ctx, organization_id.as_ref(), Access::Read)?;
+        Ok(CreditBalance(ctx.data_unchecked::<Ledger>().balance(&organization_id).await?))
+    }
+
+    /// The organization's transactions, newest first (Relay connection).
+    // The contract fixes these arguments; each is a GraphQL argument, not a Rust design choice.
+    #[allow(clippy::too_many_arguments)]
+    async fn credit_transactions(
+        &self,
+        ctx: &Context<'_>,
+        organization_id: Option<ID>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+        filter: Option<CreditTransactionFilter>,
+    ) -> Result<CreditTransactionConnection, ApiError> {
+        let organization_id = scope(ctx, organization_id.as_ref(), Access::Read)?;
+        let page = transaction_page(first, after, last, before)?;
+        let filter = TransactionFilter::from(filter.unwrap_or_default());
+        let ledger = ctx.data_unchecked::<Ledger>();
+        // Distinguish "no such organization" from "no transactions yet".
+        ledger.balance(&organization_id).await?;
+        let page = ledger.transactions(&organization_id, &filter, page).await?;
+        let totals = TransactionTotals { ledger: ledger.clone(), organization_id, filter };
+        let mut connection = Connection::with_additional_fields(page.has_previous, page.has_next, totals);
+        connection.edges.extend(page.items.into_iter().map(|transaction| {
+            Edge::new(encode_cursor("seq", &transaction.seq.to_string()), CreditTransaction(transaction))
+        }));
+        Ok(connection)
+    }
+
+    /// An organization. API keys may omit `id` to get their own.
+    async fn organization(&self, ctx: &Context<'_>, id: Option<ID>) -> Result<Organization, ApiError> {
+        let organization_id = scope(ctx, id.as_ref(), Access::Read)?;
+        ctx.data_unchecked::<Ledger>()
+            .organization(&organization_id)
+            .await?
+            .map(Organization)
+            .ok_or(ApiError::NotFound("organization"))
+    }
 }
 
-/// Result of `createApiKey`.
-#[derive(SimpleObject)]
-pub struct CreateApiKeyPayload {
-    /// The key's description.
-    pub api_key: ApiKey,
-    /// The secret: shown this once, never stored.
-    pub secret: String,
-}
+/// Mutations of balances and organizations.
+#[derive(Default)]
+pub struct LedgerMutation;
 
-/// Input of `purchasePackage`.
-#[derive(InputObject)]
-pub struct PurchasePackageInput {
-    /// The buyer; omit with an API key.
-    pub organization_id: Option<ID>,
-    /// The credit package to buy.
-    pub package_id: ID,
-    /// Where Checkout sends the buyer after paying (else the server's default).
-    pub success_url: Option<String>,
-    /// Where Checkout sends the buyer after cancelling (else the server's default).
-    pub cancel_url: Option<String>,
-}
+#[Object]
+impl LedgerMutation {
+    /// Deducts credits, atomically: succeeds in full or changes nothing, and never takes
+    /// the balance below zero. With `idempotencyKey`, retries return the original.
+    async fn consume_credits(
+        &self,
+        ctx: &Context<'_>,
+        input: ConsumeCreditsInput,
+    ) -> Result<BalanceChangePayload<Consume>, ApiError> {
+        let organization_id = scope(ctx, input.organization_id.as_ref(), Access::Consume)?;
+        let request = ConsumeRequest::new(
+            organization_id,
+            Amount::parse(input.amount.0)?,
+            input.description,
+            input.reference_type,
+            input.reference_id,
+            input.idempotency_key,
+        )?;
+        Ok(ctx.data_unchecked::<Ledger>().consume(request).await?.into())
+    }
 
-/// Result of `purchasePackage`: send the buyer to `checkoutUrl`.
-#[derive(SimpleObject)]
-pub struct PurchasePackagePayload {
-    /// The pending purchase.
-    pub purchase: CreditPurchase,
-    /// Stripe Checkout Session id.
-    pub checkout_session_id: String,
-    /// The hosted Checkout page.
-    pub checkout_url: String,
+    /// Adds credits to an organization as a `GRANT`, forming a lot (default: promotional,
+    /// priority 50, no expiry); any overdraft debt is paid first. Admin only.
+    async fn grant_credits(
+        &self,
+        ctx: &Context<'_>,
+        input: GrantCreditsInput,
+    ) -> Result<GrantCreditsPayload, ApiError> {
+        caller(ctx).require_admin()?;
+        let organization_id = scope(ctx, Some(&input.organization_id), Access::Manage)?;
+        let ledger = ctx.data_unchecked::<Ledger>();
+        let request = GrantRequest::new(
+            organization_id,
+            Amount::parse(input.amount.0)?,
+            input.description,
+            input.idempotency_key,
+        )?
+        .with_lot(
+            input.category.map(Into::into),
+            input.priority,
+            input.expires_at.map(|at| at.0),
+            ledger.now(),
+        )?;
+        Ok(GrantCreditsPayload(ledger.grant(request).await?))
+    }
+
+    /// Sets the organization's low-balance threshold; null clears it.
+    async fn set_low_balance_threshold(
+        &self,
+        ctx: &Context<'_>,
+        organization_id: Option<ID>,
+        threshold: Option<Credits>,
+    ) -> Result<CreditBalance, ApiError> {
+        let organization_id = scope(ctx, organization_id.as_ref(), Access::Manage)?;
+        let (_, balance) = ctx
+            .data_unchecked::<Ledger>()
+            .set_low_balance_threshold(&organization_id, threshold.map(|credits| credits.0))
+            .await?;
+        Ok(CreditBalance(balance))
+    }
+
+    /// Creates an organization with a zero balance. Admin only.
+    async fn create_organization(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateOrganizationInput,
+    ) -> Result<Organization, ApiError> {
+        caller(ctx).require_admin()?;
+        let ledger = ctx.data_unchecked::<Ledger>();
+        let organization =
+            ledger.create_organization(&input.name, input.low_balance_threshold.map(|credits| credits.0)).await?;
+        Ok(Organization(organization))
+    }
 }

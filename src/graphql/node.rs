@@ -1,0 +1,89 @@
+//! The Relay `Node` interface and the `node(id:)` query, which refetches any object by
+//! its type-prefixed id.
+
+use async_graphql::{Context, ID, Interface, Object};
+
+use super::billing::CreditPurchase;
+use super::client_sessions::ClientSession;
+use super::context::caller;
+use super::errors::ApiError;
+use super::holds::CreditHold;
+use super::keys::ApiKey;
+use super::ledger::{CreditBalance, CreditTransaction, Organization};
+use super::lots::CreditLot;
+use crate::billing::Purchases;
+use crate::ledger::Ledger;
+
+/// An object with a globally unique, type-prefixed id (Relay refetching).
+#[derive(Interface)]
+#[graphql(field(name = "id", ty = "ID", desc = "Opaque id with a type prefix."))]
+pub enum Node {
+    /// An organization.
+    Organization(Organization),
+    /// A balance.
+    CreditBalance(CreditBalance),
+    /// A transaction.
+    CreditTransaction(CreditTransaction),
+    /// An API key.
+    ApiKey(ApiKey),
+    /// A purchase.
+    CreditPurchase(CreditPurchase),
+    /// A client session.
+    ClientSession(ClientSession),
+    /// A lot.
+    CreditLot(CreditLot),
+    /// A hold.
+    CreditHold(CreditHold),
+}
+
+/// The `node` query.
+#[derive(Default)]
+pub struct NodeQuery;
+
+#[Object]
+impl NodeQuery {
+    /// Any object by id (Relay refetch); null when unknown or not visible to the caller.
+    async fn node(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Node>, ApiError> {
+        let caller = caller(ctx);
+        caller.require_any()?;
+        let ledger = ctx.data_unchecked::<Ledger>();
+        let (prefix, _) = id.split_once('_').unwrap_or_default();
+        let node = match prefix {
+            "org" => ledger.organization(&id).await?.map(|o| (o.id.clone(), Node::Organization(Organization(o)))),
+            "bal" => ledger
+                .balance_by_id(&id)
+                .await?
+                .map(|b| (b.organization_id.clone(), Node::CreditBalance(CreditBalance(b)))),
+            "ctx" => ledger
+                .transaction(&id)
+                .await?
+                .map(|t| (t.organization_id.clone(), Node::CreditTransaction(CreditTransaction(t)))),
+            // Credentials are for their managers only, never for a client session.
+            "key" => ledger
+                .api_key(&id)
+                .await?
+                .filter(|k| caller.manages(&k.organization_id))
+                .map(|k| (k.organization_id.clone(), Node::ApiKey(ApiKey(k)))),
+            "cses" => {
+                ledger.client_session(&id).await?.filter(|s| caller.manages(&s.organization_id)).map(|s| {
+                    (s.organization_id.clone(), Node::ClientSession(ClientSession { session: s, token: None }))
+                })
+            }
+            "lot" => ledger
+                .lots_by_id(&[id.to_string()])
+                .await?
+                .pop()
+                .map(|lot| (lot.organization_id.clone(), Node::CreditLot(CreditLot(lot)))),
+            "hld" => {
+                ledger.hold(&id).await?.map(|hold| (hold.organization_id.clone(), Node::CreditHold(CreditHold(hold))))
+            }
+            "pur" => ctx
+                .data_unchecked::<Purchases>()
+                .get(&id)
+                .await?
+                .map(|p| (p.organization_id.clone(), Node::CreditPurchase(CreditPurchase(p)))),
+            _ => None,
+        };
+        Ok(node.filter(|(organization_id, _)| caller.can_see(organization_id)).map(|(_, node)| node))
+    }
+}
