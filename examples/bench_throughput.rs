@@ -207,11 +207,9 @@ async fn lots(label: &str, server: &Server, acknowledged: &Arc<Mutex<Vec<String>
     let round = CONNECTIONS as i64;
     // (credits per consume, credits per lot): one lot per round; lots of 2 for consumes
     // of 3 (every consume spans exactly 2 lots); lots of 1 (3 lots each).
-    for (amount, lot_size, name) in [
-        (3, 3 * round, "consume from one lot"),
-        (3, 2, "consume from 2 lots each"),
-        (3, 1, "consume from 3 lots each"),
-    ] {
+    for (amount, lot_size, name) in
+        [(3, 3 * round, "consume from one lot"), (3, 2, "consume from 2 lots each"), (3, 1, "consume from 3 lots each")]
+    {
         let report = lot_rounds(server, amount, lot_size, acknowledged).await;
         rows.push(Row { scenario: format!("{label}: lots, {name}"), report, rss_mib: server.rss_kib() / 1024 });
     }

@@ -226,7 +226,6 @@ impl CreditTransaction {
         self.0.idempotency_key.as_deref()
     }
 
-    /// Commit time.
     /// The lots it changed, summing to `amount` (a null lot is overdraft debt).
     async fn allocations(&self, ctx: &Context<'_>) -> Result<Vec<CreditAllocation>, ApiError> {
         transaction_allocations(ctx, &self.0.id).await
@@ -237,6 +236,7 @@ impl CreditTransaction {
         self.0.hold_id.clone().map(ID)
     }
 
+    /// Commit time (for an expiry, the lot's expiry instant).
     async fn created_at(&self) -> DateTime {
         DateTime(self.0.created_at)
     }
