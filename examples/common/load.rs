@@ -90,20 +90,9 @@ pub async fn run(
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                match answer {
-                    Ok((status, body)) if status == 200 && check(&body) => {
-                        report.ok += 1;
-                        report.latencies.push(sent.elapsed());
-                    }
-                    Ok((status, body)) => {
-                        report.errors += 1;
-                        report.first_error.get_or_insert(format!("{status} {}", &body[..body.len().min(300)]));
-                    }
-                    Err(error) => {
-                        report.errors += 1;
-                        report.first_error.get_or_insert(format!("connection: {error}"));
-                        stream = None;
-                    }
+                if !report.record(answer, sent.elapsed(), check.as_ref()) {
+                    // The connection broke: open another.
+                    stream = None;
                 }
             }
             report
@@ -144,25 +133,38 @@ pub async fn burst(
     .await;
     let mut report = Report { elapsed: started.elapsed(), ..Report::default() };
     for (answer, latency) in answers {
-        match answer {
-            Ok((200, body)) if check(&body) => {
-                report.ok += 1;
-                report.latencies.push(latency);
-            }
-            Ok((status, body)) => {
-                report.errors += 1;
-                report.first_error.get_or_insert(format!("{status} {}", &body[..body.len().min(300)]));
-            }
-            Err(error) => {
-                report.errors += 1;
-                report.first_error.get_or_insert(format!("connection: {error}"));
-            }
-        }
+        report.record(answer, latency, check.as_ref());
     }
     report
 }
 
 impl Report {
+    /// Counts one answer (passing `check` with status 200, or not); false when the
+    /// connection broke.
+    fn record(
+        &mut self,
+        answer: std::io::Result<(u16, String)>,
+        latency: Duration,
+        check: &(dyn Fn(&str) -> bool + Send + Sync),
+    ) -> bool {
+        match answer {
+            Ok((200, body)) if check(&body) => {
+                self.ok += 1;
+                self.latencies.push(latency);
+            }
+            Ok((status, body)) => {
+                self.errors += 1;
+                self.first_error.get_or_insert(format!("{status} {}", &body[..body.len().min(300)]));
+            }
+            Err(error) => {
+                self.errors += 1;
+                self.first_error.get_or_insert(format!("connection: {error}"));
+                return false;
+            }
+        }
+        true
+    }
+
     /// This report and `other` as one (times add up).
     pub fn merge(mut self, other: Report) -> Report {
         self.ok += other.ok;

@@ -14,9 +14,7 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
 
 use super::committer::{Done, Op};
 use super::decide::{Allocation, HoldStatus};
-use super::{
-    Amount, Balance, CreditTransaction, Ledger, LedgerError, MAX_DESCRIPTION_LEN, check_label, check_text, retrying,
-};
+use super::{Amount, Balance, CreditTransaction, Ledger, LedgerError, MAX_DESCRIPTION_LEN, check_text, retrying};
 
 /// A hold's TTL when the caller gives none.
 pub const DEFAULT_HOLD_TTL_SECS: i64 = 900;
@@ -119,13 +117,7 @@ impl HoldRequest {
         ttl_seconds: Option<i64>,
     ) -> Result<Self, LedgerError> {
         check_text("description", &description, MAX_DESCRIPTION_LEN)?;
-        for (field, value) in
-            [("referenceType", &reference_type), ("referenceId", &reference_id), ("idempotencyKey", &idempotency_key)]
-        {
-            if let Some(value) = value {
-                check_label(field, value)?;
-            }
-        }
+        super::types::check_optional_labels(&reference_type, &reference_id, &idempotency_key)?;
         let ttl_seconds = ttl_seconds.unwrap_or(DEFAULT_HOLD_TTL_SECS);
         if !(1..=MAX_HOLD_TTL_SECS).contains(&ttl_seconds) {
             return Err(LedgerError::InvalidInput(format!(

@@ -194,7 +194,7 @@ impl GrantRequest {
     }
 }
 
-fn check_optional_labels(
+pub(crate) fn check_optional_labels(
     reference_type: &Option<String>,
     reference_id: &Option<String>,
     idempotency_key: &Option<String>,
