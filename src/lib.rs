@@ -13,7 +13,8 @@
 //!     organizations, decides changes, writes them once and announces them on commit.
 //!   - `ledger/committer.rs`: group commit; concurrent consumes, grants and hold
 //!     operations share one transaction, each caller getting its own answer.
-//!   - `ledger/holds.rs`: holds (create, capture, release; replays and reads);
+//!   - `ledger/ops.rs`: what the committer decides (changes and hold operations, their
+//!     requests and results); `ledger/holds.rs`: the hold operations, replays and reads;
 //!     `ledger/lots.rs`: lot reads as of now, voids, the overdraft limit.
 //!   - `ledger/events/`: live events as hints (wire format, hub, PostgreSQL `LISTEN`,
 //!     SQLite revocation poll, the gap-free follower).

@@ -21,61 +21,9 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::events::EventHub;
-use super::holds::{CaptureRequest, CreditHold, HoldCaptured, HoldRequest};
+use super::ops::{Done, Op};
 use super::tx::LedgerTx;
-use super::{Balance, ChangeRequest, Clock, CreditTransaction, LedgerError, retrying};
-
-/// One operation the committer decides: every change of a balance or a hold.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Op {
-    /// A consume, grant, purchase or adjustment.
-    Change(ChangeRequest),
-    /// A new hold.
-    CreateHold(HoldRequest),
-    /// Capturing a hold.
-    Capture(CaptureRequest),
-    /// Releasing a hold.
-    Release {
-        /// The hold's organization.
-        organization_id: String,
-        /// `hld_…`
-        hold_id: String,
-    },
-}
-
-impl Op {
-    /// The organization whose lock it needs.
-    pub fn organization_id(&self) -> &str {
-        match self {
-            Self::Change(request) => &request.organization_id,
-            Self::CreateHold(request) => &request.organization_id,
-            Self::Capture(request) => &request.organization_id,
-            Self::Release { organization_id, .. } => organization_id,
-        }
-    }
-
-    /// The idempotency key it carries (consumes, grants and holds share one namespace).
-    pub fn idempotency_key(&self) -> Option<&str> {
-        match self {
-            Self::Change(request) => request.idempotency_key.as_deref(),
-            Self::CreateHold(request) => request.idempotency_key.as_deref(),
-            Self::Capture(_) | Self::Release { .. } => None,
-        }
-    }
-}
-
-/// What an operation came to.
-#[derive(Clone, Debug)]
-pub enum Done {
-    /// The transaction, the balance after it and the lot it formed.
-    Changed(CreditTransaction, Balance, Option<String>),
-    /// The hold created and the balance after.
-    Held(CreditHold, Balance),
-    /// The capture.
-    Captured(Box<HoldCaptured>),
-    /// The hold released (or as it had ended) and the balance after.
-    Released(CreditHold, Balance),
-}
+use super::{Clock, LedgerError, retrying};
 
 /// What a caller gets back, or why not.
 pub type Outcome = Result<Done, LedgerError>;

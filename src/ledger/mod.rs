@@ -18,6 +18,7 @@ pub mod events;
 mod history;
 mod holds;
 mod lots;
+mod ops;
 mod organizations;
 mod tx;
 mod types;
@@ -29,11 +30,11 @@ pub use client_sessions::{
 };
 pub use error::{LedgerError, Retryable};
 pub use history::{Page, PageRequest, TransactionFilter};
-pub use holds::{
-    CaptureRequest, CreditHold, DEFAULT_HOLD_TTL_SECS, HoldCaptured, HoldCreated, HoldCursor, HoldFilter, HoldRequest,
-    MAX_HOLD_TTL_SECS,
-};
+pub use holds::{HoldCursor, HoldFilter};
 pub use lots::{LotFilter, as_of};
+pub use ops::{
+    CaptureRequest, CreditHold, DEFAULT_HOLD_TTL_SECS, HoldCaptured, HoldCreated, HoldRequest, MAX_HOLD_TTL_SECS,
+};
 pub use tx::{Clawback, LedgerTx};
 pub use types::*;
 
@@ -210,9 +211,9 @@ impl Ledger {
         if let Some(applied) = self.replay(request).await? {
             return Ok(applied);
         }
-        let op = committer::Op::Change(request.clone());
+        let op = ops::Op::Change(request.clone());
         let error = match self.committer.submit(&self.db, &self.events, &self.clock, op).await {
-            Ok(committer::Done::Changed(transaction, balance, lot)) => {
+            Ok(ops::Done::Changed(transaction, balance, lot)) => {
                 return Ok(Applied { transaction, balance, lot, replayed: false });
             }
             Ok(_) => return Err(LedgerError::internal("a change was answered as another operation")),

@@ -20,10 +20,9 @@ use sea_orm::{
     QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait,
 };
 
-use super::committer::{Done, Op};
-use super::decide::{self, Entry, HeldCredits, HoldStatus, LotCategory, LotSpec, State};
+use super::decide::{self, Allocation, Entry, HeldCredits, HoldStatus, LotCategory, LotSpec, State};
 use super::events::{EventHub, Hint, notify_hint};
-use super::holds::{CaptureRequest, CreditHold, HoldCaptured, HoldRequest};
+use super::ops::{CaptureRequest, CreditHold, Done, HoldCaptured, HoldRequest, Op};
 use super::{Balance, ChangeRequest, CreditLot, CreditTransaction, DEFAULT_PRIORITY, LedgerError, TransactionKind};
 
 /// An organization's balance row as locked by this transaction, and its state as decided so far.
@@ -489,10 +488,9 @@ impl LedgerTx {
         });
         let allocations = match known {
             Some(allocations) => allocations,
-            None => super::holds::hold_allocations(&self.txn, std::slice::from_ref(&row.id))
-                .await?
-                .remove(&row.id)
-                .unwrap_or_default(),
+            None => {
+                hold_allocations(&self.txn, std::slice::from_ref(&row.id)).await?.remove(&row.id).unwrap_or_default()
+            }
         };
         CreditHold::from_row(row, allocations, self.at)
     }
@@ -819,25 +817,12 @@ pub(super) async fn load_states<C: ConnectionTrait>(
             .filter(credit_hold::Column::Status.eq("ACTIVE"))
             .all(conn)
             .await?;
-        let mut allocations: HashMap<String, Vec<credit_hold_allocation::Model>> = HashMap::new();
-        for chunk in holds.chunks(500) {
-            let found = credit_hold_allocation::Entity::find()
-                .filter(credit_hold_allocation::Column::HoldId.is_in(chunk.iter().map(|hold| hold.id.clone())))
-                .order_by_asc(credit_hold_allocation::Column::Position)
-                .all(conn)
-                .await?;
-            for allocation in found {
-                allocations.entry(allocation.hold_id.clone()).or_default().push(allocation);
-            }
-        }
+        let ids: Vec<String> = holds.iter().map(|hold| hold.id.clone()).collect();
+        let mut allocations = hold_allocations(conn, &ids).await?;
         for hold in holds {
             let Some(state) = states.get_mut(&hold.organization_id) else { continue };
-            let parts = allocations.remove(&hold.id).unwrap_or_default();
             state.holds.push(HeldCredits {
-                allocations: parts
-                    .into_iter()
-                    .map(|part| decide::Allocation { lot_id: part.lot_id, amount: part.amount })
-                    .collect(),
+                allocations: allocations.remove(&hold.id).unwrap_or_default(),
                 id: hold.id,
                 amount: hold.amount,
                 expires_at: hold.expires_at,
@@ -964,4 +949,24 @@ fn update_from_values(
         tuples.join(", ")
     );
     Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// The reservations of holds, in their order.
+pub(super) async fn hold_allocations<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    ids: &[String],
+) -> Result<HashMap<String, Vec<Allocation>>, LedgerError> {
+    let mut found: HashMap<String, Vec<Allocation>> = HashMap::new();
+    for chunk in ids.chunks(500) {
+        let rows = credit_hold_allocation::Entity::find()
+            .filter(credit_hold_allocation::Column::HoldId.is_in(chunk.iter().cloned()))
+            .order_by_asc(credit_hold_allocation::Column::HoldId)
+            .order_by_asc(credit_hold_allocation::Column::Position)
+            .all(conn)
+            .await?;
+        for row in rows {
+            found.entry(row.hold_id).or_default().push(Allocation { lot_id: row.lot_id, amount: row.amount });
+        }
+    }
+    Ok(found)
 }

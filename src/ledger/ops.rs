@@ -1,0 +1,266 @@
+//! The operations the group committer decides, with their requests and results: a
+//! change of balance ([`super::ChangeRequest`]) and the hold operations (create, capture,
+//! release). Requests are validated when built, so nothing invalid reaches a decision.
+
+use chrono::{DateTime, Duration, Utc};
+use entity::credit_hold;
+
+use super::decide::{Allocation, HoldStatus};
+use super::{Amount, Balance, ChangeRequest, CreditTransaction, LedgerError, MAX_DESCRIPTION_LEN, check_text};
+
+/// One operation the committer decides: every change of a balance or a hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// A consume, grant, purchase or adjustment.
+    Change(ChangeRequest),
+    /// A new hold.
+    CreateHold(HoldRequest),
+    /// Capturing a hold.
+    Capture(CaptureRequest),
+    /// Releasing a hold.
+    Release {
+        /// The hold's organization.
+        organization_id: String,
+        /// `hld_…`
+        hold_id: String,
+    },
+}
+
+impl Op {
+    /// The organization whose lock it needs.
+    pub fn organization_id(&self) -> &str {
+        match self {
+            Self::Change(request) => &request.organization_id,
+            Self::CreateHold(request) => &request.organization_id,
+            Self::Capture(request) => &request.organization_id,
+            Self::Release { organization_id, .. } => organization_id,
+        }
+    }
+
+    /// The idempotency key it carries (consumes, grants and holds share one namespace).
+    pub fn idempotency_key(&self) -> Option<&str> {
+        match self {
+            Self::Change(request) => request.idempotency_key.as_deref(),
+            Self::CreateHold(request) => request.idempotency_key.as_deref(),
+            Self::Capture(_) | Self::Release { .. } => None,
+        }
+    }
+}
+
+/// What an operation came to.
+#[derive(Clone, Debug)]
+pub enum Done {
+    /// The transaction, the balance after it and the lot it formed.
+    Changed(CreditTransaction, Balance, Option<String>),
+    /// The hold created and the balance after.
+    Held(CreditHold, Balance),
+    /// The capture.
+    Captured(Box<HoldCaptured>),
+    /// The hold released (or as it had ended) and the balance after.
+    Released(CreditHold, Balance),
+}
+
+/// A hold's TTL when the caller gives none.
+pub const DEFAULT_HOLD_TTL_SECS: i64 = 900;
+/// The longest TTL a hold may have.
+pub const MAX_HOLD_TTL_SECS: i64 = 86_400;
+
+/// A hold as read, as of a given instant: past its `expires_at`, an active hold reads as
+/// `EXPIRED` even before a sweep writes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreditHold {
+    /// `hld_…`
+    pub id: String,
+    /// Whose credits.
+    pub organization_id: String,
+    /// Credits reserved.
+    pub amount: i64,
+    /// Credits captured, once captured.
+    pub captured: Option<i64>,
+    /// Where it is in its life.
+    pub status: HoldStatus,
+    /// What for.
+    pub description: String,
+    /// What the work is about.
+    pub reference_type: Option<String>,
+    /// Which one.
+    pub reference_id: Option<String>,
+    /// The key it was created under.
+    pub idempotency_key: Option<String>,
+    /// The capture's `CONSUMPTION` transaction.
+    pub transaction_id: Option<String>,
+    /// When it ends by itself.
+    pub expires_at: DateTime<Utc>,
+    /// Where the credits are reserved (positive; a null lot is overdraft).
+    pub allocations: Vec<Allocation>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Latest change (its resolution).
+    pub updated_at: DateTime<Utc>,
+}
+
+impl CreditHold {
+    /// The hold stored in `row`, reserving `allocations`, as of `at`.
+    pub(super) fn from_row(
+        row: credit_hold::Model,
+        allocations: Vec<Allocation>,
+        at: DateTime<Utc>,
+    ) -> Result<Self, LedgerError> {
+        let mut hold = Self {
+            status: HoldStatus::parse(&row.status)?,
+            id: row.id,
+            organization_id: row.organization_id,
+            amount: row.amount,
+            captured: row.captured,
+            description: row.description,
+            reference_type: row.reference_type,
+            reference_id: row.reference_id,
+            idempotency_key: row.idempotency_key,
+            transaction_id: row.transaction_id,
+            expires_at: row.expires_at,
+            allocations,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        };
+        if hold.status == HoldStatus::Active && hold.expires_at <= at {
+            hold.status = HoldStatus::Expired;
+            hold.updated_at = hold.expires_at;
+        }
+        Ok(hold)
+    }
+}
+
+/// A request to reserve credits, already validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldRequest {
+    /// Whose credits.
+    pub organization_id: String,
+    /// How many.
+    pub amount: i64,
+    /// What for.
+    pub description: String,
+    /// What the work is about.
+    pub reference_type: Option<String>,
+    /// Which one.
+    pub reference_id: Option<String>,
+    /// Names this one operation; shares the namespace of consumes' keys.
+    pub idempotency_key: Option<String>,
+    /// How long the hold lives unless captured or released.
+    pub ttl_seconds: i64,
+}
+
+impl HoldRequest {
+    /// Validates a hold: free text as for consumes, `ttl_seconds` 1 to 86400 (default 900).
+    pub fn new(
+        organization_id: String,
+        amount: Amount,
+        description: String,
+        reference_type: Option<String>,
+        reference_id: Option<String>,
+        idempotency_key: Option<String>,
+        ttl_seconds: Option<i64>,
+    ) -> Result<Self, LedgerError> {
+        check_text("description", &description, MAX_DESCRIPTION_LEN)?;
+        super::types::check_optional_labels(&reference_type, &reference_id, &idempotency_key)?;
+        let ttl_seconds = ttl_seconds.unwrap_or(DEFAULT_HOLD_TTL_SECS);
+        if !(1..=MAX_HOLD_TTL_SECS).contains(&ttl_seconds) {
+            return Err(LedgerError::InvalidInput(format!(
+                "ttlSeconds must be between 1 and {MAX_HOLD_TTL_SECS}, got {ttl_seconds}"
+            )));
+        }
+        Ok(Self {
+            organization_id,
+            amount: amount.get(),
+            description,
+            reference_type,
+            reference_id,
+            idempotency_key,
+            ttl_seconds,
+        })
+    }
+
+    /// Whether `original`, created under the same key, was this same request.
+    pub(super) fn matches(&self, original: &CreditHold) -> bool {
+        original.amount == self.amount
+            && original.description == self.description
+            && original.reference_type == self.reference_type
+            && original.reference_id == self.reference_id
+            && (original.expires_at - original.created_at) == Duration::seconds(self.ttl_seconds)
+    }
+
+    /// The stored row of the hold this request creates at `at`.
+    pub(super) fn row(&self, id: String, at: DateTime<Utc>) -> credit_hold::Model {
+        credit_hold::Model {
+            id,
+            organization_id: self.organization_id.clone(),
+            amount: self.amount,
+            captured: None,
+            status: HoldStatus::Active.as_str().to_owned(),
+            description: self.description.clone(),
+            reference_type: self.reference_type.clone(),
+            reference_id: self.reference_id.clone(),
+            idempotency_key: self.idempotency_key.clone(),
+            transaction_id: None,
+            expires_at: at + Duration::seconds(self.ttl_seconds),
+            created_at: at,
+            updated_at: at,
+        }
+    }
+}
+
+/// A request to capture a hold (its organization found by [`Ledger::hold`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaptureRequest {
+    /// The hold's organization.
+    pub organization_id: String,
+    /// `hld_…`
+    pub hold_id: String,
+    /// Credits to capture; the whole hold when absent.
+    pub amount: Option<i64>,
+    /// The transaction's description; the hold's when absent.
+    pub description: Option<String>,
+}
+
+impl CaptureRequest {
+    /// Validates a capture.
+    pub fn new(
+        organization_id: String,
+        hold_id: String,
+        amount: Option<Amount>,
+        description: Option<String>,
+    ) -> Result<Self, LedgerError> {
+        if let Some(description) = &description {
+            check_text("description", description, MAX_DESCRIPTION_LEN)?;
+        }
+        Ok(Self { organization_id, hold_id, amount: amount.map(Amount::get), description })
+    }
+
+    /// Whether capturing `hold` again with this request is a replay of its capture.
+    pub(super) fn replays(&self, hold: &CreditHold) -> bool {
+        hold.status == HoldStatus::Captured && hold.captured == Some(self.amount.unwrap_or(hold.amount))
+    }
+}
+
+/// The result of `createHold`.
+#[derive(Clone, Debug)]
+pub struct HoldCreated {
+    /// The hold (for a replay, the original, as of now).
+    pub hold: CreditHold,
+    /// The balance after (for a replay, now).
+    pub balance: Balance,
+    /// Whether this answers a retry under the same idempotency key.
+    pub replayed: bool,
+}
+
+/// The result of `captureHold`.
+#[derive(Clone, Debug)]
+pub struct HoldCaptured {
+    /// The hold, captured.
+    pub hold: CreditHold,
+    /// Its `CONSUMPTION` transaction.
+    pub transaction: CreditTransaction,
+    /// The balance after (for a replay, now).
+    pub balance: Balance,
+    /// Whether this answers a repeated capture.
+    pub replayed: bool,
+}
