@@ -104,16 +104,19 @@ impl Ledger {
     /// expired hold's credits back in their lots, an expired lot's remainder gone).
     async fn lots_as_of(&self, lots: Vec<CreditLot>, at: DateTime<Utc>) -> Result<Vec<CreditLot>, LedgerError> {
         let organizations: BTreeSet<&str> = lots.iter().map(|lot| lot.organization_id.as_str()).collect();
-        let due = if organizations.is_empty() {
+        let due: Vec<String> = if organizations.is_empty() {
             Vec::new()
         } else {
             credit_balance::Entity::find()
+                .select_only()
+                .column(credit_balance::Column::OrganizationId)
                 .filter(credit_balance::Column::OrganizationId.is_in(organizations.iter().copied()))
                 .filter(credit_balance::Column::NextEventAt.lte(at))
+                .into_tuple()
                 .all(&self.db)
                 .await?
         };
-        let mut states = if due.is_empty() { HashMap::new() } else { super::tx::load_states(&self.db, &due).await? };
+        let mut states = if due.is_empty() { HashMap::new() } else { self.snapshot(&due).await?.1 };
         for state in states.values_mut() {
             super::decide::settle(state, at);
         }

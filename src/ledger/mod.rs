@@ -334,12 +334,20 @@ impl Ledger {
     /// credits are never counted as available, even before the entry is written).
     async fn settled(&self, rows: Vec<credit_balance::Model>) -> Result<Vec<Balance>, LedgerError> {
         let at = self.now();
-        let due: Vec<credit_balance::Model> =
-            rows.iter().filter(|row| row.next_event_at.is_some_and(|next| next <= at)).cloned().collect();
-        let mut states = if due.is_empty() { Default::default() } else { tx::load_states(&self.db, &due).await? };
+        let due: Vec<String> = rows
+            .iter()
+            .filter(|row| row.next_event_at.is_some_and(|next| next <= at))
+            .map(|row| row.organization_id.clone())
+            .collect();
+        if due.is_empty() {
+            return Ok(rows.into_iter().map(Balance::from).collect());
+        }
+        let (fresh, mut states) = self.snapshot(&due).await?;
         Ok(rows
             .into_iter()
             .map(|row| {
+                let row =
+                    fresh.iter().find(|fresh| fresh.organization_id == row.organization_id).cloned().unwrap_or(row);
                 let mut balance = Balance::from(row);
                 if let Some(state) = states.get_mut(&balance.organization_id) {
                     decide::settle(state, at);
@@ -354,15 +362,41 @@ impl Ledger {
     /// The organization's state as stored, settled up to now (for reads: lots, the next
     /// expiration); nothing is written.
     pub async fn settled_state(&self, organization_id: &str) -> Result<decide::State, LedgerError> {
-        let row = credit_balance::Entity::find()
-            .filter(credit_balance::Column::OrganizationId.eq(organization_id))
-            .one(&self.db)
-            .await?
-            .ok_or(LedgerError::OrganizationNotFound)?;
-        let mut state =
-            tx::load_states(&self.db, std::slice::from_ref(&row)).await?.remove(organization_id).unwrap_or_default();
+        let (rows, mut states) = self.snapshot(&[organization_id.to_owned()]).await?;
+        if rows.is_empty() {
+            return Err(LedgerError::OrganizationNotFound);
+        }
+        let mut state = states.remove(organization_id).unwrap_or_default();
         decide::settle(&mut state, self.now());
         Ok(state)
+    }
+
+    /// The balance rows of `organization_ids` and their states (open lots, active holds)
+    /// read in one snapshot, for reads without the lock: read statement by statement, a
+    /// sweeper or a capture committing in between (on another replica, say) could leave
+    /// a row's `held` and the holds it counts disagreeing.
+    pub(crate) async fn snapshot(
+        &self,
+        organization_ids: &[String],
+    ) -> Result<(Vec<credit_balance::Model>, std::collections::HashMap<String, decide::State>), LedgerError> {
+        // SQLite (WAL) keeps one snapshot from a transaction's first read on; PostgreSQL
+        // needs REPEATABLE READ for that.
+        let options = match self.db.get_database_backend() {
+            DbBackend::Postgres => TransactionOptions {
+                isolation_level: Some(sea_orm::IsolationLevel::RepeatableRead),
+                access_mode: Some(AccessMode::ReadOnly),
+                ..Default::default()
+            },
+            _ => TransactionOptions::default(),
+        };
+        let txn = self.db.begin_with_options(options).await?;
+        let rows = credit_balance::Entity::find()
+            .filter(credit_balance::Column::OrganizationId.is_in(organization_ids.iter().cloned()))
+            .all(&txn)
+            .await?;
+        let states = tx::load_states(&txn, &rows).await?;
+        txn.commit().await?;
+        Ok((rows, states))
     }
 
     /// Starts a ledger transaction: balance changes decided under the organizations'

@@ -12,6 +12,7 @@ on_both_engines!(
     a_hundred_concurrent_holds_admit_exactly_what_is_spendable,
     captures_releases_and_the_expiry_of_one_hold_resolve_it_exactly_once,
     consumes_racing_an_expiry_never_spend_expired_credits,
+    reads_racing_the_sweeper_never_see_held_credits_and_holds_disagree,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,4 +269,37 @@ async fn consumes_racing_an_expiry_never_spend_expired_credits(engine: Engine) {
     let (sum, count) = app.transaction_sum(&key).await;
     assert_eq!(sum, 10_400 - consumed - expired);
     assert_eq!(count as i64, 2 + consumed + i64::from(expired > 0));
+}
+
+/// Reads without the lock race a sweeper writing expired holds (another replica's, say):
+/// every read must count exactly the holds still active, never the stored `held` of one
+/// moment with the holds of the next.
+async fn reads_racing_the_sweeper_never_see_held_credits_and_holds_disagree(engine: Engine) {
+    use credits::ledger::{Amount, HoldRequest, Ledger};
+    let Some(database) = crate::helpers::database(engine).await else { return };
+    let db = credits::db::connect(&database.url).await.expect("connect");
+    credits::db::migrate(&db).await.expect("migrate");
+    let ledger = Ledger::new(db);
+    let org = ledger.create_organization("Sweep race", None).await.expect("organization").id;
+    let grant = credits::ledger::GrantRequest::new(org.clone(), Amount::parse(1_000_000).unwrap(), "g".into(), None);
+    ledger.grant(grant.unwrap()).await.expect("grant");
+    let hold = |ttl: i64| {
+        HoldRequest::new(org.clone(), Amount::parse(10).unwrap(), "job".into(), None, None, None, Some(ttl)).unwrap()
+    };
+    ledger.create_hold(hold(3_600)).await.expect("the hold that stays");
+    for round in 0..4 {
+        for _ in 0..20 {
+            ledger.create_hold(hold(1)).await.expect("a short hold");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+        let reads = async {
+            for _ in 0..60 {
+                let balance = ledger.balance(&org).await.expect("balance");
+                assert_eq!(balance.held, 10, "round {round}: held counts only the hold still active");
+                assert_eq!(balance.available, 1_000_000 - 10);
+            }
+        };
+        let (swept, ()) = tokio::join!(ledger.sweep(), reads);
+        swept.expect("sweep");
+    }
 }
