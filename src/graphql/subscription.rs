@@ -148,7 +148,19 @@ async fn balance_after(
 /// released or expired). When transactions were committed since, their own steps carry
 /// the change, in order, so nothing is delivered here.
 async fn held_changed(ledger: &Ledger, previous: &Balance) -> Option<Balance> {
-    let now = ledger.balance(&previous.organization_id).await.ok()?;
+    // A database hiccup must not lose the step: read again, backing off, a few times.
+    let mut attempt = 0u32;
+    let now = loop {
+        match ledger.balance(&previous.organization_id).await {
+            Ok(now) => break now,
+            Err(error) if attempt < 5 => {
+                tracing::warn!(%error, "live events: held-credits read failed; retrying");
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt))).await;
+            }
+            Err(_) => return None,
+        }
+    };
     let differs = now.held != previous.held || now.available != previous.available;
     (now.version == previous.version && differs).then_some(now)
 }

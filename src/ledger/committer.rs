@@ -131,6 +131,10 @@ async fn decide_all(
 ) -> Result<Vec<Outcome>, LedgerError> {
     let mut tx = LedgerTx::begin(db, hub, clock.now()).await?;
     tx.lock(ops.iter().map(|op| op.organization_id())).await?;
+    // Decided as of when the locks are held, not when the batch began waiting for them:
+    // a hold a read has already shown expired is never captured or released by a batch
+    // stamped before its deadline.
+    tx.restamp(clock.now());
     let taken = tx.keys_taken_by_other_kinds(ops).await?;
     // Keys applied in this batch, and whether by a hold.
     let mut keys: HashMap<(&str, &str), bool> = HashMap::new();

@@ -568,10 +568,6 @@ pub fn hold(
     Ok(hold)
 }
 
-/// Why a hold cannot be captured or released: it has already ended this way.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NotActive(pub HoldStatus);
-
 /// Ends an active hold without capturing: its credits go back to their lots, and those
 /// in an expired or voided lot leave at once (an `EXPIRY` or `VOID` entry per lot).
 pub fn release_hold(
@@ -684,7 +680,16 @@ pub fn set_overdraft_limit(state: &mut State, at: DateTime<Utc>, limit: i64) -> 
     if !(0..=MAX_CREDITS).contains(&limit) {
         return Err(LedgerError::InvalidInput(format!("limit must be between 0 and {MAX_CREDITS}, got {limit}")));
     }
-    let debt = state.debt();
+    // What holds reserve in the overdraft will be owed when captured: a capture must
+    // never take the balance below the floor, so the limit covers it too.
+    let reserved: i64 = state
+        .holds
+        .iter()
+        .flat_map(|hold| &hold.allocations)
+        .filter(|part| part.lot_id.is_none())
+        .map(|part| part.amount)
+        .sum();
+    let debt = state.debt() + reserved;
     if limit < debt {
         return Err(LedgerError::OverdraftBelowDebt { debt });
     }

@@ -106,7 +106,11 @@ impl Ledger {
             // A hold written as ended never comes back: answered without the lock. One
             // only past its TTL goes through the lock, where a capture or release decided
             // before the instant (and not yet committed) is seen.
-            let hold = self.stored_hold(&request.hold_id).await?.ok_or(LedgerError::NotFound("credit hold"))?;
+            let hold = self
+                .stored_hold(&request.hold_id)
+                .await?
+                .filter(|hold| hold.organization_id == request.organization_id)
+                .ok_or(LedgerError::NotFound("credit hold"))?;
             if hold.status != HoldStatus::Active {
                 return self.captured_again(&request, hold).await;
             }
@@ -140,7 +144,11 @@ impl Ledger {
     #[tracing::instrument(skip(self))]
     pub async fn release_hold(&self, organization_id: &str, hold_id: &str) -> Result<CreditHold, LedgerError> {
         retrying(|| async {
-            let hold = self.stored_hold(hold_id).await?.ok_or(LedgerError::NotFound("credit hold"))?;
+            let hold = self
+                .stored_hold(hold_id)
+                .await?
+                .filter(|hold| hold.organization_id == organization_id)
+                .ok_or(LedgerError::NotFound("credit hold"))?;
             match hold.status {
                 HoldStatus::Active => {}
                 HoldStatus::Captured => return Err(LedgerError::HoldNotActive { status: hold.status.as_str() }),

@@ -100,6 +100,14 @@ impl LedgerTx {
         self.at
     }
 
+    /// Stamps this transaction's changes with `at` instead (once its locks are held).
+    /// Only before anything is decided: what was decided keeps its time.
+    pub fn restamp(&mut self, at: DateTime<Utc>) {
+        if self.pending.is_empty() && self.pending_holds.is_empty() {
+            self.at = self.at.max(at);
+        }
+    }
+
     /// Locks the balance rows of `organizations` not locked yet, in one statement and in
     /// sorted order (the same order on every replica, so no two can deadlock); then
     /// reads their open lots and active holds, which only a holder of that lock changes.
@@ -742,7 +750,7 @@ impl LedgerTx {
                 .iter()
                 .find(|(transaction, _)| transaction.hold_id.as_deref() == Some(resolution.id.as_str()))
                 .map(|(transaction, _)| transaction.id.clone());
-            credit_hold::Entity::update_many()
+            let updated = credit_hold::Entity::update_many()
                 .col_expr(credit_hold::Column::Status, Expr::value(resolution.status.as_str()))
                 .col_expr(credit_hold::Column::Captured, Expr::value(resolution.captured))
                 .col_expr(credit_hold::Column::TransactionId, Expr::value(transaction_id))
@@ -751,6 +759,9 @@ impl LedgerTx {
                 .filter(credit_hold::Column::Status.eq("ACTIVE"))
                 .exec(&self.txn)
                 .await?;
+            if updated.rows_affected != 1 {
+                return Err(LedgerError::internal("a hold resolved under its lock was not active"));
+            }
         }
         Ok(())
     }

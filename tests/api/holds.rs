@@ -351,6 +351,13 @@ async fn holds_draw_on_the_overdraft_and_are_listed_filtered_and_resolved_by_nod
         json!([{ "lot": { "id": lot["id"], "held": 10, "remaining": 10 }, "amount": 10 }, { "lot": null, "amount": 30 }])
     );
     assert_eq!(created["balance"], json!({ "balance": 10, "available": -30, "held": 40, "spendable": 20 }));
+    // What the hold reserves in the overdraft will be owed when captured: the limit
+    // cannot go below it.
+    let lower = "mutation($org: ID!, $limit: Credits!) { setOverdraftLimit(organizationId: $org, limit: $limit) { spendable } }";
+    for limit in [0, 29] {
+        let error = app.fails(Some(ADMIN_TOKEN), lower, json!({ "org": org, "limit": limit }), "BAD_USER_INPUT").await;
+        assert_eq!(error["extensions"]["debt"], 30);
+    }
     app.fails(Some(&key), &create_hold_query(), json!({ "amount": 21 }), "INSUFFICIENT_CREDITS").await;
     let second = hold(&app, &key, 20, json!({})).await;
     let captured = capture(&app, &key, &created["hold"]["id"], None).await;
