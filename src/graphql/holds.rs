@@ -264,18 +264,19 @@ impl HoldsQuery {
     }
 }
 
-/// The hold `id`, if the caller may capture or release it (scope `CONSUME` for a client
-/// session); another organization's hold is not found, never forbidden.
-async fn own_hold(ctx: &Context<'_>, id: &ID) -> Result<ledger::CreditHold, ApiError> {
+/// The organization of hold `id`, if the caller may capture or release it (scope
+/// `CONSUME` for a client session); another organization's hold is not found, never
+/// forbidden.
+async fn own_hold(ctx: &Context<'_>, id: &ID) -> Result<String, ApiError> {
     let caller = caller(ctx);
     caller.require_any()?;
-    let hold = ctx.data_unchecked::<Ledger>().hold(id.as_str()).await?.ok_or(ApiError::NotFound("credit hold"))?;
-    let visible = matches!(caller, super::Caller::Admin) || caller.organization_id() == Some(&hold.organization_id);
+    let ledger = ctx.data_unchecked::<Ledger>();
+    let organization_id = ledger.hold_organization(id.as_str()).await?.ok_or(ApiError::NotFound("credit hold"))?;
+    let visible = matches!(caller, super::Caller::Admin) || caller.organization_id() == Some(&organization_id);
     if !visible {
         return Err(ApiError::NotFound("credit hold"));
     }
-    scope(ctx, Some(&ID(hold.organization_id.clone())), Access::Consume)?;
-    Ok(hold)
+    scope(ctx, Some(&ID(organization_id)), Access::Consume)
 }
 
 /// Mutations of holds.
@@ -307,17 +308,17 @@ impl HoldsMutation {
     /// `INSUFFICIENT_CREDITS`, the hold staying active. The same capture again is a
     /// replay; anything else on an ended hold is `HOLD_NOT_ACTIVE`.
     async fn capture_hold(&self, ctx: &Context<'_>, input: CaptureHoldInput) -> Result<CaptureHoldPayload, ApiError> {
-        let hold = own_hold(ctx, &input.id).await?;
+        let organization_id = own_hold(ctx, &input.id).await?;
         let amount = input.amount.map(|amount| Amount::parse(amount.0)).transpose()?;
-        let request = CaptureRequest::new(hold.organization_id, hold.id, amount, input.description)?;
+        let request = CaptureRequest::new(organization_id, input.id.to_string(), amount, input.description)?;
         Ok(CaptureHoldPayload(ctx.data_unchecked::<Ledger>().capture_hold(request).await?))
     }
 
     /// Ends a hold without capturing: its credits are available again. A released or
     /// expired hold is returned unchanged; a captured one is `HOLD_NOT_ACTIVE`.
     async fn release_hold(&self, ctx: &Context<'_>, id: ID) -> Result<CreditHold, ApiError> {
-        let hold = own_hold(ctx, &id).await?;
-        let released = ctx.data_unchecked::<Ledger>().release_hold(&hold.organization_id, &hold.id).await?;
+        let organization_id = own_hold(ctx, &id).await?;
+        let released = ctx.data_unchecked::<Ledger>().release_hold(&organization_id, id.as_str()).await?;
         Ok(CreditHold(released))
     }
 }

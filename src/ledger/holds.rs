@@ -106,12 +106,7 @@ impl Ledger {
             // A hold written as ended never comes back: answered without the lock. One
             // only past its TTL goes through the lock, where a capture or release decided
             // before the instant (and not yet committed) is seen.
-            let hold = self
-                .stored_hold(&request.hold_id)
-                .await?
-                .filter(|hold| hold.organization_id == request.organization_id)
-                .ok_or(LedgerError::NotFound("credit hold"))?;
-            if hold.status != HoldStatus::Active {
+            if let Some(hold) = self.ended_hold(&request.organization_id, &request.hold_id).await? {
                 return self.captured_again(&request, hold).await;
             }
             match self.committer.submit(&self.db, &self.events, &self.clock, Op::Capture(request.clone())).await? {
@@ -144,15 +139,11 @@ impl Ledger {
     #[tracing::instrument(skip(self))]
     pub async fn release_hold(&self, organization_id: &str, hold_id: &str) -> Result<CreditHold, LedgerError> {
         retrying(|| async {
-            let hold = self
-                .stored_hold(hold_id)
-                .await?
-                .filter(|hold| hold.organization_id == organization_id)
-                .ok_or(LedgerError::NotFound("credit hold"))?;
-            match hold.status {
-                HoldStatus::Active => {}
-                HoldStatus::Captured => return Err(LedgerError::HoldNotActive { status: hold.status.as_str() }),
-                HoldStatus::Released | HoldStatus::Expired => return Ok(hold),
+            if let Some(hold) = self.ended_hold(organization_id, hold_id).await? {
+                return match hold.status {
+                    HoldStatus::Captured => Err(LedgerError::HoldNotActive { status: hold.status.as_str() }),
+                    _ => Ok(hold),
+                };
             }
             let op = Op::Release { organization_id: organization_id.to_owned(), hold_id: hold_id.to_owned() };
             match self.committer.submit(&self.db, &self.events, &self.clock, op).await? {
@@ -171,22 +162,39 @@ impl Ledger {
         }
     }
 
-    /// A hold by id, as last written (an active hold past its TTL still reads `ACTIVE`).
-    async fn stored_hold(&self, id: &str) -> Result<Option<CreditHold>, LedgerError> {
-        match credit_hold::Entity::find_by_id(id.to_owned()).one(&self.db).await? {
-            Some(row) => Ok(Some(self.hold_of_row_as_of(row, DateTime::<Utc>::MIN_UTC).await?)),
-            None => Ok(None),
+    /// The organization's hold `id` if it is written as ended (captured, released or
+    /// expired by a sweep), as written; `None` while its row says `ACTIVE`, even past its
+    /// TTL (only the lock can tell whether a capture or release decided before the
+    /// deadline is still committing). One read of the row while it is active.
+    async fn ended_hold(&self, organization_id: &str, id: &str) -> Result<Option<CreditHold>, LedgerError> {
+        let row = credit_hold::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .filter(|row| row.organization_id == organization_id)
+            .ok_or(LedgerError::NotFound("credit hold"))?;
+        if row.status == HoldStatus::Active.as_str() {
+            return Ok(None);
         }
+        let mut allocations = hold_allocations(&self.db, std::slice::from_ref(&row.id)).await?;
+        let parts = allocations.remove(&row.id).unwrap_or_default();
+        // Ended holds read the same at any instant.
+        Ok(Some(CreditHold::from_row(row, parts, self.now())?))
+    }
+
+    /// The organization a hold belongs to, if the hold exists.
+    pub async fn hold_organization(&self, id: &str) -> Result<Option<String>, LedgerError> {
+        Ok(credit_hold::Entity::find_by_id(id.to_owned())
+            .select_only()
+            .column(credit_hold::Column::OrganizationId)
+            .into_tuple()
+            .one(&self.db)
+            .await?)
     }
 
     async fn hold_of_row(&self, row: credit_hold::Model) -> Result<CreditHold, LedgerError> {
-        self.hold_of_row_as_of(row, self.now()).await
-    }
-
-    async fn hold_of_row_as_of(&self, row: credit_hold::Model, at: DateTime<Utc>) -> Result<CreditHold, LedgerError> {
         let mut allocations = hold_allocations(&self.db, std::slice::from_ref(&row.id)).await?;
         let parts = allocations.remove(&row.id).unwrap_or_default();
-        CreditHold::from_row(row, parts, at)
+        CreditHold::from_row(row, parts, self.now())
     }
 
     /// A page of the organization's holds, newest first, after `after`; and whether more
