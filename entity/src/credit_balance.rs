@@ -21,6 +21,9 @@ pub struct Model {
     pub next_event_at: Option<ChronoDateTimeUtc>,
     /// Number of changes applied so far; the `seq` of the latest transaction.
     pub version: i64,
+    /// Raised by every write that changes the organization's balance, lots, holds or
+    /// overdraft limit (what a committer's kept state is checked against).
+    pub generation: i64,
     /// Time of the latest change.
     pub updated_at: ChronoDateTimeUtc,
 }

@@ -29,6 +29,9 @@ pub struct Model {
     pub idempotency_key: Option<String>,
     /// The hold a `CONSUMPTION` captured.
     pub hold_id: Option<String>,
+    /// The lots it changed, in draw order: a JSON array of `{"lot": "lot_…", "amount": n}`
+    /// summing to `amount` (`"lot": null` is the overdraft debt).
+    pub allocations: Option<String>,
     /// Commit time (for an `EXPIRY`, the lot's expiry).
     pub created_at: ChronoDateTimeUtc,
 }

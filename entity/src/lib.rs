@@ -5,7 +5,6 @@
 
 pub mod api_key;
 pub mod client_session;
-pub mod credit_allocation;
 pub mod credit_balance;
 pub mod credit_hold;
 pub mod credit_hold_allocation;

@@ -8,6 +8,9 @@ mod m20261128_000003_create_stripe_disputes;
 mod m20261128_000004_create_stripe_orphan_sessions;
 mod m20261201_000005_create_client_sessions;
 mod m20261201_000005_create_credit_lots_and_holds;
+mod m20261205_000006_add_balance_generation;
+mod m20261205_000007_inline_allocations;
+mod m20261205_000008_index_open_lots_only;
 
 /// Every migration of the schema, oldest first.
 pub struct Migrator;
@@ -22,6 +25,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000004_create_stripe_orphan_sessions::Migration),
             Box::new(m20261201_000005_create_client_sessions::Migration),
             Box::new(m20261201_000005_create_credit_lots_and_holds::Migration),
+            Box::new(m20261205_000006_add_balance_generation::Migration),
+            Box::new(m20261205_000007_inline_allocations::Migration),
+            Box::new(m20261205_000008_index_open_lots_only::Migration),
         ]
     }
 }

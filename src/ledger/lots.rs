@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use entity::{credit_allocation, credit_balance, credit_lot};
+use entity::{credit_balance, credit_lot, credit_transaction};
 use sea_orm::sea_query::Condition;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select};
 
@@ -138,15 +138,21 @@ impl Ledger {
         &self,
         transaction_ids: &[String],
     ) -> Result<HashMap<String, Vec<Allocation>>, LedgerError> {
-        let rows = credit_allocation::Entity::find()
-            .filter(credit_allocation::Column::TransactionId.is_in(transaction_ids.iter().cloned()))
-            .order_by_asc(credit_allocation::Column::TransactionId)
-            .order_by_asc(credit_allocation::Column::Position)
-            .all(&self.db)
-            .await?;
         let mut found: HashMap<String, Vec<Allocation>> = HashMap::new();
-        for row in rows {
-            found.entry(row.transaction_id).or_default().push(Allocation { lot_id: row.lot_id, amount: row.amount });
+        for chunk in transaction_ids.chunks(500) {
+            let rows: Vec<(String, Option<String>)> = credit_transaction::Entity::find()
+                .select_only()
+                .column(credit_transaction::Column::Id)
+                .column(credit_transaction::Column::Allocations)
+                .filter(credit_transaction::Column::Id.is_in(chunk.iter().cloned()))
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            for (id, allocations) in rows {
+                if let Some(allocations) = allocations {
+                    found.insert(id, super::tx::parse_allocations(&allocations)?);
+                }
+            }
         }
         Ok(found)
     }

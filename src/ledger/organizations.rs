@@ -36,6 +36,7 @@ impl Ledger {
             overdraft_limit: Set(0),
             next_event_at: Set(None),
             version: Set(0),
+            generation: Set(0),
             updated_at: Set(at),
         }
         .insert(&txn)

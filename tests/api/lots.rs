@@ -13,7 +13,60 @@ on_both_engines!(
     overdraft_draws_null_lot_down_to_the_limit_and_grants_settle_debt_first,
     balances_from_before_lots_become_one_promotional_lot_when_the_server_upgrades,
     an_idle_organizations_expiry_is_written_within_seconds,
+    allocations_keep_their_lots_and_order_across_the_move_into_their_transactions,
 );
+
+/// Allocations written before they moved into their transaction's row (one table row
+/// per lot) read the same after the move, and the move undone gives the rows back.
+async fn allocations_keep_their_lots_and_order_across_the_move_into_their_transactions(engine: Engine) {
+    use migration::MigratorTrait;
+    use sea_orm::{ConnectionTrait, Statement};
+    let Some(database) = crate::helpers::database(engine).await else { return };
+    const HISTORY: &str =
+        "{ creditTransactions(first: 10) { edges { node { kind amount allocations { lot { id } amount } } } } }";
+    let app = crate::helpers::spawn_app_on(&database.url, &[]).await;
+    let org = app.create_org("Mover").await;
+    let key = app.create_key(&org).await;
+    grant_lot(&app, &org, 2, json!({ "priority": 1 })).await;
+    grant_lot(&app, &org, 5, json!({ "priority": 2 })).await;
+    let spanning = consume(&app, &key, 4).await;
+    assert_eq!(spanning["allocations"].as_array().map(Vec::len), Some(2), "{spanning}");
+    let overdraft = "mutation($org: ID!) { setOverdraftLimit(organizationId: $org, limit: 5) { spendable } }";
+    app.ok(Some(ADMIN_TOKEN), overdraft, json!({ "org": org })).await;
+    let into_debt = consume(&app, &key, 6).await;
+    assert_eq!(into_debt["allocations"][1]["lot"], Value::Null, "the overdraft part has no lot: {into_debt}");
+    let before = app.ok(Some(&key), HISTORY, json!({})).await;
+    drop(app);
+
+    let db = credits::db::connect(&database.url).await.expect("connect");
+    let backend = db.get_database_backend();
+    let steps = migration::Migrator::migrations();
+    let the_move = steps.iter().position(|step| step.name().contains("inline_allocations")).expect("the move");
+    migration::Migrator::down(&db, Some((steps.len() - the_move) as u32)).await.expect("undo the move");
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT a.lot_id, a.amount FROM credit_allocations a JOIN credit_transactions t ON t.id = a.transaction_id \
+             WHERE t.kind = 'CONSUMPTION' ORDER BY t.seq, a.position",
+        ))
+        .await
+        .expect("allocation rows");
+    let rows: Vec<(Option<String>, i64)> = rows
+        .iter()
+        .map(|row| (row.try_get("", "lot_id").expect("lot_id"), row.try_get("", "amount").expect("amount")))
+        .collect();
+    let consumed: Vec<i64> = rows.iter().map(|(_, amount)| *amount).collect();
+    assert_eq!(consumed, vec![-2, -2, -3, -3], "two consumes, each in draw order, one row a lot: {rows:?}");
+    assert_eq!(rows[3].0, None, "the overdraft part");
+    migration::Migrator::up(&db, None).await.expect("move again");
+    db.close().await.ok();
+
+    let app = crate::helpers::spawn_app_on(&database.url, &[]).await;
+    let after = app.ok(Some(&key), HISTORY, json!({})).await;
+    assert_eq!(after, before, "the same allocations, lots and order");
+    drop(app);
+    drop(database);
+}
 
 /// Nothing happens to the organization after its grant: the sweeper still writes the
 /// expiry entry within a few seconds of the instant, with its live event.
@@ -48,7 +101,10 @@ async fn balances_from_before_lots_become_one_promotional_lot_when_the_server_up
     use sea_orm::{ConnectionTrait, Statement};
     let Some(database) = crate::helpers::database(engine).await else { return };
     let db = credits::db::connect(&database.url).await.expect("connect");
-    let before_lots = migration::Migrator::migrations().len() as u32 - 1;
+    let before_lots = migration::Migrator::migrations()
+        .iter()
+        .position(|step| step.name().contains("create_credit_lots_and_holds"))
+        .expect("the lots migration") as u32;
     migration::Migrator::up(&db, Some(before_lots)).await.expect("migrate to the previous version");
     let backend = db.get_database_backend();
     let at = chrono::Utc::now();
