@@ -27,6 +27,9 @@ pub struct Model {
     pub idempotency_key: Option<String>,
     /// The capture's `CONSUMPTION` transaction.
     pub transaction_id: Option<String>,
+    /// Where the credits are reserved, in draw order: a JSON array of
+    /// `{"lot": "lot_…", "amount": n}` summing to `amount` (`"lot": null`: the overdraft).
+    pub allocations: String,
     /// When it expires by itself.
     pub expires_at: ChronoDateTimeUtc,
     /// Creation time.

@@ -7,7 +7,6 @@ pub mod api_key;
 pub mod client_session;
 pub mod credit_balance;
 pub mod credit_hold;
-pub mod credit_hold_allocation;
 pub mod credit_lot;
 pub mod credit_purchase;
 pub mod credit_transaction;

@@ -13,7 +13,7 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
 
 use super::decide::HoldStatus;
 use super::ops::{CaptureRequest, CreditHold, Done, HoldCaptured, HoldCreated, HoldRequest, Op};
-use super::tx::hold_allocations;
+use super::tx::parse_allocations;
 use super::{Ledger, LedgerError, retrying};
 
 /// Which holds to list.
@@ -175,8 +175,7 @@ impl Ledger {
         if row.status == HoldStatus::Active.as_str() {
             return Ok(None);
         }
-        let mut allocations = hold_allocations(&self.db, std::slice::from_ref(&row.id)).await?;
-        let parts = allocations.remove(&row.id).unwrap_or_default();
+        let parts = parse_allocations(&row.allocations)?;
         // Ended holds read the same at any instant.
         Ok(Some(CreditHold::from_row(row, parts, self.now())?))
     }
@@ -192,8 +191,7 @@ impl Ledger {
     }
 
     async fn hold_of_row(&self, row: credit_hold::Model) -> Result<CreditHold, LedgerError> {
-        let mut allocations = hold_allocations(&self.db, std::slice::from_ref(&row.id)).await?;
-        let parts = allocations.remove(&row.id).unwrap_or_default();
+        let parts = parse_allocations(&row.allocations)?;
         CreditHold::from_row(row, parts, self.now())
     }
 
@@ -221,12 +219,10 @@ impl Ledger {
             .await?;
         let has_next = rows.len() as u64 > count;
         rows.truncate(count as usize);
-        let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
-        let mut allocations = hold_allocations(&self.db, &ids).await?;
         let holds: Result<Vec<_>, _> = rows
             .into_iter()
             .map(|row| {
-                let parts = allocations.remove(&row.id).unwrap_or_default();
+                let parts = parse_allocations(&row.allocations)?;
                 CreditHold::from_row(row, parts, at)
             })
             .collect();

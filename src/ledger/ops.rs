@@ -189,7 +189,7 @@ impl HoldRequest {
     }
 
     /// The stored row of the hold this request creates at `at`.
-    pub(super) fn row(&self, id: String, at: DateTime<Utc>) -> credit_hold::Model {
+    pub(super) fn row(&self, id: String, at: DateTime<Utc>, allocations: String) -> credit_hold::Model {
         credit_hold::Model {
             id,
             organization_id: self.organization_id.clone(),
@@ -201,6 +201,7 @@ impl HoldRequest {
             reference_id: self.reference_id.clone(),
             idempotency_key: self.idempotency_key.clone(),
             transaction_id: None,
+            allocations,
             expires_at: at + Duration::seconds(self.ttl_seconds),
             created_at: at,
             updated_at: at,

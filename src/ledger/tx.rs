@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use entity::{credit_balance, credit_hold, credit_hold_allocation, credit_lot, credit_transaction};
+use entity::{credit_balance, credit_hold, credit_lot, credit_transaction};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
@@ -428,7 +428,7 @@ impl LedgerTx {
         let balance = balance_of(locked, at);
         self.take_entries(organization_id, None);
         let held = decided?;
-        let row = request.row(held.id.clone(), at);
+        let row = request.row(held.id.clone(), at, allocations_json(&held.allocations));
         self.pending_holds.push(row.clone());
         Ok((CreditHold::from_row(row, held.allocations, at)?, balance))
     }
@@ -528,9 +528,7 @@ impl LedgerTx {
         });
         let allocations = match known {
             Some(allocations) => allocations,
-            None => {
-                hold_allocations(&self.txn, std::slice::from_ref(&row.id)).await?.remove(&row.id).unwrap_or_default()
-            }
+            None => parse_allocations(&row.allocations)?,
         };
         CreditHold::from_row(row, allocations, self.at)
     }
@@ -739,27 +737,15 @@ impl LedgerTx {
         let mut rows: HashMap<String, credit_hold::Model> =
             std::mem::take(&mut self.pending_holds).into_iter().map(|row| (row.id.clone(), row)).collect();
         let mut hold_rows = Vec::new();
-        let mut allocation_rows = Vec::new();
         for hold in &created {
             let row = rows.remove(&hold.id).ok_or_else(|| LedgerError::internal("hold without its request"))?;
             hold_rows.push(credit_hold::ActiveModel::from(row));
-            for (position, allocation) in hold.allocations.iter().enumerate() {
-                allocation_rows.push(credit_hold_allocation::ActiveModel {
-                    hold_id: Set(hold.id.clone()),
-                    position: Set(position as i32),
-                    lot_id: Set(allocation.lot_id.clone()),
-                    amount: Set(allocation.amount),
-                });
-            }
         }
         for chunk in hold_rows.chunks(1_000) {
             let inserted = credit_hold::Entity::insert_many(chunk.to_vec()).exec_without_returning(&self.txn).await;
             if let Err(error) = inserted {
                 return Err(duplicate_key_or(error));
             }
-        }
-        for chunk in allocation_rows.chunks(2_000) {
-            credit_hold_allocation::Entity::insert_many(chunk.to_vec()).exec_without_returning(&self.txn).await?;
         }
         for resolution in resolved {
             let transaction_id = pending
@@ -876,12 +862,10 @@ pub(super) async fn load_states<C: ConnectionTrait>(
             .filter(credit_hold::Column::Status.eq("ACTIVE"))
             .all(conn)
             .await?;
-        let ids: Vec<String> = holds.iter().map(|hold| hold.id.clone()).collect();
-        let mut allocations = hold_allocations(conn, &ids).await?;
         for hold in holds {
             let Some(state) = states.get_mut(&hold.organization_id) else { continue };
             state.holds.push(HeldCredits {
-                allocations: allocations.remove(&hold.id).unwrap_or_default(),
+                allocations: parse_allocations(&hold.allocations)?,
                 id: hold.id,
                 amount: hold.amount,
                 expires_at: hold.expires_at,
@@ -947,7 +931,7 @@ struct StoredAllocation<'a> {
     amount: i64,
 }
 
-/// A transaction's allocations as stored: `[{"lot":"lot_…","amount":-2},…]`.
+/// A transaction's or hold's allocations as stored: `[{"lot":"lot_…","amount":-2},…]`.
 fn allocations_json(allocations: &[Allocation]) -> String {
     let stored: Vec<StoredAllocation<'_>> = allocations
         .iter()
@@ -959,7 +943,7 @@ fn allocations_json(allocations: &[Allocation]) -> String {
     serde_json::to_string(&stored).unwrap_or_else(|_| unreachable!("strings and integers always serialize"))
 }
 
-/// A transaction's stored allocations, read back.
+/// A transaction's or hold's stored allocations, read back.
 pub(super) fn parse_allocations(json: &str) -> Result<Vec<Allocation>, LedgerError> {
     let stored: Vec<StoredAllocation<'_>> = serde_json::from_str(json)
         .map_err(|error| LedgerError::internal(format!("a transaction's allocations are unreadable: {error}")))?;
@@ -1059,24 +1043,4 @@ fn update_from_values(
         key_cells.join(", ")
     );
     Statement::from_sql_and_values(backend, sql, values)
-}
-
-/// The reservations of holds, in their order.
-pub(super) async fn hold_allocations<C: sea_orm::ConnectionTrait>(
-    conn: &C,
-    ids: &[String],
-) -> Result<HashMap<String, Vec<Allocation>>, LedgerError> {
-    let mut found: HashMap<String, Vec<Allocation>> = HashMap::new();
-    for chunk in ids.chunks(500) {
-        let rows = credit_hold_allocation::Entity::find()
-            .filter(credit_hold_allocation::Column::HoldId.is_in(chunk.iter().cloned()))
-            .order_by_asc(credit_hold_allocation::Column::HoldId)
-            .order_by_asc(credit_hold_allocation::Column::Position)
-            .all(conn)
-            .await?;
-        for row in rows {
-            found.entry(row.hold_id).or_default().push(Allocation { lot_id: row.lot_id, amount: row.amount });
-        }
-    }
-    Ok(found)
 }

@@ -16,14 +16,17 @@ on_both_engines!(
     allocations_keep_their_lots_and_order_across_the_move_into_their_transactions,
 );
 
-/// Allocations written before they moved into their transaction's row (one table row
-/// per lot) read the same after the move, and the move undone gives the rows back.
+/// Allocations of transactions and holds written before they moved into their own rows
+/// (one table row per lot) read the same after the move, and the move undone gives the
+/// rows back.
 async fn allocations_keep_their_lots_and_order_across_the_move_into_their_transactions(engine: Engine) {
     use migration::MigratorTrait;
     use sea_orm::{ConnectionTrait, Statement};
     let Some(database) = crate::helpers::database(engine).await else { return };
-    const HISTORY: &str =
-        "{ creditTransactions(first: 10) { edges { node { kind amount allocations { lot { id } amount } } } } }";
+    const HISTORY: &str = "{ creditTransactions(first: 10) { edges { node { kind amount allocations { lot { id } amount } } } } \
+        creditHolds { edges { node { amount allocations { lot { id } amount } } } } }";
+    const HOLD: &str =
+        "mutation($amount: Credits!) { createHold(input: { amount: $amount, description: \"job\" }) { hold { id } } }";
     let app = crate::helpers::spawn_app_on(&database.url, &[]).await;
     let org = app.create_org("Mover").await;
     let key = app.create_key(&org).await;
@@ -31,10 +34,12 @@ async fn allocations_keep_their_lots_and_order_across_the_move_into_their_transa
     grant_lot(&app, &org, 5, json!({ "priority": 2 })).await;
     let spanning = consume(&app, &key, 4).await;
     assert_eq!(spanning["allocations"].as_array().map(Vec::len), Some(2), "{spanning}");
+    app.ok(Some(&key), HOLD, json!({ "amount": 1 })).await;
     let overdraft = "mutation($org: ID!) { setOverdraftLimit(organizationId: $org, limit: 5) { spendable } }";
     app.ok(Some(ADMIN_TOKEN), overdraft, json!({ "org": org })).await;
     let into_debt = consume(&app, &key, 6).await;
     assert_eq!(into_debt["allocations"][1]["lot"], Value::Null, "the overdraft part has no lot: {into_debt}");
+    app.ok(Some(&key), HOLD, json!({ "amount": 1 })).await;
     let before = app.ok(Some(&key), HISTORY, json!({})).await;
     drop(app);
 
@@ -56,8 +61,24 @@ async fn allocations_keep_their_lots_and_order_across_the_move_into_their_transa
         .map(|row| (row.try_get("", "lot_id").expect("lot_id"), row.try_get("", "amount").expect("amount")))
         .collect();
     let consumed: Vec<i64> = rows.iter().map(|(_, amount)| *amount).collect();
-    assert_eq!(consumed, vec![-2, -2, -3, -3], "two consumes, each in draw order, one row a lot: {rows:?}");
+    assert_eq!(consumed, vec![-2, -2, -2, -4], "two consumes, each in draw order, one row a lot: {rows:?}");
     assert_eq!(rows[3].0, None, "the overdraft part");
+    let held = db
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT a.lot_id, a.amount FROM credit_hold_allocations a JOIN credit_holds h ON h.id = a.hold_id \
+             ORDER BY h.created_at, a.position",
+        ))
+        .await
+        .expect("hold allocation rows");
+    let held: Vec<(bool, i64)> = held
+        .iter()
+        .map(|row| {
+            let lot: Option<String> = row.try_get("", "lot_id").expect("lot_id");
+            (lot.is_some(), row.try_get("", "amount").expect("amount"))
+        })
+        .collect();
+    assert_eq!(held, vec![(true, 1), (false, 1)], "one hold in a lot, one in the overdraft");
     migration::Migrator::up(&db, None).await.expect("move again");
     db.close().await.ok();
 
