@@ -15,47 +15,30 @@ use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-const ADD: &str = "ALTER TABLE credit_transactions ADD COLUMN allocations TEXT NULL";
-const ADD_TO_HOLDS: &str = "ALTER TABLE credit_holds ADD COLUMN allocations TEXT NOT NULL DEFAULT '[]'";
+/// An owner of allocations (transactions, holds).
+struct Owner {
+    /// Its table.
+    table: &'static str,
+    /// The old table of its allocations.
+    allocation_table: &'static str,
+    /// That table's column naming the owner.
+    key: &'static str,
+    /// Whether that table also named the organization.
+    names_organization: bool,
+    /// The new column's definition.
+    column: &'static str,
+    /// The old table as it was created, with its index.
+    create_allocation_table: &'static str,
+}
 
-const COPY_SQLITE: &str = r#"
-UPDATE credit_transactions SET allocations = (
-    SELECT json_group_array(json_object('lot', a.lot_id, 'amount', a.amount))
-    FROM (SELECT lot_id, amount FROM credit_allocations
-          WHERE transaction_id = credit_transactions.id ORDER BY position) AS a
-)
-WHERE id IN (SELECT transaction_id FROM credit_allocations)
-"#;
-
-const COPY_POSTGRES: &str = r#"
-UPDATE credit_transactions t SET allocations = (
-    SELECT json_agg(json_build_object('lot', a.lot_id, 'amount', a.amount) ORDER BY a.position)::text
-    FROM credit_allocations a WHERE a.transaction_id = t.id
-)
-WHERE t.id IN (SELECT transaction_id FROM credit_allocations)
-"#;
-
-const COPY_HOLDS_SQLITE: &str = r#"
-UPDATE credit_holds SET allocations = (
-    SELECT json_group_array(json_object('lot', a.lot_id, 'amount', a.amount))
-    FROM (SELECT lot_id, amount FROM credit_hold_allocations
-          WHERE hold_id = credit_holds.id ORDER BY position) AS a
-)
-WHERE id IN (SELECT hold_id FROM credit_hold_allocations)
-"#;
-
-const COPY_HOLDS_POSTGRES: &str = r#"
-UPDATE credit_holds h SET allocations = (
-    SELECT json_agg(json_build_object('lot', a.lot_id, 'amount', a.amount) ORDER BY a.position)::text
-    FROM credit_hold_allocations a WHERE a.hold_id = h.id
-)
-WHERE h.id IN (SELECT hold_id FROM credit_hold_allocations)
-"#;
-
-const DROP_TABLE: &str = "DROP TABLE credit_allocations";
-const DROP_HOLDS_TABLE: &str = "DROP TABLE credit_hold_allocations";
-
-const CREATE_TABLE: &str = r#"
+const OWNERS: [Owner; 2] = [
+    Owner {
+        table: "credit_transactions",
+        allocation_table: "credit_allocations",
+        key: "transaction_id",
+        names_organization: true,
+        column: "TEXT NULL",
+        create_allocation_table: r#"
 CREATE TABLE credit_allocations (
     transaction_id VARCHAR NOT NULL REFERENCES credit_transactions (id) ON DELETE CASCADE,
     position INTEGER NOT NULL,
@@ -63,10 +46,17 @@ CREATE TABLE credit_allocations (
     lot_id VARCHAR NULL REFERENCES credit_lots (id) ON DELETE CASCADE,
     amount BIGINT NOT NULL CHECK (amount <> 0),
     PRIMARY KEY (transaction_id, position)
-)
-"#;
-
-const CREATE_HOLDS_TABLE: &str = r#"
+);
+CREATE INDEX ix_credit_allocations_lot ON credit_allocations (lot_id)
+"#,
+    },
+    Owner {
+        table: "credit_holds",
+        allocation_table: "credit_hold_allocations",
+        key: "hold_id",
+        names_organization: false,
+        column: "TEXT NOT NULL DEFAULT '[]'",
+        create_allocation_table: r#"
 CREATE TABLE credit_hold_allocations (
     hold_id VARCHAR NOT NULL REFERENCES credit_holds (id) ON DELETE CASCADE,
     position INTEGER NOT NULL,
@@ -74,62 +64,81 @@ CREATE TABLE credit_hold_allocations (
     amount BIGINT NOT NULL CHECK (amount > 0),
     PRIMARY KEY (hold_id, position)
 )
-"#;
+"#,
+    },
+];
 
-const INDEX: &str = "CREATE INDEX ix_credit_allocations_lot ON credit_allocations (lot_id)";
+impl Owner {
+    /// The statements that move the allocations into the owner's rows.
+    fn inline(&self, backend: DbBackend) -> Vec<String> {
+        let Self { table, allocation_table, key, column, .. } = self;
+        let aggregate = match backend {
+            DbBackend::Postgres => format!(
+                "SELECT json_agg(json_build_object('lot', a.lot_id, 'amount', a.amount) ORDER BY a.position)::text \
+                 FROM {allocation_table} a WHERE a.{key} = {table}.id"
+            ),
+            _ => format!(
+                "SELECT json_group_array(json_object('lot', a.lot_id, 'amount', a.amount)) \
+                 FROM (SELECT lot_id, amount FROM {allocation_table} WHERE {key} = {table}.id ORDER BY position) AS a"
+            ),
+        };
+        vec![
+            format!("ALTER TABLE {table} ADD COLUMN allocations {column}"),
+            format!(
+                "UPDATE {table} SET allocations = ({aggregate}) WHERE id IN (SELECT {key} FROM {allocation_table})"
+            ),
+            format!("DROP TABLE {allocation_table}"),
+        ]
+    }
 
-const EXPAND_SQLITE: &str = r#"
-INSERT INTO credit_allocations (transaction_id, position, organization_id, lot_id, amount)
-SELECT t.id, CAST(e.key AS INTEGER), t.organization_id, json_extract(e.value, '$.lot'), json_extract(e.value, '$.amount')
-FROM credit_transactions t, json_each(t.allocations) e
-WHERE t.allocations IS NOT NULL
-"#;
-
-const EXPAND_POSTGRES: &str = r#"
-INSERT INTO credit_allocations (transaction_id, position, organization_id, lot_id, amount)
-SELECT t.id, (e.n - 1)::int, t.organization_id, e.value->>'lot', (e.value->>'amount')::bigint
-FROM credit_transactions t, json_array_elements(t.allocations::json) WITH ORDINALITY AS e(value, n)
-WHERE t.allocations IS NOT NULL
-"#;
-
-const EXPAND_HOLDS_SQLITE: &str = r#"
-INSERT INTO credit_hold_allocations (hold_id, position, lot_id, amount)
-SELECT h.id, CAST(e.key AS INTEGER), json_extract(e.value, '$.lot'), json_extract(e.value, '$.amount')
-FROM credit_holds h, json_each(h.allocations) e
-"#;
-
-const EXPAND_HOLDS_POSTGRES: &str = r#"
-INSERT INTO credit_hold_allocations (hold_id, position, lot_id, amount)
-SELECT h.id, (e.n - 1)::int, e.value->>'lot', (e.value->>'amount')::bigint
-FROM credit_holds h, json_array_elements(h.allocations::json) WITH ORDINALITY AS e(value, n)
-"#;
-
-const DROP_COLUMN: &str = "ALTER TABLE credit_transactions DROP COLUMN allocations";
-const DROP_HOLDS_COLUMN: &str = "ALTER TABLE credit_holds DROP COLUMN allocations";
+    /// The statements that give the allocations their table back.
+    fn expand(&self, backend: DbBackend) -> Vec<String> {
+        let Self { table, allocation_table, key, create_allocation_table, names_organization, .. } = self;
+        let (organization, organization_value) =
+            if *names_organization { (", organization_id", ", o.organization_id") } else { ("", "") };
+        let elements = match backend {
+            DbBackend::Postgres => format!(
+                "SELECT o.id, (e.n - 1)::int{organization_value}, e.value->>'lot', (e.value->>'amount')::bigint \
+                 FROM {table} o, json_array_elements(o.allocations::json) WITH ORDINALITY AS e(value, n)"
+            ),
+            _ => format!(
+                "SELECT o.id, CAST(e.key AS INTEGER){organization_value}, json_extract(e.value, '$.lot'), \
+                 json_extract(e.value, '$.amount') FROM {table} o, json_each(o.allocations) e"
+            ),
+        };
+        let mut statements: Vec<String> = create_allocation_table
+            .split(';')
+            .map(str::trim)
+            .filter(|sql| !sql.is_empty())
+            .map(str::to_owned)
+            .collect();
+        statements.push(format!(
+            "INSERT INTO {allocation_table} ({key}, position{organization}, lot_id, amount) {elements} \
+             WHERE o.allocations IS NOT NULL"
+        ));
+        statements.push(format!("ALTER TABLE {table} DROP COLUMN allocations"));
+        statements
+    }
+}
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
-        let (copy, copy_holds) = match db.get_database_backend() {
-            DbBackend::Postgres => (COPY_POSTGRES, COPY_HOLDS_POSTGRES),
-            _ => (COPY_SQLITE, COPY_HOLDS_SQLITE),
-        };
-        for statement in [ADD, copy, DROP_TABLE, ADD_TO_HOLDS, copy_holds, DROP_HOLDS_TABLE] {
-            db.execute_unprepared(statement).await?;
+        for owner in &OWNERS {
+            for statement in owner.inline(db.get_database_backend()) {
+                db.execute_unprepared(&statement).await?;
+            }
         }
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
-        let (expand, expand_holds) = match db.get_database_backend() {
-            DbBackend::Postgres => (EXPAND_POSTGRES, EXPAND_HOLDS_POSTGRES),
-            _ => (EXPAND_SQLITE, EXPAND_HOLDS_SQLITE),
-        };
-        for statement in [CREATE_TABLE, INDEX, expand, DROP_COLUMN, CREATE_HOLDS_TABLE, expand_holds, DROP_HOLDS_COLUMN]
-        {
-            db.execute_unprepared(statement).await?;
+        for owner in &OWNERS {
+            for statement in owner.expand(db.get_database_backend()) {
+                db.execute_unprepared(&statement).await?;
+            }
         }
         Ok(())
     }

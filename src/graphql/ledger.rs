@@ -10,9 +10,7 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use super::context::{Access, caller, scope};
 use super::errors::ApiError;
 use super::loaders::{BalanceLoader, LotLoader, OrganizationLoader};
-use super::lots::{
-    CreditAllocation, CreditCategory, CreditExpiration, CreditLot, next_expiration, transaction_allocations,
-};
+use super::lots::{CreditAllocation, CreditCategory, CreditExpiration, CreditLot, next_expiration};
 use super::pagination::{encode_cursor, transaction_page};
 use super::scalars::{Credits, DateTime};
 use crate::ledger::{self, Amount, ConsumeRequest, GrantRequest, Ledger, TransactionFilter, TransactionKind};
@@ -227,8 +225,8 @@ impl CreditTransaction {
     }
 
     /// The lots it changed, summing to `amount` (a null lot is overdraft debt).
-    async fn allocations(&self, ctx: &Context<'_>) -> Result<Vec<CreditAllocation>, ApiError> {
-        transaction_allocations(ctx, &self.0.id).await
+    async fn allocations(&self) -> Vec<CreditAllocation> {
+        self.0.allocations.iter().cloned().map(CreditAllocation).collect()
     }
 
     /// The hold a capture ended.

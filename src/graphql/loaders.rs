@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use async_graphql::dataloader::Loader;
 
 use super::errors::ApiError;
-use crate::ledger::{Balance, CreditAllocation, CreditLot, CreditTransaction, Ledger, Organization};
+use crate::ledger::{Balance, CreditLot, CreditTransaction, Ledger, Organization};
 
 /// Loads organizations by id.
 pub struct OrganizationLoader(pub Ledger);
@@ -44,18 +44,6 @@ impl Loader<String> for LotLoader {
     async fn load(&self, ids: &[String]) -> Result<HashMap<String, CreditLot>, ApiError> {
         let found = self.0.lots_by_id(ids).await?;
         Ok(found.into_iter().map(|lot| (lot.id.clone(), lot)).collect())
-    }
-}
-
-/// Loads transactions' allocations by transaction id.
-pub struct AllocationLoader(pub Ledger);
-
-impl Loader<String> for AllocationLoader {
-    type Value = Vec<CreditAllocation>;
-    type Error = ApiError;
-
-    async fn load(&self, ids: &[String]) -> Result<HashMap<String, Vec<CreditAllocation>>, ApiError> {
-        Ok(self.0.allocations(ids).await?)
     }
 }
 

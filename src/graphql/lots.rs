@@ -8,7 +8,7 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use super::context::{Access, caller, scope};
 use super::errors::ApiError;
 use super::ledger::{CreditBalance, CreditTransaction};
-use super::loaders::{AllocationLoader, LotLoader, TransactionLoader};
+use super::loaders::{LotLoader, TransactionLoader};
 use super::pagination::{decode_cursor, encode_cursor, page_size};
 use super::scalars::{Credits, DateTime};
 use crate::ledger::decide::{self, LotCategory, LotStatus};
@@ -170,15 +170,6 @@ pub struct CreditExpiration {
     pub at: DateTime,
     /// How many (unheld, of active lots).
     pub amount: Credits,
-}
-
-/// The allocations of a transaction, batched.
-pub async fn transaction_allocations(
-    ctx: &Context<'_>,
-    transaction_id: &str,
-) -> Result<Vec<CreditAllocation>, ApiError> {
-    let found = ctx.data_unchecked::<DataLoader<AllocationLoader>>().load_one(transaction_id.to_owned()).await?;
-    Ok(found.unwrap_or_default().into_iter().map(CreditAllocation).collect())
 }
 
 /// The next expiration of an organization's credits, as of now.

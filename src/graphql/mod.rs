@@ -45,7 +45,7 @@ pub use subscription::Subscription;
 use crate::billing::{Billing, PackageCatalog, Purchases};
 use crate::config::Limits;
 use crate::ledger::Ledger;
-use loaders::{AllocationLoader, BalanceLoader, LotLoader, OrganizationLoader, TransactionLoader};
+use loaders::{BalanceLoader, LotLoader, OrganizationLoader, TransactionLoader};
 
 /// The executable schema.
 pub type CreditsSchema = Schema<Query, Mutation, Subscription>;
@@ -85,6 +85,5 @@ pub fn request_data(
         .data(DataLoader::new(OrganizationLoader(ledger.clone()), tokio::spawn))
         .data(DataLoader::new(BalanceLoader(ledger.clone()), tokio::spawn))
         .data(DataLoader::new(LotLoader(ledger.clone()), tokio::spawn))
-        .data(DataLoader::new(AllocationLoader(ledger.clone()), tokio::spawn))
         .data(DataLoader::new(TransactionLoader(ledger.clone()), tokio::spawn))
 }

@@ -13,7 +13,7 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
 
 use super::decide::HoldStatus;
 use super::ops::{CaptureRequest, CreditHold, Done, HoldCaptured, HoldCreated, HoldRequest, Op};
-use super::tx::parse_allocations;
+use super::types::parse_allocations;
 use super::{Ledger, LedgerError, retrying};
 
 /// Which holds to list.

@@ -5,11 +5,11 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use entity::{credit_balance, credit_lot, credit_transaction};
+use entity::{credit_balance, credit_lot};
 use sea_orm::sea_query::Condition;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select};
 
-use super::decide::{Allocation, LotCategory, LotStatus};
+use super::decide::{LotCategory, LotStatus};
 use super::{CreditLot, Ledger, LedgerError};
 
 /// Which lots to list. Every present condition must hold.
@@ -131,30 +131,6 @@ impl Ledger {
                 }
             })
             .collect())
-    }
-
-    /// The allocations of many transactions at once, in their order.
-    pub async fn allocations(
-        &self,
-        transaction_ids: &[String],
-    ) -> Result<HashMap<String, Vec<Allocation>>, LedgerError> {
-        let mut found: HashMap<String, Vec<Allocation>> = HashMap::new();
-        for chunk in transaction_ids.chunks(500) {
-            let rows: Vec<(String, Option<String>)> = credit_transaction::Entity::find()
-                .select_only()
-                .column(credit_transaction::Column::Id)
-                .column(credit_transaction::Column::Allocations)
-                .filter(credit_transaction::Column::Id.is_in(chunk.iter().cloned()))
-                .into_tuple()
-                .all(&self.db)
-                .await?;
-            for (id, allocations) in rows {
-                if let Some(allocations) = allocations {
-                    found.insert(id, super::tx::parse_allocations(&allocations)?);
-                }
-            }
-        }
-        Ok(found)
     }
 
     /// Voids a lot (see [`super::LedgerTx::void_lot`]) in a transaction of its own.

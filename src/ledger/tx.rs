@@ -20,9 +20,10 @@ use sea_orm::{
     QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait,
 };
 
-use super::decide::{self, Allocation, Entry, HeldCredits, HoldStatus, LotCategory, LotSpec, State};
+use super::decide::{self, Entry, HeldCredits, HoldStatus, LotCategory, LotSpec, State};
 use super::events::{EventHub, Hint, notify_hint};
 use super::ops::{CaptureRequest, CreditHold, Done, HoldCaptured, HoldRequest, Op};
+use super::types::{allocations_json, parse_allocations};
 use super::{Balance, ChangeRequest, CreditLot, CreditTransaction, DEFAULT_PRIORITY, LedgerError, TransactionKind};
 
 /// An organization's balance row as locked by this transaction, and its state as decided so far.
@@ -51,8 +52,8 @@ pub struct LedgerTx {
     locked: BTreeMap<String, Locked>,
     /// Organizations looked for and not found.
     missing: BTreeSet<String>,
-    /// Transactions decided and not yet written, with their allocations.
-    pending: Vec<(CreditTransaction, Vec<decide::Allocation>)>,
+    /// Transactions decided and not yet written.
+    pending: Vec<CreditTransaction>,
     /// Holds created and not yet written, with what the caller said of them.
     pending_holds: Vec<credit_hold::Model>,
     /// Hints to send (inside the transaction on PostgreSQL, after commit on SQLite).
@@ -240,7 +241,7 @@ impl LedgerTx {
             if request.is_some() {
                 found = Some(transaction.clone());
             }
-            self.pending.push((transaction, entry.allocations));
+            self.pending.push(transaction);
         }
         found
     }
@@ -315,7 +316,6 @@ impl LedgerTx {
         sources.extend(
             self.pending
                 .iter()
-                .map(|(transaction, _)| transaction)
                 .filter(|transaction| transaction.organization_id == organization_id && credited(transaction.kind))
                 .filter(|transaction| {
                     transaction.reference_type.as_deref() == Some(reference.0)
@@ -515,8 +515,8 @@ impl LedgerTx {
             row.transaction_id = self
                 .pending
                 .iter()
-                .find(|(transaction, _)| transaction.hold_id.as_deref() == Some(row.id.as_str()))
-                .map(|(transaction, _)| transaction.id.clone());
+                .find(|transaction| transaction.hold_id.as_deref() == Some(row.id.as_str()))
+                .map(|transaction| transaction.id.clone());
         }
         let known = state.and_then(|state| {
             state
@@ -535,8 +535,8 @@ impl LedgerTx {
 
     /// The `CONSUMPTION` transaction that captured `hold` (decided here or stored).
     async fn capture_of(&self, hold: &CreditHold) -> Result<CreditTransaction, LedgerError> {
-        if let Some((transaction, _)) =
-            self.pending.iter().find(|(transaction, _)| transaction.hold_id.as_deref() == Some(hold.id.as_str()))
+        if let Some(transaction) =
+            self.pending.iter().find(|transaction| transaction.hold_id.as_deref() == Some(hold.id.as_str()))
         {
             return Ok(transaction.clone());
         }
@@ -610,8 +610,7 @@ impl LedgerTx {
     /// must then roll back.
     async fn flush(&mut self) -> Result<(), LedgerError> {
         let pending = std::mem::take(&mut self.pending);
-        let rows: Vec<_> =
-            pending.iter().map(|(transaction, allocations)| transaction_row(transaction, allocations)).collect();
+        let rows: Vec<_> = pending.iter().map(transaction_row).collect();
         // Within SQLite's and PostgreSQL's bind-parameter limits (12 a row).
         for chunk in rows.chunks(2_000) {
             let inserted =
@@ -732,7 +731,7 @@ impl LedgerTx {
         &mut self,
         created: Vec<HeldCredits>,
         resolved: Vec<decide::Resolved>,
-        pending: &[(CreditTransaction, Vec<decide::Allocation>)],
+        pending: &[CreditTransaction],
     ) -> Result<(), LedgerError> {
         let mut rows: HashMap<String, credit_hold::Model> =
             std::mem::take(&mut self.pending_holds).into_iter().map(|row| (row.id.clone(), row)).collect();
@@ -750,8 +749,8 @@ impl LedgerTx {
         for resolution in resolved {
             let transaction_id = pending
                 .iter()
-                .find(|(transaction, _)| transaction.hold_id.as_deref() == Some(resolution.id.as_str()))
-                .map(|(transaction, _)| transaction.id.clone());
+                .find(|transaction| transaction.hold_id.as_deref() == Some(resolution.id.as_str()))
+                .map(|transaction| transaction.id.clone());
             let updated = credit_hold::Entity::update_many()
                 .col_expr(credit_hold::Column::Status, Expr::value(resolution.status.as_str()))
                 .col_expr(credit_hold::Column::Captured, Expr::value(resolution.captured))
@@ -903,10 +902,11 @@ fn transaction_of(
         idempotency_key: request.and_then(|request| request.idempotency_key.clone()),
         hold_id: entry.hold_id.clone(),
         created_at: entry.at,
+        allocations: entry.allocations.clone(),
     }
 }
 
-fn transaction_row(transaction: &CreditTransaction, allocations: &[Allocation]) -> credit_transaction::ActiveModel {
+fn transaction_row(transaction: &CreditTransaction) -> credit_transaction::ActiveModel {
     credit_transaction::ActiveModel {
         id: Set(transaction.id.clone()),
         organization_id: Set(transaction.organization_id.clone()),
@@ -919,41 +919,9 @@ fn transaction_row(transaction: &CreditTransaction, allocations: &[Allocation]) 
         reference_id: Set(transaction.reference_id.clone()),
         idempotency_key: Set(transaction.idempotency_key.clone()),
         hold_id: Set(transaction.hold_id.clone()),
-        allocations: Set((!allocations.is_empty()).then(|| allocations_json(allocations))),
+        allocations: Set((!transaction.allocations.is_empty()).then(|| allocations_json(&transaction.allocations))),
         created_at: Set(transaction.created_at),
     }
-}
-
-/// One allocation as stored in its transaction's row (`credit_transactions.allocations`).
-#[derive(serde::Serialize, serde::Deserialize)]
-struct StoredAllocation<'a> {
-    lot: Option<std::borrow::Cow<'a, str>>,
-    amount: i64,
-}
-
-/// A transaction's or hold's allocations as stored: `[{"lot":"lot_…","amount":-2},…]`.
-fn allocations_json(allocations: &[Allocation]) -> String {
-    let stored: Vec<StoredAllocation<'_>> = allocations
-        .iter()
-        .map(|allocation| StoredAllocation {
-            lot: allocation.lot_id.as_deref().map(Into::into),
-            amount: allocation.amount,
-        })
-        .collect();
-    serde_json::to_string(&stored).unwrap_or_else(|_| unreachable!("strings and integers always serialize"))
-}
-
-/// A transaction's or hold's stored allocations, read back.
-pub(super) fn parse_allocations(json: &str) -> Result<Vec<Allocation>, LedgerError> {
-    let stored: Vec<StoredAllocation<'_>> = serde_json::from_str(json)
-        .map_err(|error| LedgerError::internal(format!("a transaction's allocations are unreadable: {error}")))?;
-    Ok(stored
-        .into_iter()
-        .map(|allocation| Allocation {
-            lot_id: allocation.lot.map(std::borrow::Cow::into_owned),
-            amount: allocation.amount,
-        })
-        .collect())
 }
 
 fn lot_row(lot: &CreditLot, at: DateTime<Utc>) -> credit_lot::ActiveModel {

@@ -270,6 +270,8 @@ pub struct CreditTransaction {
     pub hold_id: Option<String>,
     /// Commit time (for an expiry, the lot's expiry).
     pub created_at: DateTime<Utc>,
+    /// The lots it changed, in draw order, summing to `amount` (no lot: overdraft debt).
+    pub allocations: Vec<Allocation>,
 }
 
 impl TryFrom<credit_transaction::Model> for CreditTransaction {
@@ -289,6 +291,7 @@ impl TryFrom<credit_transaction::Model> for CreditTransaction {
             idempotency_key: row.idempotency_key,
             hold_id: row.hold_id,
             created_at: row.created_at,
+            allocations: row.allocations.as_deref().map(parse_allocations).transpose()?.unwrap_or_default(),
         })
     }
 }
@@ -407,4 +410,36 @@ impl From<organization::Model> for Organization {
 /// A fresh opaque id with a type prefix: time-ordered, unique across types.
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// One allocation as stored in its transaction's row (`credit_transactions.allocations`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredAllocation<'a> {
+    lot: Option<std::borrow::Cow<'a, str>>,
+    amount: i64,
+}
+
+/// A transaction's or hold's allocations as stored: `[{"lot":"lot_…","amount":-2},…]`.
+pub(super) fn allocations_json(allocations: &[Allocation]) -> String {
+    let stored: Vec<StoredAllocation<'_>> = allocations
+        .iter()
+        .map(|allocation| StoredAllocation {
+            lot: allocation.lot_id.as_deref().map(Into::into),
+            amount: allocation.amount,
+        })
+        .collect();
+    serde_json::to_string(&stored).unwrap_or_else(|_| unreachable!("strings and integers always serialize"))
+}
+
+/// A transaction's or hold's stored allocations, read back.
+pub(super) fn parse_allocations(json: &str) -> Result<Vec<Allocation>, LedgerError> {
+    let stored: Vec<StoredAllocation<'_>> = serde_json::from_str(json)
+        .map_err(|error| LedgerError::internal(format!("a transaction's allocations are unreadable: {error}")))?;
+    Ok(stored
+        .into_iter()
+        .map(|allocation| Allocation {
+            lot_id: allocation.lot.map(std::borrow::Cow::into_owned),
+            amount: allocation.amount,
+        })
+        .collect())
 }

@@ -582,8 +582,14 @@ async fn compare_books(subject: &Subject, org: &str, model: &Model) -> Result<()
         .all(ledger.db())
         .await
         .expect("read transactions");
-    let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
-    let allocations = ledger.allocations(&ids).await.expect("allocations");
+    let allocations: std::collections::HashMap<String, Vec<credits::ledger::CreditAllocation>> = rows
+        .iter()
+        .map(|row| {
+            let transaction =
+                credits::ledger::CreditTransaction::try_from(row.clone()).expect("a readable transaction");
+            (row.id.clone(), transaction.allocations)
+        })
+        .collect();
     let lot_index = |id: &Option<String>| id.as_ref().map(|id| model.lots.iter().position(|lot| &lot.id == id));
     let mut running = 0;
     let mut seen = Vec::new();
