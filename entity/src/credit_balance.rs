@@ -24,6 +24,10 @@ pub struct Model {
     /// Raised by every write that changes the organization's balance, lots, holds or
     /// overdraft limit (what a committer's kept state is checked against).
     pub generation: i64,
+    /// The `seq` of the organization's oldest lot with credits remaining (past the latest
+    /// change when none has): where reading its open lots starts. Lots only ever empty,
+    /// and a new lot's `seq` is above every earlier one.
+    pub open_lots_from: i64,
     /// Time of the latest change.
     pub updated_at: ChronoDateTimeUtc,
 }

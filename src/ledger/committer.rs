@@ -78,6 +78,7 @@ impl Committer {
 }
 
 async fn run(db: DatabaseConnection, hub: EventHub, clock: Clock, mut queue: mpsc::UnboundedReceiver<Job>) {
+    let db = crate::db::writer_for(&db).await;
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     let kept = Kept::default();
     while let Some(first) = queue.recv().await {

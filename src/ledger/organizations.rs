@@ -37,6 +37,7 @@ impl Ledger {
             next_event_at: Set(None),
             version: Set(0),
             generation: Set(0),
+            open_lots_from: Set(1),
             updated_at: Set(at),
         }
         .insert(&txn)
