@@ -14,6 +14,7 @@ on_both_engines!(
     balances_from_before_lots_become_one_promotional_lot_when_the_server_upgrades,
     an_idle_organizations_expiry_is_written_within_seconds,
     allocations_keep_their_lots_and_order_across_the_move_into_their_transactions,
+    open_lots_are_read_from_the_oldest_open_one_and_no_index_names_what_emptying_changes,
 );
 
 /// Allocations of transactions and holds written before they moved into their own rows
@@ -86,6 +87,97 @@ async fn allocations_keep_their_lots_and_order_across_the_move_into_their_transa
     let after = app.ok(Some(&key), HISTORY, json!({})).await;
     assert_eq!(after, before, "the same allocations, lots and order");
     drop(app);
+    drop(database);
+}
+
+/// Emptying a lot changes no indexed column (so PostgreSQL rewrites the row in place),
+/// and the open lots are read from the balance's `open_lots_from`: the oldest open lot's
+/// `seq` (past the latest change when none is open), kept by every write, read by a new
+/// process, and set by the migration that introduced it.
+async fn open_lots_are_read_from_the_oldest_open_one_and_no_index_names_what_emptying_changes(engine: Engine) {
+    use migration::MigratorTrait;
+    use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+    let Some(database) = crate::helpers::database(engine).await else { return };
+    let db = credits::db::connect(&database.url).await.expect("connect");
+    let backend = db.get_database_backend();
+    let query = |sql: &str| Statement::from_string(backend, sql.to_owned());
+    let indexes = match engine {
+        Engine::Postgres => "SELECT indexdef AS text FROM pg_indexes WHERE tablename = 'credit_lots'",
+        Engine::Sqlite => {
+            "SELECT sql AS text FROM sqlite_master WHERE type = 'index' AND tbl_name = 'credit_lots' AND sql IS NOT NULL"
+        }
+    };
+    let app = crate::helpers::spawn_app_on(&database.url, &[]).await;
+    let indexes: Vec<String> = db
+        .query_all_raw(query(indexes))
+        .await
+        .expect("indexes")
+        .iter()
+        .map(|row| row.try_get("", "text").expect("text"))
+        .collect();
+    assert!(indexes.len() >= 2, "{indexes:?}");
+    for index in &indexes {
+        for column in ["remaining", "held", "status"] {
+            assert!(!index.contains(column), "an index names {column}, which emptying a lot changes: {index}");
+        }
+    }
+
+    // (open_lots_from, the oldest open lot's seq, version) as the database has them.
+    async fn marks(db: &DatabaseConnection, org: &str) -> (i64, Option<i64>, i64) {
+        let backend = db.get_database_backend();
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                "SELECT b.open_lots_from AS mark, b.version AS version, \
+                 (SELECT MIN(l.seq) FROM credit_lots l WHERE l.organization_id = b.organization_id AND l.remaining > 0) AS oldest \
+                 FROM credit_balances b WHERE b.organization_id = $1",
+                [org.into()],
+            ))
+            .await
+            .expect("balance")
+            .expect("a balance row");
+        (row.try_get("", "mark").unwrap(), row.try_get("", "oldest").unwrap(), row.try_get("", "version").unwrap())
+    }
+    let org = app.create_org("Oldest open").await;
+    let key = app.create_key(&org).await;
+    assert_eq!(marks(&db, &org).await, (1, None, 0), "a new organization reads from its first lot on");
+    // Drawn last (seq 1), then two drawn first (seq 2 and 3).
+    let last = grant_lot(&app, &org, 5, json!({ "priority": 90 })).await;
+    grant_lot(&app, &org, 2, json!({ "priority": 10 })).await;
+    grant_lot(&app, &org, 2, json!({ "priority": 10 })).await;
+    assert_eq!(marks(&db, &org).await, (1, Some(1), 3));
+    consume(&app, &key, 4).await;
+    assert_eq!(marks(&db, &org).await, (1, Some(1), 4), "the oldest lot is still open");
+    consume(&app, &key, 5).await;
+    assert_eq!(marks(&db, &org).await, (6, None, 5), "nothing open: from past the latest change");
+    let next = grant_lot(&app, &org, 3, json!({})).await;
+    assert_eq!(marks(&db, &org).await, (6, Some(6), 6));
+    consume(&app, &key, 1).await;
+    drop(app);
+
+    // A new process (nothing kept) finds the open lot from the mark.
+    let app = crate::helpers::spawn_app_on(&database.url, &[]).await;
+    let spent = consume(&app, &key, 1).await;
+    assert_eq!(spent["allocations"], json!([{ "lot": { "id": next["lot"]["id"] }, "amount": -1 }]));
+    assert_eq!(balance(&app, &key).await["available"], 1);
+    let old = app
+        .ok(
+            Some(&key),
+            "query($id: ID!) { node(id: $id) { ... on CreditLot { remaining status } } }",
+            json!({ "id": last["lot"]["id"] }),
+        )
+        .await;
+    assert_eq!(old["node"], json!({ "remaining": 0, "status": "DEPLETED" }));
+    drop(app);
+    assert_eq!(marks(&db, &org).await, (6, Some(6), 8));
+
+    // The migration that introduced the mark sets it from the lots.
+    let steps = migration::Migrator::migrations();
+    let step = steps.iter().position(|step| step.name().contains("rewrite_lots_in_place")).expect("the step");
+    migration::Migrator::down(&db, Some((steps.len() - step) as u32)).await.expect("down");
+    migration::Migrator::up(&db, None).await.expect("up");
+    assert_eq!(marks(&db, &org).await, (6, Some(6), 8));
+    db.close().await.ok();
     drop(database);
 }
 
