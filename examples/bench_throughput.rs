@@ -14,7 +14,8 @@
 //!    connections while 8 more consume; consumes spread over 10,000 organizations;
 //!    and the cost of credit lots: rounds of 64 simultaneous consumes of 3 credits that
 //!    each draw from 2 lots (of 2 credits) or 3 lots (of 1 credit), against the same
-//!    rounds drawing from a single lot (the top-ups between rounds are not timed);
+//!    rounds drawing from a single lot, the three taken in turn round by round (the
+//!    top-ups between rounds are not timed);
 //! 3. the ledger afterwards: every balance equals the sum of its transactions, none is
 //!    negative, and every acknowledged consume is exactly one transaction.
 //!
@@ -202,49 +203,78 @@ async fn engine(label: &str, database_url: Option<&str>, seconds: u64, rows: &mu
     verify(&server.database_url, &acknowledged).await;
 }
 
-/// The same rounds of consumes drawing from one lot, then from two and three lots each.
+/// The same rounds of consumes drawing from one lot, from two and from three lots each,
+/// taken in turn (a round of each, then the next), so that whatever changes during the
+/// run (the tables growing, background work) weighs on the three alike.
 async fn lots(label: &str, server: &Server, acknowledged: &Arc<Mutex<Vec<String>>>, rows: &mut Vec<Row>) {
     let round = CONNECTIONS as i64;
-    // (credits per consume, credits per lot): one lot per round; lots of 2 for consumes
-    // of 3 (every consume spans exactly 2 lots); lots of 1 (3 lots each).
-    for (amount, lot_size, name) in
-        [(3, 3 * round, "consume from one lot"), (3, 2, "consume from 2 lots each"), (3, 1, "consume from 3 lots each")]
-    {
-        let report = lot_rounds(server, amount, lot_size, acknowledged).await;
-        rows.push(Row { scenario: format!("{label}: lots, {name}"), report, rss_mib: server.rss_kib() / 1024 });
+    // (credits per lot, name): one lot per round; lots of 2 for consumes of 3 (every
+    // consume spans exactly 2 lots); lots of 1 (3 lots each).
+    let variants =
+        [(3 * round, "consume from one lot"), (2, "consume from 2 lots each"), (1, "consume from 3 lots each")];
+    let mut runs = Vec::new();
+    for (lot_size, _) in variants {
+        runs.push(LotRounds::new(server, lot_size).await);
+    }
+    for _ in 0..LOT_ROUNDS {
+        for run in &mut runs {
+            run.round(server, acknowledged).await;
+        }
+    }
+    for (run, (_, name)) in runs.into_iter().zip(variants) {
+        rows.push(Row {
+            scenario: format!("{label}: lots, {name}"),
+            report: run.total,
+            rss_mib: server.rss_kib() / 1024,
+        });
     }
 }
 
-/// Rounds of the lots scenario.
-const LOT_ROUNDS: usize = 60;
+/// Rounds of the lots scenario, for each of its three kinds of consume.
+const LOT_ROUNDS: usize = 150;
 
-/// Rounds of 64 simultaneous consumes of `amount` credits by one organization. Before
-/// each round (untimed) the organization is given exactly what the round consumes, in
-/// lots of `lot_size` credits, so every consume draws from the same number of lots and
-/// the lots open at any time stay few.
-async fn lot_rounds(server: &Server, amount: i64, lot_size: i64, acknowledged: &Arc<Mutex<Vec<String>>>) -> Report {
-    let client = reqwest::Client::new();
-    let (org, key) = server.organization(&client, &format!("lots of {lot_size}"), 0).await;
-    let grant = "mutation($o: ID!, $n: Credits!) { grantCredits(input: { organizationId: $o, amount: $n, description: \"lot\" }) { replayed } }";
-    let mut connections = Vec::with_capacity(CONNECTIONS);
-    for _ in 0..CONNECTIONS {
-        let conn = tokio::net::TcpStream::connect(&server.addr).await.expect("connect");
-        conn.set_nodelay(true).expect("nodelay");
-        connections.push(conn);
+/// Credits per consume in the lots scenario.
+const LOT_CONSUME: i64 = 3;
+
+/// Rounds of 64 simultaneous consumes of [`LOT_CONSUME`] credits by one organization.
+/// Before each round (untimed) the organization is given exactly what the round
+/// consumes, in lots of `lot_size` credits, so every consume draws from the same number
+/// of lots and the lots open at any time stay few.
+struct LotRounds {
+    client: reqwest::Client,
+    org: String,
+    lot_size: i64,
+    connections: Vec<tokio::net::TcpStream>,
+    request: Vec<u8>,
+    total: Report,
+}
+
+impl LotRounds {
+    async fn new(server: &Server, lot_size: i64) -> Self {
+        let client = reqwest::Client::new();
+        let (org, key) = server.organization(&client, &format!("lots of {lot_size}"), 0).await;
+        let mut connections = Vec::with_capacity(CONNECTIONS);
+        for _ in 0..CONNECTIONS {
+            let conn = tokio::net::TcpStream::connect(&server.addr).await.expect("connect");
+            conn.set_nodelay(true).expect("nodelay");
+            connections.push(conn);
+        }
+        let request = load::post(&server.addr, "/graphql", Some(&key), &consume_body(LOT_CONSUME));
+        Self { client, org, lot_size, connections, request, total: Report::default() }
     }
-    let round_credits = CONNECTIONS as i64 * amount;
-    let request = load::post(&server.addr, "/graphql", Some(&key), &consume_body(amount));
-    let mut total = Report::default();
-    for _ in 0..LOT_ROUNDS {
-        futures::stream::iter(0..round_credits / lot_size)
-            .map(|_| server.gql(&client, common::TOKEN, grant, json!({ "o": org, "n": lot_size })))
+
+    async fn round(&mut self, server: &Server, acknowledged: &Arc<Mutex<Vec<String>>>) {
+        let grant = "mutation($o: ID!, $n: Credits!) { grantCredits(input: { organizationId: $o, amount: $n, description: \"lot\" }) { replayed } }";
+        let round_credits = CONNECTIONS as i64 * LOT_CONSUME;
+        futures::stream::iter(0..round_credits / self.lot_size)
+            .map(|_| server.gql(&self.client, common::TOKEN, grant, json!({ "o": self.org, "n": self.lot_size })))
             .buffer_unordered(32)
             .collect::<Vec<_>>()
             .await;
-        let round = load::burst(&mut connections, |_| request.clone(), consume_check(acknowledged)).await;
-        total = total.merge(round);
+        let request = &self.request;
+        let round = load::burst(&mut self.connections, |_| request.clone(), consume_check(acknowledged)).await;
+        self.total = std::mem::take(&mut self.total).merge(round);
     }
-    total
 }
 
 /// The ledger after the load: balances are sums, nothing negative, one transaction per

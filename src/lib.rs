@@ -39,7 +39,8 @@
 //!   the browser surface ([`http::assets`]: GraphiQL, `/console` and `/elements.js`, all
 //!   embedded from `assets/` under content-hashed URLs with a strict CSP).
 //! - [`app`]: builds the application from [`config`] and serves it until shutdown.
-//! - [`cli`]: the command line; [`db`]: connecting, migrating, the availability probe;
+//! - [`cli`]: the command line; [`db`]: connecting (the committer's own SQLite
+//!   connection too), migrating, the availability probe;
 //!   [`telemetry`]: tracing.
 //! - Outside this crate: `entity/` (SeaORM entities), `migration/` (one file per step),
 //!   `tests/api/` (one integration binary), `examples/` (benchmarks).

@@ -4,7 +4,9 @@
 //! consume emptied leave that index, so PostgreSQL could not update the row in place
 //! (a heap-only tuple): each emptied lot was a new row version with new entries in every
 //! index of the table. Now no index of `credit_lots` names `remaining`, `held` or
-//! `status`, and its pages keep room for the new versions (`fillfactor`, PostgreSQL).
+//! `status`, and its pages keep room for the new versions (`fillfactor` 50, PostgreSQL:
+//! a page's lots can all be emptied in one transaction; pages written before this step
+//! stay full until `VACUUM FULL credit_lots`, which an upgrade may run when convenient).
 //!
 //! The open lots are found instead from each balance's `open_lots_from`: the `seq` of its
 //! oldest open lot, kept by the ledger under the organization's lock (lots only ever

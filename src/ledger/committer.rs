@@ -13,7 +13,9 @@
 //! organization's lots and holds again, but only when the balance row, read under its
 //! lock, still shows the generation that state was written at: any other writer (another
 //! replica, the sweeper, a refund) raises it under the same lock. So a batch costs the
-//! same whether an organization has one open lot or hundreds.
+//! same whether an organization has one open lot or hundreds. On a SQLite file the
+//! committer writes through a connection of its own ([`crate::db::writer_for`]), whose
+//! page cache stays warm from batch to batch.
 //!
 //! The database stays the arbiter: each batch holds the row locks of its organizations
 //! (replicas on one PostgreSQL take them in the same sorted order), and a batch that

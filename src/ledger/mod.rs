@@ -42,7 +42,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use entity::{credit_balance, credit_lot, credit_transaction};
 use sea_orm::{
     AccessMode, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QuerySelect,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    TransactionOptions, TransactionTrait,
 };
 
 /// The ledger over one database: cheap to clone, shared by every request.
@@ -405,18 +405,9 @@ impl Ledger {
         LedgerTx::begin(&self.db, &self.events, self.now()).await
     }
 
-    /// Starts a transaction that will write. On SQLite it takes the write lock at once
-    /// (`BEGIN IMMEDIATE`), so concurrent writers queue on the busy timeout instead of
-    /// failing when a read lock cannot be upgraded.
+    /// Starts a transaction that will write ([`crate::db::begin_write`]).
     pub async fn begin_write(&self) -> Result<DatabaseTransaction, LedgerError> {
-        let options = match self.db.get_database_backend() {
-            DbBackend::Sqlite => TransactionOptions {
-                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                ..Default::default()
-            },
-            _ => TransactionOptions { access_mode: Some(AccessMode::ReadWrite), ..Default::default() },
-        };
-        Ok(self.db.begin_with_options(options).await?)
+        Ok(crate::db::begin_write(&self.db).await?)
     }
 }
 

@@ -7,7 +7,9 @@
 //! in sorted order so replicas cannot deadlock; SQLite's `BEGIN IMMEDIATE` already holds
 //! the whole database), each change is decided in memory by [`super::decide`] against
 //! the state the previous one left, and the results are written once at commit: one
-//! multi-row `INSERT` of the transactions and one conditional `UPDATE` per organization.
+//! multi-row `INSERT` of the transactions (and of new lots and holds), one `UPDATE` of
+//! the changed lots, and one of the changed balances, each conditional on the version
+//! and generation it locked.
 //! Callers cannot forget to announce: [`LedgerTx::commit`] does it, after the commit.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -17,7 +19,7 @@ use entity::{credit_balance, credit_hold, credit_lot, credit_transaction};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement,
 };
 
 use super::decide::{self, Entry, HeldCredits, HoldStatus, LotCategory, LotSpec, State};
@@ -30,8 +32,6 @@ use super::{Balance, ChangeRequest, CreditLot, CreditTransaction, DEFAULT_PRIORI
 struct Locked {
     row: credit_balance::Model,
     state: State,
-    /// The `open_lots_from` to write with the state.
-    open_lots_from: i64,
 }
 
 /// What a clawback took.
@@ -79,32 +79,14 @@ pub struct KeptState {
 }
 
 impl LedgerTx {
-    /// Starts a transaction that will write, at `at` (the ledger's clock). On SQLite it
-    /// takes the write lock at once (`BEGIN IMMEDIATE`), so concurrent writers queue on
-    /// the busy timeout instead of failing when a read lock cannot be upgraded.
+    /// Starts a transaction that will write ([`crate::db::begin_write`]), at `at` (the
+    /// ledger's clock).
     pub async fn begin(
         db: &sea_orm::DatabaseConnection,
         hub: &EventHub,
         at: DateTime<Utc>,
     ) -> Result<Self, LedgerError> {
-        let txn = match db.get_database_backend() {
-            DbBackend::Sqlite => {
-                let options = sea_orm::TransactionOptions {
-                    sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
-                    ..Default::default()
-                };
-                db.begin_with_options(options).await?
-            }
-            _ => {
-                let txn = db.begin().await?;
-                // Every statement of a ledger transaction finds its rows by key. A
-                // connection keeps the plan it made for a statement, and one made while
-                // the tables were small (a new database) scans them whole: it did, every
-                // lot per batch, as they grew (11 ms at 4,000 lots, in the benchmark).
-                txn.execute_unprepared("SET LOCAL enable_seqscan = off").await?;
-                txn
-            }
-        };
+        let txn = crate::db::begin_write(db).await?;
         Ok(Self {
             txn,
             hub: hub.clone(),
@@ -179,8 +161,7 @@ impl LedgerTx {
         for row in rows {
             let state =
                 kept.remove(&row.organization_id).or_else(|| states.remove(&row.organization_id)).unwrap_or_default();
-            let open_lots_from = row.open_lots_from;
-            self.locked.insert(row.organization_id.clone(), Locked { row, state, open_lots_from });
+            self.locked.insert(row.organization_id.clone(), Locked { row, state });
         }
         Ok(())
     }
@@ -653,7 +634,6 @@ impl LedgerTx {
             state.created_lots.clear();
             state.changed_lots.clear();
             state.lots.retain(|lot| lot.remaining > 0);
-            locked.open_lots_from = open_lots_from(state);
             resolved.append(&mut state.resolved_holds);
             new_holds.append(&mut state.created_holds);
             if changed {
@@ -688,7 +668,7 @@ impl LedgerTx {
                     (state.overdraft_limit.into(), "bigint"),
                     (state.next_event().into(), "timestamptz"),
                     ((locked.row.generation + 1).into(), "bigint"),
-                    (locked.open_lots_from.into(), "bigint"),
+                    (open_lots_from(state).into(), "bigint"),
                     (locked.row.version.into(), "bigint"),
                     (locked.row.generation.into(), "bigint"),
                 ])
@@ -718,7 +698,7 @@ impl LedgerTx {
             locked.row.overdraft_limit = state.overdraft_limit;
             locked.row.next_event_at = state.next_event();
             locked.row.generation += 1;
-            locked.row.open_lots_from = locked.open_lots_from;
+            locked.row.open_lots_from = open_lots_from(state);
             locked.row.updated_at = at;
             let transactions = seq != version_locked;
             self.hints.push(if transactions {
@@ -1010,7 +990,7 @@ fn update_lots(backend: DbBackend, lots: &[CreditLot], at: DateTime<Utc>) -> Sta
 ///
 /// The `IN` list repeats the keys so that PostgreSQL finds the rows by their index: with
 /// the join alone it may hash the `VALUES` and scan the whole table, every batch (it did,
-/// 17,000 lots deep, in the lots benchmark).
+/// 17,000 lots deep, in the lots benchmark, when lots were updated this way).
 fn update_from_values(
     backend: DbBackend,
     table: &str,
