@@ -281,6 +281,20 @@ async fn balances_from_before_lots_become_one_promotional_lot_when_the_server_up
 
     let app = crate::helpers::spawn_app_on(&database.url, &[]).await;
     let key = app.create_key("org_legacy").await;
+    // The open lots are read from the legacy lot on (its `seq` is 0).
+    let db = credits::db::connect(&database.url).await.expect("connect");
+    let open_lots_from: i64 = db
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT open_lots_from FROM credit_balances WHERE organization_id = 'org_legacy'",
+        ))
+        .await
+        .expect("query")
+        .expect("the balance")
+        .try_get("", "open_lots_from")
+        .expect("open_lots_from");
+    assert_eq!(open_lots_from, 0);
+    db.close().await.ok();
     let data = app
         .ok(
             Some(&key),
