@@ -826,13 +826,19 @@ pub(super) async fn load_states<C: ConnectionTrait>(
         })
         .collect();
     // Each organization's lots from its oldest open one on: a range of
-    // `ix_credit_lots_org_seq`, however many lots it emptied before.
-    let mut from_oldest_open = Condition::any();
+    // `ix_credit_lots_org_seq`, however many lots it emptied before. Organizations that
+    // start at the same `seq` (new ones all start at 1) share one condition, so many of
+    // them are one `IN` list, not one `OR` arm each.
+    let mut by_start: BTreeMap<i64, Vec<&str>> = BTreeMap::new();
     for row in rows {
+        by_start.entry(row.open_lots_from).or_default().push(row.organization_id.as_str());
+    }
+    let mut from_oldest_open = Condition::any();
+    for (start, organizations) in by_start {
         from_oldest_open = from_oldest_open.add(
             Condition::all()
-                .add(credit_lot::Column::OrganizationId.eq(row.organization_id.as_str()))
-                .add(credit_lot::Column::Seq.gte(row.open_lots_from)),
+                .add(credit_lot::Column::OrganizationId.is_in(organizations))
+                .add(credit_lot::Column::Seq.gte(start)),
         );
     }
     let lots = credit_lot::Entity::find()
