@@ -679,7 +679,7 @@ impl LedgerTx {
                 "organization_id",
                 &["balance", "version", "held", "overdraft_limit", "next_event_at", "generation", "open_lots_from"],
                 at,
-                Some("version = v.column9 AND credit_balances.generation = v.column10"),
+                "version = v.column9 AND credit_balances.generation = v.column10",
                 rows,
             );
             let updated = self.txn.execute_raw(statement).await?;
@@ -1003,7 +1003,7 @@ fn update_from_values(
     key: &str,
     columns: &[&str],
     at: DateTime<Utc>,
-    matches: Option<&str>,
+    matches: &str,
     rows: impl Iterator<Item = Vec<(sea_orm::Value, &'static str)>>,
 ) -> Statement {
     let mut values: Vec<sea_orm::Value> = vec![at.into()];
@@ -1032,10 +1032,9 @@ fn update_from_values(
     }
     let assignments: Vec<String> =
         columns.iter().enumerate().map(|(i, column)| format!("{column} = v.column{}", i + 2)).collect();
-    let matches = matches.map(|matches| format!(" AND {table}.{matches}")).unwrap_or_default();
     let sql = format!(
         "UPDATE {table} SET {}, updated_at = {at_placeholder} FROM (VALUES {}) AS v \
-         WHERE {table}.{key} = v.column1 AND {table}.{key} IN ({}){matches}",
+         WHERE {table}.{key} = v.column1 AND {table}.{key} IN ({}) AND {table}.{matches}",
         assignments.join(", "),
         tuples.join(", "),
         key_cells.join(", ")
