@@ -8,8 +8,17 @@
 //! a depth limit that still stops abuse; its cost of a connection cannot leave
 //! `totalCount` out of the page multiplier; and it judges each request alone, while a
 //! batch must be limited by the sum of its operations before any of them runs.
+//!
+//! Work per document is linear in its size, whatever its fragments do: the operation is
+//! selected before any fragment is walked, every fragment is walked once for the
+//! document's expansion and at most once per kind of place for the cost (its measure
+//! remembered), and spreads count as visits like fields. async-graphql's own checks
+//! (`check_recursive_depth`, `check_max_directives`, the validation visitors) follow
+//! every spread on every path without remembering fragments, and cannot be turned off;
+//! they are kept (their messages are the ones clients know) and fed only documents whose
+//! expansion this module has bounded, so their work is bounded too.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use async_graphql::Positioned;
 use async_graphql::parser::types::{
@@ -45,9 +54,18 @@ const CONNECTION_FIELDS: &[&str] = &["creditTransactions", "creditPurchases", "c
 const MAX_INTROSPECTION_DEPTH: usize = 16;
 /// Introspection roots (`__schema`, `__type`) allowed in one operation.
 const MAX_INTROSPECTION_ROOTS: usize = 10;
-/// Fields visited while measuring, fragments inlined: a bound on the measuring itself,
-/// so fragments spread many times over cannot make it exponential.
-const MAX_VISITS: usize = 50_000;
+/// What a field that reads an organization's lots costs (`nextExpiration`, a `lot`):
+/// as much as a page of lots, since it may read every open one.
+pub const LOT_READ_COST: u64 = DEFAULT_PAGE;
+/// Fields charged [`LOT_READ_COST`]; `creditLots` is a connection and pays its page.
+const LOT_READING_FIELDS: &[&str] = &["nextExpiration", "lot"];
+/// The most selections a document may expand to, summed over its selection sets with
+/// fragments inlined (see [`Expansion`]): bounds what every later check walks. The
+/// standard introspection query needs under a tenth of it.
+const MAX_EXPANSION: u64 = 20_000;
+/// The deepest nesting of selection sets, spreads included, the expansion walk follows
+/// (async-graphql refuses documents past 32 anyway): bounds its recursion.
+const MAX_LEVELS: usize = 64;
 
 /// Why a document was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -82,6 +100,12 @@ pub enum LimitError {
     /// A fragment spreads itself (directly or not), or is spread but not defined.
     #[error("fragment {0} is undefined or spreads itself")]
     BadFragment(String),
+    /// The document expands, fragments inlined, to more selections than any check may walk.
+    #[error("the document expands to more than {0} selections once its fragments are inlined")]
+    TooManySelections(u64),
+    /// No operation of the document can be selected (several and no name, or an unknown one).
+    #[error("{0}")]
+    NoOperation(String),
     /// A string argument or variable holds a control character.
     #[error("string values must not contain control characters (found U+{0:04X})")]
     ControlCharacter(u32),
@@ -91,7 +115,7 @@ impl LimitError {
     /// Whether the error is about a value (`BAD_USER_INPUT`) rather than the shape of the
     /// document (`GRAPHQL_VALIDATION_FAILED`).
     pub fn is_bad_value(&self) -> bool {
-        matches!(self, Self::ControlCharacter(_))
+        matches!(self, Self::ControlCharacter(_) | Self::NoOperation(_))
     }
 }
 
@@ -161,26 +185,48 @@ pub struct Cost {
     /// Deepest field nesting outside introspection.
     pub depth: usize,
     /// Database cost: every field 1, connection rows times their page size,
-    /// `totalCount` [`TOTAL_COUNT_COST`]; introspection and `__typename` nothing.
+    /// `totalCount` [`TOTAL_COUNT_COST`], lot-reading fields [`LOT_READ_COST`];
+    /// introspection and `__typename` nothing.
     pub complexity: u64,
 }
 
 /// Measures the operation `operation_name` selects and checks it against `limits`.
-/// A document whose operation cannot be selected costs nothing here: the executor
-/// refuses it with its own error.
+///
+/// In this order, so that no step does more than linear work on what the previous one
+/// let through: the operation is selected (or the document refused) before any fragment
+/// is walked; the whole document's expansion is bounded (see [`Expansion`]); then the
+/// selected operation is measured with each fragment's measure remembered.
 pub fn measure(
     document: &ExecutableDocument,
     operation_name: Option<&str>,
     variables: &Variables,
     limits: &DocumentLimits,
 ) -> Result<Cost, LimitError> {
-    let Some(operation) = select_operation(document, operation_name) else {
-        return Ok(Cost::default());
-    };
+    measure_counting(document, operation_name, variables, limits, &mut 0)
+}
+
+/// [`measure`], adding the selections it visits to `visits` (its own work, for tests).
+fn measure_counting(
+    document: &ExecutableDocument,
+    operation_name: Option<&str>,
+    variables: &Variables,
+    limits: &DocumentLimits,
+    visits: &mut usize,
+) -> Result<Cost, LimitError> {
+    let operation = select_operation(document, operation_name)?;
+    let mut expansion = Expansion { document, sizes: HashMap::new(), walking: HashSet::new(), work: 0, visits: 0 };
+    let expanded = expansion.document();
+    *visits += expansion.visits;
+    expanded?;
     check_strings(document, operation, variables)?;
     let mut walk =
-        Walk { document, operation, variables, limits, visits: 0, introspection_roots: 0, spreading: HashSet::new() };
-    let measured = walk.selection_set(&operation.selection_set.node, Place::Root)?;
+        Walk { document, operation, variables, limits, visits: 0, spreading: HashSet::new(), memo: HashMap::new() };
+    let measured = walk.selections(&operation.selection_set.node, Place::Root, &mut Vec::new());
+    *visits += walk.visits;
+    let measured = measured?;
+    if measured.introspection_roots > MAX_INTROSPECTION_ROOTS {
+        return Err(LimitError::IntrospectionTooDeep);
+    }
     let cost = Cost { depth: measured.depth, complexity: measured.cost };
     if cost.depth > limits.max_depth {
         return Err(LimitError::TooDeep { depth: cost.depth, max: limits.max_depth });
@@ -197,38 +243,139 @@ pub fn check_complexity(complexity: u64, limits: &DocumentLimits) -> Result<(), 
     Ok(())
 }
 
+/// The operation that will run, or the executor's own words for why none can.
 fn select_operation<'a>(
     document: &'a ExecutableDocument,
     operation_name: Option<&str>,
-) -> Option<&'a OperationDefinition> {
+) -> Result<&'a OperationDefinition, LimitError> {
     match (&document.operations, operation_name) {
-        (DocumentOperations::Single(operation), _) => Some(&operation.node),
-        (DocumentOperations::Multiple(operations), Some(name)) => {
-            operations.iter().find(|(key, _)| key.as_str() == name).map(|(_, op)| &op.node)
+        (DocumentOperations::Single(operation), _) => Ok(&operation.node),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations
+            .iter()
+            .find(|(key, _)| key.as_str() == name)
+            .map(|(_, op)| &op.node)
+            .ok_or_else(|| LimitError::NoOperation(format!(r#"Unknown operation named "{name}""#))),
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => operations
+            .values()
+            .next()
+            .map(|op| &op.node)
+            .ok_or_else(|| LimitError::NoOperation("Operation name required in request.".to_owned())),
+        (DocumentOperations::Multiple(_), None) => {
+            Err(LimitError::NoOperation("Operation name required in request.".to_owned()))
         }
-        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
-            operations.values().next().map(|op| &op.node)
-        }
-        (DocumentOperations::Multiple(_), None) => None,
     }
 }
 
-/// Where a selection set sits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What async-graphql's own checks will do with a document, bounded before they run.
+///
+/// Its parse-time checks (`check_recursive_depth`, `check_max_directives`) and the
+/// inline-mode validation visitors follow every spread of every operation on every
+/// path, with no memory of fragments seen; `OverlappingFieldsCanBeMerged` flattens
+/// every selection set of the text through its spreads. So each selection set of the
+/// document is charged its size with fragments inlined (computed once per fragment and
+/// remembered), and the sum, an upper bound of all that work, must stay under
+/// [`MAX_EXPANSION`]. Replacing those checks was the alternative; they cannot be turned
+/// off in async-graphql 7, so they are fed only documents this bound admits.
+struct Expansion<'a> {
+    document: &'a ExecutableDocument,
+    /// Each fragment's size with its spreads inlined, once walked.
+    sizes: HashMap<&'a str, u64>,
+    /// Fragments being walked (a cycle is refused).
+    walking: HashSet<&'a str>,
+    /// The sum so far over every selection set walked.
+    work: u64,
+    /// Selections visited.
+    visits: usize,
+}
+
+impl<'a> Expansion<'a> {
+    /// Walks every operation, then every fragment no operation reached (validation
+    /// visits those too).
+    fn document(&mut self) -> Result<(), LimitError> {
+        for (_, operation) in self.document.operations.iter() {
+            self.set(&operation.node.selection_set.node, 0)?;
+        }
+        for name in self.document.fragments.keys() {
+            self.fragment(name.as_str(), 0)?;
+        }
+        Ok(())
+    }
+
+    /// The size of `set` with fragments inlined, `level` selection sets down (counted
+    /// as async-graphql counts its recursion: fields with children, fragments, spreads).
+    fn set(&mut self, set: &'a SelectionSet, level: usize) -> Result<u64, LimitError> {
+        if level > MAX_LEVELS {
+            return Err(LimitError::TooDeeplyNested(MAX_LEVELS));
+        }
+        let mut size = 0u64;
+        for selection in &set.items {
+            self.visits += 1;
+            let inner = match &selection.node {
+                Selection::Field(field) if field.node.selection_set.node.items.is_empty() => 0,
+                Selection::Field(field) => self.set(&field.node.selection_set.node, level + 1)?,
+                Selection::InlineFragment(fragment) => self.set(&fragment.node.selection_set.node, level + 1)?,
+                Selection::FragmentSpread(spread) => {
+                    self.fragment(spread.node.fragment_name.node.as_str(), level + 1)?
+                }
+            };
+            size = size.saturating_add(1).saturating_add(inner);
+        }
+        self.work = self.work.saturating_add(size);
+        if self.work > MAX_EXPANSION {
+            return Err(LimitError::TooManySelections(MAX_EXPANSION));
+        }
+        Ok(size)
+    }
+
+    fn fragment(&mut self, name: &'a str, level: usize) -> Result<u64, LimitError> {
+        if let Some(&size) = self.sizes.get(name) {
+            return Ok(size);
+        }
+        let fragment = self.document.fragments.get(name).ok_or_else(|| LimitError::BadFragment(name.to_owned()))?;
+        if !self.walking.insert(name) {
+            return Err(LimitError::BadFragment(name.to_owned()));
+        }
+        let size = self.set(&fragment.node.selection_set.node, level);
+        self.walking.remove(name);
+        let size = size?;
+        self.sizes.insert(name, size);
+        Ok(size)
+    }
+}
+
+/// Where a selection set sits: what its fields cost depends on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Place {
     /// The operation's own selection set.
     Root,
     /// Under an ordinary field.
     Data,
+    /// Directly under a connection field: rows are charged per row of its page.
+    Connection,
     /// Under an introspection root, this many fields below the operation.
     Introspection(usize),
 }
 
-/// A subtree's measure: its deepest ordinary nesting and its cost.
+/// A selection set's measure.
 #[derive(Clone, Copy, Default)]
 struct Measured {
+    /// Deepest ordinary nesting.
     depth: usize,
+    /// Cost (under a connection: what is not per row).
     cost: u64,
+    /// Under a connection: the cost of one row (`edges`, `nodes`), times the page later.
+    per_row: u64,
+    /// `__schema` / `__type` roots.
+    introspection_roots: usize,
+}
+
+impl Measured {
+    fn add(&mut self, other: Measured) {
+        self.depth = self.depth.max(other.depth);
+        self.cost = self.cost.saturating_add(other.cost);
+        self.per_row = self.per_row.saturating_add(other.per_row);
+        self.introspection_roots = self.introspection_roots.saturating_add(other.introspection_roots);
+    }
 }
 
 struct Walk<'a> {
@@ -236,17 +383,18 @@ struct Walk<'a> {
     operation: &'a OperationDefinition,
     variables: &'a Variables,
     limits: &'a DocumentLimits,
+    /// Selections visited (fields, inline fragments and spreads alike).
     visits: usize,
-    introspection_roots: usize,
     /// Fragments being spread on the current path (a cycle is refused).
     spreading: HashSet<&'a str>,
+    /// Each fragment's measure in each place it was measured in: a fragment's measure
+    /// does not depend on where it is spread, only on the kind of place, so it is
+    /// walked at most once per kind. (Under introspection the measure depends on the
+    /// path, so it is walked each time; [`Expansion`] has bounded that already.)
+    memo: HashMap<(&'a str, Place), Measured>,
 }
 
 impl<'a> Walk<'a> {
-    fn selection_set(&mut self, set: &'a SelectionSet, place: Place) -> Result<Measured, LimitError> {
-        self.selections(set, place, &mut Vec::new())
-    }
-
     /// Measures `set`; `path` holds the introspection field names above it, so that no
     /// list of the schema is nested in itself (`fields { type { fields …`), which the
     /// standard query never does.
@@ -258,41 +406,50 @@ impl<'a> Walk<'a> {
     ) -> Result<Measured, LimitError> {
         let mut total = Measured::default();
         for selection in &set.items {
+            self.visits += 1;
+            if self.visits > MAX_EXPANSION as usize {
+                return Err(LimitError::TooManySelections(MAX_EXPANSION));
+            }
             let measured = match &selection.node {
                 Selection::Field(field) => self.field(&field.node, place, path)?,
                 Selection::InlineFragment(fragment) => {
                     self.selections(&fragment.node.selection_set.node, place, path)?
                 }
-                Selection::FragmentSpread(spread) => {
-                    let (name, set) = self.enter(&spread.node)?;
-                    let measured = self.selections(set, place, path);
-                    self.spreading.remove(name);
-                    measured?
-                }
+                Selection::FragmentSpread(spread) => self.spread(&spread.node, place, path)?,
             };
-            total.depth = total.depth.max(measured.depth);
-            total.cost = total.cost.saturating_add(measured.cost);
+            total.add(measured);
         }
         Ok(total)
     }
 
-    /// The fragment a spread names, marked as being spread (the caller unmarks it); a
-    /// fragment that is not defined, or that spreads itself, is refused.
-    fn enter(&mut self, spread: &'a FragmentSpread) -> Result<(&'a str, &'a SelectionSet), LimitError> {
+    /// The measure of the fragment a spread names, remembered per place; a fragment
+    /// that is not defined, or that spreads itself, is refused.
+    fn spread(
+        &mut self,
+        spread: &'a FragmentSpread,
+        place: Place,
+        path: &mut Vec<&'a str>,
+    ) -> Result<Measured, LimitError> {
         let name = spread.fragment_name.node.as_str();
+        let remembered = !matches!(place, Place::Introspection(_));
+        if remembered && let Some(measured) = self.memo.get(&(name, place)) {
+            return Ok(*measured);
+        }
         let fragment = self.document.fragments.get(name).ok_or_else(|| LimitError::BadFragment(name.to_owned()))?;
         if !self.spreading.insert(name) {
             return Err(LimitError::BadFragment(name.to_owned()));
         }
-        Ok((name, &fragment.node.selection_set.node))
+        let measured = self.selections(&fragment.node.selection_set.node, place, path);
+        self.spreading.remove(name);
+        let measured = measured?;
+        if remembered {
+            self.memo.insert((name, place), measured);
+        }
+        Ok(measured)
     }
 
     /// Measures one field in `place`.
     fn field(&mut self, field: &'a Field, place: Place, path: &mut Vec<&'a str>) -> Result<Measured, LimitError> {
-        self.visits += 1;
-        if self.visits > MAX_VISITS {
-            return Err(LimitError::TooComplex { cost: u64::MAX, max: self.limits.max_complexity });
-        }
         let name = field.name.node.as_str();
         let children = &field.selection_set.node;
         Ok(match place {
@@ -307,55 +464,38 @@ impl<'a> Walk<'a> {
                 Measured::default()
             }
             _ if name == "__typename" => Measured::default(),
+            Place::Connection => match name {
+                "edges" | "nodes" => {
+                    let inner = self.selections(children, Place::Data, path)?;
+                    Measured { depth: inner.depth + 1, per_row: inner.cost.saturating_add(1), ..Measured::default() }
+                }
+                "totalCount" => Measured { depth: 1, cost: TOTAL_COUNT_COST, ..Measured::default() },
+                _ => self.field(field, Place::Data, path)?,
+            },
             Place::Root if name == "__schema" || name == "__type" => {
                 if !self.limits.introspection {
                     return Err(LimitError::IntrospectionDisabled);
                 }
-                self.introspection_roots += 1;
-                if self.introspection_roots > MAX_INTROSPECTION_ROOTS {
-                    return Err(LimitError::IntrospectionTooDeep);
-                }
                 self.selections(children, Place::Introspection(1), &mut Vec::new())?;
-                Measured::default()
+                Measured { introspection_roots: 1, ..Measured::default() }
             }
             _ if CONNECTION_FIELDS.contains(&name) => {
                 let page = self.page_size(&field.arguments);
-                let inner = self.connection(children, page)?;
-                Measured { depth: inner.depth + 1, cost: inner.cost.saturating_add(base_cost(place)) }
+                let inner = self.selections(children, Place::Connection, path)?;
+                let rows = inner.per_row.saturating_mul(page);
+                Measured {
+                    depth: inner.depth + 1,
+                    cost: rows.saturating_add(inner.cost).saturating_add(base_cost(place)),
+                    per_row: 0,
+                    introspection_roots: 0,
+                }
             }
             _ => {
-                let inner = self.selection_set(children, Place::Data)?;
-                Measured { depth: inner.depth + 1, cost: inner.cost.saturating_add(base_cost(place)) }
+                let inner = self.selections(children, Place::Data, path)?;
+                let own = if LOT_READING_FIELDS.contains(&name) { LOT_READ_COST } else { base_cost(place) };
+                Measured { depth: inner.depth + 1, cost: inner.cost.saturating_add(own), ..Measured::default() }
             }
         })
-    }
-
-    /// A connection's children: rows (`edges`, `nodes`) charged once per row of the page,
-    /// `totalCount` as a count, anything else (`pageInfo`) as itself.
-    fn connection(&mut self, set: &'a SelectionSet, page: u64) -> Result<Measured, LimitError> {
-        let mut total = Measured::default();
-        for selection in &set.items {
-            let measured = match &selection.node {
-                Selection::Field(field) => match field.node.name.node.as_str() {
-                    "edges" | "nodes" => {
-                        let inner = self.selection_set(&field.node.selection_set.node, Place::Data)?;
-                        Measured { depth: inner.depth + 1, cost: inner.cost.saturating_add(1).saturating_mul(page) }
-                    }
-                    "totalCount" => Measured { depth: 1, cost: TOTAL_COUNT_COST },
-                    _ => self.field(&field.node, Place::Data, &mut Vec::new())?,
-                },
-                Selection::InlineFragment(fragment) => self.connection(&fragment.node.selection_set.node, page)?,
-                Selection::FragmentSpread(spread) => {
-                    let (name, set) = self.enter(&spread.node)?;
-                    let measured = self.connection(set, page);
-                    self.spreading.remove(name);
-                    measured?
-                }
-            };
-            total.depth = total.depth.max(measured.depth);
-            total.cost = total.cost.saturating_add(measured.cost);
-        }
-        Ok(total)
     }
 
     /// The page a connection field asks for (`first`, else `last`), from a literal or a
@@ -514,6 +654,11 @@ mod tests {
     fn introspection_is_free_but_bounded() {
         let standard = include_str!("../../tests/api/introspection_query.graphql");
         assert_eq!(cost(standard).expect("the standard query passes").complexity, 0);
+        let document = async_graphql::parser::parse_query(standard).expect("parses");
+        let mut expansion =
+            Expansion { document: &document, sizes: HashMap::new(), walking: HashSet::new(), work: 0, visits: 0 };
+        expansion.document().expect("within the bound");
+        assert!(expansion.work < MAX_EXPANSION / 10, "the standard query expands to {}", expansion.work);
         let nested = "{ __type(name: \"Query\") { fields { type { fields { type { fields { name } } } } } } }";
         assert_eq!(cost(nested), Err(LimitError::IntrospectionTooDeep));
         let off = DocumentLimits { introspection: false, ..LIMITS };
@@ -536,6 +681,155 @@ mod tests {
         let document = async_graphql::parser::parse_query("query($id: ID!) { node(id: $id) { id } }").expect("parses");
         let variables = Variables::from_json(serde_json::json!({ "id": "a\tb" }));
         assert_eq!(measure(&document, None, &variables, &LIMITS), Err(LimitError::ControlCharacter(9)));
+    }
+
+    /// The documents of the round-3 review: each is refused after linear work.
+    fn doubling_fragments(depth: usize, spreads: usize) -> String {
+        let mut text = String::from("query A { ...f0 } query B { __typename }");
+        for level in 0..depth {
+            let body = format!("...f{} ", level + 1).repeat(spreads);
+            text.push_str(&format!(" fragment f{level} on Query {{ {body}}}"));
+        }
+        text.push_str(&format!(" fragment f{depth} on Query {{ __typename }}"));
+        text
+    }
+
+    /// One operation: `fan` levels of doubling spreads into a chain of `chain` spreads.
+    fn fan_into_chain(fan: usize, chain: usize) -> String {
+        let mut text = String::from("{ ...g0 }");
+        for level in 0..fan {
+            text.push_str(&format!(" fragment g{level} on Query {{ ...g{0} ...g{0} }}", level + 1));
+        }
+        text.push_str(&format!(" fragment g{fan} on Query {{ ...c0 }}"));
+        for link in 0..chain {
+            text.push_str(&format!(" fragment c{link} on Query {{ __typename ...c{} }}", link + 1));
+        }
+        text.push_str(&format!(" fragment c{chain} on Query {{ __typename }}"));
+        text
+    }
+
+    fn measure_text(text: &str, operation_name: Option<&str>) -> (Result<Cost, LimitError>, usize) {
+        let document = async_graphql::parser::parse_query(text).expect("parses");
+        let mut visits = 0;
+        let result = measure_counting(&document, operation_name, &Variables::default(), &LIMITS, &mut visits);
+        (result, visits)
+    }
+
+    #[test]
+    fn the_reviews_documents_are_refused_after_linear_work() {
+        let doubling = doubling_fragments(24, 2);
+        let (result, visits) = measure_text(&doubling, None);
+        assert_eq!(result, Err(LimitError::NoOperation("Operation name required in request.".into())));
+        assert_eq!(visits, 0, "no fragment is walked before the operation is selected");
+        let (result, _) = measure_text(&doubling, Some("C"));
+        assert_eq!(result, Err(LimitError::NoOperation(r#"Unknown operation named "C""#.into())));
+        // Naming the small operation: the other one's fragments are still what the
+        // executor's own checks would walk, so the document is refused, after a walk
+        // of each fragment once.
+        for name in ["A", "B"] {
+            let (result, visits) = measure_text(&doubling, Some(name));
+            assert_eq!(result, Err(LimitError::TooManySelections(MAX_EXPANSION)), "{name}");
+            assert!(visits <= 4 * doubling.len(), "{visits} visits for {} bytes", doubling.len());
+        }
+        let triple = doubling_fragments(30, 3);
+        let (result, visits) = measure_text(&triple, Some("B"));
+        assert_eq!(result, Err(LimitError::TooManySelections(MAX_EXPANSION)));
+        assert!(visits <= 4 * triple.len());
+        let chain = fan_into_chain(15, 2_000);
+        assert!(chain.len() > 60_000, "{}", chain.len());
+        let (result, visits) = measure_text(&chain, None);
+        assert!(matches!(result, Err(LimitError::TooDeeplyNested(_))), "{result:?}");
+        assert!(visits <= 4 * chain.len());
+        // A shallow chain spread 2^15 times is refused by its expansion, not walked.
+        let (result, visits) = measure_text(&fan_into_chain(15, 20), None);
+        assert_eq!(result, Err(LimitError::TooManySelections(MAX_EXPANSION)));
+        assert!(visits < 1_000, "{visits}");
+    }
+
+    #[test]
+    fn a_fragment_costs_the_same_remembered_as_inlined() {
+        let inlined = "{ a: organization { balance { balance nextExpiration { at } } } b: creditLots(first: 5) { edges { node { id } } totalCount } c: creditLots(first: 7) { edges { node { id } } totalCount } }";
+        let spread = "{ a: organization { ...O } b: creditLots(first: 5) { ...L } c: creditLots(first: 7) { ...L } } fragment O on Organization { balance { balance nextExpiration { at } } } fragment L on CreditLotConnection { edges { node { id } } totalCount }";
+        let (inlined, spread) = (cost(inlined).expect("ok"), cost(spread).expect("ok"));
+        assert_eq!(inlined, spread);
+        // organization 10 + balance 1 + balance 1 + nextExpiration (a page of lots) 20 + at 1;
+        // each connection 10 + rows × (edges 1 + node 1 + id 1) + totalCount.
+        assert_eq!(inlined.complexity, 33 + (10 + 5 * 3 + TOTAL_COUNT_COST) + (10 + 7 * 3 + TOTAL_COUNT_COST));
+    }
+
+    #[test]
+    fn lot_reading_fields_cost_a_page_of_lots() {
+        let one = cost("{ creditBalance { nextExpiration { at } } }").expect("ok");
+        assert_eq!(one.complexity, 10 + LOT_READ_COST + 1);
+        let aliases: String = (0..990).map(|i| format!("e{i}: nextExpiration {{ at }} ")).collect();
+        assert!(matches!(cost(&format!("{{ creditBalance {{ {aliases} }} }}")), Err(LimitError::TooComplex { .. })));
+        let lots =
+            cost("{ creditTransactions(first: 10) { nodes { allocations { amount lot { id } } } } }").expect("ok");
+        assert_eq!(lots.complexity, 10 + 10 * (1 + 1 + 1 + LOT_READ_COST + 1));
+    }
+
+    /// A random graph of fragments (each spreads later ones, any number of times) with
+    /// fields, inline fragments and connections between the spreads.
+    fn fragment_graph() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let item = prop_oneof![
+            Just(Item::Field),
+            Just(Item::Typename),
+            Just(Item::Nested),
+            Just(Item::Connection),
+            (0usize..40).prop_map(Item::Spread),
+            (0usize..40).prop_map(Item::InlineSpread),
+        ];
+        let fragment = proptest::collection::vec(item, 0..8);
+        (proptest::collection::vec(fragment, 1..40), proptest::bool::ANY).prop_map(|(fragments, two)| {
+            let count = fragments.len();
+            let mut text = String::from("query Q { organization { ...f0 } }");
+            if two {
+                text.push_str(" query R { organization { ...f0 } }");
+            }
+            for (index, items) in fragments.iter().enumerate() {
+                let mut body = String::from("id ");
+                for item in items {
+                    // Spreads only go to later fragments: a graph without cycles.
+                    let later = |target: &usize| index + 1 + target % (count - index).max(1);
+                    body.push_str(&match item {
+                        Item::Field => "name ".to_owned(),
+                        Item::Typename => "__typename ".to_owned(),
+                        Item::Nested => "balance { balance } ".to_owned(),
+                        Item::Connection => "creditLots(first: 3) { nodes { id } } ".to_owned(),
+                        Item::Spread(target) if later(target) < count => format!("...f{} ", later(target)),
+                        Item::InlineSpread(target) if later(target) < count => {
+                            format!("... on Organization {{ ...f{} }} ", later(target))
+                        }
+                        _ => String::new(),
+                    });
+                }
+                text.push_str(&format!(" fragment f{index} on Organization {{ {body}}}"));
+            }
+            text
+        })
+    }
+
+    #[derive(Clone, Debug)]
+    enum Item {
+        Field,
+        Typename,
+        Nested,
+        Connection,
+        Spread(usize),
+        InlineSpread(usize),
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Whatever the graph, measuring visits at most a few selections per byte: each
+        /// fragment is walked once for its expansion and once per kind of place.
+        #[test]
+        fn measuring_is_linear_in_the_document(text in fragment_graph()) {
+            let (_, visits) = measure_text(&text, Some("Q"));
+            proptest::prop_assert!(visits <= 4 * text.len(), "{} visits for {} bytes", visits, text.len());
+        }
     }
 
     /// GraphQL values the parser accepts: strings and block strings whose content holds

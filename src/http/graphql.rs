@@ -147,33 +147,42 @@ pub async fn post(State(state): State<AppState>, peer: Peer, headers: HeaderMap,
         Ok(limited) => limited,
         Err(error) => return refuse(media, error),
     };
-    let value: Value = match serde_json::from_slice(&body) {
-        Ok(value) => value,
-        Err(error) => return refuse(media, ApiError::BadUserInput(format!("the body is not valid JSON: {error}"))),
+    // A large body is parsed on the blocking pool: parsing is linear but synchronous, and
+    // a burst of large documents must not hold the workers that answer everyone else.
+    let parsed = if body.len() > PARSE_ON_WORKER_MAX {
+        let limits = state.limits;
+        tokio::task::spawn_blocking(move || parse_body(&body, &limits)).await.unwrap_or(Err(ApiError::Internal))
+    } else {
+        parse_body(&body, &state.limits)
     };
+    let (prepared, batch) = match parsed {
+        Ok(parsed) => parsed,
+        Err(error) => return refuse(media, error),
+    };
+    execute(state, peer, headers, media, prepared, batch, limited).await
+}
+
+/// Bodies up to this size are parsed on the worker that received them.
+const PARSE_ON_WORKER_MAX: usize = 8 * 1024;
+
+/// A POST body's requests, each checked, and whether they came as a batch (which is
+/// limited by the sum of its operations, before any of them runs).
+fn parse_body(body: &[u8], limits: &Limits) -> Result<(Vec<Prepared>, bool), ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|error| ApiError::BadUserInput(format!("the body is not valid JSON: {error}")))?;
     let (items, batch) = match value {
         Value::Array(items) => {
-            if items.is_empty() || items.len() > state.limits.batch_size {
-                let message = format!("a batch holds 1 to {} operations", state.limits.batch_size);
-                return refuse(media, ApiError::BadUserInput(message));
+            if items.is_empty() || items.len() > limits.batch_size {
+                return Err(ApiError::BadUserInput(format!("a batch holds 1 to {} operations", limits.batch_size)));
             }
             (items, true)
         }
         value => (vec![value], false),
     };
-    let mut prepared = Vec::with_capacity(items.len());
-    for item in items {
-        match prepare(item, &state.limits) {
-            Ok(request) => prepared.push(request),
-            Err(error) => return refuse(media, error),
-        }
-    }
-    // A batch is limited by the sum of its operations, before any of them runs.
+    let prepared = items.into_iter().map(|item| prepare(item, limits)).collect::<Result<Vec<_>, _>>()?;
     let total = prepared.iter().fold(0u64, |sum, request| sum.saturating_add(request.cost));
-    if let Err(error) = check_complexity(total, &state.limits.document()) {
-        return refuse(media, error.into());
-    }
-    execute(state, peer, headers, media, prepared, batch, limited).await
+    check_complexity(total, &limits.document())?;
+    Ok((prepared, batch))
 }
 
 fn parse_query_string(raw: &str) -> Vec<(String, String)> {

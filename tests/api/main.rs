@@ -24,6 +24,7 @@ mod properties;
 mod purchases;
 mod races;
 mod schema;
+mod security;
 mod shutdown;
 mod subscriptions;
 mod ui;
