@@ -12,7 +12,7 @@ use crate::billing::stripe::StripeGateway;
 use crate::config::{Config, Limits};
 use crate::graphql::build_schema;
 use crate::http::assets::PagePolicy;
-use crate::http::rate_limit::RateLimits;
+use crate::http::rate_limit::{ClientAddress, RateLimits};
 use crate::http::ws::SocketCounts;
 use crate::http::{AppState, router};
 use crate::ledger::Ledger;
@@ -78,6 +78,10 @@ impl Application {
             stripe_webhook_secret: config.stripe_webhook_secret.clone(),
             limits: config.limits,
             rate_limits,
+            client_address: ClientAddress {
+                trust_proxy: config.limits.trust_proxy,
+                trusted_proxies: config.trusted_proxies.clone().into(),
+            },
             sockets: sockets.clone(),
             pages: PagePolicy { cors_origins: config.cors_origins.clone(), graphiql: config.graphiql },
             shutdown: shutdown_rx,

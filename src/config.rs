@@ -132,6 +132,9 @@ pub struct Config {
     pub limits: Limits,
     /// Longest a PostgreSQL statement may run (`CREDITS_DB_STATEMENT_TIMEOUT_MS`).
     pub db_statement_timeout: Duration,
+    /// Our own proxies, skipped from the right of `X-Forwarded-For` when
+    /// `CREDITS_TRUST_PROXY` is on (`CREDITS_TRUSTED_PROXIES`, comma-separated CIDRs).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// How to reach Stripe's API.
@@ -270,6 +273,21 @@ impl Config {
         let cors_origins = get("CREDITS_CORS_ORIGINS")
             .map(|value| value.split(',').map(|origin| origin.trim().to_owned()).filter(|o| !o.is_empty()).collect())
             .unwrap_or_default();
+        let trusted_proxies = get("CREDITS_TRUSTED_PROXIES")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|cidr| !cidr.is_empty())
+            .map(|cidr| {
+                // A bare address is a network of one.
+                cidr.parse::<ipnet::IpNet>()
+                    .or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| ConfigError::Invalid {
+                        name: "CREDITS_TRUSTED_PROXIES",
+                        message: format!("{cidr:?} is not a CIDR like 10.0.0.0/8 or an address"),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             database_url: get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             addr,
@@ -285,6 +303,7 @@ impl Config {
             log_filter: get("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
             limits,
             db_statement_timeout,
+            trusted_proxies,
         })
     }
 }
@@ -333,11 +352,18 @@ mod tests {
             ("CREDITS_RATE_LIMIT", "off"),
             ("CREDITS_INTROSPECTION", "false"),
             ("CREDITS_TRUST_PROXY", "true"),
+            ("CREDITS_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.7,fd00::/8"),
             ("CREDITS_DB_STATEMENT_TIMEOUT_MS", "250"),
             ("CREDITS_WS_MAX_CONNECTIONS_PER_TOKEN", "2"),
         ])
         .expect("config");
         assert!(config.limits.rate_limit.is_none() && !config.limits.introspection && config.limits.trust_proxy);
+        let proxies: Vec<String> = config.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(proxies, ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8"]);
+        assert!(matches!(
+            self::tests::config(&[("CREDITS_TRUSTED_PROXIES", "10.0.0.0/33")]),
+            Err(ConfigError::Invalid { name: "CREDITS_TRUSTED_PROXIES", .. })
+        ));
         assert_eq!(config.db_statement_timeout, Duration::from_millis(250));
         assert_eq!(config.limits.ws_max_connections_per_token, 2);
         let defaults = super::Limits::default();

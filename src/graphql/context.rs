@@ -42,6 +42,9 @@ pub enum Caller {
         session_id: String,
         /// The session's organization.
         organization_id: String,
+        /// The API key that minted it (none for the admin token): its requests spend
+        /// that key's budget, and it dies with that key.
+        key_id: Option<String>,
         /// What it may do.
         scopes: ClientScopes,
         /// When it stops working (WebSockets close then).

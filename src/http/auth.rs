@@ -67,6 +67,7 @@ pub async fn caller_for_token(
             Some(session) => Caller::Session {
                 session_id: session.id,
                 organization_id: session.organization_id,
+                key_id: session.created_by_key_id,
                 scopes: session.scopes,
                 expires_at: session.expires_at,
             },

@@ -2,25 +2,26 @@
 //! negotiation, status codes that tell request errors from execution errors, GET for
 //! queries only, and bounded bodies, batches and nesting before anything is parsed.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
 use async_graphql::{BatchResponse, ServerError, Variables};
 use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::extract::{ConnectInfo, FromRequest, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use tracing::Span;
 
 use super::AppState;
-use super::auth::{authenticate, cached_caller};
-use super::rate_limit::{RateKey, client_ip};
+use super::auth::{authenticate, bearer_token, cached_caller};
+use super::rate_limit::RateKey;
 use crate::config::Limits;
 use crate::graphql::errors::ApiError;
 use crate::graphql::limits::{self, LimitError, check_complexity};
-use crate::graphql::request_data;
+use crate::graphql::{Caller, request_data};
+use crate::ledger::CLIENT_SESSION_TOKEN_PREFIX;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 const JSON: &str = "application/json";
@@ -101,10 +102,9 @@ pub async fn get(State(state): State<AppState>, peer: Peer, headers: HeaderMap, 
     let Some(media) = MediaType::negotiate(&headers) else {
         return StatusCode::NOT_ACCEPTABLE.into_response();
     };
-    let limited = match limit_early(&state, &headers, &peer) {
-        Ok(limited) => limited,
-        Err(error) => return refuse(media, error),
-    };
+    if let Err(error) = spend_budget(&state, &headers, &peer) {
+        return refuse(media, error);
+    }
     let mut fields = Map::new();
     for name in ["query", "operationName", "variables", "extensions"] {
         if let Some(value) = param(name) {
@@ -129,11 +129,13 @@ pub async fn get(State(state): State<AppState>, peer: Peer, headers: HeaderMap, 
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    execute(state, peer, headers, media, vec![prepared], false, limited).await
+    execute(state, headers, media, vec![prepared], false).await
 }
 
-/// `POST /graphql`: a JSON request, or a batch of them.
-pub async fn post(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Response {
+/// `POST /graphql`: a JSON request, or a batch of them. The budget is spent before the
+/// body is read, so a refused request costs nothing beyond its headers.
+pub async fn post(State(state): State<AppState>, peer: Peer, request: Request) -> Response {
+    let headers = request.headers().clone();
     let Some(media) = MediaType::negotiate(&headers) else {
         return StatusCode::NOT_ACCEPTABLE.into_response();
     };
@@ -143,9 +145,13 @@ pub async fn post(State(state): State<AppState>, peer: Peer, headers: HeaderMap,
         *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
         return response;
     }
-    let limited = match limit_early(&state, &headers, &peer) {
-        Ok(limited) => limited,
-        Err(error) => return refuse(media, error),
+    if let Err(error) = spend_budget(&state, &headers, &peer) {
+        return refuse(media, error);
+    }
+    // Within the body limit (413 beyond it), read only now.
+    let body = match Bytes::from_request(request, &state).await {
+        Ok(body) => body,
+        Err(rejection) => return rejection.into_response(),
     };
     // A large body is parsed on the blocking pool: parsing is linear but synchronous, and
     // a burst of large documents must not hold the workers that answer everyone else.
@@ -159,7 +165,7 @@ pub async fn post(State(state): State<AppState>, peer: Peer, headers: HeaderMap,
         Ok(parsed) => parsed,
         Err(error) => return refuse(media, error),
     };
-    execute(state, peer, headers, media, prepared, batch, limited).await
+    execute(state, headers, media, prepared, batch).await
 }
 
 /// Bodies up to this size are parsed on the worker that received them.
@@ -267,28 +273,32 @@ pub(crate) fn prepare(value: Value, limits: &Limits) -> Result<Prepared, ApiErro
     Ok(Prepared { request, cost, operation })
 }
 
-/// Takes the request's rate-limit token before its body is even parsed, when its bucket
-/// is known without the database (the admin token, a recently verified API key): a
-/// flooding key's excess is then refused for the price of a header lookup. `Ok(false)`
-/// when the bucket is decided after authentication instead.
-fn limit_early(state: &AppState, headers: &HeaderMap, peer: &Peer) -> Result<bool, ApiError> {
-    let Some(caller) = cached_caller(headers, state.admin_token.as_ref(), &state.ledger) else {
-        return Ok(false);
+/// Takes the request's token from the one bucket its headers name: its credential's,
+/// when this server has seen that credential valid recently (see [`RateLimits`]),
+/// otherwise its client address's. Before the body is read, parsed or authenticated.
+///
+/// [`RateLimits`]: super::rate_limit::RateLimits
+fn spend_budget(state: &AppState, headers: &HeaderMap, peer: &Peer) -> Result<(), ApiError> {
+    let ip = state.client_address.of(headers, peer.as_ref().map(|Extension(ConnectInfo(addr))| *addr));
+    let known = match cached_caller(headers, state.admin_token.as_ref(), &state.ledger) {
+        Some(caller) => Some(RateKey::budget_of(&caller, ip)),
+        None => bearer(headers).and_then(|token| state.rate_limits.session_budget(token)),
     };
-    let ip = client_ip(headers, peer.as_ref().map(|Extension(ConnectInfo(addr))| *addr), state.limits.trust_proxy);
-    state.rate_limits.check(&RateKey::of(&caller, ip)).map(|()| true)
+    state.rate_limits.check(&known.unwrap_or(RateKey::Ip(ip)))
 }
 
-/// Authenticates, takes a rate-limit token (unless `limited` already did), runs one
-/// request or a batch.
+/// The bearer token of a request, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    Some(bearer_token(headers.get(header::AUTHORIZATION)?.to_str().ok()?))
+}
+
+/// Authenticates and runs one request or a batch (its budget already spent).
 async fn execute(
     state: AppState,
-    peer: Peer,
     headers: HeaderMap,
     media: MediaType,
     requests: Vec<Prepared>,
     batch: bool,
-    limited: bool,
 ) -> Response {
     let span = Span::current();
     match (&requests[..], batch) {
@@ -304,9 +314,15 @@ async fn execute(
         Ok(caller) => caller,
         Err(error) => return refuse(media, error.into()),
     };
-    let ip = client_ip(&headers, peer.map(|Extension(ConnectInfo(addr))| addr), state.limits.trust_proxy);
-    if !limited && let Err(error) = state.rate_limits.check(&RateKey::of(&caller, ip)) {
-        return refuse(media, error);
+    // A client session's next requests spend its key's bucket from their headers alone;
+    // a token that no longer authenticates spends its sender's address bucket again.
+    if let Some(token) = bearer(&headers).filter(|token| token.starts_with(CLIENT_SESSION_TOKEN_PREFIX)) {
+        match &caller {
+            Caller::Session { .. } => {
+                state.rate_limits.remember_session(token, RateKey::budget_of(&caller, IpAddr::from([0, 0, 0, 0])));
+            }
+            _ => state.rate_limits.forget_session(token),
+        }
     }
     let mut requests: Vec<async_graphql::Request> = requests
         .into_iter()

@@ -44,6 +44,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Token buckets per caller.
     pub rate_limits: rate_limit::RateLimits,
+    /// Where a request comes from (behind a proxy or not).
+    pub client_address: rate_limit::ClientAddress,
     /// Open WebSockets per token.
     pub sockets: ws::SocketCounts,
     /// Browser pages and origins: GraphiQL on or off, CORS origins (CSP, WebSocket `Origin`).

@@ -38,7 +38,7 @@ use tokio::task::AbortHandle;
 use super::AppState;
 use super::auth::{bearer_token, caller_for_token};
 use super::graphql::{prepare, render};
-use super::rate_limit::{RateKey, client_ip};
+use super::rate_limit::RateKey;
 use crate::graphql::{Caller, request_data};
 
 /// Outgoing messages queued per connection before senders wait.
@@ -129,7 +129,7 @@ pub async fn upgrade(
             return StatusCode::FORBIDDEN.into_response();
         }
     }
-    let ip = client_ip(&headers, peer.map(|Extension(ConnectInfo(addr))| addr), state.limits.trust_proxy);
+    let ip = state.client_address.of(&headers, peer.map(|Extension(ConnectInfo(addr))| addr));
     let header_token =
         headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok()).map(|value| bearer_token(value).to_owned());
     // Small buffers: tungstenite's default 128 KiB read buffer per socket would cost more
@@ -322,11 +322,14 @@ impl Connection {
         if !self.open.claim(RateKey::of(&caller, self.ip), self.state.limits.ws_max_connections_per_token) {
             return Flow::Close(1013, "Too many connections for this token");
         }
-        let mut revocation = key_watch.only(match &caller {
-            Caller::ApiKey { key_id, .. } => Some(key_id.as_str()),
-            // Session revocations (direct, or with their API key) send the session's id.
-            Caller::Session { session_id, .. } => Some(session_id.as_str()),
-            _ => None,
+        let mut revocation = key_watch.only(&match &caller {
+            Caller::ApiKey { key_id, .. } => vec![key_id.as_str()],
+            // A session's revocation sends its id; its key's revocation sends the key's
+            // (and the ids of the sessions it revoked, which may miss one minted in a race).
+            Caller::Session { session_id, key_id, .. } => {
+                [Some(session_id.as_str()), key_id.as_deref()].into_iter().flatten().collect()
+            }
+            _ => Vec::new(),
         });
         // A session's socket ends when the session does.
         let expiry = match &caller {
@@ -446,7 +449,7 @@ impl Connection {
         let prepared = self
             .state
             .rate_limits
-            .check(&RateKey::of(caller, self.ip))
+            .check(&RateKey::budget_of(caller, self.ip))
             .and_then(|()| prepare(payload, &self.state.limits));
         let request = match prepared {
             Ok(prepared) => request_data(prepared.request, &self.state.ledger, caller.clone(), self.span.clone()),
@@ -493,10 +496,7 @@ impl Connection {
             Caller::ApiKey { key_id, .. } => {
                 ledger.api_key(key_id).await.map(|key| key.is_some_and(|k| k.revoked_at.is_none()))
             }
-            Caller::Session { session_id, .. } => ledger
-                .client_session(session_id)
-                .await
-                .map(|session| session.is_some_and(|s| s.is_live(crate::ledger::now()))),
+            Caller::Session { session_id, .. } => ledger.client_session_is_live(session_id).await,
             _ => return true,
         };
         live.unwrap_or_else(|error| {

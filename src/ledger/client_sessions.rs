@@ -11,7 +11,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use chrono::{DateTime, Duration, Utc};
-use entity::client_session;
+use entity::{api_key, client_session};
+use sea_orm::sea_query::{Condition, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
 };
@@ -257,18 +258,45 @@ impl Ledger {
         Ok(client_session::Entity::find_by_id(id.to_owned()).one(&self.db).await?.map(ClientSession::from))
     }
 
-    /// The live (unrevoked, unexpired) session whose token this is.
+    /// The live session whose token this is: unrevoked, unexpired, and minted by a key
+    /// that is itself unrevoked.
     pub async fn authenticate_client_session(&self, token: &str) -> Result<Option<ClientSession>, LedgerError> {
         if !token.starts_with(CLIENT_SESSION_TOKEN_PREFIX) {
             return Ok(None);
         }
-        let session = client_session::Entity::find()
+        Ok(live_sessions()
             .filter(client_session::Column::TokenHash.eq(hash_secret(token)))
             .one(&self.db)
             .await?
-            .map(ClientSession::from);
-        Ok(session.filter(|session| session.is_live(now())))
+            .map(ClientSession::from))
     }
+
+    /// Whether session `id` still authenticates (as [`Self::authenticate_client_session`]
+    /// would answer for its token): for open WebSockets.
+    pub async fn client_session_is_live(&self, id: &str) -> Result<bool, LedgerError> {
+        Ok(live_sessions().filter(client_session::Column::Id.eq(id)).one(&self.db).await?.is_some())
+    }
+}
+
+/// Sessions that authenticate now. The minting key is checked in the same statement:
+/// revoking a key revokes its sessions in the revoking transaction, but a session whose
+/// insert raced that transaction (its key checked just before, its row committed just
+/// after) escapes that update, so no session outlives its key's revocation only if
+/// every authentication also asks whether the key still stands.
+fn live_sessions() -> sea_orm::Select<client_session::Entity> {
+    let live_keys = Query::select()
+        .column(api_key::Column::Id)
+        .from(api_key::Entity)
+        .and_where(api_key::Column::RevokedAt.is_null())
+        .to_owned();
+    client_session::Entity::find()
+        .filter(client_session::Column::RevokedAt.is_null())
+        .filter(client_session::Column::ExpiresAt.gt(now()))
+        .filter(
+            Condition::any()
+                .add(client_session::Column::CreatedByKeyId.is_null())
+                .add(client_session::Column::CreatedByKeyId.in_subquery(live_keys)),
+        )
 }
 
 #[cfg(test)]

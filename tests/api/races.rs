@@ -230,11 +230,12 @@ async fn consumes_racing_an_expiry_never_spend_expired_credits(engine: Engine) {
     let consumed: i64 = join_all(workers).await.into_iter().sum();
     let lot_id = expiring["id"].clone();
     let (mut after, mut from_lot, mut expired) = (serde_json::Value::Null, 0i64, 0i64);
+    // 50 a page: an allocation's `lot` costs a page of lots (API.md v3), so 100 would not fit.
     loop {
         let page = app
             .ok(
                 Some(&key),
-                "query($after: String) { creditTransactions(first: 100, after: $after) { edges { node { kind amount createdAt allocations { lot { id } amount } } } pageInfo { hasNextPage endCursor } } }",
+                "query($after: String) { creditTransactions(first: 50, after: $after) { edges { node { kind amount createdAt allocations { lot { id } amount } } } pageInfo { hasNextPage endCursor } } }",
                 json!({ "after": after }),
             )
             .await["creditTransactions"]

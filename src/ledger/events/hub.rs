@@ -87,7 +87,7 @@ impl EventHub {
     /// A watch on revocation hints from now on. Take it *before* authenticating, then
     /// narrow it with [`KeyWatch::only`], so a revocation committed in between is not missed.
     pub fn key_watch(&self) -> KeyWatch {
-        KeyWatch { receiver: self.keys.subscribe(), key_id: None }
+        KeyWatch { receiver: self.keys.subscribe(), key_ids: Vec::new() }
     }
 
     /// Every revocation hint from now on (for caches of verified keys).
@@ -111,27 +111,30 @@ impl EventHub {
     }
 }
 
-/// Revocation hints for one connection's API key.
+/// Revocation hints for one connection's credentials.
 #[derive(Debug)]
 pub struct KeyWatch {
     receiver: broadcast::Receiver<KeyHint>,
-    key_id: Option<String>,
+    key_ids: Vec<String>,
 }
 
 impl KeyWatch {
-    /// Narrows the watch to `key_id`; with `None` (the admin token) it never fires.
-    pub fn only(mut self, key_id: Option<&str>) -> Self {
-        self.key_id = key_id.map(str::to_owned);
+    /// Narrows the watch to hints naming one of `key_ids` (an API key; a client session
+    /// and the key that minted it); with none (the admin token) it never fires.
+    pub fn only(mut self, key_ids: &[&str]) -> Self {
+        self.key_ids = key_ids.iter().map(|id| (*id).to_owned()).collect();
         self
     }
 
     /// Waits until the key may have been revoked: a hint names it, or hints may have
     /// been missed. Only a hint: the caller re-checks the key in the database. Cancel-safe.
     pub async fn hinted(&mut self) {
-        let Some(key_id) = &self.key_id else { return std::future::pending().await };
+        if self.key_ids.is_empty() {
+            return std::future::pending().await;
+        }
         loop {
             match self.receiver.recv().await {
-                Ok(KeyHint::Revoked(revoked)) if *revoked == **key_id => return,
+                Ok(KeyHint::Revoked(revoked)) if self.key_ids.iter().any(|id| **id == *revoked) => return,
                 Ok(KeyHint::Revoked(_)) => continue,
                 Ok(KeyHint::RecheckAll) | Err(broadcast::error::RecvError::Lagged(_)) => return,
                 Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
