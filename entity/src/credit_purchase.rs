@@ -27,9 +27,11 @@ pub struct Model {
     pub created_at: ChronoDateTimeUtc,
     /// Stripe PaymentIntent that paid it, once paid.
     pub payment_intent_id: Option<String>,
-    /// Amount refunded so far, in the currency's smallest unit.
+    /// Amount refunded so far, in the currency's smallest unit, as last settled.
     pub refunded_amount: i64,
-    /// Credits accounted for by refunds so far (taken back, or already spent).
+    /// The refunded share of its credits (`credits × refunded_amount ÷ amount`, rounded
+    /// down), which refunds hold back, taken or already spent. Disputes add theirs, at
+    /// most its credits in all (`billing::settlement`).
     pub refunded_credits: i64,
     /// Time of the latest status change.
     pub updated_at: ChronoDateTimeUtc,

@@ -17,12 +17,16 @@ pub struct Model {
     pub amount: i64,
     /// Currency of the amount.
     pub currency: Option<String>,
-    /// `PENDING` (funds withdrawn, purchase not paid yet), `WITHDRAWN` (credits taken
-    /// back) or `REINSTATED` (final: whatever was taken was given back).
+    /// `PENDING` (funds withdrawn, purchase not paid yet), `WITHDRAWN` (counted: it holds
+    /// back its share of the purchase's credits) or `REINSTATED` (final: no longer counts,
+    /// or never did).
     pub state: String,
-    /// The purchase's credits this dispute accounts for (taken, or already spent).
+    /// Its share of the purchase's credits (`credits × amount ÷ paid`), set when counted.
+    /// What the purchase holds back is computed from every dispute's amount and its
+    /// refunds together (`billing::settlement`), at most its credits.
     pub accounted_credits: i64,
-    /// Credits actually taken from the balance; a reinstatement gives back exactly these.
+    /// Written only before refunds and disputes became one rule: what this dispute alone
+    /// took. 0 since; the ledger's entries under the purchase say what was taken.
     pub taken_credits: i64,
     /// First report.
     pub created_at: ChronoDateTimeUtc,

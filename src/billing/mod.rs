@@ -8,6 +8,8 @@
 //! - `payment_events.rs`: the webhook state machine: which events count, paid sessions,
 //!   closed sessions, orphans and refunds, each applied exactly once in any order.
 //! - `disputes.rs`: disputed payments (funds withdrawn, funds reinstated).
+//! - `settlement.rs`: refunds and disputes as one rule: what a purchase has taken back,
+//!   and its status, from the facts reported, whatever their order.
 //! - `stripe.rs`: the one async-stripe call; `webhook.rs`: signatures and event views.
 
 pub mod checkout;
@@ -15,6 +17,7 @@ mod disputes;
 pub mod packages;
 pub mod payment_events;
 pub mod purchases;
+mod settlement;
 pub mod stripe;
 pub mod webhook;
 

@@ -6,15 +6,17 @@
 //! `purchasePackage` recorded or, should that row be lost, through the organization,
 //! package and purchase ids of its `metadata`; never through `client_reference_id`, which
 //! a buyer can set on a Payment Link. A paid session that matches nothing is kept as an
-//! orphan (`stripe_orphan_sessions`) for an operator. Refunds are here, disputes in
-//! `disputes.rs`; both serialize on the PaymentIntent's `stripe_refunds` row.
+//! orphan (`stripe_orphan_sessions`) for an operator. Refunds are recorded here, disputes
+//! in `disputes.rs`; what both take back is one rule, in `settlement.rs`, and every event
+//! of a PaymentIntent serializes on its `stripe_refunds` row.
 
-use entity::{credit_purchase, stripe_event, stripe_orphan_session, stripe_refund};
+use entity::{credit_purchase, stripe_event, stripe_orphan_session};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, SqlErr};
 
 use super::checkout::pending_purchase;
-use super::disputes::{DisputeReport, active_disputes};
+use super::disputes::DisputeReport;
+use super::settlement::record_refund;
 use super::webhook::{ChargeObject, Event, SessionObject, expandable_id};
 use super::{Billing, BillingError, CreditPurchase, PURCHASE_REFERENCE, PurchaseStatus};
 use crate::ledger::decide::{LotCategory, LotSpec};
@@ -184,9 +186,8 @@ impl Billing {
         tx.change(&request).await?;
         tracing::info!(purchase = %purchase.id, credits = purchase.credits, "purchase paid and credited");
         // A refund or a dispute may have been reported before the payment.
-        self.reconcile_refund(tx, &purchase.id).await?;
         match &payment_intent {
-            Some(payment_intent) => self.reconcile_disputes(tx, payment_intent).await,
+            Some(payment_intent) => self.settle(tx, payment_intent, None).await,
             None => Ok(()),
         }
     }
@@ -270,98 +271,16 @@ impl Billing {
         Ok(SessionPurchase::Found(row.try_into()?))
     }
 
-    /// Records the charge's cumulative refund, then takes back its share of credits.
+    /// Records the charge's cumulative refund, then settles its purchase (the refunded
+    /// share, counted with its disputes).
     async fn charge_refunded(&self, tx: &mut LedgerTx, charge: &ChargeObject) -> Result<(), BillingError> {
         let Some(payment_intent) = expandable_id(&charge.payment_intent) else {
             tracing::warn!(charge = %charge.id, "refunded charge without a PaymentIntent; ignored");
             return Ok(());
         };
         record_refund(tx.conn(), &payment_intent, charge.amount_refunded).await?;
-        let purchase = credit_purchase::Entity::find()
-            .filter(credit_purchase::Column::PaymentIntentId.eq(&payment_intent))
-            .one(tx.conn())
-            .await?;
-        match purchase {
-            Some(purchase) => self.reconcile_refund(tx, &purchase.id).await,
-            // Not paid yet (or not ours): the paid event reconciles when it comes.
-            None => Ok(()),
-        }
-    }
-
-    /// Brings a paid purchase's clawback up to the refund Stripe reported: the refunded
-    /// share of its credits, taken back as a `REFUND` but never below a zero balance, and
-    /// never more than the purchase gave once disputes have taken their share.
-    async fn reconcile_refund(&self, tx: &mut LedgerTx, purchase_id: &str) -> Result<(), BillingError> {
-        let Some(purchase) = credit_purchase::Entity::find_by_id(purchase_id.to_owned()).one(tx.conn()).await? else {
-            return Ok(());
-        };
-        let Some(payment_intent) = &purchase.payment_intent_id else {
-            return Ok(());
-        };
-        let Some(refund) = stripe_refund::Entity::find_by_id(payment_intent.clone()).one(tx.conn()).await? else {
-            return Ok(());
-        };
-        let refunded = refund.amount_refunded.min(purchase.amount);
-        if refunded <= purchase.refunded_amount || purchase.amount <= 0 {
-            return Ok(());
-        }
-        let disputed = active_disputes(tx.conn(), payment_intent).await?;
-        let target = share(purchase.credits, refunded, purchase.amount);
-        let unaccounted = (purchase.credits - purchase.refunded_credits - disputed.credits).max(0);
-        let wanted = (target - purchase.refunded_credits).clamp(0, unaccounted);
-        let status = settled_status(purchase.amount, refunded, disputed.count > 0);
-        // Conditional on the amount we read, so concurrent deliveries claw back once.
-        let updated = credit_purchase::Entity::update_many()
-            .col_expr(credit_purchase::Column::RefundedAmount, Expr::value(refunded))
-            .col_expr(credit_purchase::Column::RefundedCredits, Expr::value(purchase.refunded_credits + wanted))
-            .col_expr(credit_purchase::Column::Status, Expr::value(status.as_str()))
-            .col_expr(credit_purchase::Column::UpdatedAt, Expr::value(now()))
-            .filter(credit_purchase::Column::Id.eq(&purchase.id))
-            .filter(credit_purchase::Column::RefundedAmount.eq(purchase.refunded_amount))
-            .exec(tx.conn())
-            .await?;
-        if updated.rows_affected == 0 || wanted <= 0 {
-            return Ok(());
-        }
-        let description = format!("Refund of purchase {}: {wanted} credits", purchase.id);
-        // From the purchase's own lots only (see `LedgerTx::clawback`).
-        let reference = (PURCHASE_REFERENCE, purchase.id.as_str());
-        let taken = tx.clawback(&purchase.organization_id, wanted, &description, reference).await?;
-        if taken.shortfall > 0 {
-            tracing::warn!(
-                purchase = %purchase.id,
-                taken = taken.taken,
-                shortfall = taken.shortfall,
-                "refund clawback: credits already spent were not recovered"
-            );
-        }
-        Ok(())
-    }
-}
-
-/// `credits × part ÷ whole`, rounded down, without overflow (`part` ≤ `whole`, `whole` > 0).
-pub(super) fn share(credits: i64, part: i64, whole: i64) -> i64 {
-    if whole <= 0 {
-        return 0;
-    }
-    let exact = i128::from(credits) * i128::from(part.clamp(0, whole)) / i128::from(whole);
-    // Never more than `credits`, so it fits.
-    i64::try_from(exact).unwrap_or(credits)
-}
-
-/// The status of a paid purchase from what happened to it since: disputed while any
-/// dispute is withdrawn and not reinstated, else refunded in full, in part, or not at all. Computed
-/// rather than remembered, so a reinstated dispute restores exactly the status the
-/// refunds imply.
-pub(super) fn settled_status(amount: i64, refunded_amount: i64, disputed: bool) -> PurchaseStatus {
-    if disputed {
-        PurchaseStatus::Disputed
-    } else if refunded_amount >= amount && refunded_amount > 0 {
-        PurchaseStatus::Refunded
-    } else if refunded_amount > 0 {
-        PurchaseStatus::PartiallyRefunded
-    } else {
-        PurchaseStatus::Paid
+        // Not paid yet (or not ours): the paid event settles it when it comes.
+        self.settle(tx, &payment_intent, None).await
     }
 }
 
@@ -394,41 +313,8 @@ async fn record_orphan(conn: &impl ConnectionTrait, session: &SessionObject, rea
     Ok(())
 }
 
-/// Records the cumulative amount Stripe reports refunded for a PaymentIntent, keeping the
-/// largest seen (older deliveries cannot lower it), and locks that row until commit.
-///
-/// The paid, refunded and dispute paths all call this first (the others with 0), so the
-/// events of one PaymentIntent serialize on this row: whichever commits second sees the
-/// other's work, and a refund or dispute racing its own payment is never lost.
-pub(super) async fn record_refund<C: ConnectionTrait>(
-    conn: &C,
-    payment_intent: &str,
-    amount_refunded: i64,
-) -> Result<(), BillingError> {
-    stripe_refund::Entity::insert(stripe_refund::ActiveModel {
-        payment_intent_id: Set(payment_intent.to_owned()),
-        amount_refunded: Set(amount_refunded),
-        updated_at: Set(now()),
-    })
-    .on_conflict(
-        OnConflict::column(stripe_refund::Column::PaymentIntentId)
-            .value(
-                stripe_refund::Column::AmountRefunded,
-                // `excluded` is the proposed row, on PostgreSQL and SQLite alike.
-                Expr::cust(
-                    "CASE WHEN excluded.amount_refunded > stripe_refunds.amount_refunded \
-                     THEN excluded.amount_refunded ELSE stripe_refunds.amount_refunded END",
-                ),
-            )
-            .to_owned(),
-    )
-    .exec_without_returning(conn)
-    .await?;
-    Ok(())
-}
-
 /// Moves a purchase from one of `from` to `to`; false when it was in no such status.
-pub(super) async fn set_status<C: ConnectionTrait>(
+async fn set_status<C: ConnectionTrait>(
     conn: &C,
     purchase_id: &str,
     from: &[PurchaseStatus],
@@ -454,26 +340,4 @@ fn parse<T: serde::de::DeserializeOwned>(event: &Event) -> Result<T, BillingErro
         event_type: event.event_type.clone(),
         message: error.to_string(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shares_round_down_and_never_exceed_the_credits() {
-        assert_eq!(share(55_000, 2_000, 3_999), 27_506);
-        assert_eq!(share(55_000, 3_999, 3_999), 55_000);
-        assert_eq!(share(55_000, 9_999, 3_999), 55_000);
-        assert_eq!(share(i64::MAX, i64::MAX, i64::MAX), i64::MAX);
-        assert_eq!(share(10, 5, 0), 0);
-    }
-
-    #[test]
-    fn a_paid_purchase_settles_by_its_disputes_then_its_refunds() {
-        assert_eq!(settled_status(999, 0, false), PurchaseStatus::Paid);
-        assert_eq!(settled_status(999, 500, false), PurchaseStatus::PartiallyRefunded);
-        assert_eq!(settled_status(999, 999, false), PurchaseStatus::Refunded);
-        assert_eq!(settled_status(999, 999, true), PurchaseStatus::Disputed);
-    }
 }

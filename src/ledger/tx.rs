@@ -275,6 +275,35 @@ impl LedgerTx {
         Ok(Clawback { transaction, taken, shortfall })
     }
 
+    /// What clawbacks under `reference` hold now, net: the credits its `REFUND`s took
+    /// less those its `ADJUSTMENT`s gave back, written or decided in this transaction.
+    /// Read from the entries themselves, so what a reinstated dispute gives back is never
+    /// more than was really taken (credits already spent were never taken).
+    pub async fn clawed_back(&self, organization_id: &str, reference: (&str, &str)) -> Result<i64, LedgerError> {
+        let corrections = [TransactionKind::Refund, TransactionKind::Adjustment];
+        let written: Vec<i64> = credit_transaction::Entity::find()
+            .select_only()
+            .column(credit_transaction::Column::Amount)
+            .filter(credit_transaction::Column::OrganizationId.eq(organization_id))
+            .filter(credit_transaction::Column::Kind.is_in(corrections.map(TransactionKind::as_str)))
+            .filter(credit_transaction::Column::ReferenceType.eq(reference.0))
+            .filter(credit_transaction::Column::ReferenceId.eq(reference.1))
+            .into_tuple()
+            .all(&self.txn)
+            .await?;
+        let decided = self
+            .pending
+            .iter()
+            .filter(|transaction| transaction.organization_id == organization_id)
+            .filter(|transaction| corrections.contains(&transaction.kind))
+            .filter(|transaction| {
+                transaction.reference_type.as_deref() == Some(reference.0)
+                    && transaction.reference_id.as_deref() == Some(reference.1)
+            })
+            .map(|transaction| transaction.amount);
+        Ok(-written.into_iter().chain(decided).sum::<i64>())
+    }
+
     /// The lot formed by transaction `source_transaction_id` (a purchase's), if any.
     pub async fn lot_of_transaction(&self, source_transaction_id: &str) -> Result<Option<CreditLot>, LedgerError> {
         credit_lot::Entity::find()

@@ -41,6 +41,22 @@ macro_rules! on_both_engines {
     )+};
 }
 
+/// Every order of `0..n` (`n!` of them), for tests that deliver the same things in each.
+pub fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![Vec::new()];
+    }
+    let mut all = Vec::new();
+    for rest in permutations(n - 1) {
+        for at in 0..=rest.len() {
+            let mut order = rest.clone();
+            order.insert(at, n - 1);
+            all.push(order);
+        }
+    }
+    all
+}
+
 /// A fresh, migrated database; dropped with the test.
 pub struct TestDatabase {
     pub url: String,

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
-use crate::helpers::{Engine, database};
+use crate::helpers::{Engine, database, permutations};
 
 /// Idempotency keys come from a small pool, so that they are reused often.
 const KEYS: u8 = 6;
@@ -95,21 +95,6 @@ impl Model {
             })
             .collect()
     }
-}
-
-fn permutations(n: usize) -> Vec<Vec<usize>> {
-    if n == 0 {
-        return vec![Vec::new()];
-    }
-    let mut all = Vec::new();
-    for rest in permutations(n - 1) {
-        for at in 0..=rest.len() {
-            let mut order = rest.clone();
-            order.insert(at, n - 1);
-            all.push(order);
-        }
-    }
-    all
 }
 
 /// Sends `request` to the ledger; returns its outcome and the transaction id and

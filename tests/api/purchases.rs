@@ -4,7 +4,7 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 
 use crate::fake_stripe::{Behaviour, FakeStripe, dispute, event, paid_session, refunded_charge};
-use crate::helpers::{ADMIN_TOKEN, Engine, TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{ADMIN_TOKEN, Engine, TestApp, permutations, spawn_app, spawn_app_with};
 use crate::on_both_engines;
 
 const WEBHOOK_SECRET: &str = "whsec_test_secret";
@@ -27,6 +27,8 @@ on_both_engines!(
     a_dispute_after_a_partial_refund_takes_only_what_is_left,
     a_dispute_after_spending_never_goes_below_zero_and_gives_back_what_it_took,
     disputes_racing_their_payment_settle_the_same_in_any_order,
+    refunds_and_disputes_end_the_same_in_every_order_of_delivery,
+    a_full_refund_between_a_dispute_and_its_reinstatement_keeps_the_credits_taken,
 );
 
 async fn stripe_app(engine: Engine) -> Option<(TestApp, FakeStripe)> {
@@ -764,7 +766,8 @@ async fn a_dispute_after_a_partial_refund_takes_only_what_is_left(engine: Engine
     app.grant(&org, 1_000).await;
     assert_eq!(app.webhook(&event("evt_cr_2", "charge.refunded", refunded_charge("pi_capped", 3999, 3999))).await, 200);
     assert_eq!(app.balance(&key).await, 1_000);
-    assert_eq!(app.purchase_status(&key, &purchase).await, "DISPUTED");
+    // v3: refunded in full comes before disputed.
+    assert_eq!(app.purchase_status(&key, &purchase).await, "REFUNDED");
     app.dispute_event("evt_cw_2", "funds_withdrawn", "dp_capped_again", "pi_capped", 3999).await;
     assert_eq!(app.balance(&key).await, 1_000);
     let (sum, _) = app.transaction_sum(&key).await;
@@ -822,4 +825,146 @@ async fn disputes_racing_their_payment_settle_the_same_in_any_order(engine: Engi
     assert_eq!(app.balance(&key).await, 120_000);
     let (sum, _) = app.transaction_sum(&key).await;
     assert_eq!(sum, 120_000, "balance = sum of transactions");
+}
+
+// --- Refunds and disputes commute (v3) ----------------------------------------------------
+
+/// One delivery of a commuting set, before it is addressed to one order's payment.
+#[derive(Clone, Copy, Debug)]
+enum Report {
+    /// `charge.refunded` carrying this cumulative `amount_refunded`.
+    Refunded(i64),
+    /// `charge.dispute.funds_withdrawn` of the set's dispute `n`, for this amount.
+    Withdrawn(usize, i64),
+    /// `charge.dispute.funds_reinstated` of the set's dispute `n`, for this amount.
+    Reinstated(usize, i64),
+}
+
+/// What the contract says a Basic purchase (55,000 credits for 3,999) ends with after
+/// `reports`, whatever their order: the refunded share plus the shares of disputes
+/// withdrawn and never reinstated, at most its credits; and the status by precedence.
+fn settled_by_the_rule(reports: &[Report]) -> (i64, &'static str) {
+    let (credits, amount) = (55_000_i64, 3_999_i64);
+    let share = |part: i64| credits * part.min(amount) / amount;
+    let refunded = reports.iter().filter_map(|r| if let Report::Refunded(a) = r { Some(*a) } else { None }).max();
+    let refunded = refunded.unwrap_or(0).min(amount);
+    let reinstated = |n: usize| reports.iter().any(|r| matches!(r, Report::Reinstated(m, _) if *m == n));
+    let holding: Vec<i64> = reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::Withdrawn(n, disputed) if !reinstated(*n) => Some(*disputed),
+            _ => None,
+        })
+        .collect();
+    let taken = (share(refunded) + holding.iter().map(|disputed| share(*disputed)).sum::<i64>()).min(credits);
+    let status = if refunded >= amount {
+        "REFUNDED"
+    } else if !holding.is_empty() {
+        "DISPUTED"
+    } else if refunded > 0 {
+        "PARTIALLY_REFUNDED"
+    } else {
+        "PAID"
+    };
+    (credits - taken, status)
+}
+
+impl TestApp {
+    /// Delivers `report` as event `tag` of payment `payment_intent` (dispute ids are
+    /// derived from the payment, so every order has its own disputes).
+    async fn report(&self, tag: &str, payment_intent: &str, report: Report) {
+        let dispute_id = |n: usize| format!("dp_{}_{n}", payment_intent.trim_start_matches("pi_"));
+        let payload = match report {
+            Report::Refunded(refunded) => {
+                event(&format!("evt_{tag}"), "charge.refunded", refunded_charge(payment_intent, 3999, refunded))
+            }
+            Report::Withdrawn(n, disputed) => event(
+                &format!("evt_{tag}"),
+                "charge.dispute.funds_withdrawn",
+                dispute(&dispute_id(n), payment_intent, disputed),
+            ),
+            Report::Reinstated(n, disputed) => event(
+                &format!("evt_{tag}"),
+                "charge.dispute.funds_reinstated",
+                dispute(&dispute_id(n), payment_intent, disputed),
+            ),
+        };
+        assert_eq!(self.webhook(&payload).await, 200, "{report:?} for {payment_intent}");
+    }
+}
+
+async fn refunds_and_disputes_end_the_same_in_every_order_of_delivery(engine: Engine) {
+    let Some((app, _fake)) = stripe_app(engine).await else { return };
+    // Each set: reports delivered first, in this order, then four permuted in all 24
+    // orders. Two `charge.refunded` of one set carry growing cumulative amounts, so the
+    // lower one, delivered last, is a stale report of an earlier refund.
+    let sets: [(&str, Vec<Report>, [Report; 4]); 4] = [
+        (
+            "full",
+            vec![],
+            [Report::Withdrawn(0, 3999), Report::Refunded(2000), Report::Refunded(3999), Report::Reinstated(0, 3999)],
+        ),
+        (
+            "partial",
+            vec![],
+            [Report::Withdrawn(0, 1500), Report::Refunded(1000), Report::Refunded(2500), Report::Reinstated(0, 1500)],
+        ),
+        (
+            "held",
+            vec![Report::Withdrawn(1, 1000)],
+            [Report::Withdrawn(0, 1500), Report::Refunded(1000), Report::Refunded(2500), Report::Reinstated(0, 1500)],
+        ),
+        (
+            "capped",
+            vec![Report::Withdrawn(1, 3000)],
+            [Report::Withdrawn(0, 1500), Report::Refunded(1000), Report::Refunded(2500), Report::Reinstated(0, 1500)],
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (name, first, permuted) in &sets {
+        let all: Vec<Report> = first.iter().chain(permuted.iter()).copied().collect();
+        let expected = settled_by_the_rule(&all);
+        for (number, order) in permutations(permuted.len()).into_iter().enumerate() {
+            let (org, key) = app.funded_org(&format!("Commute {name} {number}"), 0).await;
+            let intent = format!("pi_commute_{name}_{number}");
+            let purchase = app.paid_purchase(&key, &org, "credits_basic", &intent).await;
+            for (k, report) in first.iter().enumerate() {
+                app.report(&format!("commute_{name}_{number}_first{k}"), &intent, *report).await;
+            }
+            for &k in &order {
+                app.report(&format!("commute_{name}_{number}_{k}"), &intent, permuted[k]).await;
+            }
+            let balance = app.balance(&key).await;
+            let status = app.purchase_status(&key, &purchase).await;
+            let (sum, _) = app.transaction_sum(&key).await;
+            if (balance, status.as_str()) != expected || sum != balance {
+                let delivered: Vec<Report> = order.iter().map(|&k| permuted[k]).collect();
+                wrong.push(format!("{name} {first:?} then {delivered:?}: balance {balance} (sum {sum}), {status}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "orders that did not end by the rule:\n{}", wrong.join("\n"));
+}
+
+async fn a_full_refund_between_a_dispute_and_its_reinstatement_keeps_the_credits_taken(engine: Engine) {
+    let Some((app, _fake)) = stripe_app(engine).await else { return };
+    let (org, key) = app.funded_org("Reported", 0).await;
+    let purchase = app.paid_purchase(&key, &org, "credits_basic", "pi_reported").await;
+    assert_eq!(app.balance(&key).await, 55_000);
+    app.dispute_event("evt_rep_w", "funds_withdrawn", "dp_reported", "pi_reported", 3999).await;
+    assert_eq!(app.balance(&key).await, 0);
+    assert_eq!(app.purchase_status(&key, &purchase).await, "DISPUTED");
+    let refund = event("evt_rep_r", "charge.refunded", refunded_charge("pi_reported", 3999, 3999));
+    assert_eq!(app.webhook(&refund).await, 200);
+    assert_eq!(app.balance(&key).await, 0);
+    assert_eq!(app.purchase_status(&key, &purchase).await, "REFUNDED", "fully refunded comes before disputed");
+    // The dispute is won, but the money went back to the buyer: nothing comes back.
+    app.dispute_event("evt_rep_x", "funds_reinstated", "dp_reported", "pi_reported", 3999).await;
+    assert_eq!(app.balance(&key).await, 0, "the balance before the purchase");
+    assert_eq!(app.purchase_status(&key, &purchase).await, "REFUNDED");
+    let corrections = app.corrections(&key).await;
+    assert_eq!(corrections.len(), 1, "one REFUND naming the dispute, nothing given back: {corrections:?}");
+    assert_eq!((corrections[0].0.as_str(), corrections[0].1), ("REFUND", -55_000));
+    assert!(corrections[0].2.contains("dp_reported"), "{corrections:?}");
+    assert_eq!(app.transaction_sum(&key).await, (0, 2));
 }

@@ -1,0 +1,325 @@
+//! Refunds and disputes as one rule. What a paid purchase has taken back is, at every
+//! moment, `min(credits, refunded share + the shares of its disputes whose funds were
+//! withdrawn and not reinstated)`, within its own lots and the balance floor; its status
+//! follows from the same facts: `REFUNDED` when refunded in full, else `DISPUTED` while a
+//! dispute holds funds, else `PARTIALLY_REFUNDED`, else `PAID`.
+//!
+//! Stripe does not deliver in order, and a rule per event (a refund takes its share of
+//! what is left, a reinstatement gives back what its dispute took) ends differently in
+//! different orders: a full refund between a withdrawal and its reinstatement took
+//! nothing, and the reinstatement then gave the refunded credits back. So deliveries only
+//! record what Stripe reported (the cumulative refund in `stripe_refunds`, a dispute's
+//! row in `stripe_disputes`) and then call [`Billing::settle`], which compares the amount
+//! these reports imply with the amount the purchase was last settled at and writes the
+//! difference: a `REFUND` when it grew, an `ADJUSTMENT` when it shrank. Both amounts are
+//! functions of the set of facts, not of their order, so every order of delivery ends in
+//! the same balance and status. Credits spent meanwhile are the one exception, by
+//! policy: a clawback never goes below a zero balance, and what it could not take is
+//! forgiven, not collected by a later report.
+//!
+//! What was settled is kept in the rows the reports live in: the refund applied in
+//! `credit_purchases.refunded_amount`, the disputes applied in state `WITHDRAWN`. A
+//! dispute only moves forward: `PENDING` (reported, purchase not paid yet) → `WITHDRAWN`
+//! (counted) → `REINSTATED`; or straight to `REINSTATED` when its reinstatement is seen
+//! first, which then means it never counts.
+//!
+//! Every event of a PaymentIntent first locks that PaymentIntent's `stripe_refunds` row
+//! ([`record_refund`]), so a settlement decides against state no concurrent delivery can
+//! change until commit.
+
+use entity::{credit_purchase, stripe_dispute, stripe_refund};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+
+use super::{Billing, BillingError, PURCHASE_REFERENCE, PurchaseStatus};
+use crate::ledger::decide::{LotCategory, LotSpec};
+use crate::ledger::{ChangeRequest, DEFAULT_PRIORITY, LedgerError, LedgerTx, TransactionKind, now};
+
+/// Where one dispute stands, as stored in `stripe_disputes.state`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum DisputeState {
+    /// Funds withdrawn, not counted yet: the purchase is not paid (known) yet.
+    Pending,
+    /// Counted: the dispute holds back its share of the purchase's credits.
+    Withdrawn,
+    /// Final: the dispute no longer counts (or never did).
+    Reinstated,
+}
+
+impl DisputeState {
+    /// The name stored in the database.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Withdrawn => "WITHDRAWN",
+            Self::Reinstated => "REINSTATED",
+        }
+    }
+
+    fn parse(value: &str) -> Result<Self, LedgerError> {
+        [Self::Pending, Self::Withdrawn, Self::Reinstated]
+            .into_iter()
+            .find(|state| state.as_str() == value)
+            .ok_or_else(|| LedgerError::internal(format!("unknown dispute state {value}")))
+    }
+}
+
+impl Billing {
+    /// Brings the purchase paid through `payment_intent` to what the reports recorded so
+    /// far imply, `reinstated` naming a dispute whose reinstatement this delivery reports
+    /// (written here, after the applied state is read). A payment without a paid purchase
+    /// is left alone: its paid event settles it. The caller has locked the PaymentIntent
+    /// ([`record_refund`]).
+    pub(super) async fn settle(
+        &self,
+        tx: &mut LedgerTx,
+        payment_intent: &str,
+        reinstated: Option<&str>,
+    ) -> Result<(), BillingError> {
+        // Read before the reinstatement is written: which withdrawals were counted.
+        let disputes = stripe_dispute::Entity::find()
+            .filter(stripe_dispute::Column::PaymentIntentId.eq(payment_intent))
+            .order_by_asc(stripe_dispute::Column::Id)
+            .all(tx.conn())
+            .await?
+            .into_iter()
+            .map(|row| Ok((DisputeState::parse(&row.state)?, row)))
+            .collect::<Result<Vec<_>, LedgerError>>()?;
+        if let Some(dispute_id) = reinstated {
+            // Final even when the purchase is not paid yet: then it never counts.
+            stripe_dispute::Entity::update_many()
+                .col_expr(stripe_dispute::Column::State, Expr::value(DisputeState::Reinstated.as_str()))
+                .col_expr(stripe_dispute::Column::UpdatedAt, Expr::value(now()))
+                .filter(stripe_dispute::Column::Id.eq(dispute_id))
+                .filter(stripe_dispute::Column::State.ne(DisputeState::Reinstated.as_str()))
+                .exec(tx.conn())
+                .await?;
+        }
+        let purchase = credit_purchase::Entity::find()
+            .filter(credit_purchase::Column::PaymentIntentId.eq(payment_intent))
+            .one(tx.conn())
+            .await?;
+        let Some(purchase) = purchase else {
+            // Not paid yet (or not ours).
+            return Ok(());
+        };
+        let status = PurchaseStatus::parse(&purchase.status)?;
+        if !status.was_paid() {
+            return Ok(());
+        }
+        let reported = stripe_refund::Entity::find_by_id(payment_intent.to_owned())
+            .one(tx.conn())
+            .await?
+            .map_or(0, |row| row.amount_refunded);
+        let paid = purchase.amount.max(0);
+        let applied_refund = purchase.refunded_amount.clamp(0, paid);
+        let refunded = reported.clamp(0, paid).max(applied_refund);
+        let counted = disputes.iter().filter(|(state, _)| *state == DisputeState::Withdrawn);
+        let before = held_back(purchase.credits, paid, applied_refund, counted.map(|(_, row)| row.amount));
+        let holding: Vec<&stripe_dispute::Model> = disputes
+            .iter()
+            .filter(|(state, row)| {
+                matches!(state, DisputeState::Pending | DisputeState::Withdrawn) && Some(row.id.as_str()) != reinstated
+            })
+            .map(|(_, row)| row)
+            .collect();
+        let after = held_back(purchase.credits, paid, refunded, holding.iter().map(|row| row.amount));
+        let settled = settled_status(paid, refunded, !holding.is_empty());
+
+        // The facts now count as settled.
+        let mut counted_now = Vec::new();
+        for row in holding.iter().filter(|row| row.state == DisputeState::Pending.as_str()) {
+            stripe_dispute::Entity::update_many()
+                .col_expr(stripe_dispute::Column::State, Expr::value(DisputeState::Withdrawn.as_str()))
+                .col_expr(stripe_dispute::Column::PurchaseId, Expr::value(purchase.id.clone()))
+                .col_expr(
+                    stripe_dispute::Column::AccountedCredits,
+                    Expr::value(share(purchase.credits, row.amount, paid)),
+                )
+                .col_expr(stripe_dispute::Column::UpdatedAt, Expr::value(now()))
+                .filter(stripe_dispute::Column::Id.eq(&row.id))
+                .filter(stripe_dispute::Column::State.eq(DisputeState::Pending.as_str()))
+                .exec(tx.conn())
+                .await?;
+            counted_now.push(row.id.as_str());
+        }
+        if refunded != purchase.refunded_amount || settled != status {
+            credit_purchase::Entity::update_many()
+                .col_expr(credit_purchase::Column::RefundedAmount, Expr::value(refunded))
+                .col_expr(
+                    credit_purchase::Column::RefundedCredits,
+                    Expr::value(share(purchase.credits, refunded, paid)),
+                )
+                .col_expr(credit_purchase::Column::Status, Expr::value(settled.as_str()))
+                .col_expr(credit_purchase::Column::UpdatedAt, Expr::value(now()))
+                .filter(credit_purchase::Column::Id.eq(&purchase.id))
+                .exec(tx.conn())
+                .await?;
+        }
+
+        // The difference, and only the difference, goes to the ledger.
+        let reference = (PURCHASE_REFERENCE, purchase.id.as_str());
+        if after > before {
+            let wanted = after - before;
+            let cause = clawback_cause(refunded > applied_refund, &counted_now);
+            let description = format!("{cause} of purchase {}: {wanted} credits", purchase.id);
+            // From the purchase's own lots only (see `LedgerTx::clawback`).
+            let taken = tx.clawback(&purchase.organization_id, wanted, &description, reference).await?;
+            if taken.shortfall > 0 {
+                tracing::warn!(
+                    purchase = %purchase.id,
+                    taken = taken.taken,
+                    shortfall = taken.shortfall,
+                    "clawback: credits already spent were not recovered"
+                );
+            }
+        } else if after < before {
+            // Never more than was really taken: credits spent before a clawback were not.
+            let given_back = tx.clawed_back(&purchase.organization_id, reference).await? - after;
+            if given_back > 0 {
+                // The credits come back as they were: the purchase lot's category,
+                // priority and expiry (an expiry already past means they expire at once).
+                let lot = match tx.lot_of_purchase(&purchase.organization_id, reference).await? {
+                    Some(lot) => LotSpec { category: lot.category, priority: lot.priority, expires_at: lot.expires_at },
+                    None => LotSpec { category: LotCategory::Paid, priority: DEFAULT_PRIORITY, expires_at: None },
+                };
+                let cause = reinstated.map_or_else(|| "Purchase".to_owned(), |id| format!("Dispute {id} of purchase"));
+                let request = ChangeRequest {
+                    organization_id: purchase.organization_id.clone(),
+                    kind: TransactionKind::Adjustment,
+                    delta: given_back,
+                    description: Some(format!("{cause} {} reinstated: {given_back} credits given back", purchase.id)),
+                    reference_type: Some(PURCHASE_REFERENCE.into()),
+                    reference_id: Some(purchase.id.clone()),
+                    idempotency_key: None,
+                    lot: Some(lot),
+                };
+                tx.change(&request).await?;
+            }
+        }
+        tracing::info!(purchase = %purchase.id, before, after, status = settled.as_str(), "purchase settled");
+        Ok(())
+    }
+}
+
+/// What a purchase of `credits` for `paid` holds back when `refunded` of it is refunded
+/// and disputes of `disputed` amounts hold funds: the sum of their shares, at most its
+/// credits. The rule, in one place.
+pub(super) fn held_back(credits: i64, paid: i64, refunded: i64, disputed: impl IntoIterator<Item = i64>) -> i64 {
+    disputed
+        .into_iter()
+        .map(|amount| share(credits, amount, paid))
+        .fold(share(credits, refunded, paid), i64::saturating_add)
+        .min(credits.max(0))
+}
+
+/// `credits × part ÷ whole`, rounded down, without overflow (`part` ≤ `whole`, `whole` > 0).
+pub(super) fn share(credits: i64, part: i64, whole: i64) -> i64 {
+    if whole <= 0 {
+        return 0;
+    }
+    let exact = i128::from(credits) * i128::from(part.clamp(0, whole)) / i128::from(whole);
+    // Never more than `credits`, so it fits.
+    i64::try_from(exact).unwrap_or(credits)
+}
+
+/// The status of a paid purchase from what happened to it since: refunded in full, else
+/// disputed while any dispute holds funds, else refunded in part, else paid. Computed
+/// from the facts rather than remembered, so it does not depend on their order either.
+pub(super) fn settled_status(paid: i64, refunded: i64, disputed: bool) -> PurchaseStatus {
+    if refunded >= paid && refunded > 0 {
+        PurchaseStatus::Refunded
+    } else if disputed {
+        PurchaseStatus::Disputed
+    } else if refunded > 0 {
+        PurchaseStatus::PartiallyRefunded
+    } else {
+        PurchaseStatus::Paid
+    }
+}
+
+/// What a clawback is for, as its description names it: the refund, the disputes counted
+/// by this settlement (`dp_…`), or both.
+fn clawback_cause(refund_grew: bool, disputes: &[&str]) -> String {
+    match (refund_grew, disputes.join(", ")) {
+        (true, disputes) if !disputes.is_empty() => format!("Refund and dispute {disputes}"),
+        (false, disputes) if !disputes.is_empty() => format!("Dispute {disputes}"),
+        _ => "Refund".to_owned(),
+    }
+}
+
+/// Records the cumulative amount Stripe reports refunded for a PaymentIntent, keeping the
+/// largest seen (older deliveries cannot lower it), and locks that row until commit.
+///
+/// The paid, refunded and dispute paths all call this first (the others with 0), so the
+/// events of one PaymentIntent serialize on this row: whichever commits second sees the
+/// other's work, and a refund or dispute racing its own payment is never lost.
+pub(super) async fn record_refund<C: ConnectionTrait>(
+    conn: &C,
+    payment_intent: &str,
+    amount_refunded: i64,
+) -> Result<(), BillingError> {
+    stripe_refund::Entity::insert(stripe_refund::ActiveModel {
+        payment_intent_id: Set(payment_intent.to_owned()),
+        amount_refunded: Set(amount_refunded),
+        updated_at: Set(now()),
+    })
+    .on_conflict(
+        OnConflict::column(stripe_refund::Column::PaymentIntentId)
+            .value(
+                stripe_refund::Column::AmountRefunded,
+                // `excluded` is the proposed row, on PostgreSQL and SQLite alike.
+                Expr::cust(
+                    "CASE WHEN excluded.amount_refunded > stripe_refunds.amount_refunded \
+                     THEN excluded.amount_refunded ELSE stripe_refunds.amount_refunded END",
+                ),
+            )
+            .to_owned(),
+    )
+    .exec_without_returning(conn)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_round_down_and_never_exceed_the_credits() {
+        assert_eq!(share(55_000, 2_000, 3_999), 27_506);
+        assert_eq!(share(55_000, 3_999, 3_999), 55_000);
+        assert_eq!(share(55_000, 9_999, 3_999), 55_000);
+        assert_eq!(share(i64::MAX, i64::MAX, i64::MAX), i64::MAX);
+        assert_eq!(share(10, 5, 0), 0);
+    }
+
+    #[test]
+    fn a_purchase_holds_back_its_refunded_and_disputed_shares_at_most_its_credits() {
+        assert_eq!(held_back(55_000, 3_999, 0, []), 0);
+        assert_eq!(held_back(55_000, 3_999, 2_000, []), 27_506);
+        assert_eq!(held_back(55_000, 3_999, 1_000, [1_500]), 13_753 + 20_630);
+        assert_eq!(held_back(55_000, 3_999, 2_500, [3_000]), 55_000);
+        assert_eq!(held_back(55_000, 3_999, 3_999, [3_999, 3_999]), 55_000);
+        assert_eq!(held_back(i64::MAX, i64::MAX, i64::MAX, [i64::MAX]), i64::MAX);
+        assert_eq!(held_back(55_000, 0, 10, [10]), 0);
+    }
+
+    #[test]
+    fn a_paid_purchase_is_refunded_then_disputed_then_partially_refunded_then_paid() {
+        assert_eq!(settled_status(999, 0, false), PurchaseStatus::Paid);
+        assert_eq!(settled_status(999, 500, false), PurchaseStatus::PartiallyRefunded);
+        assert_eq!(settled_status(999, 500, true), PurchaseStatus::Disputed);
+        assert_eq!(settled_status(999, 0, true), PurchaseStatus::Disputed);
+        assert_eq!(settled_status(999, 999, false), PurchaseStatus::Refunded);
+        assert_eq!(settled_status(999, 999, true), PurchaseStatus::Refunded);
+    }
+
+    #[test]
+    fn a_clawback_names_what_it_is_for() {
+        assert_eq!(clawback_cause(true, &[]), "Refund");
+        assert_eq!(clawback_cause(false, &[]), "Refund");
+        assert_eq!(clawback_cause(false, &["dp_1"]), "Dispute dp_1");
+        assert_eq!(clawback_cause(true, &["dp_1", "dp_2"]), "Refund and dispute dp_1, dp_2");
+    }
+}
