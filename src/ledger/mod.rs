@@ -185,6 +185,10 @@ impl Ledger {
     }
 
     /// Adds `amount` credits to the organization's balance as a `GRANT` transaction.
+    ///
+    /// With an idempotency key, a retry with every input the same (the lot's terms
+    /// included) returns the original (`replayed`); any other input under the key is
+    /// [`LedgerError::IdempotencyConflict`].
     #[tracing::instrument(skip(self, request), fields(organization = %request.organization_id, amount = request.amount.get()))]
     pub async fn grant(&self, request: GrantRequest) -> Result<Applied, LedgerError> {
         self.change(ChangeRequest {
@@ -253,17 +257,18 @@ impl Ledger {
             return Ok(None);
         };
         let original = CreditTransaction::try_from(original)?;
-        if !request.matches(&original) {
-            return Err(LedgerError::IdempotencyConflict);
-        }
-        let balance = self.balance(&request.organization_id).await?;
         let lot = credit_lot::Entity::find()
             .filter(credit_lot::Column::SourceTransactionId.eq(&original.id))
             .filter(credit_lot::Column::Seq.eq(original.seq))
             .one(&self.db)
             .await?
-            .map(|lot| lot.id);
-        Ok(Some(Applied { transaction: original, balance, lot, replayed: true }))
+            .map(CreditLot::try_from)
+            .transpose()?;
+        if !request.matches(&original, lot.as_ref()) {
+            return Err(LedgerError::IdempotencyConflict);
+        }
+        let balance = self.balance(&request.organization_id).await?;
+        Ok(Some(Applied { transaction: original, balance, lot: lot.map(|lot| lot.id), replayed: true }))
     }
 
     /// The organization's current balance.

@@ -22,11 +22,11 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement,
 };
 
-use super::decide::{self, Entry, HeldCredits, HoldStatus, LotCategory, LotSpec, State};
+use super::decide::{self, Entry, HeldCredits, HoldStatus, LotSpec, State};
 use super::events::{EventHub, Hint, notify_hint};
 use super::ops::{CaptureRequest, CreditHold, Done, HoldCaptured, HoldRequest, Op};
 use super::types::{allocations_json, parse_allocations};
-use super::{Balance, ChangeRequest, CreditLot, CreditTransaction, DEFAULT_PRIORITY, LedgerError, TransactionKind};
+use super::{Balance, ChangeRequest, CreditLot, CreditTransaction, LedgerError, TransactionKind};
 
 /// An organization's balance row as locked by this transaction, and its state as decided so far.
 struct Locked {
@@ -203,7 +203,7 @@ impl LedgerTx {
         let decided = if request.delta < 0 {
             decide::consume(&mut locked.state, at, -request.delta).map(|entry| (entry, None))
         } else {
-            let default = LotSpec { category: LotCategory::Promotional, priority: DEFAULT_PRIORITY, expires_at: None };
+            let default = LotSpec::default();
             let spec = request.lot.as_ref().unwrap_or(&default);
             decide::credit(&mut locked.state, at, request.kind, request.delta, spec, &request.organization_id)
                 .map(|(entry, lot)| (entry, Some(lot)))
