@@ -159,6 +159,13 @@ impl Ledger {
         }
     }
 
+    /// How many group-commit batches of this process failed as a whole and were
+    /// committed again one by one: each is a conflict the batch did not foresee or a
+    /// database fault. Zero in steady running.
+    pub fn batch_fallbacks(&self) -> u64 {
+        self.committer.fallbacks()
+    }
+
     /// The underlying connection pool.
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
@@ -225,8 +232,9 @@ impl Ledger {
         };
         match error {
             LedgerError::DuplicateIdempotencyKey => {
-                // A request with the same key committed first (in the same batch, or
-                // on another replica).
+                // A request with the same key committed first (earlier in the same
+                // batch, or since this request looked for it: an earlier batch, another
+                // replica): the committer found it taken under the lock.
                 self.replay(request)
                     .await?
                     .ok_or_else(|| LedgerError::internal("idempotency key vanished after conflict"))
