@@ -9,6 +9,7 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 
 use super::context::{Access, caller, scope};
 use super::errors::ApiError;
+use super::guards::LeadsElsewhere;
 use super::loaders::{BalanceLoader, LotLoader, OrganizationLoader};
 use super::lots::{CreditAllocation, CreditCategory, CreditExpiration, CreditLot, next_expiration};
 use super::pagination::{encode_cursor, transaction_page};
@@ -122,6 +123,7 @@ impl CreditBalance {
     }
 
     /// The owning organization.
+    #[graphql(guard = "LeadsElsewhere")]
     async fn organization(&self, ctx: &Context<'_>) -> Result<Organization, ApiError> {
         load_organization(ctx, &self.0.organization_id).await.map(Organization)
     }
@@ -240,6 +242,7 @@ impl CreditTransaction {
     }
 
     /// The organization whose balance changed.
+    #[graphql(guard = "LeadsElsewhere")]
     async fn organization(&self, ctx: &Context<'_>) -> Result<Organization, ApiError> {
         load_organization(ctx, &self.0.organization_id).await.map(Organization)
     }

@@ -7,6 +7,7 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 
 use super::context::{Access, caller, scope};
 use super::errors::ApiError;
+use super::guards::LeadsElsewhere;
 use super::ledger::{CreditBalance, CreditTransaction};
 use super::loaders::{LotLoader, TransactionLoader};
 use super::pagination::{decode_cursor, encode_cursor, page_size};
@@ -132,6 +133,7 @@ impl CreditLot {
     }
 
     /// The transaction that created it.
+    #[graphql(guard = "LeadsElsewhere")]
     async fn source(&self, ctx: &Context<'_>) -> Result<CreditTransaction, ApiError> {
         ctx.data_unchecked::<DataLoader<TransactionLoader>>()
             .load_one(self.0.source_transaction_id.clone())
@@ -152,6 +154,7 @@ pub struct CreditAllocation(pub decide::Allocation);
 #[Object]
 impl CreditAllocation {
     /// The lot, or null for overdraft debt.
+    #[graphql(guard = "LeadsElsewhere")]
     async fn lot(&self, ctx: &Context<'_>) -> Result<Option<CreditLot>, ApiError> {
         let Some(lot_id) = &self.0.lot_id else { return Ok(None) };
         Ok(ctx.data_unchecked::<DataLoader<LotLoader>>().load_one(lot_id.clone()).await?.map(CreditLot))

@@ -2,6 +2,8 @@
 //!
 //! Resolvers parse arguments into domain values, check the caller's scope
 //! ([`context`]) and map domain errors to contract codes ([`errors`]) in one place.
+//! Fields that lead from a payload to other objects check the scope again with a guard
+//! (`guards`), whose refusals get GraphQL's null propagation (`nulls`).
 //!
 //! Types and resolvers are split by area (`ledger`, `lots`, `holds`, `billing`, `keys`
 //! with `client_sessions`, `node`); each area adds its fields to the root [`Query`] and
@@ -11,6 +13,7 @@ mod billing;
 mod client_sessions;
 pub mod context;
 pub mod errors;
+mod guards;
 mod holds;
 mod keys;
 mod ledger;
@@ -18,6 +21,7 @@ pub mod limits;
 mod loaders;
 mod lots;
 mod node;
+mod nulls;
 mod pagination;
 pub mod scalars;
 mod subscription;
@@ -62,7 +66,8 @@ pub fn build_schema(ledger: Ledger, packages: PackageCatalog, billing: Billing, 
         .data(billing)
         .limit_recursive_depth(limits.query_depth * 2 + 8)
         .limit_directives(10)
-        .extension(errors::ErrorCodes);
+        .extension(errors::ErrorCodes)
+        .extension(nulls::NullPropagation);
     if limits.introspection { builder.finish() } else { builder.disable_introspection().finish() }
 }
 

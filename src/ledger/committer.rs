@@ -18,12 +18,17 @@
 //! page cache stays warm from batch to batch.
 //!
 //! The database stays the arbiter: each batch holds the row locks of its organizations
-//! (replicas on one PostgreSQL take them in the same sorted order), and a batch that
-//! fails as a whole (a key taken by another replica, a lost connection, a deadlock) is
-//! rolled back and its members are run again one by one, each getting its own exact
-//! answer, so nothing is half-applied.
+//! (replicas on one PostgreSQL take them in the same sorted order). Under those locks it
+//! reads which of its idempotency keys are taken (by an earlier batch, another replica,
+//! or the other kind of request) and answers those requests without applying them, as
+//! it does a key used twice within the batch, so a reused key never reaches the unique
+//! index. A batch that still fails as a whole (a lost connection, a deadlock that
+//! outlasts its retries) is rolled back and its members are run again one by one, each
+//! getting its own exact answer, so nothing is half-applied; [`Committer::fallbacks`]
+//! counts those.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use sea_orm::DatabaseConnection;
@@ -56,6 +61,8 @@ struct Job {
 #[derive(Clone, Debug, Default)]
 pub struct Committer {
     queue: Arc<OnceLock<mpsc::UnboundedSender<Job>>>,
+    /// Batches that failed as a whole and were committed again one by one.
+    fallbacks: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Job {
@@ -70,16 +77,30 @@ impl Committer {
     pub async fn submit(&self, db: &DatabaseConnection, hub: &EventHub, clock: &Clock, request: Op) -> Outcome {
         let queue = self.queue.get_or_init(|| {
             let (sender, receiver) = mpsc::unbounded_channel();
-            tokio::spawn(run(db.clone(), hub.clone(), clock.clone(), receiver));
+            tokio::spawn(run(db.clone(), hub.clone(), clock.clone(), self.fallbacks.clone(), receiver));
             sender
         });
         let (reply, answer) = oneshot::channel();
         queue.send(Job { request, reply }).map_err(|_| LedgerError::internal("the committer has stopped"))?;
         answer.await.map_err(|_| LedgerError::internal("the committer dropped a request"))?
     }
+
+    /// How many batches failed as a whole and had their members committed again one by
+    /// one since this committer started. Each costs a rolled-back transaction and a
+    /// commit per member: something the batch should have foreseen (a taken key, say)
+    /// or a database fault. Zero in steady running.
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
 }
 
-async fn run(db: DatabaseConnection, hub: EventHub, clock: Clock, mut queue: mpsc::UnboundedReceiver<Job>) {
+async fn run(
+    db: DatabaseConnection,
+    hub: EventHub,
+    clock: Clock,
+    fallbacks: Arc<AtomicU64>,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+) {
     let db = crate::db::writer_for(&db).await;
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     let kept = Kept::default();
@@ -91,12 +112,21 @@ async fn run(db: DatabaseConnection, hub: EventHub, clock: Clock, mut queue: mps
                 Err(_) => break,
             }
         }
-        commit_batch(&db, &hub, &clock, &kept, &mut jobs).await;
+        if !commit_batch(&db, &hub, &clock, &kept, &mut jobs).await {
+            fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
-/// Commits `jobs` together, or else one by one; answers every one of them.
-async fn commit_batch(db: &DatabaseConnection, hub: &EventHub, clock: &Clock, kept: &Kept, jobs: &mut Vec<Job>) {
+/// Commits `jobs` together, or else one by one; answers every one of them. Returns
+/// whether they were committed together.
+async fn commit_batch(
+    db: &DatabaseConnection,
+    hub: &EventHub,
+    clock: &Clock,
+    kept: &Kept,
+    jobs: &mut Vec<Job>,
+) -> bool {
     let ops: Vec<&Op> = jobs.iter().map(|job| &job.request).collect();
     let decided = retrying(|| decide_all(db, hub, clock, kept, &ops)).await;
     match decided {
@@ -104,6 +134,7 @@ async fn commit_batch(db: &DatabaseConnection, hub: &EventHub, clock: &Clock, ke
             for (job, outcome) in jobs.drain(..).zip(outcomes) {
                 let _ = job.reply.send(outcome);
             }
+            true
         }
         Err(error) => {
             if jobs.len() > 1 {
@@ -121,6 +152,7 @@ async fn commit_batch(db: &DatabaseConnection, hub: &EventHub, clock: &Clock, ke
                 };
                 let _ = job.reply.send(outcome);
             }
+            false
         }
     }
 }
@@ -156,36 +188,29 @@ async fn decide_all(
     // a hold a read has already shown expired is never captured or released by a batch
     // stamped before its deadline.
     tx.restamp(clock.now());
-    let taken = tx.keys_taken_by_other_kinds(ops).await?;
-    // Keys applied in this batch, and whether by a hold.
-    let mut keys: HashMap<(&str, &str), bool> = HashMap::new();
+    // Every key the batch's requests carry that is taken, and by what: in the database
+    // (read under the locks, so final for this batch) and, as the batch goes, by the
+    // requests it applies. A request whose key is taken is not applied, so no batch
+    // meets the unique index and falls back to one by one: taken by its own kind, the
+    // caller answers it as a replay of the original (or a conflict, comparing every
+    // field) once this batch has committed; by the other kind, it is a conflict.
+    // Refused requests take no key: a refusal is not remembered.
+    let mut keys = tx.keys_taken(ops).await?;
     let mut outcomes = Vec::with_capacity(ops.len());
     for op in ops {
-        let is_hold = matches!(op, Op::CreateHold(_));
-        let key = op.idempotency_key().map(|key| (op.organization_id(), key));
-        if let Some(key) = key {
-            if taken.contains(&(key.0.to_owned(), key.1.to_owned())) {
-                outcomes.push(Err(LedgerError::IdempotencyConflict));
-                continue;
-            }
-            // Two requests with one key in one batch: the first is the original, the
-            // second learns so after the commit (the caller answers it as a replay or
-            // a conflict). A refused request is not remembered, so only a key that was
-            // applied counts.
-            if let Some(&by_hold) = keys.get(&key) {
-                let error = if by_hold == is_hold {
-                    LedgerError::DuplicateIdempotencyKey
-                } else {
-                    LedgerError::IdempotencyConflict
-                };
-                outcomes.push(Err(error));
-                continue;
-            }
+        let key = op.idempotency_key().map(|key| (op.organization_id().to_owned(), key.to_owned()));
+        if let Some(taken_by) = key.as_ref().and_then(|key| keys.get(key)) {
+            outcomes.push(Err(if *taken_by == op.key_use() {
+                LedgerError::DuplicateIdempotencyKey
+            } else {
+                LedgerError::IdempotencyConflict
+            }));
+            continue;
         }
         match tx.apply(op).await {
             Ok(result) => {
                 if let Some(key) = key {
-                    keys.insert(key, is_hold);
+                    keys.insert(key, op.key_use());
                 }
                 outcomes.push(Ok(result));
             }
@@ -215,5 +240,68 @@ fn keep(kept: &Kept, states: Vec<(String, KeptState)>) {
             kept.remove(&any);
         }
         kept.insert(organization_id, state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Amount, ChangeRequest, ConsumeRequest, GrantRequest, HoldRequest, Ledger, TransactionKind};
+
+    fn consume(organization_id: &str, amount: i64, key: Option<&str>) -> Op {
+        Op::Change(ChangeRequest {
+            organization_id: organization_id.to_owned(),
+            kind: TransactionKind::Consumption,
+            delta: -amount,
+            description: Some("use".into()),
+            reference_type: None,
+            reference_id: None,
+            idempotency_key: key.map(str::to_owned),
+            lot: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_batch_answers_keys_taken_before_it_or_inside_it_and_commits_as_a_whole() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("credits.db").display());
+        let db = crate::db::connect(&url).await.expect("connect");
+        crate::db::migrate(&db).await.expect("migrate");
+        let ledger = Ledger::new(db.clone());
+        let org = ledger.create_organization("Batch", None).await.expect("organization").id;
+        let amount = |credits| Amount::parse(credits).expect("amount");
+        let seed = GrantRequest::new(org.clone(), amount(100), "seed".into(), None).expect("grant");
+        ledger.grant(seed).await.expect("granted");
+        let before = ConsumeRequest::new(org.clone(), amount(5), "use".into(), None, None, Some("before".into()));
+        ledger.consume(before.expect("consume")).await.expect("consumed");
+        let decide = |ops: Vec<Op>| {
+            let db = db.clone();
+            async move {
+                let ops: Vec<&Op> = ops.iter().collect();
+                decide_all(&db, &EventHub::default(), &Clock::system(), &Kept::default(), &ops).await
+            }
+        };
+        let outcomes = decide(vec![
+            // Committed before this batch: the caller's replay answers it.
+            consume(&org, 5, Some("before")),
+            consume(&org, 1, None),
+            // Twice in this batch: the first is the original.
+            consume(&org, 2, Some("inside")),
+            consume(&org, 2, Some("inside")),
+        ])
+        .await
+        .expect("the batch commits as a whole");
+        assert!(matches!(outcomes[0], Err(LedgerError::DuplicateIdempotencyKey)), "{:?}", outcomes[0]);
+        assert!(matches!(outcomes[1], Ok(Done::Changed(..))), "{:?}", outcomes[1]);
+        assert!(matches!(outcomes[2], Ok(Done::Changed(..))), "{:?}", outcomes[2]);
+        assert!(matches!(outcomes[3], Err(LedgerError::DuplicateIdempotencyKey)), "{:?}", outcomes[3]);
+        // A consume's key is the other kind's conflict, and still its own kind's replay.
+        let hold = HoldRequest::new(org.clone(), amount(1), "use".into(), None, None, Some("before".into()), None);
+        let outcomes = decide(vec![Op::CreateHold(hold.expect("hold")), consume(&org, 5, Some("before"))])
+            .await
+            .expect("the batch commits as a whole");
+        assert!(matches!(outcomes[0], Err(LedgerError::IdempotencyConflict)), "{:?}", outcomes[0]);
+        assert!(matches!(outcomes[1], Err(LedgerError::DuplicateIdempotencyKey)), "{:?}", outcomes[1]);
+        assert_eq!(ledger.balance(&org).await.expect("balance").balance, 100 - 5 - 1 - 2);
     }
 }

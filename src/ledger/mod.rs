@@ -159,6 +159,13 @@ impl Ledger {
         }
     }
 
+    /// How many group-commit batches of this process failed as a whole and were
+    /// committed again one by one: each is a conflict the batch did not foresee or a
+    /// database fault. Zero in steady running.
+    pub fn batch_fallbacks(&self) -> u64 {
+        self.committer.fallbacks()
+    }
+
     /// The underlying connection pool.
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
@@ -185,6 +192,10 @@ impl Ledger {
     }
 
     /// Adds `amount` credits to the organization's balance as a `GRANT` transaction.
+    ///
+    /// With an idempotency key, a retry with every input the same (the lot's terms
+    /// included) returns the original (`replayed`); any other input under the key is
+    /// [`LedgerError::IdempotencyConflict`].
     #[tracing::instrument(skip(self, request), fields(organization = %request.organization_id, amount = request.amount.get()))]
     pub async fn grant(&self, request: GrantRequest) -> Result<Applied, LedgerError> {
         self.change(ChangeRequest {
@@ -221,8 +232,9 @@ impl Ledger {
         };
         match error {
             LedgerError::DuplicateIdempotencyKey => {
-                // A request with the same key committed first (in the same batch, or
-                // on another replica).
+                // A request with the same key committed first (earlier in the same
+                // batch, or since this request looked for it: an earlier batch, another
+                // replica): the committer found it taken under the lock.
                 self.replay(request)
                     .await?
                     .ok_or_else(|| LedgerError::internal("idempotency key vanished after conflict"))
@@ -253,17 +265,18 @@ impl Ledger {
             return Ok(None);
         };
         let original = CreditTransaction::try_from(original)?;
-        if !request.matches(&original) {
-            return Err(LedgerError::IdempotencyConflict);
-        }
-        let balance = self.balance(&request.organization_id).await?;
         let lot = credit_lot::Entity::find()
             .filter(credit_lot::Column::SourceTransactionId.eq(&original.id))
             .filter(credit_lot::Column::Seq.eq(original.seq))
             .one(&self.db)
             .await?
-            .map(|lot| lot.id);
-        Ok(Some(Applied { transaction: original, balance, lot, replayed: true }))
+            .map(CreditLot::try_from)
+            .transpose()?;
+        if !request.matches(&original, lot.as_ref()) {
+            return Err(LedgerError::IdempotencyConflict);
+        }
+        let balance = self.balance(&request.organization_id).await?;
+        Ok(Some(Applied { transaction: original, balance, lot: lot.map(|lot| lot.id), replayed: true }))
     }
 
     /// The organization's current balance.

@@ -45,6 +45,24 @@ impl Op {
             Self::Capture(_) | Self::Release { .. } => None,
         }
     }
+
+    /// What its idempotency key, once applied, is recorded on.
+    pub fn key_use(&self) -> KeyUse {
+        match self {
+            Self::CreateHold(_) => KeyUse::Hold,
+            Self::Change(_) | Self::Capture(_) | Self::Release { .. } => KeyUse::Transaction,
+        }
+    }
+}
+
+/// What an idempotency key is recorded on: the two kinds of request that share the
+/// namespace, each answered as a replay only by its own kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyUse {
+    /// A transaction: a consume's, a grant's.
+    Transaction,
+    /// A hold.
+    Hold,
 }
 
 /// What an operation came to.

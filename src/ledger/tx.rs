@@ -12,7 +12,7 @@
 //! and generation it locked.
 //! Callers cannot forget to announce: [`LedgerTx::commit`] does it, after the commit.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use entity::{credit_balance, credit_hold, credit_lot, credit_transaction};
@@ -22,11 +22,11 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement,
 };
 
-use super::decide::{self, Entry, HeldCredits, HoldStatus, LotCategory, LotSpec, State};
+use super::decide::{self, Entry, HeldCredits, HoldStatus, LotSpec, State};
 use super::events::{EventHub, Hint, notify_hint};
-use super::ops::{CaptureRequest, CreditHold, Done, HoldCaptured, HoldRequest, Op};
+use super::ops::{CaptureRequest, CreditHold, Done, HoldCaptured, HoldRequest, KeyUse, Op};
 use super::types::{allocations_json, parse_allocations};
-use super::{Balance, ChangeRequest, CreditLot, CreditTransaction, DEFAULT_PRIORITY, LedgerError, TransactionKind};
+use super::{Balance, ChangeRequest, CreditLot, CreditTransaction, LedgerError, TransactionKind};
 
 /// An organization's balance row as locked by this transaction, and its state as decided so far.
 struct Locked {
@@ -203,7 +203,7 @@ impl LedgerTx {
         let decided = if request.delta < 0 {
             decide::consume(&mut locked.state, at, -request.delta).map(|entry| (entry, None))
         } else {
-            let default = LotSpec { category: LotCategory::Promotional, priority: DEFAULT_PRIORITY, expires_at: None };
+            let default = LotSpec::default();
             let spec = request.lot.as_ref().unwrap_or(&default);
             decide::credit(&mut locked.state, at, request.kind, request.delta, spec, &request.organization_id)
                 .map(|(entry, lot)| (entry, Some(lot)))
@@ -570,35 +570,43 @@ impl LedgerTx {
             .ok_or(LedgerError::NotFound("credit transaction"))
     }
 
-    /// Of the idempotency keys `ops` carry, those already used by the other kind of
-    /// operation (a consume's key by a hold, a hold's by a transaction): consumes and
-    /// holds share one namespace per organization. Run under the organizations' locks,
-    /// so two replicas cannot both take one key for different kinds.
-    pub async fn keys_taken_by_other_kinds(&self, ops: &[&Op]) -> Result<HashSet<(String, String)>, LedgerError> {
-        let mut taken = HashSet::new();
-        let (holds, changes): (Vec<&Op>, Vec<&Op>) = ops
-            .iter()
-            .copied()
-            .filter(|op| op.idempotency_key().is_some())
-            .partition(|op| matches!(op, Op::CreateHold(_)));
-        if !changes.is_empty() {
-            let rows = credit_hold::Entity::find()
-                .filter(credit_hold::Column::OrganizationId.is_in(changes.iter().map(|op| op.organization_id())))
-                .filter(credit_hold::Column::IdempotencyKey.is_in(changes.iter().filter_map(|op| op.idempotency_key())))
-                .all(&self.txn)
-                .await?;
-            taken.extend(rows.into_iter().filter_map(|row| Some((row.organization_id, row.idempotency_key?))));
+    /// Of the idempotency keys `ops` carry, those already taken in their organization's
+    /// one namespace (consumes, grants and holds), and by what. Run under the
+    /// organizations' locks, which every writer of a key holds: what it finds stays
+    /// true until this transaction commits, so the committer answers a taken key
+    /// before writing and never meets the unique index.
+    pub async fn keys_taken(&self, ops: &[&Op]) -> Result<HashMap<(String, String), KeyUse>, LedgerError> {
+        let keyed: Vec<&Op> = ops.iter().copied().filter(|op| op.idempotency_key().is_some()).collect();
+        let mut taken = HashMap::new();
+        if keyed.is_empty() {
+            return Ok(taken);
         }
-        if !holds.is_empty() {
-            let rows = credit_transaction::Entity::find()
-                .filter(credit_transaction::Column::OrganizationId.is_in(holds.iter().map(|op| op.organization_id())))
-                .filter(
-                    credit_transaction::Column::IdempotencyKey
-                        .is_in(holds.iter().filter_map(|op| op.idempotency_key())),
-                )
-                .all(&self.txn)
-                .await?;
-            taken.extend(rows.into_iter().filter_map(|row| Some((row.organization_id, row.idempotency_key?))));
+        let organizations = || keyed.iter().map(|op| op.organization_id());
+        let keys = || keyed.iter().filter_map(|op| op.idempotency_key());
+        let holds = credit_hold::Entity::find()
+            .select_only()
+            .column(credit_hold::Column::OrganizationId)
+            .column(credit_hold::Column::IdempotencyKey)
+            .filter(credit_hold::Column::OrganizationId.is_in(organizations()))
+            .filter(credit_hold::Column::IdempotencyKey.is_in(keys()))
+            .into_tuple::<(String, Option<String>)>()
+            .all(&self.txn)
+            .await?;
+        let transactions = credit_transaction::Entity::find()
+            .select_only()
+            .column(credit_transaction::Column::OrganizationId)
+            .column(credit_transaction::Column::IdempotencyKey)
+            .filter(credit_transaction::Column::OrganizationId.is_in(organizations()))
+            .filter(credit_transaction::Column::IdempotencyKey.is_in(keys()))
+            .into_tuple::<(String, Option<String>)>()
+            .all(&self.txn)
+            .await?;
+        let found = holds.into_iter().map(|row| (row, KeyUse::Hold));
+        let found = found.chain(transactions.into_iter().map(|row| (row, KeyUse::Transaction)));
+        for ((organization_id, key), by) in found {
+            if let Some(key) = key {
+                taken.insert((organization_id, key), by);
+            }
         }
         Ok(taken)
     }

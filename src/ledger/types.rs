@@ -1,7 +1,7 @@
 //! Domain values of the ledger. Each is parsed once at the edge, so an invalid amount or
 //! an over-long string cannot reach the database.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use entity::{credit_balance, credit_lot, credit_transaction, organization};
 
 use super::decide::{Allocation, LotCategory, LotSpec, LotStatus};
@@ -151,6 +151,13 @@ pub struct GrantRequest {
 /// The default priority of a lot.
 pub const DEFAULT_PRIORITY: i32 = 50;
 
+impl Default for LotSpec {
+    /// The lot of a grant that names no terms: promotional, priority 50, never expiring.
+    fn default() -> Self {
+        Self { category: LotCategory::Promotional, priority: DEFAULT_PRIORITY, expires_at: None }
+    }
+}
+
 impl GrantRequest {
     /// Validates the free-text parts of a grant; its lot is promotional, priority 50,
     /// never expiring unless [`GrantRequest::with_lot`] says otherwise.
@@ -162,8 +169,7 @@ impl GrantRequest {
     ) -> Result<Self, LedgerError> {
         check_text("description", &description, MAX_DESCRIPTION_LEN)?;
         check_optional_labels(&None, &None, &idempotency_key)?;
-        let lot = LotSpec { category: LotCategory::Promotional, priority: DEFAULT_PRIORITY, expires_at: None };
-        Ok(Self { organization_id, amount, description, idempotency_key, lot })
+        Ok(Self { organization_id, amount, description, idempotency_key, lot: LotSpec::default() })
     }
 
     /// The lot this grant forms, validated: priority 0–100, an expiry after `now`.
@@ -233,13 +239,28 @@ pub struct ChangeRequest {
 }
 
 impl ChangeRequest {
-    /// Whether `original`, recorded under the same key, was this same request.
-    pub fn matches(&self, original: &CreditTransaction) -> bool {
+    /// Whether `original`, recorded under the same key, and `original_lot`, the lot it
+    /// formed (none for a grant from before lots), were this same request: every input
+    /// is compared, so a retry that differs in any of them is a conflict, never a
+    /// replay. The lot's expiry is compared at the microsecond both engines store (and
+    /// as an instant, whatever offset it was written with).
+    pub fn matches(&self, original: &CreditTransaction, original_lot: Option<&CreditLot>) -> bool {
+        let same_lot = match (&self.lot, original_lot) {
+            (None, _) => true,
+            (Some(spec), Some(lot)) => {
+                spec.category == lot.category
+                    && spec.priority == lot.priority
+                    && spec.expires_at.map(|at| at.trunc_subsecs(6)) == lot.expires_at.map(|at| at.trunc_subsecs(6))
+            }
+            // Before lots a grant took no lot terms: only a retry with the defaults is it.
+            (Some(spec), None) => *spec == LotSpec::default(),
+        };
         original.kind == self.kind
             && original.amount == self.delta
             && original.description == self.description
             && original.reference_type == self.reference_type
             && original.reference_id == self.reference_id
+            && same_lot
     }
 }
 

@@ -15,6 +15,7 @@ on_both_engines!(
     an_expired_session_is_unauthenticated_and_loses_its_websocket,
     a_revoked_session_is_unauthenticated_at_once_and_loses_its_websockets,
     revoking_an_api_key_revokes_the_sessions_it_created,
+    a_consume_only_payload_refuses_every_field_that_leads_elsewhere,
 );
 
 const CREATE: &str = "mutation($org: ID, $scopes: [ClientScope!], $ttl: Int) { createClientSession(input: { organizationId: $org, scopes: $scopes, ttlSeconds: $ttl }) { id token organizationId scopes expiresAt createdAt revokedAt } }";
@@ -260,4 +261,97 @@ async fn revoking_an_api_key_revokes_the_sessions_it_created(engine: Engine) {
     app.fails(Some(&minted), "{ creditBalance { balance } }", json!({}), "UNAUTHENTICATED").await;
     // A session the admin minted is not the key's.
     assert_eq!(app.balance(&by_admin).await, 10);
+}
+
+/// The `(path, code)` of every error of a response.
+fn error_paths(body: &Value) -> Vec<(Value, String)> {
+    body["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|error| (error["path"].clone(), error["extensions"]["code"].as_str().unwrap_or("").to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn a_consume_only_payload_refuses_every_field_that_leads_elsewhere(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else { return };
+    let (org, key) = app.funded_org("Confidential Name", 0).await;
+    let grant = "mutation($org: ID!) { grantCredits(input: { organizationId: $org, amount: 100, description: \"confidential grant note\" }) { balance { balance } } }";
+    app.ok(Some(ADMIN_TOKEN), grant, json!({ "org": org })).await;
+    let (_, consume_only) = app.session(&key, None, Some(&["CONSUME"]), None).await;
+    let (_, reader) = app.session(&key, None, Some(&["READ", "CONSUME"]), None).await;
+    let forbidden = |path: Value| (path, "FORBIDDEN".to_owned());
+    let secrets_absent = |body: &Value| {
+        let text = body.to_string();
+        assert!(!text.contains("Confidential Name") && !text.contains("confidential grant note"), "{text}");
+    };
+
+    // The consume itself, its scalars and allocation amounts: readable; the lot an
+    // allocation leads to (and that lot's source) is not. The lot is nullable: null there.
+    let consume = "mutation { consumeCredits(input: { amount: 1, description: \"own\" }) { replayed balance { balance available held spendable } transaction { id amount balanceAfter description allocations { amount lot { id source { description } } } } } }";
+    let (status, body) = app.post(Some(&consume_only), consume, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    secrets_absent(&body);
+    assert_eq!(error_paths(&body), vec![forbidden(json!(["consumeCredits", "transaction", "allocations", 0, "lot"]))]);
+    let payload = &body["data"]["consumeCredits"];
+    assert_eq!(payload["balance"]["balance"], 99, "{body}");
+    assert_eq!(payload["transaction"]["amount"], -1);
+    assert_eq!(payload["transaction"]["description"], "own");
+    assert_eq!(payload["transaction"]["allocations"], json!([{ "amount": -1, "lot": null }]));
+
+    // `organization` is non-null: the error nulls its nearest nullable parent, here the
+    // whole `data`; the consume is committed all the same.
+    for (field, path) in [
+        ("transaction { id organization { name } }", json!(["consumeCredits", "transaction", "organization"])),
+        ("balance { balance organization { name } }", json!(["consumeCredits", "balance", "organization"])),
+    ] {
+        let query =
+            format!("mutation {{ consumeCredits(input: {{ amount: 1, description: \"own\" }}) {{ {field} }} }}");
+        let (status, body) = app.post(Some(&consume_only), &query, json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        secrets_absent(&body);
+        assert_eq!(error_paths(&body), vec![forbidden(path)], "{body}");
+        assert!(body["data"].is_null(), "{body}");
+    }
+    assert_eq!(app.balance(&key).await, 97, "both refused reads' consumes were committed");
+
+    // Holds: the hold and its allocation amounts, yes; their lots, no.
+    let create = "mutation { createHold(input: { amount: 5, description: \"own\" }) { hold { id amount status allocations { amount lot { id } } } balance { held } } }";
+    let (_, body) = app.post(Some(&consume_only), create, json!({})).await;
+    assert_eq!(error_paths(&body), vec![forbidden(json!(["createHold", "hold", "allocations", 0, "lot"]))]);
+    assert_eq!(body["data"]["createHold"]["balance"]["held"], 5, "{body}");
+    assert_eq!(body["data"]["createHold"]["hold"]["allocations"], json!([{ "amount": 5, "lot": null }]));
+    let hold = body["data"]["createHold"]["hold"]["id"].clone();
+    let capture = "mutation($id: ID!) { captureHold(input: { id: $id, amount: 2 }) { hold { status } transaction { amount allocations { amount lot { id } } } balance { balance held } replayed } }";
+    let (_, body) = app.post(Some(&consume_only), capture, json!({ "id": hold })).await;
+    secrets_absent(&body);
+    assert_eq!(
+        error_paths(&body),
+        vec![forbidden(json!(["captureHold", "transaction", "allocations", 0, "lot"]))],
+        "{body}"
+    );
+    assert_eq!(body["data"]["captureHold"]["balance"], json!({ "balance": 95, "held": 0 }));
+    assert_eq!(body["data"]["captureHold"]["hold"]["status"], "CAPTURED");
+    let create = "mutation { createHold(input: { amount: 3, description: \"own\" }) { hold { id } } }";
+    let hold = app.ok(Some(&consume_only), create, json!({})).await["createHold"]["hold"]["id"].clone();
+    let release = "mutation($id: ID!) { releaseHold(id: $id) { status allocations { amount lot { id source { description } } } } }";
+    let (_, body) = app.post(Some(&consume_only), release, json!({ "id": hold })).await;
+    secrets_absent(&body);
+    assert_eq!(error_paths(&body), vec![forbidden(json!(["releaseHold", "allocations", 0, "lot"]))], "{body}");
+    assert_eq!(body["data"]["releaseHold"]["status"], "RELEASED");
+
+    // With READ as well, every one of those fields is there.
+    let everything = "mutation { consumeCredits(input: { amount: 1, description: \"own\" }) { balance { organization { name } } transaction { organization { name } allocations { lot { source { description } } } } } }";
+    let data = app.ok(Some(&reader), everything, json!({})).await;
+    let payload = &data["consumeCredits"];
+    assert_eq!(payload["balance"]["organization"]["name"], "Confidential Name");
+    assert_eq!(payload["transaction"]["organization"]["name"], "Confidential Name");
+    assert_eq!(payload["transaction"]["allocations"][0]["lot"]["source"]["description"], "confidential grant note");
+    let create = "mutation { createHold(input: { amount: 1, description: \"own\" }) { hold { allocations { lot { source { description } } } } } }";
+    let data = app.ok(Some(&reader), create, json!({})).await;
+    assert_eq!(data["createHold"]["hold"]["allocations"][0]["lot"]["source"]["description"], "confidential grant note");
+    assert_eq!(app.balance(&key).await, 94);
 }

@@ -1,6 +1,6 @@
 //! The contract's happy paths, every error code reachable here, and tenant isolation.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::{ADMIN_TOKEN, Engine, spawn_app};
 use crate::on_both_engines;
@@ -9,6 +9,7 @@ on_both_engines!(
     consume_grant_balance_and_history_happy_path,
     transactions_filter_and_paginate_both_ways,
     idempotent_consume_replays_and_conflicts,
+    a_grant_retry_that_differs_in_any_field_is_an_idempotency_conflict,
     error_codes_reachable_here,
     tenants_cannot_see_or_spend_each_others_credits,
     api_keys_are_revocable_and_recorded_as_used,
@@ -183,6 +184,49 @@ async fn idempotent_consume_replays_and_conflicts(engine: Engine) {
     assert_eq!(elsewhere["consumeCredits"]["replayed"], false);
     assert_eq!(app.balance(&key).await, 570);
     assert_eq!(app.balance(&other).await, 70);
+}
+
+async fn a_grant_retry_that_differs_in_any_field_is_an_idempotency_conflict(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else {
+        return;
+    };
+    let (org, key) = app.funded_org("Granted", 0).await;
+    let grant = "mutation($org: ID!, $amount: Credits!, $desc: String!, $category: CreditCategory, $priority: Int, $expiresAt: DateTime) { grantCredits(input: { organizationId: $org, amount: $amount, description: $desc, idempotencyKey: \"g-1\", category: $category, priority: $priority, expiresAt: $expiresAt }) { transaction { id } lot { id category priority expiresAt } balance { balance } replayed } }";
+    // Nanoseconds, more than either engine stores: the retry is still the same request.
+    let original = json!({ "org": org, "amount": 40, "desc": "welcome", "category": "PAID", "priority": 7, "expiresAt": "2099-01-01T00:00:00.123456789Z" });
+    let with = |field: &str, value: Value| {
+        let mut variables = original.clone();
+        variables[field] = value;
+        variables
+    };
+    let first = app.ok(Some(ADMIN_TOKEN), grant, original.clone()).await["grantCredits"].clone();
+    assert_eq!(first["replayed"], false);
+    assert_eq!(first["lot"]["category"], "PAID");
+    // Identical, and the same instant written with another offset: replays.
+    for retry in [original.clone(), with("expiresAt", json!("2099-01-01T01:00:00.123456789+01:00"))] {
+        let again = app.ok(Some(ADMIN_TOKEN), grant, retry).await["grantCredits"].clone();
+        assert_eq!(again["replayed"], true, "{again}");
+        assert_eq!(again["transaction"]["id"], first["transaction"]["id"]);
+        assert_eq!(again["lot"]["id"], first["lot"]["id"]);
+    }
+    for (field, value) in [
+        ("category", json!("PROMOTIONAL")),
+        ("category", Value::Null),
+        ("priority", json!(8)),
+        ("priority", Value::Null),
+        ("expiresAt", json!("2099-01-01T00:00:01.123456Z")),
+        ("expiresAt", Value::Null),
+        ("amount", json!(41)),
+        ("desc", json!("welcome!")),
+    ] {
+        let error = app.fails(Some(ADMIN_TOKEN), grant, with(field, value.clone()), "IDEMPOTENCY_CONFLICT").await;
+        assert!(error["message"].is_string(), "{field} = {value}: {error}");
+    }
+    // A consume may not reuse a grant's key either.
+    let consume = "mutation { consumeCredits(input: { amount: 1, description: \"welcome\", idempotencyKey: \"g-1\" }) { replayed } }";
+    app.fails(Some(&key), consume, json!({}), "IDEMPOTENCY_CONFLICT").await;
+    assert_eq!(app.balance(&key).await, 40, "the grant counted once");
+    assert_eq!(app.transaction_sum(&key).await, (40, 1));
 }
 
 async fn error_codes_reachable_here(engine: Engine) {

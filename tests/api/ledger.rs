@@ -12,6 +12,7 @@ on_both_engines!(
     ledger_consume_grant_and_history,
     ledger_race_is_exact,
     ledger_refuses_unknown_organizations,
+    ledger_a_key_reused_while_its_original_commits_is_answered_inside_the_batch,
     migrations_go_down_and_up_again,
 );
 
@@ -106,6 +107,45 @@ async fn ledger_race_is_exact(engine: Engine) {
     let balance = ledger.balance(&org.id).await.unwrap();
     assert_eq!(balance.balance, 500 - 300);
     assert_eq!(balance.version, 101, "one version per transaction, no gaps");
+}
+
+/// Callers retrying one key at once check for its original before they queue, so many
+/// reach the committer after the original's batch has committed, in a later batch with
+/// other work. Each of those is answered as a replay from inside its
+/// batch: no batch ever fails on the unique key and falls back to committing its
+/// members one by one.
+async fn ledger_a_key_reused_while_its_original_commits_is_answered_inside_the_batch(engine: Engine) {
+    let Some((ledger, _db)) = ledger(engine).await else {
+        return;
+    };
+    let org = ledger.create_organization("Batched", None).await.unwrap();
+    let seed = GrantRequest::new(org.id.clone(), Amount::parse(100_000).unwrap(), "seed".into(), None).unwrap();
+    ledger.grant(seed).await.unwrap();
+    let (rounds, callers) = (20usize, 60usize);
+    for round in 0..rounds {
+        let key = format!("shared-{round}");
+        let outcomes = join_all((0..callers).map(|i| {
+            let ledger = ledger.clone();
+            // Every other caller retries the shared key; the rest consume without one.
+            let request = if i % 2 == 0 { consume(&org.id, 3, Some(&key)) } else { consume(&org.id, 1, None) };
+            tokio::spawn(async move { (i % 2 == 0, ledger.consume(request).await) })
+        }))
+        .await;
+        let (mut shared_ids, mut fresh) = (std::collections::HashSet::new(), 0);
+        for outcome in outcomes {
+            let (shared, applied) = outcome.expect("task");
+            let applied = applied.unwrap_or_else(|error| panic!("round {round}: unexpected {error:?}"));
+            if shared {
+                shared_ids.insert(applied.transaction.id);
+                fresh += usize::from(!applied.replayed);
+            }
+        }
+        assert_eq!((shared_ids.len(), fresh), (1, 1), "round {round}: the shared key charged once, then replayed");
+    }
+    let balance = ledger.balance(&org.id).await.unwrap();
+    assert_eq!(balance.balance, 100_000 - (rounds * (3 + callers / 2)) as i64);
+    assert_eq!(balance.version, 1 + (rounds * (1 + callers / 2)) as i64, "one transaction per charge");
+    assert_eq!(ledger.batch_fallbacks(), 0, "no batch fell back to committing its members one by one");
 }
 
 async fn ledger_refuses_unknown_organizations(engine: Engine) {

@@ -22,9 +22,9 @@ async fn replicas_racing_one_key_inside_batches_charge_it_once_and_everything_el
     };
     let replica = app.spawn_replica().await;
     let (_, key) = app.funded_org("Batches", 10_000).await;
-    // Two group committers on one database: the same key lands in a batch on each, so
-    // one batch fails on the unique key as a whole and its members, keyed or not, are
-    // committed again one by one.
+    // Two group committers on one database: the same key lands in a batch on each. The
+    // batch that locks the organization second finds the key taken and answers its
+    // caller with the original; its other members, keyed or not, commit with it.
     let post = |base: &str, idempotency: Option<String>| {
         let url = format!("{base}/graphql");
         let body = json!({ "query": CONSUME, "variables": { "amount": 1, "key": idempotency } });
