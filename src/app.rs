@@ -7,8 +7,8 @@ use axum::Router;
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::net::TcpListener;
 
-use crate::billing::Billing;
 use crate::billing::stripe::StripeGateway;
+use crate::billing::{Billing, PackageCatalog, PackageError};
 use crate::config::{Config, Limits};
 use crate::graphql::build_schema;
 use crate::http::assets::PagePolicy;
@@ -23,6 +23,9 @@ pub enum StartError {
     /// The database could not be opened or migrated.
     #[error("database: {0}")]
     Database(#[from] DbErr),
+    /// The package file is unusable.
+    #[error(transparent)]
+    Packages(#[from] PackageError),
     /// The Stripe client could not be built.
     #[error("stripe: {0}")]
     Stripe(#[from] crate::billing::stripe::GatewayError),
@@ -55,6 +58,10 @@ impl Application {
 
     /// Binds the listener over an already migrated database.
     pub async fn with_database(config: &Config, db: DatabaseConnection) -> Result<Self, StartError> {
+        let packages = match &config.packages_file {
+            Some(path) => PackageCatalog::load(path)?,
+            None => PackageCatalog::default(),
+        };
         let ledger = Ledger::new(db);
         ledger.start_event_listener();
         ledger.start_sweeper();
@@ -62,7 +69,7 @@ impl Application {
         let gateway = config.stripe.as_ref().map(StripeGateway::new).transpose()?;
         let billing = Billing::new(
             ledger.clone(),
-            config.packages.clone(),
+            packages.clone(),
             gateway,
             config.checkout_success_url.clone(),
             config.checkout_cancel_url.clone(),
@@ -71,7 +78,7 @@ impl Application {
         rate_limits.start_pruning();
         let sockets = SocketCounts::default();
         let state = AppState {
-            schema: build_schema(ledger.clone(), config.packages.clone(), billing.clone(), &config.limits),
+            schema: build_schema(ledger.clone(), packages, billing.clone(), &config.limits),
             ledger,
             billing,
             admin_token: config.admin_token.clone(),

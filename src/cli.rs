@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 
 use crate::app::{Application, StartError, shutdown_signal};
+use crate::billing::{PackageCatalog, PackageError};
 use crate::config::{Config, ConfigError};
 use crate::ledger::{Amount, GrantRequest, Ledger, LedgerError};
 
@@ -119,6 +120,9 @@ pub enum CliError {
     /// Bad configuration.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The package file is unusable.
+    #[error(transparent)]
+    Packages(#[from] PackageError),
     /// The server could not start.
     #[error(transparent)]
     Start(#[from] StartError),
@@ -140,6 +144,10 @@ impl From<sea_orm::DbErr> for CliError {
 pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
     if let Some(url) = cli.database_url {
         config.database_url = url;
+    }
+    // A bad package file stops every command, not only the server: it is configuration.
+    if let Some(path) = &config.packages_file {
+        PackageCatalog::load(path)?;
     }
     let json = cli.json;
     match cli.command.unwrap_or(Command::Serve { addr: None }) {

@@ -2,8 +2,6 @@
 
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
-use crate::billing::{PackageCatalog, PackageError};
-
 /// A secret value that never appears in logs or debug output.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -69,17 +67,6 @@ pub struct Limits {
     pub ws_init_timeout: Duration,
 }
 
-impl Limits {
-    /// The bounds every GraphQL document is measured against.
-    pub fn document(&self) -> crate::graphql::limits::DocumentLimits {
-        crate::graphql::limits::DocumentLimits {
-            max_depth: self.query_depth,
-            max_complexity: self.query_complexity,
-            introspection: self.introspection,
-        }
-    }
-}
-
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -110,8 +97,9 @@ pub struct Config {
     pub addr: SocketAddr,
     /// Bearer token with rights over every organization; none disables admin access over HTTP.
     pub admin_token: Option<Secret>,
-    /// Credit packages on sale.
-    pub packages: PackageCatalog,
+    /// The file of credit packages on sale (`CREDITS_PACKAGES`); none: the built-in
+    /// Starter and Basic. Read when the application is built.
+    pub packages_file: Option<PathBuf>,
     /// Where Checkout returns the buyer after paying, when the request names no URL.
     pub checkout_success_url: Option<String>,
     /// Where Checkout returns the buyer after cancelling, when the request names no URL.
@@ -159,9 +147,6 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
-    /// The package file is unusable.
-    #[error(transparent)]
-    Packages(#[from] PackageError),
 }
 
 /// The default database: a file next to the working directory, created on first run.
@@ -192,10 +177,7 @@ impl Config {
                 message: format!("must be at least {MIN_ADMIN_TOKEN_LEN} characters (try `openssl rand -hex 32`)"),
             });
         }
-        let packages = match get("CREDITS_PACKAGES") {
-            Some(path) => PackageCatalog::load(&PathBuf::from(path))?,
-            None => PackageCatalog::default(),
-        };
+        let packages_file = get("CREDITS_PACKAGES").map(PathBuf::from);
         let log_format = match get("CREDITS_LOG_FORMAT").as_deref() {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
@@ -292,7 +274,7 @@ impl Config {
             database_url: get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             addr,
             admin_token,
-            packages,
+            packages_file,
             checkout_success_url: get("CREDITS_CHECKOUT_SUCCESS_URL"),
             checkout_cancel_url: get("CREDITS_CHECKOUT_CANCEL_URL"),
             stripe,
@@ -324,7 +306,7 @@ mod tests {
         assert_eq!(config.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(config.addr.to_string(), DEFAULT_ADDR);
         assert!(config.admin_token.is_none() && config.stripe.is_none() && config.stripe_webhook_secret.is_none());
-        assert_eq!(config.packages, PackageCatalog::default());
+        assert_eq!(config.packages_file, None);
     }
 
     #[test]

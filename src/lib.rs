@@ -6,23 +6,15 @@
 //! balance.
 //!
 //! # Layout
-//! - [`ledger`]: the domain, over SeaORM; knows nothing of GraphQL or HTTP.
-//!   - `ledger/decide.rs`: the one decision step: what a change does to an
-//!     organization's locked state (pure functions; lots and holds extend it).
-//!   - `ledger/tx.rs`: [`ledger::LedgerTx`], one database transaction that locks
-//!     organizations, decides changes, writes them once and announces them on commit.
-//!   - `ledger/committer.rs`: group commit; concurrent consumes, grants and hold
-//!     operations share one transaction, each caller getting its own answer.
-//!   - `ledger/ops.rs`: what the committer decides (changes and hold operations, their
-//!     requests and results); `ledger/holds.rs`: the hold operations, replays and reads;
-//!     `ledger/lots.rs`: lot reads as of now, voids, the overdraft limit.
-//!   - `ledger/events/`: live events as hints (wire format, hub, PostgreSQL `LISTEN`,
-//!     SQLite revocation poll, the gap-free follower).
-//!   - `ledger/api_keys.rs` (hashed keys, the in-memory cache of verified keys),
-//!     `client_sessions.rs` (short-lived scoped browser tokens), `organizations.rs`,
-//!     `history.rs`, `types.rs`, `error.rs` ([`ledger::LedgerError`]).
+//! - [`ledger`] (the workspace crate `ledger/`, re-exported here): the domain over
+//!   SeaORM; it does not depend on HTTP, GraphQL or Stripe. Its own `# Layout` maps it:
+//!   `decide.rs` (the one pure decision step), `tx.rs` ([`ledger::LedgerTx`]),
+//!   `committer.rs` (group commit), `ops.rs`, `holds.rs`, `lots.rs`, `events/` (live
+//!   events as hints), `api_keys.rs`, `client_sessions.rs`, `db.rs` (connecting, how a
+//!   write begins), `error.rs` ([`ledger::LedgerError`]).
 //! - [`billing`]: packages, Stripe Checkout, the webhook state machine
-//!   (`billing/payment_events.rs`, `billing/disputes.rs`); [`billing::BillingError`].
+//!   (`billing/payment_events.rs`, `billing/disputes.rs`), refunds and disputes as one
+//!   rule (`billing/settlement.rs`); [`billing::BillingError`].
 //! - [`graphql`]: the schema; resolvers are thin adapters over the ledger. One file per
 //!   area holds its types and its part of the root `Query` / `Mutation` (merged in
 //!   `graphql/mod.rs`): `ledger.rs` (organizations, balances, transactions), `lots.rs`,
@@ -39,8 +31,7 @@
 //!   the browser surface ([`http::assets`]: GraphiQL, `/console` and `/elements.js`, all
 //!   embedded from `assets/` under content-hashed URLs with a strict CSP).
 //! - [`app`]: builds the application from [`config`] and serves it until shutdown.
-//! - [`cli`]: the command line; [`db`]: connecting (the committer's own SQLite
-//!   connection too), migrating, the availability probe;
+//! - [`cli`]: the command line; [`db`]: the ledger's connecting, plus migrating;
 //!   [`telemetry`]: tracing.
 //! - Outside this crate: `entity/` (SeaORM entities), `migration/` (one file per step),
 //!   `tests/api/` (one integration binary), `examples/` (benchmarks).
@@ -52,5 +43,5 @@ pub mod config;
 pub mod db;
 pub mod graphql;
 pub mod http;
-pub mod ledger;
+pub use ::ledger;
 pub mod telemetry;

@@ -19,8 +19,8 @@ use super::disputes::DisputeReport;
 use super::settlement::record_refund;
 use super::webhook::{ChargeObject, Event, SessionObject, expandable_id};
 use super::{Billing, BillingError, CreditPurchase, PURCHASE_REFERENCE, PurchaseStatus};
-use crate::ledger::decide::{LotCategory, LotSpec};
 use crate::ledger::{ChangeRequest, DEFAULT_PRIORITY, LedgerTx, TransactionKind, now};
+use crate::ledger::{LotCategory, LotSpec};
 
 /// What became of one webhook delivery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

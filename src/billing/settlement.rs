@@ -32,8 +32,8 @@ use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use super::{Billing, BillingError, PURCHASE_REFERENCE, PurchaseStatus};
-use crate::ledger::decide::{LotCategory, LotSpec};
 use crate::ledger::{ChangeRequest, DEFAULT_PRIORITY, LedgerError, LedgerTx, TransactionKind, now};
+use crate::ledger::{LotCategory, LotSpec};
 
 /// Where one dispute stands, as stored in `stripe_disputes.state`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

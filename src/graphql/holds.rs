@@ -6,11 +6,10 @@ use async_graphql::{Context, Enum, ID, InputObject, Object};
 
 use super::context::{Access, caller, scope};
 use super::errors::ApiError;
-use super::ledger::{CreditBalance, CreditTransaction};
-use super::lots::CreditAllocation;
 use super::pagination::{decode_cursor, encode_cursor, page_size};
 use super::scalars::{Credits, DateTime};
-use crate::ledger::decide::HoldStatus;
+use super::views::{CreditAllocation, CreditBalance, CreditTransaction};
+use crate::ledger::HoldStatus;
 use crate::ledger::{self, Amount, CaptureRequest, HoldCursor, HoldFilter, HoldRequest, Ledger};
 
 /// Where a hold is in its life.

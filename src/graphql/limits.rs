@@ -38,6 +38,17 @@ pub struct DocumentLimits {
     pub introspection: bool,
 }
 
+impl DocumentLimits {
+    /// The bounds the server's configured limits set.
+    pub fn of(limits: &crate::config::Limits) -> Self {
+        Self {
+            max_depth: limits.query_depth,
+            max_complexity: limits.query_complexity,
+            introspection: limits.introspection,
+        }
+    }
+}
+
 /// Page size a connection is charged for when the query names none (the resolvers' default).
 pub const DEFAULT_PAGE: u64 = 20;
 /// The largest page a connection serves.

@@ -25,6 +25,7 @@ mod nulls;
 mod pagination;
 pub mod scalars;
 mod subscription;
+mod views;
 
 use async_graphql::Schema;
 use async_graphql::dataloader::DataLoader;

@@ -9,8 +9,7 @@ use super::context::caller;
 use super::errors::ApiError;
 use super::holds::CreditHold;
 use super::keys::ApiKey;
-use super::ledger::{CreditBalance, CreditTransaction, Organization};
-use super::lots::CreditLot;
+use super::views::{CreditBalance, CreditLot, CreditTransaction, Organization};
 use crate::billing::Purchases;
 use crate::ledger::Ledger;
 

@@ -8,8 +8,8 @@ use futures::Stream;
 
 use super::context::{Access, scope};
 use super::errors::ApiError;
-use super::ledger::CreditBalance;
 use super::scalars::{Credits, DateTime};
+use super::views::CreditBalance;
 use crate::ledger::events::{Followed, Follower};
 use crate::ledger::{Balance, Ledger, MAX_CREDITS, now};
 

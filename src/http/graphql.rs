@@ -19,7 +19,7 @@ use super::auth::{authenticate, bearer_token, cached_caller};
 use super::rate_limit::RateKey;
 use crate::config::Limits;
 use crate::graphql::errors::ApiError;
-use crate::graphql::limits::{self, LimitError, check_complexity};
+use crate::graphql::limits::{self, DocumentLimits, LimitError, check_complexity};
 use crate::graphql::{Caller, request_data};
 use crate::ledger::CLIENT_SESSION_TOKEN_PREFIX;
 
@@ -187,7 +187,7 @@ fn parse_body(body: &[u8], limits: &Limits) -> Result<(Vec<Prepared>, bool), Api
     };
     let prepared = items.into_iter().map(|item| prepare(item, limits)).collect::<Result<Vec<_>, _>>()?;
     let total = prepared.iter().fold(0u64, |sum, request| sum.saturating_add(request.cost));
-    check_complexity(total, &limits.document())?;
+    check_complexity(total, &DocumentLimits::of(limits))?;
     Ok((prepared, batch))
 }
 
@@ -257,7 +257,7 @@ pub(crate) fn prepare(value: Value, limits: &Limits) -> Result<Prepared, ApiErro
     let parsed = async_graphql::parser::parse_query(&query).ok();
     let (cost, operation) = match &parsed {
         Some(document) => {
-            let cost = limits::measure(document, operation_name.as_deref(), &variables, &limits.document())?;
+            let cost = limits::measure(document, operation_name.as_deref(), &variables, &DocumentLimits::of(limits))?;
             (cost.complexity, operation_of(document, operation_name.as_deref()))
         }
         // The executor answers a parse failure itself, with its position.

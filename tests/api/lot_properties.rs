@@ -5,11 +5,11 @@
 //! every transaction and every allocation must agree, and balance = sum of transactions.
 
 use chrono::{DateTime, Duration, Utc};
-use credits::ledger::decide::{HoldStatus, LotCategory, LotSpec};
 use credits::ledger::{
     Amount, CaptureRequest, ChangeRequest, Clock, ConsumeRequest, GrantRequest, HoldRequest, Ledger, LedgerError,
     LotFilter, TransactionKind,
 };
+use credits::ledger::{HoldStatus, LotCategory, LotSpec};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
@@ -547,10 +547,10 @@ async fn compare_reads(subject: &Subject, org: &str, model: &Model, after: &Step
     for expected in &model.lots {
         let lot = lots.iter().find(|lot| lot.id == expected.id).expect("every lot is listed");
         let state = match lot.status {
-            credits::ledger::decide::LotStatus::Active => LotState::Active,
-            credits::ledger::decide::LotStatus::Depleted => LotState::Depleted,
-            credits::ledger::decide::LotStatus::Expired => LotState::Expired,
-            credits::ledger::decide::LotStatus::Voided => LotState::Voided,
+            credits::ledger::LotStatus::Active => LotState::Active,
+            credits::ledger::LotStatus::Depleted => LotState::Depleted,
+            credits::ledger::LotStatus::Expired => LotState::Expired,
+            credits::ledger::LotStatus::Voided => LotState::Voided,
         };
         prop_assert_eq!(
             (lot.remaining, lot.held, state, lot.original),

@@ -193,6 +193,9 @@ try {
     const firstRow = await page.locator("credits-transactions tbody tr").first().innerText();
     check(firstRow.includes("Consumption"), `kinds in words, newest first: ${firstRow}`);
     check(await warning(page).count() === 0, "no warning above the threshold");
+    // The name arrives with its own request: wait for it (a loaded CI machine answers it
+    // after the elements above), then check.
+    await page.locator("#organization", { hasText: "Acme" }).waitFor({ timeout: 5000 }).catch(() => {});
     check((await page.locator("#organization").innerText()).includes("Acme"), "organization name shown");
     check(sockets.length === 1, `the elements of a page share one WebSocket, got ${sockets.length}`);
     step("console shows balance, packages and history of a seeded organization");

@@ -1,18 +1,38 @@
-//! The credit ledger: organizations' balances and their immutable transaction history.
+//! The credit ledger: organizations' balances, lots, holds and their immutable
+//! transaction history, over SeaORM.
 //!
-//! This module knows nothing of GraphQL, HTTP or Stripe; adapters call it with parsed
+//! This crate does not depend on GraphQL, HTTP or Stripe; adapters call it with parsed
 //! domain values and map [`LedgerError`] to their own protocol.
 //!
-//! Every change of balance is decided in one place, [`decide`], under the organization's
-//! lock, inside a [`LedgerTx`] that writes the results and announces them on commit.
-//! Concurrent consumes, grants and holds (`holds.rs`) share transactions through the
-//! group committer (`committer.rs`): one locked read of each organization, every request decided against
-//! it in memory in arrival order, one write of the results, one commit.
+//! Every change of balance is decided in one place, the pure `decide` module, under the
+//! organization's lock, inside a [`LedgerTx`] that writes the results and announces them
+//! on commit. Concurrent consumes, grants and holds share transactions through the group
+//! committer: one locked read of each organization, every request decided against it in
+//! memory in arrival order, one write of the results, one commit.
+//!
+//! # Layout
+//! - `decide.rs`: the state of one organization as locked, and the pure decisions over
+//!   it (consume, grant, clawback, void, holds, settling expiries). Private: its nouns
+//!   (`LotCategory`, `LotSpec`, `LotStatus`, `HoldStatus`, `Allocation`) are re-exported.
+//! - `tx.rs`: [`LedgerTx`], one write transaction: locks, decides, writes once, announces.
+//! - `committer.rs`: group commit of [`Ledger`]'s consumes, grants and hold operations;
+//!   `ops.rs` their requests and results; `holds.rs` the hold facade and reads.
+//! - `lots.rs`, `history.rs`: reads as of now; `types.rs`: the public nouns.
+//! - `events/`: live events as hints (wire format, hub, PostgreSQL `LISTEN`, the
+//!   gap-free follower).
+//! - `api_keys.rs`, `client_sessions.rs`, `organizations.rs`: credentials and tenants.
+//! - `db.rs`: connecting, how a write transaction begins, the availability probe;
+//!   `error.rs`: [`LedgerError`].
+//!
+//! Adding an operation: its request and result in `ops.rs` (or `types.rs`), one decide
+//! function, one [`LedgerTx`] method that calls it under the lock, and one [`Ledger`]
+//! method (through the committer when it should batch).
 
 mod api_keys;
 mod client_sessions;
 mod committer;
-pub mod decide;
+pub mod db;
+mod decide;
 mod error;
 pub mod events;
 mod history;
@@ -28,6 +48,7 @@ pub use client_sessions::{
     CLIENT_SESSION_TOKEN_PREFIX, ClientScope, ClientScopes, ClientSession, DEFAULT_SESSION_TTL_SECS,
     MAX_SESSION_TTL_SECS, SessionTtl,
 };
+pub use decide::{Allocation, HoldStatus, LotCategory, LotSpec, LotStatus};
 pub use error::{LedgerError, Retryable};
 pub use history::{Page, PageRequest, TransactionFilter};
 pub use holds::{HoldCursor, HoldFilter};
@@ -372,9 +393,14 @@ impl Ledger {
             .collect())
     }
 
-    /// The organization's state as stored, settled up to now (for reads: lots, the next
-    /// expiration); nothing is written.
-    pub async fn settled_state(&self, organization_id: &str) -> Result<decide::State, LedgerError> {
+    /// The soonest future expiry among the organization's active lots, with the unheld
+    /// credits expiring then, as of now (nothing is written).
+    pub async fn next_expiration(&self, organization_id: &str) -> Result<Option<(DateTime<Utc>, i64)>, LedgerError> {
+        Ok(self.settled_state(organization_id).await?.next_expiration())
+    }
+
+    /// The organization's state as stored, settled up to now; nothing is written.
+    async fn settled_state(&self, organization_id: &str) -> Result<decide::State, LedgerError> {
         let (rows, mut states) = self.snapshot(&[organization_id.to_owned()]).await?;
         if rows.is_empty() {
             return Err(LedgerError::OrganizationNotFound);

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::super::{Ledger, now};
+use crate::{Ledger, now};
 
 /// How often the database is asked; a revocation from another process closes its
 /// sockets within about this long.

@@ -68,7 +68,9 @@ pub enum LedgerError {
 }
 
 impl LedgerError {
-    pub(crate) fn internal(message: impl Into<String>) -> Self {
+    /// An invariant the stored data broke (an unknown stored name, say): a bug or a
+    /// hand edit, never the client's mistake.
+    pub fn internal(message: impl Into<String>) -> Self {
         Self::Internal(message.into())
     }
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde::{Deserialize, Serialize};
 
-use super::super::{CreditTransaction, LedgerError};
+use crate::{CreditTransaction, LedgerError};
 
 /// The PostgreSQL channel balance hints travel on.
 pub const BALANCE_CHANNEL: &str = "credits_balance_events";

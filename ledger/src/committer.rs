@@ -246,7 +246,8 @@ fn keep(kept: &Kept, states: Vec<(String, KeptState)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::{Amount, ChangeRequest, ConsumeRequest, GrantRequest, HoldRequest, Ledger, TransactionKind};
+    use crate::{Amount, ChangeRequest, ConsumeRequest, GrantRequest, HoldRequest, Ledger, TransactionKind};
+    use migration::MigratorTrait;
 
     fn consume(organization_id: &str, amount: i64, key: Option<&str>) -> Op {
         Op::Change(ChangeRequest {
@@ -266,7 +267,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("credits.db").display());
         let db = crate::db::connect(&url).await.expect("connect");
-        crate::db::migrate(&db).await.expect("migrate");
+        migration::Migrator::up(&db, None).await.expect("migrate");
         let ledger = Ledger::new(db.clone());
         let org = ledger.create_organization("Batch", None).await.expect("organization").id;
         let amount = |credits| Amount::parse(credits).expect("amount");

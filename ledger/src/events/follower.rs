@@ -7,9 +7,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
-use super::super::{Ledger, now};
 use super::backoff;
 use super::wire::Hint;
+use crate::{Ledger, now};
 
 /// Transactions read (and held) at once per follower: its memory bound, however long
 /// the backlog.

@@ -1,0 +1,164 @@
+//! Connecting to the database: pools tuned per engine, how a write transaction begins,
+//! the committer's own SQLite connection, and the availability probe.
+
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+
+/// How long a statement may run on PostgreSQL unless configured otherwise.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens a pool on `url` (`sqlite://…` or `postgres://…`) with the default statement timeout.
+pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+    connect_with(url, DEFAULT_STATEMENT_TIMEOUT).await
+}
+
+/// Opens a pool on `url`. On PostgreSQL every statement is cancelled after
+/// `statement_timeout`, so one slow query cannot hold a connection for long.
+///
+/// Durability: SQLite runs `synchronous=FULL`, so a committed transaction (and the 2xx
+/// that follows it) survives a power loss, not only a crash of this process.
+pub async fn connect_with(url: &str, statement_timeout: Duration) -> Result<DatabaseConnection, DbErr> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options.connect_timeout(Duration::from_secs(3)).acquire_timeout(Duration::from_secs(3)).sqlx_logging(false);
+    if url.starts_with("sqlite:") {
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        // An in-memory database lives as long as its one connection.
+        options.max_connections(if in_memory { 1 } else { 8 });
+        if in_memory {
+            options.idle_timeout(None::<Duration>).max_lifetime(None::<Duration>);
+        }
+        options.map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true)
+        });
+    } else {
+        let timeout_ms = statement_timeout.as_millis().to_string();
+        options
+            .max_connections(20)
+            .min_connections(1)
+            .map_sqlx_postgres_opts(move |opts| opts.options([("statement_timeout", timeout_ms.as_str())]));
+    }
+    Database::connect(options).await
+}
+
+/// Starts a transaction that will write. On SQLite it takes the write lock at once
+/// (`BEGIN IMMEDIATE`), so concurrent writers queue on the busy timeout instead of
+/// failing when a read lock cannot be upgraded.
+///
+/// On PostgreSQL it plans no sequential scan: every statement of a write finds its rows
+/// by key, and a connection keeps the plan it made for a statement, so one made while
+/// the tables were small (a new database) would scan them whole ever after (it did:
+/// every lot, every batch, 11 ms at 4,000 lots in the benchmark). A plan made here may
+/// serve the same statement outside a write on that connection, and one made outside
+/// may serve it here; our writes and reads alike find their rows by index.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    match db.get_database_backend() {
+        DbBackend::Sqlite => {
+            let options = TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            };
+            db.begin_with_options(options).await
+        }
+        _ => {
+            let txn = db.begin().await?;
+            txn.execute_unprepared("SET LOCAL enable_seqscan = off").await?;
+            Ok(txn)
+        }
+    }
+}
+
+/// The connection the group committer writes through: on a SQLite file, one of its own
+/// that it keeps, so that its page cache stays warm from batch to batch. SQLite drops a
+/// connection's whole cache whenever another connection has committed since its last
+/// transaction, and a pool hands out its connections in turn, so every batch would
+/// otherwise read again, from the file, each page it touches. Elsewhere (PostgreSQL, or
+/// an in-memory SQLite, which [`connect_with`] gives exactly one connection because the
+/// database lives in it) the pool itself.
+pub async fn writer_for(db: &DatabaseConnection) -> DatabaseConnection {
+    if db.get_database_backend() != DbBackend::Sqlite {
+        return db.clone();
+    }
+    let pool = db.get_sqlite_connection_pool();
+    let options = pool.connect_options();
+    let file = options.get_filename().to_string_lossy();
+    if pool.options().get_max_connections() <= 1 || file == ":memory:" || file.starts_with("file:sqlx-in-memory") {
+        return db.clone();
+    }
+    let own = sea_orm::sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .acquire_timeout(pool.options().get_acquire_timeout())
+        .connect_with((*options).clone())
+        .await;
+    match own {
+        Ok(own) => sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(own),
+        Err(error) => {
+            tracing::warn!(%error, "the committer writes through the shared pool");
+            db.clone()
+        }
+    }
+}
+
+/// Whether the database answers a trivial query.
+pub async fn ping(db: &DatabaseConnection) -> bool {
+    db.ping().await.is_ok()
+}
+
+/// Whether the database is reachable, as a background probe last found it; shared by
+/// every request so that, during an outage, each is refused at once (503) instead of
+/// waiting for the pool's acquire timeout. The probe opens its own connection, outside
+/// the pool, so a pool busy with slow queries is never mistaken for an outage.
+#[derive(Clone, Debug, Default)]
+pub struct Availability {
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How often the probe connects.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+impl Availability {
+    /// Whether the last probe failed.
+    pub fn is_down(&self) -> bool {
+        self.down.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Starts probing `db` (PostgreSQL only: an embedded SQLite file does not go away).
+    /// Needs a Tokio runtime; ends when every clone of this handle is dropped.
+    pub fn start_probe(&self, db: &DatabaseConnection) {
+        if db.get_database_backend() != DbBackend::Postgres {
+            return;
+        }
+        let options = db.get_postgres_connection_pool().connect_options();
+        let weak = std::sync::Arc::downgrade(&self.down);
+        tokio::spawn(async move {
+            use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
+            loop {
+                tokio::time::sleep(PROBE_INTERVAL).await;
+                let Some(down) = weak.upgrade() else { return };
+                let reachable = match tokio::time::timeout(Duration::from_secs(2), options.connect()).await {
+                    Ok(Ok(connection)) => {
+                        let _ = connection.close().await;
+                        true
+                    }
+                    _ => false,
+                };
+                let was_down = down.swap(!reachable, std::sync::atomic::Ordering::Relaxed);
+                match (was_down, reachable) {
+                    (false, false) => tracing::error!("database unreachable; answering 503 until it is back"),
+                    (true, true) => tracing::info!("database reachable again"),
+                    _ => {}
+                }
+            }
+        });
+    }
+}
