@@ -17,18 +17,10 @@ pub struct Model {
     pub created_at: ChronoDateTimeUtc,
 }
 
-/// Relations of an organization.
+/// Relations of an organization: none declared here. Its balance row points at it
+/// (`credit_balance::Relation::Organization`); declaring the way back too would tie the
+/// two entity files in a circle, and nothing queries in that direction.
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {
-    /// Its single balance row.
-    #[sea_orm(has_one = "super::credit_balance::Entity")]
-    CreditBalance,
-}
-
-impl Related<super::credit_balance::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::CreditBalance.def()
-    }
-}
+pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -20,8 +20,9 @@ use entity::api_key;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect};
 use sha2::{Digest, Sha256};
 
-use super::events::{EventHub, KeyHint, notify_key_revoked};
-use super::{Ledger, LedgerError, check_label, new_id, now};
+use super::events::{EventHub, KeyHint};
+use super::outbox::Outbox;
+use super::{Clock, Ledger, LedgerError, check_label, new_id};
 
 /// What every API key secret starts with, so leaked keys are easy to recognize and scan for.
 pub const API_KEY_PREFIX: &str = "crk_";
@@ -86,18 +87,18 @@ impl KeyCache {
 
     /// Notes a use of `key_id`, for the writer that records uses every few seconds in a
     /// statement or two, however many keys (needs a Tokio runtime).
-    fn note_use(&self, db: &sea_orm::DatabaseConnection, key_id: &str) {
+    fn note_use(&self, db: &sea_orm::DatabaseConnection, clock: &Clock, key_id: &str) {
         self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(key_id.to_owned());
         self.writing.get_or_init(|| {
             let used = Arc::downgrade(&self.used);
-            let db = db.clone();
+            let (db, clock) = (db.clone(), clock.clone());
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(LAST_USED_FLUSH).await;
                     let Some(used) = used.upgrade() else { return };
                     let ids = std::mem::take(&mut *used.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
                     drop(used);
-                    let at = now();
+                    let at = clock.now();
                     for chunk in ids.chunks(500) {
                         // Conditional, so replicas racing on a key write once per interval.
                         let written = api_key::Entity::update_many()
@@ -185,7 +186,7 @@ impl Ledger {
             name: Set(name.trim().to_owned()),
             prefix: Set(secret.chars().take(SHOWN_PREFIX_LEN).collect()),
             secret_hash: Set(hash_secret(&secret)),
-            created_at: Set(now()),
+            created_at: Set(self.now()),
             last_used_at: Set(None),
             revoked_at: Set(None),
         }
@@ -202,7 +203,7 @@ impl Ledger {
     pub async fn revoke_api_key(&self, id: &str) -> Result<ApiKey, LedgerError> {
         let txn = self.begin_write().await?;
         api_key::Entity::update_many()
-            .col_expr(api_key::Column::RevokedAt, Some(now()).into())
+            .col_expr(api_key::Column::RevokedAt, Some(self.now()).into())
             .filter(api_key::Column::Id.eq(id))
             .filter(api_key::Column::RevokedAt.is_null())
             .exec(&txn)
@@ -211,16 +212,13 @@ impl Ledger {
             txn.rollback().await?;
             return Err(LedgerError::ApiKeyNotFound);
         };
-        let sessions = Self::revoke_sessions_of_key(&txn, &key.id).await?;
+        let mut outbox = Outbox::default();
+        Self::revoke_sessions_of_key(&txn, &key.id, self.now(), &mut outbox).await?;
         // Also for a key revoked before: a repeated revoke re-sends the hint, harmlessly.
-        notify_key_revoked(&txn, &key.id).await?;
-        txn.commit().await?;
+        outbox.revoked(key.id.clone());
+        outbox.commit(txn, &self.events).await?;
         // Before answering: this replica's next request with the key is refused.
         self.keys.evict(&key.id);
-        self.announce_key_revoked(&key.id);
-        for session_id in &sessions {
-            self.announce_key_revoked(session_id);
-        }
         Ok(key)
     }
 
@@ -300,13 +298,13 @@ impl Ledger {
                 }
             }
         };
-        let at = now();
+        let at = self.now();
         if key.last_used_at.is_none_or(|last| at - last >= LAST_USED_RESOLUTION) {
             if let Some(entry) = self.keys.entries().get_mut(&hash) {
                 entry.key.last_used_at = Some(at);
             }
             // In the background: a request does not wait for this write.
-            self.keys.note_use(&self.db, &key.id);
+            self.keys.note_use(&self.db, &self.clock, &key.id);
         }
         Ok(Some(key))
     }

@@ -18,8 +18,8 @@ use sea_orm::{
 };
 
 use super::api_keys::{hash_secret, new_secret};
-use super::events::notify_key_revoked;
-use super::{Ledger, LedgerError, new_id, now};
+use super::outbox::Outbox;
+use super::{Ledger, LedgerError, new_id};
 
 /// What every client session token starts with.
 pub const CLIENT_SESSION_TOKEN_PREFIX: &str = "cst_";
@@ -174,7 +174,7 @@ impl Ledger {
             return Err(LedgerError::OrganizationNotFound);
         }
         let token = new_secret(CLIENT_SESSION_TOKEN_PREFIX)?;
-        let created_at = now();
+        let created_at = self.now();
         let row = client_session::ActiveModel {
             id: Set(new_id("cses")),
             organization_id: Set(organization_id.to_owned()),
@@ -196,7 +196,7 @@ impl Ledger {
     pub async fn revoke_client_session(&self, id: &str) -> Result<ClientSession, LedgerError> {
         let txn = self.begin_write().await?;
         client_session::Entity::update_many()
-            .col_expr(client_session::Column::RevokedAt, Some(now()).into())
+            .col_expr(client_session::Column::RevokedAt, Some(self.now()).into())
             .filter(client_session::Column::Id.eq(id))
             .filter(client_session::Column::RevokedAt.is_null())
             .exec(&txn)
@@ -206,18 +206,20 @@ impl Ledger {
             txn.rollback().await?;
             return Err(LedgerError::ClientSessionNotFound);
         };
-        notify_key_revoked(&txn, &session.id).await?;
-        txn.commit().await?;
-        self.announce_key_revoked(&session.id);
+        let mut outbox = Outbox::default();
+        outbox.revoked(session.id.clone());
+        outbox.commit(txn, &self.events).await?;
         Ok(session)
     }
 
     /// Revokes every live session minted by API key `key_id`, inside the caller's
-    /// transaction (the key's revocation); returns their ids, already hinted on commit.
+    /// transaction (the key's revocation), their revocations in its outbox.
     pub(super) async fn revoke_sessions_of_key<C: ConnectionTrait>(
         conn: &C,
         key_id: &str,
-    ) -> Result<Vec<String>, LedgerError> {
+        at: DateTime<Utc>,
+        outbox: &mut Outbox,
+    ) -> Result<(), LedgerError> {
         let ids: Vec<String> = client_session::Entity::find()
             .select_only()
             .column(client_session::Column::Id)
@@ -227,18 +229,18 @@ impl Ledger {
             .all(conn)
             .await?;
         if ids.is_empty() {
-            return Ok(ids);
+            return Ok(());
         }
         client_session::Entity::update_many()
-            .col_expr(client_session::Column::RevokedAt, Some(now()).into())
+            .col_expr(client_session::Column::RevokedAt, Some(at).into())
             .filter(client_session::Column::CreatedByKeyId.eq(key_id))
             .filter(client_session::Column::RevokedAt.is_null())
             .exec(conn)
             .await?;
-        for id in &ids {
-            notify_key_revoked(conn, id).await?;
+        for id in ids {
+            outbox.revoked(id);
         }
-        Ok(ids)
+        Ok(())
     }
 
     /// Ids of the sessions revoked at or after `since` (for hinting revocations that
@@ -264,7 +266,7 @@ impl Ledger {
         if !token.starts_with(CLIENT_SESSION_TOKEN_PREFIX) {
             return Ok(None);
         }
-        Ok(live_sessions()
+        Ok(live_sessions(self.now())
             .filter(client_session::Column::TokenHash.eq(hash_secret(token)))
             .one(&self.db)
             .await?
@@ -274,7 +276,7 @@ impl Ledger {
     /// Whether session `id` still authenticates (as [`Self::authenticate_client_session`]
     /// would answer for its token): for open WebSockets.
     pub async fn client_session_is_live(&self, id: &str) -> Result<bool, LedgerError> {
-        Ok(live_sessions().filter(client_session::Column::Id.eq(id)).one(&self.db).await?.is_some())
+        Ok(live_sessions(self.now()).filter(client_session::Column::Id.eq(id)).one(&self.db).await?.is_some())
     }
 }
 
@@ -283,7 +285,7 @@ impl Ledger {
 /// insert raced that transaction (its key checked just before, its row committed just
 /// after) escapes that update, so no session outlives its key's revocation only if
 /// every authentication also asks whether the key still stands.
-fn live_sessions() -> sea_orm::Select<client_session::Entity> {
+fn live_sessions(at: DateTime<Utc>) -> sea_orm::Select<client_session::Entity> {
     let live_keys = Query::select()
         .column(api_key::Column::Id)
         .from(api_key::Entity)
@@ -291,7 +293,7 @@ fn live_sessions() -> sea_orm::Select<client_session::Entity> {
         .to_owned();
     client_session::Entity::find()
         .filter(client_session::Column::RevokedAt.is_null())
-        .filter(client_session::Column::ExpiresAt.gt(now()))
+        .filter(client_session::Column::ExpiresAt.gt(at))
         .filter(
             Condition::any()
                 .add(client_session::Column::CreatedByKeyId.is_null())

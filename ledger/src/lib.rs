@@ -40,6 +40,7 @@ mod holds;
 mod lots;
 mod ops;
 mod organizations;
+mod outbox;
 mod tx;
 mod types;
 
@@ -84,7 +85,7 @@ pub struct Clock(std::sync::Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
 impl Clock {
     /// The system clock.
     pub fn system() -> Self {
-        Self(std::sync::Arc::new(now))
+        Self(std::sync::Arc::new(|| Utc::now().trunc_subsecs(6)))
     }
 
     /// A clock that answers `read()`, at microsecond precision.
@@ -160,24 +161,6 @@ impl Ledger {
     /// Whether live events flow: always on SQLite; on PostgreSQL once `LISTEN` is up.
     pub fn events_ready(&self) -> bool {
         self.db.get_database_backend() != DbBackend::Postgres || self.events.is_listening()
-    }
-
-    /// Announces committed events in this process. On PostgreSQL the notifications sent
-    /// inside the transaction already do that, on every replica.
-    pub fn announce(&self, events: impl IntoIterator<Item = events::BalanceEvent>) {
-        if self.db.get_database_backend() != DbBackend::Postgres {
-            for event in events {
-                self.events.publish(event.hint());
-            }
-        }
-    }
-
-    /// Announces a committed revocation of `key_id` (an API key or client session) in this process (on PostgreSQL the
-    /// notification sent inside the transaction already reaches every replica).
-    fn announce_key_revoked(&self, key_id: &str) {
-        if self.db.get_database_backend() != DbBackend::Postgres {
-            self.events.key_revoked(key_id);
-        }
     }
 
     /// How many group-commit batches of this process failed as a whole and were
@@ -444,8 +427,10 @@ impl Ledger {
         LedgerTx::begin(&self.db, &self.events, self.now()).await
     }
 
-    /// Starts a transaction that will write ([`crate::db::begin_write`]).
-    pub async fn begin_write(&self) -> Result<DatabaseTransaction, LedgerError> {
+    /// Starts a transaction that will write ([`crate::db::begin_write`]), for the writes
+    /// outside [`LedgerTx`] (an organization, a key, a session); they announce through
+    /// the outbox.
+    pub(crate) async fn begin_write(&self) -> Result<DatabaseTransaction, LedgerError> {
         Ok(crate::db::begin_write(&self.db).await?)
     }
 }
@@ -470,9 +455,4 @@ where
             result => return result,
         }
     }
-}
-
-/// The current time, at the microsecond precision both engines store.
-pub fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
 }

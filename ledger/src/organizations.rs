@@ -3,8 +3,9 @@
 use entity::{credit_balance, organization};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
-use super::events::{BalanceEvent, notify};
-use super::{Balance, Ledger, LedgerError, MAX_CREDITS, Organization, check_label, new_id, now};
+use super::events::BalanceEvent;
+use super::outbox::Outbox;
+use super::{Balance, Ledger, LedgerError, MAX_CREDITS, Organization, check_label, new_id};
 
 impl Ledger {
     /// Creates an organization with a zero balance.
@@ -16,7 +17,7 @@ impl Ledger {
     ) -> Result<Organization, LedgerError> {
         check_label("name", name)?;
         check_threshold(low_balance_threshold)?;
-        let at = now();
+        let at = self.now();
         let organization =
             Organization { id: new_id("org"), name: name.trim().to_owned(), low_balance_threshold, created_at: at };
         let txn = self.begin_write().await?;
@@ -89,10 +90,10 @@ impl Ledger {
             txn.rollback().await?;
             return Err(LedgerError::OrganizationNotFound);
         };
-        let event = BalanceEvent::Threshold { organization_id: organization.id.clone(), threshold, at: now() };
-        notify(&txn, &event).await?;
-        txn.commit().await?;
-        self.announce([event]);
+        let event = BalanceEvent::Threshold { organization_id: organization.id.clone(), threshold, at: self.now() };
+        let mut outbox = Outbox::default();
+        outbox.hint(event.hint());
+        outbox.commit(txn, &self.events).await?;
         let balance = self.balance(organization_id).await?;
         Ok((organization, balance))
     }

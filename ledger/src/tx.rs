@@ -23,8 +23,9 @@ use sea_orm::{
 };
 
 use super::decide::{self, Entry, HeldCredits, HoldStatus, LotSpec, State};
-use super::events::{EventHub, Hint, notify_hint};
+use super::events::{EventHub, Hint};
 use super::ops::{CaptureRequest, CreditHold, Done, HoldCaptured, HoldRequest, KeyUse, Op};
+use super::outbox::Outbox;
 use super::types::{allocations_json, parse_allocations};
 use super::{Balance, ChangeRequest, CreditLot, CreditTransaction, LedgerError, TransactionKind};
 
@@ -58,8 +59,8 @@ pub struct LedgerTx {
     pending: Vec<CreditTransaction>,
     /// Holds created and not yet written, with what the caller said of them.
     pending_holds: Vec<credit_hold::Model>,
-    /// Hints to send (inside the transaction on PostgreSQL, after commit on SQLite).
-    hints: Vec<Hint>,
+    /// Hints to send with the commit.
+    outbox: Outbox,
     /// States kept from an earlier transaction, by organization, with the generation
     /// they were written at: used instead of reading lots and holds when the locked row
     /// still shows that generation.
@@ -95,7 +96,7 @@ impl LedgerTx {
             missing: BTreeSet::new(),
             pending: Vec::new(),
             pending_holds: Vec::new(),
-            hints: Vec::new(),
+            outbox: Outbox::default(),
             kept: HashMap::new(),
         })
     }
@@ -180,12 +181,6 @@ impl LedgerTx {
         let balance = balance_of(locked, at);
         self.take_entries(organization_id, None);
         Ok(balance)
-    }
-
-    /// The organization's state as decided so far (for reads under the lock).
-    pub async fn state(&mut self, organization_id: &str) -> Result<&State, LedgerError> {
-        self.lock([organization_id]).await?;
-        Ok(&self.locked_mut(organization_id)?.state)
     }
 
     /// Decides one change against the organization's locked state: a negative `delta`
@@ -625,11 +620,6 @@ impl LedgerTx {
         }
     }
 
-    /// Announces `hint` with this transaction's commit (a threshold change, say).
-    pub fn hint(&mut self, hint: Hint) {
-        self.hints.push(hint);
-    }
-
     /// Writes what was decided: the transactions and their allocations, new and changed
     /// lots and holds, then each changed organization's new state, conditional on the
     /// version locked (so a write that bypassed the lock could never be overwritten
@@ -738,7 +728,7 @@ impl LedgerTx {
             locked.row.open_lots_from = open_lots_from(state);
             locked.row.updated_at = at;
             let transactions = seq != version_locked;
-            self.hints.push(if transactions {
+            self.outbox.hint(if transactions {
                 Hint::Changed { organization_id, seq }
             } else {
                 Hint::Held { organization_id }
@@ -797,19 +787,7 @@ impl LedgerTx {
     /// for a later transaction to be [offered](LedgerTx::offer).
     pub async fn commit_keeping(mut self) -> Result<Vec<(String, KeptState)>, LedgerError> {
         self.flush().await?;
-        let postgres = self.txn.get_database_backend() == DbBackend::Postgres;
-        if postgres {
-            // Delivered to every replica if and when this commits.
-            for hint in &self.hints {
-                notify_hint(&self.txn, hint).await?;
-            }
-        }
-        self.txn.commit().await?;
-        if !postgres {
-            for hint in self.hints {
-                self.hub.publish(hint);
-            }
-        }
+        self.outbox.commit(self.txn, &self.hub).await?;
         Ok(self
             .locked
             .into_iter()

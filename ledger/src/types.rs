@@ -215,7 +215,7 @@ pub(crate) fn check_optional_labels(
     Ok(())
 }
 
-/// One change of balance as [`super::apply_change`] applies it: every kind of change
+/// One change of balance, as [`LedgerTx::change`](crate::LedgerTx::change) decides it: every kind of change
 /// (consume, grant, purchase, refund) is expressed as this.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChangeRequest {

@@ -7,7 +7,7 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set};
 
 use super::stripe::{CheckoutRequest, GatewayError, StripeGateway};
 use super::{CreditPackage, CreditPurchase, PackageCatalog, PurchaseStatus};
-use crate::ledger::{Ledger, LedgerError, new_id, now};
+use crate::ledger::{Ledger, LedgerError, new_id};
 
 /// The reference type of ledger transactions that belong to a purchase.
 pub const PURCHASE_REFERENCE: &str = "credit_purchase";
@@ -137,7 +137,9 @@ impl Billing {
             .await?;
         // Should this insert be lost, the paid webhook recreates the purchase from the
         // session's metadata, so a paid session is never lost.
-        let row = pending_purchase(purchase_id, organization_id, package, &session.id).insert(self.ledger.db()).await?;
+        let row = pending_purchase(purchase_id, organization_id, package, &session.id, self.ledger.now())
+            .insert(self.ledger.db())
+            .await?;
         Ok(StartedPurchase { purchase: row.try_into()?, checkout_session_id: session.id, checkout_url: session.url })
     }
 }
@@ -148,8 +150,8 @@ pub(super) fn pending_purchase(
     organization_id: &str,
     package: &CreditPackage,
     session_id: &str,
+    at: chrono::DateTime<chrono::Utc>,
 ) -> credit_purchase::ActiveModel {
-    let at = now();
     credit_purchase::ActiveModel {
         id: Set(id),
         organization_id: Set(organization_id.to_owned()),

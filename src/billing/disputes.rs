@@ -12,7 +12,7 @@ use sea_orm::{ActiveValue::Set, EntityTrait};
 use super::settlement::{DisputeState, record_refund};
 use super::webhook::{DisputeObject, expandable_id};
 use super::{Billing, BillingError};
-use crate::ledger::{LedgerTx, now};
+use crate::ledger::LedgerTx;
 
 /// A dispute event as reported by Stripe.
 pub(super) enum DisputeReport {
@@ -34,8 +34,8 @@ impl Billing {
             return Ok(());
         };
         // Serializes with the payment's and refunds' events of this PaymentIntent.
-        record_refund(tx.conn(), &payment_intent, 0).await?;
-        let at = now();
+        record_refund(tx.conn(), &payment_intent, 0, tx.at()).await?;
+        let at = tx.at();
         let inserted = stripe_dispute::Entity::insert(stripe_dispute::ActiveModel {
             id: Set(dispute.id.clone()),
             payment_intent_id: Set(payment_intent.clone()),

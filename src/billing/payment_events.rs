@@ -19,7 +19,7 @@ use super::disputes::DisputeReport;
 use super::settlement::record_refund;
 use super::webhook::{ChargeObject, Event, SessionObject, expandable_id};
 use super::{Billing, BillingError, CreditPurchase, PURCHASE_REFERENCE, PurchaseStatus};
-use crate::ledger::{ChangeRequest, DEFAULT_PRIORITY, LedgerTx, TransactionKind, now};
+use crate::ledger::{ChangeRequest, DEFAULT_PRIORITY, LedgerTx, TransactionKind};
 use crate::ledger::{LotCategory, LotSpec};
 
 /// What became of one webhook delivery.
@@ -100,7 +100,7 @@ impl Billing {
         let recorded = stripe_event::Entity::insert(stripe_event::ActiveModel {
             id: Set(event.id.clone()),
             event_type: Set(event.event_type.clone()),
-            processed_at: Set(now()),
+            processed_at: Set(tx.at()),
         })
         .exec_without_returning(tx.conn())
         .await;
@@ -134,7 +134,7 @@ impl Billing {
     async fn session_paid(&self, tx: &mut LedgerTx, session: &SessionObject) -> Result<(), BillingError> {
         let purchase = match self.purchase_for_session(tx, session).await? {
             SessionPurchase::Found(purchase) => purchase,
-            SessionPurchase::Orphan(reason) => return record_orphan(tx.conn(), session, &reason).await,
+            SessionPurchase::Orphan(reason) => return record_orphan(tx.conn(), session, &reason, tx.at()).await,
             SessionPurchase::Foreign => {
                 tracing::warn!(session = %session.id, "paid Checkout Session without our identifiers; ignored");
                 return Ok(());
@@ -152,17 +152,19 @@ impl Billing {
                 "paid Checkout Session does not match its package: no credits, purchase FAILED"
             );
             use PurchaseStatus::{Expired, Failed, Pending};
-            set_status(tx.conn(), &purchase.id, &[Pending, Expired], Failed, None).await?;
+            set_status(tx.conn(), &purchase.id, &[Pending, Expired], Failed, None, tx.at()).await?;
             return Ok(());
         }
         // The conditional update locks the purchase row: of two events for one session,
         // only the first to get here finds it unpaid.
         let payment_intent = expandable_id(&session.payment_intent);
         if let Some(payment_intent) = &payment_intent {
-            record_refund(tx.conn(), payment_intent, 0).await?;
+            record_refund(tx.conn(), payment_intent, 0, tx.at()).await?;
         }
         use PurchaseStatus::{Expired, Failed, Paid, Pending};
-        if !set_status(tx.conn(), &purchase.id, &[Pending, Failed, Expired], Paid, payment_intent.clone()).await? {
+        if !set_status(tx.conn(), &purchase.id, &[Pending, Failed, Expired], Paid, payment_intent.clone(), tx.at())
+            .await?
+        {
             return Ok(());
         }
         let request = ChangeRequest {
@@ -206,7 +208,7 @@ impl Billing {
     ) -> Result<(), BillingError> {
         match self.purchase_for_session(tx, session).await? {
             SessionPurchase::Found(purchase) => {
-                set_status(tx.conn(), &purchase.id, &[PurchaseStatus::Pending], status, None).await?;
+                set_status(tx.conn(), &purchase.id, &[PurchaseStatus::Pending], status, None, tx.at()).await?;
             }
             // Nothing was paid, so there is nothing to keep for an operator.
             SessionPurchase::Orphan(reason) => {
@@ -266,8 +268,9 @@ impl Billing {
             return Ok(SessionPurchase::Orphan(format!("purchase {purchase_id} belongs to another session")));
         }
         tracing::warn!(session = %session.id, purchase = %purchase_id, "purchase record was missing; recreated from the session");
-        let row =
-            pending_purchase(purchase_id.clone(), organization_id, package, &session.id).insert(tx.conn()).await?;
+        let row = pending_purchase(purchase_id.clone(), organization_id, package, &session.id, tx.at())
+            .insert(tx.conn())
+            .await?;
         Ok(SessionPurchase::Found(row.try_into()?))
     }
 
@@ -278,7 +281,7 @@ impl Billing {
             tracing::warn!(charge = %charge.id, "refunded charge without a PaymentIntent; ignored");
             return Ok(());
         };
-        record_refund(tx.conn(), &payment_intent, charge.amount_refunded).await?;
+        record_refund(tx.conn(), &payment_intent, charge.amount_refunded, tx.at()).await?;
         // Not paid yet (or not ours): the paid event settles it when it comes.
         self.settle(tx, &payment_intent, None).await
     }
@@ -286,7 +289,12 @@ impl Billing {
 
 /// Keeps a paid session that credits nothing, once per session, for an operator: the
 /// money was taken, and a retry would not help, so the answer stays 2xx.
-async fn record_orphan(conn: &impl ConnectionTrait, session: &SessionObject, reason: &str) -> Result<(), BillingError> {
+async fn record_orphan(
+    conn: &impl ConnectionTrait,
+    session: &SessionObject,
+    reason: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), BillingError> {
     tracing::error!(
         session = %session.id,
         %reason,
@@ -305,7 +313,7 @@ async fn record_orphan(conn: &impl ConnectionTrait, session: &SessionObject, rea
         payment_intent_id: Set(expandable_id(&session.payment_intent)),
         client_reference_id: Set(session.client_reference_id.clone()),
         metadata: Set(metadata),
-        created_at: Set(now()),
+        created_at: Set(at),
     })
     .on_conflict(OnConflict::column(stripe_orphan_session::Column::CheckoutSessionId).do_nothing().to_owned())
     .exec_without_returning(conn)
@@ -320,10 +328,11 @@ async fn set_status<C: ConnectionTrait>(
     from: &[PurchaseStatus],
     to: PurchaseStatus,
     payment_intent: Option<String>,
+    at: chrono::DateTime<chrono::Utc>,
 ) -> Result<bool, BillingError> {
     let mut update = credit_purchase::Entity::update_many()
         .col_expr(credit_purchase::Column::Status, Expr::value(to.as_str()))
-        .col_expr(credit_purchase::Column::UpdatedAt, Expr::value(now()));
+        .col_expr(credit_purchase::Column::UpdatedAt, Expr::value(at));
     if let Some(payment_intent) = payment_intent {
         update = update.col_expr(credit_purchase::Column::PaymentIntentId, Expr::value(payment_intent));
     }

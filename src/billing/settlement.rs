@@ -32,7 +32,7 @@ use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use super::{Billing, BillingError, PURCHASE_REFERENCE, PurchaseStatus};
-use crate::ledger::{ChangeRequest, DEFAULT_PRIORITY, LedgerError, LedgerTx, TransactionKind, now};
+use crate::ledger::{ChangeRequest, DEFAULT_PRIORITY, LedgerError, LedgerTx, TransactionKind};
 use crate::ledger::{LotCategory, LotSpec};
 
 /// Where one dispute stands, as stored in `stripe_disputes.state`.
@@ -89,7 +89,7 @@ impl Billing {
             // Final even when the purchase is not paid yet: then it never counts.
             stripe_dispute::Entity::update_many()
                 .col_expr(stripe_dispute::Column::State, Expr::value(DisputeState::Reinstated.as_str()))
-                .col_expr(stripe_dispute::Column::UpdatedAt, Expr::value(now()))
+                .col_expr(stripe_dispute::Column::UpdatedAt, Expr::value(tx.at()))
                 .filter(stripe_dispute::Column::Id.eq(dispute_id))
                 .filter(stripe_dispute::Column::State.ne(DisputeState::Reinstated.as_str()))
                 .exec(tx.conn())
@@ -136,7 +136,7 @@ impl Billing {
                     stripe_dispute::Column::AccountedCredits,
                     Expr::value(share(purchase.credits, row.amount, paid)),
                 )
-                .col_expr(stripe_dispute::Column::UpdatedAt, Expr::value(now()))
+                .col_expr(stripe_dispute::Column::UpdatedAt, Expr::value(tx.at()))
                 .filter(stripe_dispute::Column::Id.eq(&row.id))
                 .filter(stripe_dispute::Column::State.eq(DisputeState::Pending.as_str()))
                 .exec(tx.conn())
@@ -151,7 +151,7 @@ impl Billing {
                     Expr::value(share(purchase.credits, refunded, paid)),
                 )
                 .col_expr(credit_purchase::Column::Status, Expr::value(settled.as_str()))
-                .col_expr(credit_purchase::Column::UpdatedAt, Expr::value(now()))
+                .col_expr(credit_purchase::Column::UpdatedAt, Expr::value(tx.at()))
                 .filter(credit_purchase::Column::Id.eq(&purchase.id))
                 .exec(tx.conn())
                 .await?;
@@ -258,11 +258,12 @@ pub(super) async fn record_refund<C: ConnectionTrait>(
     conn: &C,
     payment_intent: &str,
     amount_refunded: i64,
+    at: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), BillingError> {
     stripe_refund::Entity::insert(stripe_refund::ActiveModel {
         payment_intent_id: Set(payment_intent.to_owned()),
         amount_refunded: Set(amount_refunded),
-        updated_at: Set(now()),
+        updated_at: Set(at),
     })
     .on_conflict(
         OnConflict::column(stripe_refund::Column::PaymentIntentId)

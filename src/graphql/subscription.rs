@@ -11,7 +11,7 @@ use super::errors::ApiError;
 use super::scalars::{Credits, DateTime};
 use super::views::CreditBalance;
 use crate::ledger::events::{Followed, Follower};
-use crate::ledger::{Balance, Ledger, MAX_CREDITS, now};
+use crate::ledger::{Balance, Ledger, MAX_CREDITS};
 
 /// A warning that an organization's balance went below its threshold.
 #[derive(SimpleObject, Clone)]
@@ -109,7 +109,7 @@ impl Subscription {
             balance: Credits(balance),
             threshold: Credits(watched.unwrap_or_default()),
             transaction_id: None,
-            occurred_at: DateTime(now()),
+            occurred_at: DateTime(ledger.now()),
         });
         let follower = Follower::new(ledger.clone(), organization_id.clone(), receiver, start.version);
         // Without a threshold argument the organization's is followed, re-read from the

@@ -25,7 +25,7 @@ pub async fn stripe(State(state): State<AppState>, headers: HeaderMap, body: Byt
         return answer(StatusCode::SERVICE_UNAVAILABLE, "webhooks are not configured (STRIPE_WEBHOOK_SECRET)");
     };
     let signature = headers.get("stripe-signature").and_then(|value| value.to_str().ok());
-    let now = chrono::Utc::now().timestamp();
+    let now = state.ledger.now().timestamp();
     if let Err(error) = verify_signature(signature, &body, secret.expose(), now) {
         tracing::warn!(%error, "Stripe webhook refused");
         return answer(StatusCode::BAD_REQUEST, &error.to_string());

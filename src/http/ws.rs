@@ -334,7 +334,7 @@ impl Connection {
         // A session's socket ends when the session does.
         let expiry = match &caller {
             Caller::Session { expires_at, .. } => {
-                let left = (*expires_at - crate::ledger::now()).to_std().unwrap_or_default();
+                let left = (*expires_at - self.state.ledger.now()).to_std().unwrap_or_default();
                 tokio::time::Instant::now() + left
             }
             _ => tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600),

@@ -9,7 +9,7 @@ use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
 use super::backoff;
 use super::wire::Hint;
-use crate::{Ledger, now};
+use crate::Ledger;
 
 /// Transactions read (and held) at once per follower: its memory bound, however long
 /// the backlog.
@@ -116,7 +116,7 @@ impl Follower {
             if !self.transactions_due && !self.threshold_due && self.held_due {
                 // Several hold hints waiting together make one step.
                 self.held_due = false;
-                return Some(Followed::Held { at: now() });
+                return Some(Followed::Held { at: self.ledger.now() });
             }
             if !self.transactions_due && !self.threshold_due {
                 if self.closed {
@@ -206,7 +206,7 @@ impl Follower {
                     let threshold = organization.and_then(|organization| organization.low_balance_threshold);
                     if self.threshold.is_some_and(|known| known != threshold) {
                         self.threshold = Some(threshold);
-                        self.pending.push_back(Followed::Threshold { threshold, at: now() });
+                        self.pending.push_back(Followed::Threshold { threshold, at: self.ledger.now() });
                     }
                 }
                 Err(error) => {

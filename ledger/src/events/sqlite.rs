@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::{Ledger, now};
+use crate::Ledger;
 
 /// How often the database is asked; a revocation from another process closes its
 /// sockets within about this long.
@@ -21,7 +21,7 @@ pub async fn poll_sqlite_revocations(ledger: Ledger) {
     let mut hinted: HashSet<String> = HashSet::new();
     loop {
         ticker.tick().await;
-        let since = now() - LOOKBACK;
+        let since = ledger.now() - LOOKBACK;
         let revoked = match ledger.api_keys_revoked_since(since).await {
             Ok(mut keys) => ledger.client_sessions_revoked_since(since).await.map(|sessions| {
                 keys.extend(sessions);
