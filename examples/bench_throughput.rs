@@ -23,7 +23,7 @@
 
 #[path = "common/mod.rs"]
 mod common;
-#[path = "../tests/api/pg_cluster.rs"]
+#[path = "../tests/api/support/pg_cluster.rs"]
 mod pg_cluster;
 
 use std::collections::HashSet;

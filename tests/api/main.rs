@@ -1,15 +1,15 @@
 //! One integration-test binary: every module drives the real server (or the ledger)
 //! on SQLite and on a throw-away PostgreSQL.
 
-mod helpers;
-mod pg_cluster;
+mod support;
+// The support modules answer to their short paths (`crate::helpers::…`) everywhere.
+use support::{fake_stripe, helpers, pg_cluster, ws_client};
 
 mod bad_input;
 mod browser;
 mod cli;
 mod client_sessions;
 mod crash;
-mod fake_stripe;
 mod fuzz_api;
 mod graphql_api;
 mod hardening;
@@ -28,4 +28,3 @@ mod security;
 mod shutdown;
 mod subscriptions;
 mod ui;
-mod ws_client;

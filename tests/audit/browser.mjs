@@ -93,7 +93,7 @@ async function showsBalance(page, expected, what) {
   }
 }
 
-/** Stripe's signed `checkout.session.completed` for a purchase, as tests/api/fake_stripe.rs builds it. */
+/** Stripe's signed `checkout.session.completed` for a purchase, as tests/api/support/fake_stripe.rs builds it. */
 async function payWebhook(purchaseId) {
   const data = await gql(apiKey, "query($id: ID!) { node(id: $id) { ... on CreditPurchase { checkoutSessionId packageId amount currency } } }", { id: purchaseId });
   const purchase = data.node;

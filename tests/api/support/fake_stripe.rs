@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 /// Stripe's example objects.
 pub fn fixture(name: &str) -> Value {
-    let all: Value = serde_json::from_str(include_str!("fixtures/stripe.json")).expect("fixtures");
+    let all: Value = serde_json::from_str(include_str!("../fixtures/stripe.json")).expect("fixtures");
     all[name].clone()
 }
 
