@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::events::EventHub;
 use super::ops::{Done, Op};
-use super::tx::{KeptState, LedgerTx};
+use super::write::{KeptState, LedgerTx};
 use super::{Clock, LedgerError, retrying};
 
 /// What a caller gets back, or why not.

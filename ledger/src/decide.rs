@@ -2,7 +2,7 @@
 //!
 //! Pure functions over plain values, so that a batch of requests is decided in memory,
 //! one after another, against the state the previous one left, and the results written
-//! once (see `ledger/tx.rs` and `ledger/committer.rs`). Every rule about what a balance,
+//! once (see `write/` and `committer.rs`). Every rule about what a balance,
 //! a lot or a hold may become lives here and only here; the database's `CHECK`s are the
 //! second line.
 //!

@@ -14,7 +14,9 @@
 //! - `decide.rs`: the state of one organization as locked, and the pure decisions over
 //!   it (consume, grant, clawback, void, holds, settling expiries). Private: its nouns
 //!   (`LotCategory`, `LotSpec`, `LotStatus`, `HoldStatus`, `Allocation`) are re-exported.
-//! - `tx.rs`: [`LedgerTx`], one write transaction: locks, decides, writes once, announces.
+//! - `write/`: [`LedgerTx`], one write transaction: locks and decides (`mod.rs`), writes
+//!   once (`flush.rs`), answers billing's look-ups (`lookups.rs`), announces through the
+//!   outbox (`outbox.rs`).
 //! - `committer.rs`: group commit of [`Ledger`]'s consumes, grants and hold operations;
 //!   `ops.rs` their requests and results; `holds.rs` the hold facade and reads.
 //! - `lots.rs`, `history.rs`: reads as of now; `types.rs`: the public nouns.
@@ -41,8 +43,8 @@ mod lots;
 mod ops;
 mod organizations;
 mod outbox;
-mod tx;
 mod types;
+mod write;
 
 pub use api_keys::{API_KEY_PREFIX, ApiKey};
 pub use client_sessions::{
@@ -57,8 +59,8 @@ pub use lots::{LotFilter, as_of};
 pub use ops::{
     CaptureRequest, CreditHold, DEFAULT_HOLD_TTL_SECS, HoldCaptured, HoldCreated, HoldRequest, MAX_HOLD_TTL_SECS,
 };
-pub use tx::{Clawback, LedgerTx};
 pub use types::*;
+pub use write::{Clawback, LedgerTx};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use entity::{credit_balance, credit_lot, credit_transaction};
@@ -416,7 +418,7 @@ impl Ledger {
             .filter(credit_balance::Column::OrganizationId.is_in(organization_ids.iter().cloned()))
             .all(&txn)
             .await?;
-        let states = tx::load_states(&txn, &rows).await?;
+        let states = write::load_states(&txn, &rows).await?;
         txn.commit().await?;
         Ok((rows, states))
     }
