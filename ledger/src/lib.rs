@@ -14,8 +14,10 @@
 //! - `decide.rs`: the state of one organization as locked, and the pure decisions over
 //!   it (consume, grant, clawback, void, holds, settling expiries). Private: its nouns
 //!   (`LotCategory`, `LotSpec`, `LotStatus`, `HoldStatus`, `Allocation`) are re-exported.
-//! - `write/`: [`LedgerTx`], one write transaction: locks and decides (`mod.rs`), writes
-//!   once (`flush.rs`), answers billing's look-ups (`lookups.rs`), announces through the
+//! - `write/`: [`LedgerTx`], one write transaction: decides each operation under the
+//!   lock (`mod.rs`), reads what it decides against (`load.rs`: states, kept states),
+//!   answers which idempotency keys are taken (`idempotency.rs`), writes once
+//!   (`flush.rs`), answers billing's look-ups (`lookups.rs`), and announces through the
 //!   outbox (`outbox.rs`).
 //! - `committer.rs`: group commit of [`Ledger`]'s consumes, grants and hold operations;
 //!   `ops.rs` their requests and results; `holds.rs` the hold facade and reads.
