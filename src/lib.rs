@@ -9,8 +9,8 @@
 //! - [`ledger`] (the workspace crate `ledger/`, re-exported here): the domain over
 //!   SeaORM; it does not depend on HTTP, GraphQL or Stripe. Its own `# Layout` maps it:
 //!   `decide.rs` (the one pure decision step), `write/` ([`ledger::LedgerTx`]: decide
-//!   under the lock, flush once, look-ups), `outbox.rs` (every hint), `committer.rs`
-//!   (group commit), `ops.rs`, `holds.rs`, `lots.rs`, `events/` (live
+//!   under the lock, flush once, look-ups), `outbox.rs` (every hint), `commit/`
+//!   (group commit and its operations), `read/`, `holds.rs`, `events/` (live
 //!   events as hints), `api_keys.rs`, `client_sessions.rs`, `db.rs` (connecting, how a
 //!   write begins), `error.rs` ([`ledger::LedgerError`]).
 //! - [`billing`]: packages, Stripe Checkout, the webhook state machine

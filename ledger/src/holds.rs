@@ -11,8 +11,8 @@ use entity::credit_hold;
 use sea_orm::sea_query::Condition;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select};
 
+use super::commit::op::{CaptureRequest, CreditHold, Done, HoldCaptured, HoldCreated, HoldRequest, Op};
 use super::decide::HoldStatus;
-use super::ops::{CaptureRequest, CreditHold, Done, HoldCaptured, HoldCreated, HoldRequest, Op};
 use super::types::parse_allocations;
 use super::{Ledger, LedgerError, retrying};
 

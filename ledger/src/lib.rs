@@ -19,32 +19,30 @@
 //!   answers which idempotency keys are taken (`idempotency.rs`), writes once
 //!   (`flush.rs`), answers billing's look-ups (`lookups.rs`), and announces through the
 //!   outbox (`outbox.rs`).
-//! - `committer.rs`: group commit of [`Ledger`]'s consumes, grants and hold operations;
-//!   `ops.rs` their requests and results; `holds.rs` the hold facade and reads.
-//! - `lots.rs`, `history.rs`: reads as of now; `types.rs`: the public nouns.
+//! - `commit/`: group commit of [`Ledger`]'s consumes, grants and hold operations
+//!   (`mod.rs`), their requests and results (`op.rs`); `holds.rs`: the hold facade.
+//! - `read/`: reads as of now (`history.rs`, `lots.rs`); `types.rs`: the public nouns.
 //! - `events/`: live events as hints (wire format, hub, PostgreSQL `LISTEN`, the
 //!   gap-free follower).
 //! - `api_keys.rs`, `client_sessions.rs`, `organizations.rs`: credentials and tenants.
 //! - `db.rs`: connecting, how a write transaction begins, the availability probe;
 //!   `error.rs`: [`LedgerError`].
 //!
-//! Adding an operation: its request and result in `ops.rs` (or `types.rs`), one decide
-//! function, one [`LedgerTx`] method that calls it under the lock, and one [`Ledger`]
-//! method (through the committer when it should batch).
+//! Adding an operation: its request and result in `commit/op.rs` (or `types.rs`), one
+//! decide function, one [`LedgerTx`] method that calls it under the lock, and one
+//! [`Ledger`] method (through the committer when it should batch).
 
 mod api_keys;
 mod client_sessions;
-mod committer;
+mod commit;
 pub mod db;
 mod decide;
 mod error;
 pub mod events;
-mod history;
 mod holds;
-mod lots;
-mod ops;
 mod organizations;
 mod outbox;
+mod read;
 mod types;
 mod write;
 
@@ -53,14 +51,14 @@ pub use client_sessions::{
     CLIENT_SESSION_TOKEN_PREFIX, ClientScope, ClientScopes, ClientSession, DEFAULT_SESSION_TTL_SECS,
     MAX_SESSION_TTL_SECS, SessionTtl,
 };
-pub use decide::{Allocation, HoldStatus, LotCategory, LotSpec, LotStatus};
-pub use error::{LedgerError, Retryable};
-pub use history::{Page, PageRequest, TransactionFilter};
-pub use holds::{HoldCursor, HoldFilter};
-pub use lots::{LotFilter, as_of};
-pub use ops::{
+pub use commit::op::{
     CaptureRequest, CreditHold, DEFAULT_HOLD_TTL_SECS, HoldCaptured, HoldCreated, HoldRequest, MAX_HOLD_TTL_SECS,
 };
+pub use decide::{Allocation, HoldStatus, LotCategory, LotSpec, LotStatus};
+pub use error::{LedgerError, Retryable};
+pub use holds::{HoldCursor, HoldFilter};
+pub use read::history::{Page, PageRequest, TransactionFilter};
+pub use read::lots::{LotFilter, as_of};
 pub use types::*;
 pub use write::{Clawback, LedgerTx};
 
@@ -77,7 +75,7 @@ pub struct Ledger {
     db: DatabaseConnection,
     events: events::EventHub,
     availability: crate::db::Availability,
-    committer: committer::Committer,
+    committer: commit::Committer,
     keys: api_keys::KeyCache,
     clock: Clock,
 }
@@ -230,9 +228,9 @@ impl Ledger {
         if let Some(applied) = self.replay(request).await? {
             return Ok(applied);
         }
-        let op = ops::Op::Change(request.clone());
+        let op = commit::op::Op::Change(request.clone());
         let error = match self.committer.submit(&self.db, &self.events, &self.clock, op).await {
-            Ok(ops::Done::Changed(transaction, balance, lot)) => {
+            Ok(commit::op::Done::Changed(transaction, balance, lot)) => {
                 return Ok(Applied { transaction, balance, lot, replayed: false });
             }
             Ok(_) => return Err(LedgerError::internal("a change was answered as another operation")),

@@ -8,7 +8,7 @@ use entity::{credit_hold, credit_transaction};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 
 use crate::LedgerError;
-use crate::ops::{KeyUse, Op};
+use crate::commit::op::{KeyUse, Op};
 
 use super::LedgerTx;
 

@@ -26,9 +26,9 @@ use chrono::{DateTime, Utc};
 use entity::{credit_balance, credit_hold, credit_lot, credit_transaction};
 use sea_orm::{DatabaseTransaction, EntityTrait, SqlErr};
 
+use crate::commit::op::{CaptureRequest, CreditHold, Done, HoldCaptured, HoldRequest, Op};
 use crate::decide::{self, Entry, HoldStatus, LotSpec, State};
 use crate::events::EventHub;
-use crate::ops::{CaptureRequest, CreditHold, Done, HoldCaptured, HoldRequest, Op};
 use crate::outbox::Outbox;
 use crate::types::{allocations_json, parse_allocations};
 use crate::{Balance, ChangeRequest, CreditLot, CreditTransaction, LedgerError, TransactionKind};

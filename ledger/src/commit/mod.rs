@@ -2,7 +2,7 @@
 //!
 //! One committer task per process takes every change waiting when it is free, locks the
 //! organizations they touch, decides them in arrival order against the state each
-//! previous one left ([`super::decide`], through [`LedgerTx`]), writes the results once
+//! previous one left ([`crate::decide`], through [`LedgerTx`]), writes the results once
 //! and commits once; then it answers each caller with its own result. While that commit
 //! is in flight the next requests gather, so throughput on one organization grows with
 //! the batch, not with commit latency. There is no waiting for company: a lone request
@@ -34,10 +34,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::events::EventHub;
-use super::ops::{Done, Op};
-use super::write::{KeptState, LedgerTx};
-use super::{Clock, LedgerError, retrying};
+pub(crate) mod op;
+
+use crate::events::EventHub;
+use crate::write::{KeptState, LedgerTx};
+use crate::{Clock, LedgerError, retrying};
+use op::{Done, Op};
 
 /// What a caller gets back, or why not.
 pub type Outcome = Result<Done, LedgerError>;

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use entity::credit_transaction::{Column, Entity};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select};
 
-use super::{CreditTransaction, Ledger, LedgerError, TransactionKind};
+use crate::{CreditTransaction, Ledger, LedgerError, TransactionKind};
 
 /// Which transactions to list. Every present condition must hold.
 #[derive(Clone, Debug, Default)]

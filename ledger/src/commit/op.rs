@@ -1,12 +1,12 @@
 //! The operations the group committer decides, with their requests and results: a
-//! change of balance ([`super::ChangeRequest`]) and the hold operations (create, capture,
+//! change of balance ([`crate::ChangeRequest`]) and the hold operations (create, capture,
 //! release). Requests are validated when built, so nothing invalid reaches a decision.
 
 use chrono::{DateTime, Duration, Utc};
 use entity::credit_hold;
 
-use super::decide::{Allocation, HoldStatus};
-use super::{Amount, Balance, ChangeRequest, CreditTransaction, LedgerError, MAX_DESCRIPTION_LEN, check_text};
+use crate::decide::{Allocation, HoldStatus};
+use crate::{Amount, Balance, ChangeRequest, CreditTransaction, LedgerError, MAX_DESCRIPTION_LEN, check_text};
 
 /// One operation the committer decides: every change of a balance or a hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,7 +119,7 @@ pub struct CreditHold {
 
 impl CreditHold {
     /// The hold stored in `row`, reserving `allocations`, as of `at`.
-    pub(super) fn from_row(
+    pub(crate) fn from_row(
         row: credit_hold::Model,
         allocations: Vec<Allocation>,
         at: DateTime<Utc>,
@@ -179,7 +179,7 @@ impl HoldRequest {
         ttl_seconds: Option<i64>,
     ) -> Result<Self, LedgerError> {
         check_text("description", &description, MAX_DESCRIPTION_LEN)?;
-        super::types::check_optional_labels(&reference_type, &reference_id, &idempotency_key)?;
+        crate::types::check_optional_labels(&reference_type, &reference_id, &idempotency_key)?;
         let ttl_seconds = ttl_seconds.unwrap_or(DEFAULT_HOLD_TTL_SECS);
         if !(1..=MAX_HOLD_TTL_SECS).contains(&ttl_seconds) {
             return Err(LedgerError::InvalidInput(format!(
@@ -198,7 +198,7 @@ impl HoldRequest {
     }
 
     /// Whether `original`, created under the same key, was this same request.
-    pub(super) fn matches(&self, original: &CreditHold) -> bool {
+    pub(crate) fn matches(&self, original: &CreditHold) -> bool {
         original.amount == self.amount
             && original.description == self.description
             && original.reference_type == self.reference_type
@@ -207,7 +207,7 @@ impl HoldRequest {
     }
 
     /// The stored row of the hold this request creates at `at`.
-    pub(super) fn row(&self, id: String, at: DateTime<Utc>, allocations: String) -> credit_hold::Model {
+    pub(crate) fn row(&self, id: String, at: DateTime<Utc>, allocations: String) -> credit_hold::Model {
         credit_hold::Model {
             id,
             organization_id: self.organization_id.clone(),
@@ -255,7 +255,7 @@ impl CaptureRequest {
     }
 
     /// Whether capturing `hold` again with this request is a replay of its capture.
-    pub(super) fn replays(&self, hold: &CreditHold) -> bool {
+    pub(crate) fn replays(&self, hold: &CreditHold) -> bool {
         hold.status == HoldStatus::Captured && hold.captured == Some(self.amount.unwrap_or(hold.amount))
     }
 }

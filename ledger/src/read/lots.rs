@@ -9,8 +9,8 @@ use entity::{credit_balance, credit_lot};
 use sea_orm::sea_query::Condition;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select};
 
-use super::decide::{LotCategory, LotStatus};
-use super::{CreditLot, Ledger, LedgerError};
+use crate::decide::{LotCategory, LotStatus};
+use crate::{CreditLot, Ledger, LedgerError};
 
 /// Which lots to list. Every present condition must hold.
 #[derive(Clone, Debug, Default)]
@@ -118,7 +118,7 @@ impl Ledger {
         };
         let mut states = if due.is_empty() { HashMap::new() } else { self.snapshot(&due).await?.1 };
         for state in states.values_mut() {
-            super::decide::settle(state, at);
+            crate::decide::settle(state, at);
         }
         Ok(lots
             .into_iter()
@@ -133,14 +133,14 @@ impl Ledger {
             .collect())
     }
 
-    /// Voids a lot (see [`super::LedgerTx::void_lot`]) in a transaction of its own.
+    /// Voids a lot (see [`crate::LedgerTx::void_lot`]) in a transaction of its own.
     pub async fn void_lot(
         &self,
         lot_id: &str,
         description: &str,
-    ) -> Result<(CreditLot, Option<super::CreditTransaction>, super::Balance), LedgerError> {
-        super::check_text("description", description, super::MAX_DESCRIPTION_LEN)?;
-        super::retrying(|| async {
+    ) -> Result<(CreditLot, Option<crate::CreditTransaction>, crate::Balance), LedgerError> {
+        crate::check_text("description", description, crate::MAX_DESCRIPTION_LEN)?;
+        crate::retrying(|| async {
             let mut tx = self.begin().await?;
             let voided = tx.void_lot(lot_id, description).await;
             match voided {
@@ -158,8 +158,8 @@ impl Ledger {
     }
 
     /// Sets an organization's overdraft limit; below its current debt is refused.
-    pub async fn set_overdraft_limit(&self, organization_id: &str, limit: i64) -> Result<super::Balance, LedgerError> {
-        super::retrying(|| async {
+    pub async fn set_overdraft_limit(&self, organization_id: &str, limit: i64) -> Result<crate::Balance, LedgerError> {
+        crate::retrying(|| async {
             let mut tx = self.begin().await?;
             match tx.set_overdraft_limit(organization_id, limit).await {
                 Ok(balance) => {
