@@ -12,7 +12,7 @@ use std::fmt;
 
 use chrono::{DateTime, Duration, Utc};
 use entity::{api_key, client_session};
-use sea_orm::sea_query::{Condition, Query};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
 };
@@ -286,19 +286,21 @@ impl Ledger {
 /// after) escapes that update, so no session outlives its key's revocation only if
 /// every authentication also asks whether the key still stands.
 fn live_sessions(at: DateTime<Utc>) -> sea_orm::Select<client_session::Entity> {
-    let live_keys = Query::select()
-        .column(api_key::Column::Id)
+    // Correlated, so each session finds its key by the primary key (an `IN` list of
+    // every unrevoked key would be read whole for each authentication).
+    let key_stands = Query::select()
+        .expr(Expr::val(1))
         .from(api_key::Entity)
-        .and_where(api_key::Column::RevokedAt.is_null())
+        .and_where(
+            Expr::col((api_key::Entity, api_key::Column::Id))
+                .equals((client_session::Entity, client_session::Column::CreatedByKeyId)),
+        )
+        .and_where(Expr::col((api_key::Entity, api_key::Column::RevokedAt)).is_null())
         .to_owned();
     client_session::Entity::find()
         .filter(client_session::Column::RevokedAt.is_null())
         .filter(client_session::Column::ExpiresAt.gt(at))
-        .filter(
-            Condition::any()
-                .add(client_session::Column::CreatedByKeyId.is_null())
-                .add(client_session::Column::CreatedByKeyId.in_subquery(live_keys)),
-        )
+        .filter(Condition::any().add(client_session::Column::CreatedByKeyId.is_null()).add(Expr::exists(key_stands)))
 }
 
 #[cfg(test)]

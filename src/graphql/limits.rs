@@ -260,7 +260,11 @@ fn select_operation<'a>(
     operation_name: Option<&str>,
 ) -> Result<&'a OperationDefinition, LimitError> {
     match (&document.operations, operation_name) {
-        (DocumentOperations::Single(operation), _) => Ok(&operation.node),
+        // async-graphql knows an anonymous operation by no name at all.
+        (DocumentOperations::Single(_), Some(name)) => {
+            Err(LimitError::NoOperation(format!(r#"Unknown operation named "{name}""#)))
+        }
+        (DocumentOperations::Single(operation), None) => Ok(&operation.node),
         (DocumentOperations::Multiple(operations), Some(name)) => operations
             .iter()
             .find(|(key, _)| key.as_str() == name)
@@ -321,6 +325,9 @@ impl<'a> Expansion<'a> {
         let mut size = 0u64;
         for selection in &set.items {
             self.visits += 1;
+            // Arguments and directives are walked again wherever a fragment is inlined
+            // (the inline-mode visitors visit every value): they count as selections.
+            let values = self.values(&selection.node);
             let inner = match &selection.node {
                 Selection::Field(field) if field.node.selection_set.node.items.is_empty() => 0,
                 Selection::Field(field) => self.set(&field.node.selection_set.node, level + 1)?,
@@ -329,13 +336,39 @@ impl<'a> Expansion<'a> {
                     self.fragment(spread.node.fragment_name.node.as_str(), level + 1)?
                 }
             };
-            size = size.saturating_add(1).saturating_add(inner);
+            size = size.saturating_add(1).saturating_add(values).saturating_add(inner);
         }
         self.work = self.work.saturating_add(size);
         if self.work > MAX_EXPANSION {
             return Err(LimitError::TooManySelections(MAX_EXPANSION));
         }
         Ok(size)
+    }
+
+    /// The value nodes of a selection's arguments and directives (a list of a thousand
+    /// items is a thousand and one).
+    fn values(&mut self, selection: &Selection) -> u64 {
+        fn nodes(value: &Value) -> u64 {
+            match value {
+                Value::List(items) => items.iter().map(nodes).fold(1, u64::saturating_add),
+                Value::Object(fields) => fields.values().map(nodes).fold(1, u64::saturating_add),
+                _ => 1,
+            }
+        }
+        let arguments: u64 = match selection {
+            Selection::Field(field) => field.node.arguments.iter().map(|(_, value)| nodes(&value.node)).sum(),
+            _ => 0,
+        };
+        let directives: u64 = selection
+            .directives()
+            .iter()
+            .map(|directive| {
+                directive.node.arguments.iter().map(|(_, value)| nodes(&value.node)).fold(1, u64::saturating_add)
+            })
+            .sum();
+        let total = arguments.saturating_add(directives);
+        self.visits = self.visits.saturating_add(usize::try_from(total).unwrap_or(usize::MAX));
+        total
     }
 
     fn fragment(&mut self, name: &'a str, level: usize) -> Result<u64, LimitError> {
@@ -751,6 +784,22 @@ mod tests {
         let (result, visits) = measure_text(&chain, None);
         assert!(matches!(result, Err(LimitError::TooDeeplyNested(_))), "{result:?}");
         assert!(visits <= 4 * chain.len());
+        // Arguments are walked again wherever their fragment is inlined: a list of 6,000
+        // items copied a thousand times over by doubling spreads is refused too.
+        let kinds = vec!["PURCHASE"; 6_000].join(",");
+        let mut arguments = String::from("query B { __typename } query A { ...d0 }");
+        for level in 0..10 {
+            arguments.push_str(&format!(" fragment d{level} on Query {{ ...d{0} ...d{0} }}", level + 1));
+        }
+        arguments.push_str(&format!(
+            " fragment d10 on Query {{ creditTransactions(filter: {{ kinds: [{kinds}] }}) {{ totalCount }} }}"
+        ));
+        let (result, visits) = measure_text(&arguments, Some("B"));
+        assert_eq!(result, Err(LimitError::TooManySelections(MAX_EXPANSION)));
+        assert!(visits <= 4 * arguments.len(), "{visits} visits for {} bytes", arguments.len());
+        let (result, visits) = measure_text("{ __typename }", Some("A"));
+        assert_eq!(result, Err(LimitError::NoOperation(r#"Unknown operation named "A""#.into())));
+        assert_eq!(visits, 0);
         // A shallow chain spread 2^15 times is refused by its expansion, not walked.
         let (result, visits) = measure_text(&fan_into_chain(15, 20), None);
         assert_eq!(result, Err(LimitError::TooManySelections(MAX_EXPANSION)));

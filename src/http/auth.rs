@@ -39,7 +39,6 @@ pub async fn authenticate(
     caller_for_token(bearer_token(value), admin_token, ledger).await
 }
 
-/// The caller a bare token stands for.
 /// The caller of a request as far as it is known without the database: the admin
 /// token, or an API key verified recently (see the ledger's key cache). `None` when only
 /// the database can tell (a session, an unknown or uncached key, no token at all).

@@ -83,7 +83,7 @@ pub(crate) fn refuse(media: MediaType, error: ApiError) -> Response {
 }
 
 /// Where a request came from, for the rate limiter.
-type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+pub(crate) type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
 
 /// `GET /graphql`: GraphiQL for browsers, otherwise a query from the URL.
 pub async fn get(State(state): State<AppState>, peer: Peer, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
@@ -278,7 +278,7 @@ pub(crate) fn prepare(value: Value, limits: &Limits) -> Result<Prepared, ApiErro
 /// otherwise its client address's. Before the body is read, parsed or authenticated.
 ///
 /// [`RateLimits`]: super::rate_limit::RateLimits
-fn spend_budget(state: &AppState, headers: &HeaderMap, peer: &Peer) -> Result<(), ApiError> {
+pub(crate) fn spend_budget(state: &AppState, headers: &HeaderMap, peer: &Peer) -> Result<(), ApiError> {
     let ip = state.client_address.of(headers, peer.as_ref().map(|Extension(ConnectInfo(addr))| *addr));
     let known = match cached_caller(headers, state.admin_token.as_ref(), &state.ledger) {
         Some(caller) => Some(RateKey::budget_of(&caller, ip)),

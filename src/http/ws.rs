@@ -37,7 +37,7 @@ use tokio::task::AbortHandle;
 
 use super::AppState;
 use super::auth::{bearer_token, caller_for_token};
-use super::graphql::{prepare, render};
+use super::graphql::{MediaType, prepare, refuse, render, spend_budget};
 use super::rate_limit::RateKey;
 use crate::graphql::{Caller, request_data};
 
@@ -128,6 +128,12 @@ pub async fn upgrade(
         if !allowed {
             return StatusCode::FORBIDDEN.into_response();
         }
+    }
+    // An upgrade spends its budget before anything else (its token is looked up only
+    // later, at `connection_init`): a client opening sockets in a loop is refused from
+    // its headers like any other request.
+    if let Err(error) = spend_budget(&state, &headers, &peer) {
+        return refuse(MediaType::Json, error);
     }
     let ip = state.client_address.of(&headers, peer.map(|Extension(ConnectInfo(addr))| addr));
     let header_token =
