@@ -17,6 +17,7 @@ on_both_engines!(
     the_client_address_is_the_one_the_proxy_appended,
     sessions_spend_their_keys_budget,
     no_session_outlives_its_keys_revocation,
+    fields_that_read_lots_cost_a_page_of_lots,
 );
 
 const MINT: &str = "mutation($scopes: [ClientScope!]) { createClientSession(input: { scopes: $scopes }) { id token } }";
@@ -310,4 +311,26 @@ async fn no_session_outlives_its_keys_revocation(engine: Engine) {
         }
         assert_eq!(working, 0, "round {round}: {working} of {} sessions outlived their key", tokens.len());
     }
+}
+
+/// `nextExpiration` reads every open lot: it costs a page of lots, so 990 aliases of it
+/// (3.1 s over 1,501 lots before) are refused before any database work, and the few a
+/// client needs still run.
+async fn fields_that_read_lots_cost_a_page_of_lots(engine: Engine) {
+    let Some(app) = spawn_app(engine).await else { return };
+    let (_, key) = app.funded_org("Lots", 100).await;
+    let aliases: String = (0..990).map(|n| format!("e{n}: nextExpiration {{ at amount }} ")).collect();
+    let error = app
+        .fails(Some(&key), &format!("{{ creditBalance {{ {aliases} }} }}"), json!({}), "GRAPHQL_VALIDATION_FAILED")
+        .await;
+    assert!(error["message"].as_str().is_some_and(|message| message.contains("costs")), "{error}");
+    let few: String = (0..5).map(|n| format!("e{n}: nextExpiration {{ at amount }} ")).collect();
+    app.ok(Some(&key), &format!("{{ creditBalance {{ balance {few} }} }}"), json!({})).await;
+    // An allocation's lot costs a page of lots too: a page of 100 transactions with
+    // their lots is over the limit, a page of 50 is not.
+    let history = |first: u32| {
+        format!("{{ creditTransactions(first: {first}) {{ nodes {{ allocations {{ amount lot {{ id }} }} }} }} }}")
+    };
+    app.fails(Some(&key), &history(100), json!({}), "GRAPHQL_VALIDATION_FAILED").await;
+    app.ok(Some(&key), &history(50), json!({})).await;
 }
