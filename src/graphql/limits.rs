@@ -22,8 +22,8 @@ use std::collections::{HashMap, HashSet};
 
 use async_graphql::Positioned;
 use async_graphql::parser::types::{
-    BaseType, DocumentOperations, ExecutableDocument, Field, FragmentSpread, OperationDefinition, Selection,
-    SelectionSet,
+    BaseType, DocumentOperations, ExecutableDocument, Field, FragmentSpread, OperationDefinition, OperationType,
+    Selection, SelectionSet,
 };
 use async_graphql_value::{ConstValue, Name, Value, Variables};
 
@@ -190,9 +190,13 @@ pub fn nesting_depth(query: &str) -> usize {
     deepest
 }
 
-/// What one operation costs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The operation a document selects, and what it costs.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cost {
+    /// Its name (none for an anonymous operation).
+    pub name: Option<Name>,
+    /// Query, mutation or subscription.
+    pub kind: OperationType,
     /// Deepest field nesting outside introspection.
     pub depth: usize,
     /// Database cost: every field 1, connection rows times their page size,
@@ -224,7 +228,7 @@ fn measure_counting(
     limits: &DocumentLimits,
     visits: &mut usize,
 ) -> Result<Cost, LimitError> {
-    let operation = select_operation(document, operation_name)?;
+    let (name, operation) = select_operation(document, operation_name)?;
     let mut expansion = Expansion { document, sizes: HashMap::new(), walking: HashSet::new(), work: 0, visits: 0 };
     let expanded = expansion.document();
     *visits += expansion.visits;
@@ -238,7 +242,7 @@ fn measure_counting(
     if measured.introspection_roots > MAX_INTROSPECTION_ROOTS {
         return Err(LimitError::IntrospectionTooDeep);
     }
-    let cost = Cost { depth: measured.depth, complexity: measured.cost };
+    let cost = Cost { name: name.cloned(), kind: operation.ty, depth: measured.depth, complexity: measured.cost };
     if cost.depth > limits.max_depth {
         return Err(LimitError::TooDeep { depth: cost.depth, max: limits.max_depth });
     }
@@ -254,26 +258,27 @@ pub fn check_complexity(complexity: u64, limits: &DocumentLimits) -> Result<(), 
     Ok(())
 }
 
-/// The operation that will run, or the executor's own words for why none can.
+/// The operation that will run, with its name, or the executor's own words for why none
+/// can.
 fn select_operation<'a>(
     document: &'a ExecutableDocument,
     operation_name: Option<&str>,
-) -> Result<&'a OperationDefinition, LimitError> {
+) -> Result<(Option<&'a Name>, &'a OperationDefinition), LimitError> {
     match (&document.operations, operation_name) {
         // async-graphql knows an anonymous operation by no name at all.
         (DocumentOperations::Single(_), Some(name)) => {
             Err(LimitError::NoOperation(format!(r#"Unknown operation named "{name}""#)))
         }
-        (DocumentOperations::Single(operation), None) => Ok(&operation.node),
+        (DocumentOperations::Single(operation), None) => Ok((None, &operation.node)),
         (DocumentOperations::Multiple(operations), Some(name)) => operations
             .iter()
             .find(|(key, _)| key.as_str() == name)
-            .map(|(_, op)| &op.node)
+            .map(|(key, op)| (Some(key), &op.node))
             .ok_or_else(|| LimitError::NoOperation(format!(r#"Unknown operation named "{name}""#))),
         (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => operations
-            .values()
+            .iter()
             .next()
-            .map(|op| &op.node)
+            .map(|(key, op)| (Some(key), &op.node))
             .ok_or_else(|| LimitError::NoOperation("Operation name required in request.".to_owned())),
         (DocumentOperations::Multiple(_), None) => {
             Err(LimitError::NoOperation("Operation name required in request.".to_owned()))

@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
+use async_graphql::parser::types::OperationType;
 use async_graphql::{BatchResponse, ServerError, Variables};
 use axum::Extension;
 use axum::body::Bytes;
@@ -258,7 +258,8 @@ pub(crate) fn prepare(value: Value, limits: &Limits) -> Result<Prepared, ApiErro
     let (cost, operation) = match &parsed {
         Some(document) => {
             let cost = limits::measure(document, operation_name.as_deref(), &variables, &DocumentLimits::of(limits))?;
-            (cost.complexity, operation_of(document, operation_name.as_deref()))
+            let name = cost.name.map_or_else(|| format!("anonymous {}", cost.kind), |name| name.to_string());
+            (cost.complexity, Some((name, cost.kind)))
         }
         // The executor answers a parse failure itself, with its position.
         None => (0, None),
@@ -345,22 +346,6 @@ async fn execute(
     };
     let bodies: Vec<String> = responses.iter().map(|response| render(response).1).collect();
     (StatusCode::OK, [(header::CONTENT_TYPE, media.content_type())], format!("[{}]", bodies.join(","))).into_response()
-}
-
-/// The selected operation's name (or kind) and kind.
-fn operation_of(document: &ExecutableDocument, operation_name: Option<&str>) -> Option<(String, OperationType)> {
-    let (name, operation) = match &document.operations {
-        DocumentOperations::Single(operation) => (None, operation),
-        DocumentOperations::Multiple(operations) => match operation_name {
-            Some(name) => {
-                operations.iter().find(|(key, _)| key.as_str() == name).map(|(key, op)| (Some(key.to_string()), op))?
-            }
-            None if operations.len() == 1 => operations.iter().next().map(|(key, op)| (Some(key.to_string()), op))?,
-            None => return None,
-        },
-    };
-    let kind = operation.node.ty;
-    Some((name.unwrap_or_else(|| format!("anonymous {kind}")), kind))
 }
 
 /// The JSON body of one response, fields in query order.
