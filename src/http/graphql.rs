@@ -2,7 +2,7 @@
 //! negotiation, status codes that tell request errors from execution errors, GET for
 //! queries only, and bounded bodies, batches and nesting before anything is parsed.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use async_graphql::parser::types::OperationType;
 use async_graphql::{BatchResponse, ServerError, Variables};
@@ -20,7 +20,7 @@ use super::rate_limit::RateKey;
 use crate::config::Limits;
 use crate::graphql::errors::ApiError;
 use crate::graphql::limits::{self, DocumentLimits, LimitError, check_complexity};
-use crate::graphql::{Caller, request_data};
+use crate::graphql::request_data;
 use crate::ledger::CLIENT_SESSION_TOKEN_PREFIX;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -102,9 +102,10 @@ pub async fn get(State(state): State<AppState>, peer: Peer, headers: HeaderMap, 
     let Some(media) = MediaType::negotiate(&headers) else {
         return StatusCode::NOT_ACCEPTABLE.into_response();
     };
-    if let Err(error) = spend_budget(&state, &headers, &peer) {
-        return refuse(media, error);
-    }
+    let budget = match spend_budget(&state, &headers, &peer) {
+        Ok(budget) => budget,
+        Err(error) => return refuse(media, error),
+    };
     let mut fields = Map::new();
     for name in ["query", "operationName", "variables", "extensions"] {
         if let Some(value) = param(name) {
@@ -129,13 +130,15 @@ pub async fn get(State(state): State<AppState>, peer: Peer, headers: HeaderMap, 
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    execute(state, headers, media, vec![prepared], false).await
+    execute(state, headers, media, vec![prepared], false, budget).await
 }
 
 /// `POST /graphql`: a JSON request, or a batch of them. The budget is spent before the
 /// body is read, so a refused request costs nothing beyond its headers.
 pub async fn post(State(state): State<AppState>, peer: Peer, request: Request) -> Response {
-    let headers = request.headers().clone();
+    // The headers are taken out, not copied: reading the body needs only the rest.
+    let (mut parts, body) = request.into_parts();
+    let headers = std::mem::take(&mut parts.headers);
     let Some(media) = MediaType::negotiate(&headers) else {
         return StatusCode::NOT_ACCEPTABLE.into_response();
     };
@@ -145,11 +148,12 @@ pub async fn post(State(state): State<AppState>, peer: Peer, request: Request) -
         *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
         return response;
     }
-    if let Err(error) = spend_budget(&state, &headers, &peer) {
-        return refuse(media, error);
-    }
+    let budget = match spend_budget(&state, &headers, &peer) {
+        Ok(budget) => budget,
+        Err(error) => return refuse(media, error),
+    };
     // Within the body limit (413 beyond it), read only now.
-    let body = match Bytes::from_request(request, &state).await {
+    let body = match Bytes::from_request(Request::from_parts(parts, body), &state).await {
         Ok(body) => body,
         Err(rejection) => return rejection.into_response(),
     };
@@ -165,7 +169,7 @@ pub async fn post(State(state): State<AppState>, peer: Peer, request: Request) -
         Ok(parsed) => parsed,
         Err(error) => return refuse(media, error),
     };
-    execute(state, headers, media, prepared, batch).await
+    execute(state, headers, media, prepared, batch, budget).await
 }
 
 /// Bodies up to this size are parsed on the worker that received them.
@@ -279,13 +283,27 @@ pub(crate) fn prepare(value: Value, limits: &Limits) -> Result<Prepared, ApiErro
 /// otherwise its client address's. Before the body is read, parsed or authenticated.
 ///
 /// [`RateLimits`]: super::rate_limit::RateLimits
-pub(crate) fn spend_budget(state: &AppState, headers: &HeaderMap, peer: &Peer) -> Result<(), ApiError> {
+pub(crate) fn spend_budget(state: &AppState, headers: &HeaderMap, peer: &Peer) -> Result<Budget, ApiError> {
     let ip = state.client_address.of(headers, peer.as_ref().map(|Extension(ConnectInfo(addr))| *addr));
-    let known = match cached_caller(headers, state.admin_token.as_ref(), &state.ledger) {
-        Some(caller) => Some(RateKey::budget_of(&caller, ip)),
-        None => bearer(headers).and_then(|token| state.rate_limits.session_budget(token)),
+    let (known, budget) = match cached_caller(headers, state.admin_token.as_ref(), &state.ledger) {
+        Some(caller) => (RateKey::credential_budget(&caller), Budget::Credential),
+        None => match bearer(headers).and_then(|token| state.rate_limits.session_budget(token)) {
+            Some(key) => (Some(key), Budget::RememberedSession),
+            None => (None, Budget::Address),
+        },
     };
-    state.rate_limits.check(&known.unwrap_or(RateKey::Ip(ip)))
+    state.rate_limits.check(&known.unwrap_or(RateKey::Ip(ip))).map(|()| budget)
+}
+
+/// Which bucket a request's headers named (see [`spend_budget`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Budget {
+    /// The admin token's or a cached API key's.
+    Credential,
+    /// The bucket remembered for a client session token.
+    RememberedSession,
+    /// The client address's: nothing was known of the token, if any.
+    Address,
 }
 
 /// The bearer token of a request, if any.
@@ -300,6 +318,7 @@ async fn execute(
     media: MediaType,
     requests: Vec<Prepared>,
     batch: bool,
+    budget: Budget,
 ) -> Response {
     let span = Span::current();
     match (&requests[..], batch) {
@@ -317,12 +336,12 @@ async fn execute(
     };
     // A client session's next requests spend its key's bucket from their headers alone;
     // a token that no longer authenticates spends its sender's address bucket again.
+    // (Only a change is written: a remembered live session costs nothing more here.)
     if let Some(token) = bearer(&headers).filter(|token| token.starts_with(CLIENT_SESSION_TOKEN_PREFIX)) {
-        match &caller {
-            Caller::Session { .. } => {
-                state.rate_limits.remember_session(token, RateKey::budget_of(&caller, IpAddr::from([0, 0, 0, 0])));
-            }
-            _ => state.rate_limits.forget_session(token),
+        match (RateKey::credential_budget(&caller), budget) {
+            (Some(key), Budget::Address) => state.rate_limits.remember_session(token, key),
+            (None, Budget::RememberedSession) => state.rate_limits.forget_session(token),
+            _ => {}
         }
     }
     let mut requests: Vec<async_graphql::Request> = requests

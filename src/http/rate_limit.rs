@@ -56,15 +56,21 @@ impl RateKey {
         }
     }
 
-    /// The bucket `caller`'s requests spend: a client session spends its key's, so that
-    /// minting more sessions never raises what an organization may send.
+    /// The bucket `caller`'s requests spend: its credential's (see
+    /// [`RateKey::credential_budget`]), else its address's.
     pub fn budget_of(caller: &Caller, ip: IpAddr) -> Self {
+        Self::credential_budget(caller).unwrap_or(Self::Ip(client_block(ip)))
+    }
+
+    /// The bucket of `caller`'s credential, if it has one: a client session spends its
+    /// key's, so that minting more sessions never raises what an organization may send.
+    pub fn credential_budget(caller: &Caller) -> Option<Self> {
         match caller {
-            Caller::Admin => Self::Admin,
-            Caller::ApiKey { key_id, .. } => Self::ApiKey(key_id.clone()),
-            Caller::Session { key_id: Some(key_id), .. } => Self::ApiKey(key_id.clone()),
-            Caller::Session { key_id: None, organization_id, .. } => Self::AdminSessions(organization_id.clone()),
-            Caller::Anonymous | Caller::InvalidToken => Self::Ip(client_block(ip)),
+            Caller::Admin => Some(Self::Admin),
+            Caller::ApiKey { key_id, .. } => Some(Self::ApiKey(key_id.clone())),
+            Caller::Session { key_id: Some(key_id), .. } => Some(Self::ApiKey(key_id.clone())),
+            Caller::Session { key_id: None, organization_id, .. } => Some(Self::AdminSessions(organization_id.clone())),
+            Caller::Anonymous | Caller::InvalidToken => None,
         }
     }
 }
