@@ -22,159 +22,7 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
-use super::{LedgerError, MAX_CREDITS, TransactionKind, new_id};
-
-/// Paid or promotional credits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum LotCategory {
-    /// Given for free; drawn before paid credits when all else is equal.
-    Promotional,
-    /// Bought.
-    Paid,
-}
-
-impl LotCategory {
-    /// The name stored and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Paid => "PAID",
-            Self::Promotional => "PROMOTIONAL",
-        }
-    }
-
-    /// The category named `value`.
-    pub fn parse(value: &str) -> Result<Self, LedgerError> {
-        match value {
-            "PAID" => Ok(Self::Paid),
-            "PROMOTIONAL" => Ok(Self::Promotional),
-            other => Err(LedgerError::internal(format!("unknown lot category {other}"))),
-        }
-    }
-}
-
-/// Where a lot is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LotStatus {
-    /// Drawable while it has an unheld remainder.
-    Active,
-    /// Emptied by consumption or clawback.
-    Depleted,
-    /// Past its `expires_at`; only credits held then remain, until their holds resolve.
-    Expired,
-    /// Voided; only credits held then remain, until their holds resolve.
-    Voided,
-}
-
-impl LotStatus {
-    /// The name stored and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "ACTIVE",
-            Self::Depleted => "DEPLETED",
-            Self::Expired => "EXPIRED",
-            Self::Voided => "VOIDED",
-        }
-    }
-
-    /// The status named `value`.
-    pub fn parse(value: &str) -> Result<Self, LedgerError> {
-        match value {
-            "ACTIVE" => Ok(Self::Active),
-            "DEPLETED" => Ok(Self::Depleted),
-            "EXPIRED" => Ok(Self::Expired),
-            "VOIDED" => Ok(Self::Voided),
-            other => Err(LedgerError::internal(format!("unknown lot status {other}"))),
-        }
-    }
-}
-
-/// One lot of credits.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Lot {
-    /// `lot_…`
-    pub id: String,
-    /// Whose.
-    pub organization_id: String,
-    /// Paid or promotional.
-    pub category: LotCategory,
-    /// 0–100, lower drawn first.
-    pub priority: i32,
-    /// Credits it was created with.
-    pub original: i64,
-    /// Credits still in it (held ones included).
-    pub remaining: i64,
-    /// The part of `remaining` reserved by active holds.
-    pub held: i64,
-    /// When its unheld remainder expires, if ever.
-    pub expires_at: Option<DateTime<Utc>>,
-    /// Where it is in its life.
-    pub status: LotStatus,
-    /// The transaction that created it (`ctx_…`).
-    pub source_transaction_id: String,
-    /// Creation order: the sequence number of that transaction.
-    pub seq: i64,
-    /// Creation time (= `effectiveAt` in this version).
-    pub created_at: DateTime<Utc>,
-}
-
-impl Lot {
-    /// Credits that can be drawn or held now (status only; expiry is settled first).
-    pub fn unheld(&self) -> i64 {
-        if self.status == LotStatus::Active { self.remaining - self.held } else { 0 }
-    }
-
-    /// The draw order: priority, then soonest expiry (none last), promotional before
-    /// paid, then creation order, then id.
-    fn draw_key(&self) -> (i32, bool, Option<DateTime<Utc>>, LotCategory, i64, &str) {
-        (self.priority, self.expires_at.is_none(), self.expires_at, self.category, self.seq, self.id.as_str())
-    }
-}
-
-/// One line of a transaction or a hold: how much of it went to (or came from) one lot,
-/// or, with no lot, to the overdraft debt.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Allocation {
-    /// The lot, or none for overdraft debt.
-    pub lot_id: Option<String>,
-    /// With the transaction's sign.
-    pub amount: i64,
-}
-
-/// How a hold ended, or that it has not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum HoldStatus {
-    /// Reserving credits.
-    Active,
-    /// Ended by a capture.
-    Captured,
-    /// Ended by a release.
-    Released,
-    /// Ended by its TTL.
-    Expired,
-}
-
-impl HoldStatus {
-    /// The name stored and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "ACTIVE",
-            Self::Captured => "CAPTURED",
-            Self::Released => "RELEASED",
-            Self::Expired => "EXPIRED",
-        }
-    }
-
-    /// The status named `value`.
-    pub fn parse(value: &str) -> Result<Self, LedgerError> {
-        match value {
-            "ACTIVE" => Ok(Self::Active),
-            "CAPTURED" => Ok(Self::Captured),
-            "RELEASED" => Ok(Self::Released),
-            "EXPIRED" => Ok(Self::Expired),
-            other => Err(LedgerError::internal(format!("unknown hold status {other}"))),
-        }
-    }
-}
+use crate::{Allocation, CreditLot, HoldStatus, LedgerError, LotSpec, LotStatus, MAX_CREDITS, TransactionKind, new_id};
 
 /// What the decision knows of one active hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -214,7 +62,7 @@ pub struct State {
     /// Credits reserved by active holds.
     pub held: i64,
     /// Every lot with a `remaining` above zero, and those created or changed here.
-    pub lots: Vec<Lot>,
+    pub lots: Vec<CreditLot>,
     /// Active holds.
     pub holds: Vec<HeldCredits>,
     /// Entries decided and not yet taken by the caller, in sequence order.
@@ -252,17 +100,6 @@ pub struct Entry {
     pub description: Option<String>,
 }
 
-/// What a new lot is to be.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LotSpec {
-    /// Paid or promotional.
-    pub category: LotCategory,
-    /// 0–100.
-    pub priority: i32,
-    /// When it expires.
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
 impl State {
     /// Credits drawn beyond the lots and not paid back yet.
     pub fn debt(&self) -> i64 {
@@ -283,7 +120,7 @@ impl State {
     /// would expire then (lots expiring at the same instant add up).
     pub fn next_expiration(&self) -> Option<(DateTime<Utc>, i64)> {
         let at = self.lots.iter().filter(|lot| lot.unheld() > 0).filter_map(|lot| lot.expires_at).min()?;
-        let amount = self.lots.iter().filter(|lot| lot.expires_at == Some(at)).map(Lot::unheld).sum();
+        let amount = self.lots.iter().filter(|lot| lot.expires_at == Some(at)).map(CreditLot::unheld).sum();
         Some((at, amount))
     }
 
@@ -293,7 +130,7 @@ impl State {
         lots.chain(self.holds.iter().map(|hold| hold.expires_at)).min()
     }
 
-    fn lot_mut(&mut self, id: &str) -> Option<&mut Lot> {
+    fn lot_mut(&mut self, id: &str) -> Option<&mut CreditLot> {
         self.lots.iter_mut().find(|lot| lot.id == id)
     }
 
@@ -464,7 +301,7 @@ pub fn credit(
         allocations.push(Allocation { lot_id: Some(lot_id.clone()), amount: amount - settled });
     }
     let entry = state.record(kind, amount, at, allocations, None);
-    state.lots.push(Lot {
+    state.lots.push(CreditLot {
         id: lot_id.clone(),
         organization_id: organization_id.to_owned(),
         category: spec.category,
@@ -497,13 +334,13 @@ pub fn clawback(
 ) -> (Option<Entry>, i64, i64) {
     settle(state, at);
     let wanted = wanted.max(0);
-    let own = |lot: &&Lot| lots.is_none_or(|lots| lots.contains(&lot.id));
-    let room: i64 = state.lots.iter().filter(own).map(Lot::unheld).sum();
+    let own = |lot: &&CreditLot| lots.is_none_or(|lots| lots.contains(&lot.id));
+    let room: i64 = state.lots.iter().filter(own).map(CreditLot::unheld).sum();
     let taken = wanted.min(room).min(state.balance.max(0));
     if taken == 0 {
         return (None, 0, wanted);
     }
-    let mut order: Vec<&Lot> = state.lots.iter().filter(own).filter(|lot| lot.unheld() > 0).collect();
+    let mut order: Vec<&CreditLot> = state.lots.iter().filter(own).filter(|lot| lot.unheld() > 0).collect();
     order.sort_by(|a, b| a.draw_key().cmp(&b.draw_key()));
     let mut left = taken;
     let mut plan = Vec::new();
@@ -702,6 +539,7 @@ mod tests {
     use chrono::Duration;
 
     use super::*;
+    use crate::LotCategory;
 
     fn t(seconds: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()

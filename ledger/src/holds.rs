@@ -11,10 +11,10 @@ use entity::credit_hold;
 use sea_orm::sea_query::Condition;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select};
 
-use super::commit::op::{CaptureRequest, CreditHold, Done, HoldCaptured, HoldCreated, HoldRequest, Op};
-use super::decide::HoldStatus;
-use super::types::parse_allocations;
-use super::{Ledger, LedgerError, retrying};
+use super::{Ledger, LedgerError};
+use crate::commit::op::{Done, Op};
+use crate::model::parse_allocations;
+use crate::{CaptureRequest, CreditHold, HoldCaptured, HoldCreated, HoldRequest, HoldStatus};
 
 /// Which holds to list.
 #[derive(Clone, Debug, Default)]
@@ -51,50 +51,11 @@ impl Ledger {
     /// idempotency key, a retry returns the original hold (`replayed`).
     #[tracing::instrument(skip(self, request), fields(organization = %request.organization_id, amount = request.amount))]
     pub async fn create_hold(&self, request: HoldRequest) -> Result<HoldCreated, LedgerError> {
-        retrying(|| async {
-            if let Some(replayed) = self.replay_hold(&request).await? {
-                return Ok(replayed);
-            }
-            let outcome =
-                self.committer.submit(&self.db, &self.events, &self.clock, Op::CreateHold(request.clone())).await;
-            match outcome {
-                Ok(Done::Held(hold, balance)) => Ok(HoldCreated { hold, balance, replayed: false }),
-                Ok(_) => Err(LedgerError::internal("a hold was answered as another operation")),
-                Err(error @ (LedgerError::DuplicateIdempotencyKey | LedgerError::InsufficientCredits { .. })) => {
-                    // The original under this key may have committed first.
-                    match self.replay_hold(&request).await? {
-                        Some(replayed) => Ok(replayed),
-                        None if matches!(error, LedgerError::DuplicateIdempotencyKey) => {
-                            Err(LedgerError::internal("idempotency key vanished after conflict"))
-                        }
-                        None => Err(error),
-                    }
-                }
-                Err(error) => Err(error),
-            }
-        })
-        .await
-    }
-
-    /// The hold created under `request`'s key, if any (a different request under it is
-    /// [`LedgerError::IdempotencyConflict`]). A consume's use of the key is found under
-    /// the lock, by the committer.
-    async fn replay_hold(&self, request: &HoldRequest) -> Result<Option<HoldCreated>, LedgerError> {
-        let Some(key) = &request.idempotency_key else { return Ok(None) };
-        let Some(row) = credit_hold::Entity::find()
-            .filter(credit_hold::Column::OrganizationId.eq(&request.organization_id))
-            .filter(credit_hold::Column::IdempotencyKey.eq(key))
-            .one(&self.db)
-            .await?
-        else {
-            return Ok(None);
+        let answer = |done| match done {
+            Done::Held(hold, balance) => Some(HoldCreated { hold, balance, replayed: false }),
+            _ => None,
         };
-        let hold = self.hold_of_row(row).await?;
-        if !request.matches(&hold) {
-            return Err(LedgerError::IdempotencyConflict);
-        }
-        let balance = self.balance(&request.organization_id).await?;
-        Ok(Some(HoldCreated { hold, balance, replayed: true }))
+        self.submit_keyed(Op::CreateHold(request.clone()), answer, || self.replay_hold(&request)).await
     }
 
     /// Captures a hold: one `CONSUMPTION` of `amount` (default the whole hold); less
@@ -102,19 +63,16 @@ impl Ledger {
     /// again is a replay, anything else [`LedgerError::HoldNotActive`].
     #[tracing::instrument(skip(self, request), fields(organization = %request.organization_id, hold = %request.hold_id))]
     pub async fn capture_hold(&self, request: CaptureRequest) -> Result<HoldCaptured, LedgerError> {
-        retrying(|| async {
-            // A hold written as ended never comes back: answered without the lock. One
-            // only past its TTL goes through the lock, where a capture or release decided
-            // before the instant (and not yet committed) is seen.
-            if let Some(hold) = self.ended_hold(&request.organization_id, &request.hold_id).await? {
-                return self.captured_again(&request, hold).await;
-            }
-            match self.committer.submit(&self.db, &self.events, &self.clock, Op::Capture(request.clone())).await? {
-                Done::Captured(captured) => Ok(*captured),
-                _ => Err(LedgerError::internal("a capture was answered as another operation")),
-            }
-        })
-        .await
+        // A hold written as ended never comes back: answered without the lock. One only
+        // past its TTL goes through the lock, where a capture or release decided before
+        // the instant (and not yet committed) is seen.
+        if let Some(hold) = self.ended_hold(&request.organization_id, &request.hold_id).await? {
+            return self.captured_again(&request, hold).await;
+        }
+        match self.committer.submit(&self.db, &self.events, &self.clock, Op::Capture(request)).await? {
+            Done::Captured(captured) => Ok(*captured),
+            _ => Err(LedgerError::internal("a capture was answered as another operation")),
+        }
     }
 
     /// The answer to capturing a hold that has ended: its capture replayed, or why not.
@@ -138,20 +96,17 @@ impl Ledger {
     /// a captured one is [`LedgerError::HoldNotActive`].
     #[tracing::instrument(skip(self))]
     pub async fn release_hold(&self, organization_id: &str, hold_id: &str) -> Result<CreditHold, LedgerError> {
-        retrying(|| async {
-            if let Some(hold) = self.ended_hold(organization_id, hold_id).await? {
-                return match hold.status {
-                    HoldStatus::Captured => Err(LedgerError::HoldNotActive { status: hold.status.as_str() }),
-                    _ => Ok(hold),
-                };
-            }
-            let op = Op::Release { organization_id: organization_id.to_owned(), hold_id: hold_id.to_owned() };
-            match self.committer.submit(&self.db, &self.events, &self.clock, op).await? {
-                Done::Released(hold, _) => Ok(hold),
-                _ => Err(LedgerError::internal("a release was answered as another operation")),
-            }
-        })
-        .await
+        if let Some(hold) = self.ended_hold(organization_id, hold_id).await? {
+            return match hold.status {
+                HoldStatus::Captured => Err(LedgerError::HoldNotActive { status: hold.status.as_str() }),
+                _ => Ok(hold),
+            };
+        }
+        let op = Op::Release { organization_id: organization_id.to_owned(), hold_id: hold_id.to_owned() };
+        match self.committer.submit(&self.db, &self.events, &self.clock, op).await? {
+            Done::Released(hold, _) => Ok(hold),
+            _ => Err(LedgerError::internal("a release was answered as another operation")),
+        }
     }
 
     /// A hold by id, as of now.
@@ -190,7 +145,7 @@ impl Ledger {
             .await?)
     }
 
-    async fn hold_of_row(&self, row: credit_hold::Model) -> Result<CreditHold, LedgerError> {
+    pub(crate) async fn hold_of_row(&self, row: credit_hold::Model) -> Result<CreditHold, LedgerError> {
         let parts = parse_allocations(&row.allocations)?;
         CreditHold::from_row(row, parts, self.now())
     }

@@ -11,26 +11,30 @@
 //! memory in arrival order, one write of the results, one commit.
 //!
 //! # Layout
+//! - `model/`: the nouns, one file each (`amount`, `transaction` with its kinds, requests
+//!   and allocations, `balance`, `lot`, `hold`, `organization`), all re-exported here.
 //! - `decide.rs`: the state of one organization as locked, and the pure decisions over
-//!   it (consume, grant, clawback, void, holds, settling expiries). Private: its nouns
-//!   (`LotCategory`, `LotSpec`, `LotStatus`, `HoldStatus`, `Allocation`) are re-exported.
+//!   it (consume, credit, clawback, void, holds, settling expiries). Private.
 //! - `write/`: [`LedgerTx`], one write transaction: decides each operation under the
 //!   lock (`mod.rs`), reads what it decides against (`load.rs`: states, kept states),
-//!   answers which idempotency keys are taken (`idempotency.rs`), writes once
-//!   (`flush.rs`), answers billing's look-ups (`lookups.rs`), and announces through the
-//!   outbox (`outbox.rs`).
+//!   writes once (`flush.rs`) and answers billing's look-ups (`lookups.rs`);
+//!   `outbox.rs`: everything a write announces, sent only if it commits.
 //! - `commit/`: group commit of [`Ledger`]'s consumes, grants and hold operations
-//!   (`mod.rs`), their requests and results (`op.rs`); `holds.rs`: the hold facade.
-//! - `read/`: reads as of now (`history.rs`, `lots.rs`); `types.rs`: the public nouns.
+//!   (`mod.rs`), the committer's `Op` and `Done` (`op.rs`), and idempotency and retries,
+//!   one owner for both (`idempotency.rs`); `holds.rs`: the hold facade.
+//! - `read/`: reads as of now (`history.rs`, `lots.rs`).
 //! - `events/`: live events as hints (wire format, hub, PostgreSQL `LISTEN`, the
 //!   gap-free follower).
 //! - `api_keys.rs`, `client_sessions.rs`, `organizations.rs`: credentials and tenants.
+//!   Credentials stay in this crate: a revocation commits with its hint through the
+//!   outbox, and the write transaction that makes that true is not handed out.
 //! - `db.rs`: connecting, how a write transaction begins, the availability probe;
 //!   `error.rs`: [`LedgerError`].
 //!
-//! Adding an operation: its request and result in `commit/op.rs` (or `types.rs`), one
-//! decide function, one [`LedgerTx`] method that calls it under the lock, and one
-//! [`Ledger`] method (through the committer when it should batch).
+//! Adding an operation: its request (and result) in `model/`, one function in
+//! `decide.rs`, one [`LedgerTx`] method that calls it under the lock, and one [`Ledger`]
+//! method. To batch it, it also becomes a variant of `commit/op.rs`'s `Op` and `Done`,
+//! and [`LedgerTx::apply`] routes it; a keyed one submits through `submit_keyed`.
 
 mod api_keys;
 mod client_sessions;
@@ -40,10 +44,10 @@ mod decide;
 mod error;
 pub mod events;
 mod holds;
+mod model;
 mod organizations;
 mod outbox;
 mod read;
-mod types;
 mod write;
 
 pub use api_keys::{API_KEY_PREFIX, ApiKey};
@@ -51,19 +55,16 @@ pub use client_sessions::{
     CLIENT_SESSION_TOKEN_PREFIX, ClientScope, ClientScopes, ClientSession, DEFAULT_SESSION_TTL_SECS,
     MAX_SESSION_TTL_SECS, SessionTtl,
 };
-pub use commit::op::{
-    CaptureRequest, CreditHold, DEFAULT_HOLD_TTL_SECS, HoldCaptured, HoldCreated, HoldRequest, MAX_HOLD_TTL_SECS,
-};
-pub use decide::{Allocation, HoldStatus, LotCategory, LotSpec, LotStatus};
+pub use commit::idempotency::retrying;
 pub use error::{LedgerError, Retryable};
 pub use holds::{HoldCursor, HoldFilter};
+pub use model::*;
 pub use read::history::{Page, PageRequest, TransactionFilter};
 pub use read::lots::{LotFilter, as_of};
-pub use types::*;
 pub use write::{Clawback, LedgerTx};
 
 use chrono::{DateTime, SubsecRound, Utc};
-use entity::{credit_balance, credit_lot, credit_transaction};
+use entity::credit_balance;
 use sea_orm::{
     AccessMode, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QuerySelect,
     TransactionOptions, TransactionTrait,
@@ -217,72 +218,15 @@ impl Ledger {
         .await
     }
 
-    /// Applies one change in its own database transaction, with idempotent replay;
-    /// serialization failures and deadlocks are retried.
+    /// Applies one change through the committer, with idempotent replay.
     async fn change(&self, request: ChangeRequest) -> Result<Applied, LedgerError> {
-        retrying(|| self.change_once(&request)).await
-    }
-
-    async fn change_once(&self, request: &ChangeRequest) -> Result<Applied, LedgerError> {
-        // A replay is answered without taking the write lock at all.
-        if let Some(applied) = self.replay(request).await? {
-            return Ok(applied);
-        }
-        let op = commit::op::Op::Change(request.clone());
-        let error = match self.committer.submit(&self.db, &self.events, &self.clock, op).await {
-            Ok(commit::op::Done::Changed(transaction, balance, lot)) => {
-                return Ok(Applied { transaction, balance, lot, replayed: false });
+        let answer = |done| match done {
+            commit::op::Done::Changed(transaction, balance, lot) => {
+                Some(Applied { transaction, balance, lot, replayed: false })
             }
-            Ok(_) => return Err(LedgerError::internal("a change was answered as another operation")),
-            Err(error) => error,
+            _ => None,
         };
-        match error {
-            LedgerError::DuplicateIdempotencyKey => {
-                // A request with the same key committed first (earlier in the same
-                // batch, or since this request looked for it: an earlier batch, another
-                // replica): the committer found it taken under the lock.
-                self.replay(request)
-                    .await?
-                    .ok_or_else(|| LedgerError::internal("idempotency key vanished after conflict"))
-            }
-            LedgerError::InsufficientCredits { .. } | LedgerError::BalanceLimitExceeded { .. } => {
-                // The original of this key may have committed while we waited; then the
-                // answer is its replay, not a refusal.
-                match self.replay(request).await? {
-                    Some(applied) => Ok(applied),
-                    None => Err(error),
-                }
-            }
-            error => Err(error),
-        }
-    }
-
-    /// The original transaction under `request`'s idempotency key, if there is one.
-    async fn replay(&self, request: &ChangeRequest) -> Result<Option<Applied>, LedgerError> {
-        let Some(key) = &request.idempotency_key else {
-            return Ok(None);
-        };
-        let Some(original) = credit_transaction::Entity::find()
-            .filter(credit_transaction::Column::OrganizationId.eq(&request.organization_id))
-            .filter(credit_transaction::Column::IdempotencyKey.eq(key))
-            .one(&self.db)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let original = CreditTransaction::try_from(original)?;
-        let lot = credit_lot::Entity::find()
-            .filter(credit_lot::Column::SourceTransactionId.eq(&original.id))
-            .filter(credit_lot::Column::Seq.eq(original.seq))
-            .one(&self.db)
-            .await?
-            .map(CreditLot::try_from)
-            .transpose()?;
-        if !request.matches(&original, lot.as_ref()) {
-            return Err(LedgerError::IdempotencyConflict);
-        }
-        let balance = self.balance(&request.organization_id).await?;
-        Ok(Some(Applied { transaction: original, balance, lot: lot.map(|lot| lot.id), replayed: true }))
+        self.submit_keyed(commit::op::Op::Change(request.clone()), answer, || self.replay_change(&request)).await
     }
 
     /// The organization's current balance.
@@ -341,9 +285,12 @@ impl Ledger {
             .all(&self.db)
             .await?;
         for organization_id in &due {
-            let mut tx = self.begin().await?;
-            tx.balance(organization_id).await?;
-            tx.commit().await?;
+            retrying(|| async {
+                let mut tx = self.begin().await?;
+                let settled = tx.balance(organization_id).await;
+                tx.finish(settled).await
+            })
+            .await?;
         }
         Ok(due.len())
     }
@@ -434,27 +381,5 @@ impl Ledger {
     /// the outbox.
     pub(crate) async fn begin_write(&self) -> Result<DatabaseTransaction, LedgerError> {
         Ok(crate::db::begin_write(&self.db).await?)
-    }
-}
-
-/// Runs `work` again while it fails with a retryable error (a serialization failure or
-/// deadlock), a few times, with a short jittered pause; then gives up with that error.
-pub async fn retrying<T, E, F, Fut>(mut work: F) -> Result<T, E>
-where
-    E: Retryable,
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-{
-    const ATTEMPTS: u32 = 5;
-    let mut attempt = 1;
-    loop {
-        match work().await {
-            Err(error) if error.is_retryable() && attempt < ATTEMPTS => {
-                let jitter = u64::from(uuid::Uuid::new_v4().as_u128() as u8 % 8);
-                tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt) * 5 + jitter)).await;
-                attempt += 1;
-            }
-            result => return result,
-        }
     }
 }

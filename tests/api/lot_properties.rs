@@ -582,7 +582,7 @@ async fn compare_books(subject: &Subject, org: &str, model: &Model) -> Result<()
         .all(ledger.db())
         .await
         .expect("read transactions");
-    let allocations: std::collections::HashMap<String, Vec<credits::ledger::CreditAllocation>> = rows
+    let allocations: std::collections::HashMap<String, Vec<credits::ledger::Allocation>> = rows
         .iter()
         .map(|row| {
             let transaction =

@@ -34,11 +34,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
+pub(crate) mod idempotency;
 pub(crate) mod op;
 
 use crate::events::EventHub;
 use crate::write::{KeptState, LedgerTx};
-use crate::{Clock, LedgerError, retrying};
+use crate::{Clock, LedgerError};
+use idempotency::{Keys, retrying};
 use op::{Done, Op};
 
 /// What a caller gets back, or why not.
@@ -190,30 +192,19 @@ async fn decide_all(
     // a hold a read has already shown expired is never captured or released by a batch
     // stamped before its deadline.
     tx.restamp(clock.now());
-    // Every key the batch's requests carry that is taken, and by what: in the database
-    // (read under the locks, so final for this batch) and, as the batch goes, by the
-    // requests it applies. A request whose key is taken is not applied, so no batch
-    // meets the unique index and falls back to one by one: taken by its own kind, the
-    // caller answers it as a replay of the original (or a conflict, comparing every
-    // field) once this batch has committed; by the other kind, it is a conflict.
-    // Refused requests take no key: a refusal is not remembered.
-    let mut keys = tx.keys_taken(ops).await?;
+    // Every key the batch's requests carry that is taken, and by what (see
+    // [`idempotency`]): in the database, read under the locks (so final for this batch),
+    // and, as the batch goes, by the requests it applies.
+    let mut keys = Keys::taken(&tx, ops).await?;
     let mut outcomes = Vec::with_capacity(ops.len());
     for op in ops {
-        let key = op.idempotency_key().map(|key| (op.organization_id().to_owned(), key.to_owned()));
-        if let Some(taken_by) = key.as_ref().and_then(|key| keys.get(key)) {
-            outcomes.push(Err(if *taken_by == op.key_use() {
-                LedgerError::DuplicateIdempotencyKey
-            } else {
-                LedgerError::IdempotencyConflict
-            }));
+        if let Some(refusal) = keys.refusal(op) {
+            outcomes.push(Err(refusal));
             continue;
         }
         match tx.apply(op).await {
             Ok(result) => {
-                if let Some(key) = key {
-                    keys.insert(key, op.key_use());
-                }
+                keys.take(op);
                 outcomes.push(Ok(result));
             }
             Err(error @ (LedgerError::Unavailable(_) | LedgerError::Conflict(_) | LedgerError::Internal(_))) => {

@@ -9,8 +9,8 @@ use entity::{credit_balance, credit_lot};
 use sea_orm::sea_query::Condition;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select};
 
-use crate::decide::{LotCategory, LotStatus};
 use crate::{CreditLot, Ledger, LedgerError};
+use crate::{LotCategory, LotStatus};
 
 /// Which lots to list. Every present condition must hold.
 #[derive(Clone, Debug, Default)]
@@ -143,16 +143,7 @@ impl Ledger {
         crate::retrying(|| async {
             let mut tx = self.begin().await?;
             let voided = tx.void_lot(lot_id, description).await;
-            match voided {
-                Ok(voided) => {
-                    tx.commit().await?;
-                    Ok(voided)
-                }
-                Err(error) => {
-                    tx.rollback().await?;
-                    Err(error)
-                }
-            }
+            tx.finish(voided).await
         })
         .await
     }
@@ -161,16 +152,8 @@ impl Ledger {
     pub async fn set_overdraft_limit(&self, organization_id: &str, limit: i64) -> Result<crate::Balance, LedgerError> {
         crate::retrying(|| async {
             let mut tx = self.begin().await?;
-            match tx.set_overdraft_limit(organization_id, limit).await {
-                Ok(balance) => {
-                    tx.commit().await?;
-                    Ok(balance)
-                }
-                Err(error) => {
-                    tx.rollback().await?;
-                    Err(error)
-                }
-            }
+            let balance = tx.set_overdraft_limit(organization_id, limit).await;
+            tx.finish(balance).await
         })
         .await
     }

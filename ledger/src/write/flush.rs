@@ -12,10 +12,11 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityT
 
 use crate::decide::{self, HeldCredits};
 use crate::events::Hint;
-use crate::types::allocations_json;
+use crate::model::allocations_json;
 use crate::{CreditLot, CreditTransaction, LedgerError};
 
-use super::{LedgerTx, duplicate_key_or, open_lots_from};
+use super::{LedgerTx, open_lots_from};
+use crate::commit::idempotency::duplicate_key_or;
 
 impl LedgerTx {
     /// Writes what was decided: the transactions and their allocations, new and changed

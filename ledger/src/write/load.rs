@@ -9,7 +9,7 @@ use entity::{credit_balance, credit_hold, credit_lot};
 use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::decide::{HeldCredits, State};
-use crate::types::parse_allocations;
+use crate::model::parse_allocations;
 use crate::{CreditLot, LedgerError};
 
 use super::{KeptState, LedgerTx, Locked};

@@ -13,7 +13,6 @@
 //! Callers cannot forget to announce: [`LedgerTx::commit`] does it, after the commit.
 
 mod flush;
-mod idempotency;
 mod load;
 mod lookups;
 
@@ -24,14 +23,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use entity::{credit_balance, credit_hold, credit_lot, credit_transaction};
-use sea_orm::{DatabaseTransaction, EntityTrait, SqlErr};
+use sea_orm::{DatabaseTransaction, EntityTrait};
 
-use crate::commit::op::{CaptureRequest, CreditHold, Done, HoldCaptured, HoldRequest, Op};
-use crate::decide::{self, Entry, HoldStatus, LotSpec, State};
+use crate::commit::op::{Done, Op};
+use crate::decide::{self, Entry, State};
 use crate::events::EventHub;
+use crate::model::{allocations_json, parse_allocations};
 use crate::outbox::Outbox;
-use crate::types::{allocations_json, parse_allocations};
 use crate::{Balance, ChangeRequest, CreditLot, CreditTransaction, LedgerError, TransactionKind};
+use crate::{CaptureRequest, CreditHold, HoldCaptured, HoldRequest};
+use crate::{HoldStatus, LotSpec};
 
 /// An organization's balance row as locked by this transaction, and its state as decided so far.
 struct Locked {
@@ -453,18 +454,24 @@ impl LedgerTx {
             .collect())
     }
 
+    /// Commits when `result` is a success and rolls back when it is a refusal; answers
+    /// `result` (or the commit's failure).
+    pub async fn finish<T>(self, result: Result<T, LedgerError>) -> Result<T, LedgerError> {
+        match result {
+            Ok(done) => {
+                self.commit().await?;
+                Ok(done)
+            }
+            Err(error) => {
+                self.rollback().await?;
+                Err(error)
+            }
+        }
+    }
+
     /// Abandons everything decided; nothing is written or announced.
     pub async fn rollback(self) -> Result<(), LedgerError> {
         Ok(self.txn.rollback().await?)
-    }
-}
-
-pub(super) fn duplicate_key_or(error: sea_orm::DbErr) -> LedgerError {
-    match error.sql_err() {
-        Some(SqlErr::UniqueConstraintViolation(message)) if message.contains("idempotency_key") => {
-            LedgerError::DuplicateIdempotencyKey
-        }
-        _ => error.into(),
     }
 }
 

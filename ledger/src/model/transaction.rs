@@ -1,55 +1,11 @@
-//! Domain values of the ledger. Each is parsed once at the edge, so an invalid amount or
-//! an over-long string cannot reach the database.
+//! Transactions: the immutable history of a balance, their kinds, the requests that
+//! write them and the allocations that say which lots they drew.
 
 use chrono::{DateTime, SubsecRound, Utc};
-use entity::{credit_balance, credit_lot, credit_transaction, organization};
+use entity::credit_transaction;
 
-use super::decide::{Allocation, LotCategory, LotSpec, LotStatus};
-
-use super::LedgerError;
-
-/// The largest balance or amount: 2^53 − 1, the largest integer every JSON client holds exactly.
-pub const MAX_CREDITS: i64 = 9_007_199_254_740_991;
-/// The longest description accepted.
-pub const MAX_DESCRIPTION_LEN: usize = 1_000;
-/// The longest reference type, reference id, idempotency key or name accepted.
-pub const MAX_LABEL_LEN: usize = 255;
-
-/// A strictly positive number of credits, at most [`MAX_CREDITS`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Amount(i64);
-
-impl Amount {
-    /// Accepts 1 ..= [`MAX_CREDITS`].
-    pub fn parse(value: i64) -> Result<Self, LedgerError> {
-        if (1..=MAX_CREDITS).contains(&value) {
-            Ok(Self(value))
-        } else {
-            Err(LedgerError::InvalidInput(format!("amount must be between 1 and {MAX_CREDITS}, got {value}")))
-        }
-    }
-
-    /// The number of credits.
-    pub fn get(self) -> i64 {
-        self.0
-    }
-}
-
-/// Checks a free-text field's length (in characters) and, when `required`, that it is not blank.
-pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), LedgerError> {
-    if value.chars().count() > max {
-        return Err(LedgerError::InvalidInput(format!("{field} is longer than {max} characters")));
-    }
-    Ok(())
-}
-
-/// Checks a label (key, reference, name): non-blank and at most [`MAX_LABEL_LEN`] characters.
-pub fn check_label(field: &str, value: &str) -> Result<(), LedgerError> {
-    if value.trim().is_empty() {
-        return Err(LedgerError::InvalidInput(format!("{field} must not be blank")));
-    }
-    check_text(field, value, MAX_LABEL_LEN)
-}
+use super::{Amount, Balance, CreditLot, LotCategory, LotSpec, MAX_DESCRIPTION_LEN, check_optional_labels, check_text};
+use crate::LedgerError;
 
 /// Why a balance changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -148,16 +104,6 @@ pub struct GrantRequest {
     pub lot: LotSpec,
 }
 
-/// The default priority of a lot.
-pub const DEFAULT_PRIORITY: i32 = 50;
-
-impl Default for LotSpec {
-    /// The lot of a grant that names no terms: promotional, priority 50, never expiring.
-    fn default() -> Self {
-        Self { category: LotCategory::Promotional, priority: DEFAULT_PRIORITY, expires_at: None }
-    }
-}
-
 impl GrantRequest {
     /// Validates the free-text parts of a grant; its lot is promotional, priority 50,
     /// never expiring unless [`GrantRequest::with_lot`] says otherwise.
@@ -198,21 +144,6 @@ impl GrantRequest {
         }
         Ok(self)
     }
-}
-
-pub(crate) fn check_optional_labels(
-    reference_type: &Option<String>,
-    reference_id: &Option<String>,
-    idempotency_key: &Option<String>,
-) -> Result<(), LedgerError> {
-    for (field, value) in
-        [("referenceType", reference_type), ("referenceId", reference_id), ("idempotencyKey", idempotency_key)]
-    {
-        if let Some(value) = value {
-            check_label(field, value)?;
-        }
-    }
-    Ok(())
 }
 
 /// One change of balance, as [`LedgerTx::change`](crate::LedgerTx::change) decides it: every kind of change
@@ -317,80 +248,6 @@ impl TryFrom<credit_transaction::Model> for CreditTransaction {
     }
 }
 
-/// An organization's balance at one moment.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Balance {
-    /// `bal_…`, stable per organization.
-    pub id: String,
-    /// Whose.
-    pub organization_id: String,
-    /// The sum of the organization's transactions.
-    pub balance: i64,
-    /// Credits reserved by active holds.
-    pub held: i64,
-    /// `balance − held`, minus any expired remainder not yet written.
-    pub available: i64,
-    /// How far below zero the balance may go.
-    pub overdraft_limit: i64,
-    /// Number of changes so far.
-    pub version: i64,
-    /// Time of the latest change.
-    pub updated_at: DateTime<Utc>,
-    /// The earliest lot expiry or hold TTL not yet settled.
-    pub next_event_at: Option<DateTime<Utc>>,
-}
-
-impl Balance {
-    /// `available + overdraft_limit`.
-    pub fn spendable(&self) -> i64 {
-        self.available + self.overdraft_limit
-    }
-}
-
-impl From<credit_balance::Model> for Balance {
-    /// As stored: exact while `next_event_at` is in the future (see `Ledger::balance`).
-    fn from(row: credit_balance::Model) -> Self {
-        Self {
-            id: row.id,
-            organization_id: row.organization_id,
-            balance: row.balance,
-            held: row.held,
-            available: row.balance - row.held,
-            overdraft_limit: row.overdraft_limit,
-            version: row.version,
-            updated_at: row.updated_at,
-            next_event_at: row.next_event_at,
-        }
-    }
-}
-
-/// A lot as stored, for reading (the decision works on [`super::decide::Lot`]).
-pub type CreditLot = super::decide::Lot;
-
-impl TryFrom<credit_lot::Model> for CreditLot {
-    type Error = LedgerError;
-
-    fn try_from(row: credit_lot::Model) -> Result<Self, LedgerError> {
-        Ok(Self {
-            category: LotCategory::parse(&row.category)?,
-            status: LotStatus::parse(&row.status)?,
-            id: row.id,
-            organization_id: row.organization_id,
-            priority: row.priority,
-            original: row.original,
-            remaining: row.remaining,
-            held: row.held,
-            expires_at: row.expires_at,
-            source_transaction_id: row.source_transaction_id,
-            seq: row.seq,
-            created_at: row.created_at,
-        })
-    }
-}
-
-/// A transaction's allocation as read: which lot, how much.
-pub type CreditAllocation = Allocation;
-
 /// The result of a change: the transaction written (or replayed) and the balance now.
 #[derive(Clone, Debug)]
 pub struct Applied {
@@ -404,33 +261,14 @@ pub struct Applied {
     pub replayed: bool,
 }
 
-/// A tenant.
+/// One line of a transaction or a hold: how much of it went to (or came from) one lot,
+/// or, with no lot, to the overdraft debt.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Organization {
-    /// `org_…`
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// Default threshold for low-balance warnings.
-    pub low_balance_threshold: Option<i64>,
-    /// Creation time.
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<organization::Model> for Organization {
-    fn from(row: organization::Model) -> Self {
-        Self {
-            id: row.id,
-            name: row.name,
-            low_balance_threshold: row.low_balance_threshold,
-            created_at: row.created_at,
-        }
-    }
-}
-
-/// A fresh opaque id with a type prefix: time-ordered, unique across types.
-pub fn new_id(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+pub struct Allocation {
+    /// The lot, or none for overdraft debt.
+    pub lot_id: Option<String>,
+    /// With the transaction's sign.
+    pub amount: i64,
 }
 
 /// One allocation as stored in its transaction's row (`credit_transactions.allocations`).
@@ -441,7 +279,7 @@ struct StoredAllocation<'a> {
 }
 
 /// A transaction's or hold's allocations as stored: `[{"lot":"lot_…","amount":-2},…]`.
-pub(super) fn allocations_json(allocations: &[Allocation]) -> String {
+pub(crate) fn allocations_json(allocations: &[Allocation]) -> String {
     let stored: Vec<StoredAllocation<'_>> = allocations
         .iter()
         .map(|allocation| StoredAllocation {
@@ -453,7 +291,7 @@ pub(super) fn allocations_json(allocations: &[Allocation]) -> String {
 }
 
 /// A transaction's or hold's stored allocations, read back.
-pub(super) fn parse_allocations(json: &str) -> Result<Vec<Allocation>, LedgerError> {
+pub(crate) fn parse_allocations(json: &str) -> Result<Vec<Allocation>, LedgerError> {
     let stored: Vec<StoredAllocation<'_>> = serde_json::from_str(json)
         .map_err(|error| LedgerError::internal(format!("a transaction's allocations are unreadable: {error}")))?;
     Ok(stored
