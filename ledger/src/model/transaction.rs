@@ -154,7 +154,8 @@ pub struct ChangeRequest {
     pub organization_id: String,
     /// Why.
     pub kind: TransactionKind,
-    /// Signed change; the balance must stay within 0 ..= [`MAX_CREDITS`].
+    /// Signed change; the balance stays at most [`MAX_CREDITS`], and no lower than the
+    /// overdraft limit allows.
     pub delta: i64,
     /// Recorded on the transaction.
     pub description: Option<String>,
