@@ -32,6 +32,10 @@ pub struct Model {
     /// The lots it changed, in draw order: a JSON array of `{"lot": "lot_…", "amount": n}`
     /// summing to `amount` (`"lot": null` is the overdraft debt).
     pub allocations: Option<String>,
+    /// The API key that made it (directly, or the key that minted the client session).
+    pub api_key_id: Option<String>,
+    /// The client session that made it.
+    pub client_session_id: Option<String>,
     /// Commit time (for an `EXPIRY`, the lot's expiry).
     pub created_at: ChronoDateTimeUtc,
 }

@@ -10,6 +10,7 @@ pub mod credit_hold;
 pub mod credit_lot;
 pub mod credit_purchase;
 pub mod credit_transaction;
+pub mod credit_usage;
 pub mod organization;
 pub mod stripe_dispute;
 pub mod stripe_event;

@@ -61,6 +61,7 @@ pub use holds::{HoldCursor, HoldFilter};
 pub use model::*;
 pub use read::history::{Page, PageRequest, TransactionFilter};
 pub use read::lots::{LotFilter, as_of};
+pub use read::usage::{MAX_BUCKETS, UsageBucket, UsageGroupBy, UsageInterval, UsageQuery, UsageReport};
 pub use write::{Clawback, LedgerTx};
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -194,6 +195,7 @@ impl Ledger {
             reference_id: request.reference_id,
             idempotency_key: request.idempotency_key,
             lot: None,
+            by: request.by,
         })
         .await
     }
@@ -214,6 +216,7 @@ impl Ledger {
             reference_id: None,
             idempotency_key: request.idempotency_key,
             lot: Some(request.lot),
+            by: request.by,
         })
         .await
     }

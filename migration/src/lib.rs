@@ -12,6 +12,7 @@ mod m20261205_000006_add_balance_generation;
 mod m20261205_000007_inline_allocations;
 mod m20261205_000008_index_open_lots_only;
 mod m20261206_000009_rewrite_lots_in_place;
+mod m20261206_000010_usage_and_attribution;
 
 /// Every migration of the schema, oldest first.
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000007_inline_allocations::Migration),
             Box::new(m20261205_000008_index_open_lots_only::Migration),
             Box::new(m20261206_000009_rewrite_lots_in_place::Migration),
+            Box::new(m20261206_000010_usage_and_attribution::Migration),
         ]
     }
 }

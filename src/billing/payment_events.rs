@@ -184,6 +184,8 @@ impl Billing {
                     .and_then(|package| package.expires_after_days)
                     .map(|days| tx.at() + chrono::Duration::days(days)),
             }),
+            // Stripe's: no key or session made it.
+            by: Default::default(),
         };
         tx.change(&request).await?;
         tracing::info!(purchase = %purchase.id, credits = purchase.credits, "purchase paid and credited");

@@ -193,6 +193,7 @@ impl Billing {
                     reference_id: Some(purchase.id.clone()),
                     idempotency_key: None,
                     lot: Some(lot),
+                    by: Default::default(),
                 };
                 tx.change(&request).await?;
             }

@@ -131,6 +131,20 @@ impl Caller {
         }
     }
 
+    /// Who the ledger records as making a change: the key (the session's minting key for
+    /// a session) and the session; nobody for the admin token.
+    pub fn actor(&self) -> crate::ledger::Actor {
+        match self {
+            Self::ApiKey { key_id, .. } => {
+                crate::ledger::Actor { api_key_id: Some(key_id.clone()), client_session_id: None }
+            }
+            Self::Session { session_id, key_id, .. } => {
+                crate::ledger::Actor { api_key_id: key_id.clone(), client_session_id: Some(session_id.clone()) }
+            }
+            Self::Admin | Self::Anonymous | Self::InvalidToken => crate::ledger::Actor::default(),
+        }
+    }
+
     /// Whether the caller may see objects of `organization_id`.
     pub fn can_see(&self, organization_id: &str) -> bool {
         match self {

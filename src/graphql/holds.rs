@@ -309,7 +309,8 @@ impl HoldsMutation {
     async fn capture_hold(&self, ctx: &Context<'_>, input: CaptureHoldInput) -> Result<CaptureHoldPayload, ApiError> {
         let organization_id = own_hold(ctx, &input.id).await?;
         let amount = input.amount.map(|amount| Amount::parse(amount.0)).transpose()?;
-        let request = CaptureRequest::new(organization_id, input.id.to_string(), amount, input.description)?;
+        let request = CaptureRequest::new(organization_id, input.id.to_string(), amount, input.description)?
+            .by(caller(ctx).actor());
         Ok(CaptureHoldPayload(ctx.data_unchecked::<Ledger>().capture_hold(request).await?))
     }
 

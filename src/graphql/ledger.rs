@@ -233,7 +233,8 @@ impl LedgerMutation {
             input.reference_type,
             input.reference_id,
             input.idempotency_key,
-        )?;
+        )?
+        .by(caller(ctx).actor());
         Ok(ctx.data_unchecked::<Ledger>().consume(request).await?.into())
     }
 

@@ -70,6 +70,8 @@ const MAX_INTROSPECTION_ROOTS: usize = 10;
 pub const LOT_READ_COST: u64 = DEFAULT_PAGE;
 /// Fields charged [`LOT_READ_COST`]; `creditLots` is a connection and pays its page.
 const LOT_READING_FIELDS: &[&str] = &["nextExpiration", "lot"];
+/// What a usage report costs (`creditUsage`): it reads as much as a `COUNT`.
+pub const REPORT_COST: u64 = TOTAL_COUNT_COST;
 /// The most selections a document may expand to, summed over its selection sets with
 /// fragments inlined (see [`Expansion`]): bounds what every later check walks. The
 /// standard introspection query needs under a tenth of it.
@@ -200,7 +202,8 @@ pub struct Cost {
     /// Deepest field nesting outside introspection.
     pub depth: usize,
     /// Database cost: every field 1, connection rows times their page size,
-    /// `totalCount` [`TOTAL_COUNT_COST`], lot-reading fields [`LOT_READ_COST`];
+    /// `totalCount` [`TOTAL_COUNT_COST`], lot-reading fields [`LOT_READ_COST`],
+    /// `creditUsage` [`REPORT_COST`];
     /// introspection and `__typename` nothing.
     pub complexity: u64,
 }
@@ -541,7 +544,11 @@ impl<'a> Walk<'a> {
             }
             _ => {
                 let inner = self.selections(children, Place::Data, path)?;
-                let own = if LOT_READING_FIELDS.contains(&name) { LOT_READ_COST } else { base_cost(place) };
+                let own = match name {
+                    "creditUsage" => REPORT_COST,
+                    name if LOT_READING_FIELDS.contains(&name) => LOT_READ_COST,
+                    _ => base_cost(place),
+                };
                 Measured { depth: inner.depth + 1, cost: inner.cost.saturating_add(own), ..Measured::default() }
             }
         })

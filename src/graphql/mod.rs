@@ -25,6 +25,7 @@ mod nulls;
 mod pagination;
 pub mod scalars;
 mod subscription;
+mod usage;
 mod views;
 
 use async_graphql::Schema;
@@ -34,7 +35,14 @@ pub use context::{Access, Caller, RequestSpan};
 
 /// The root query type, merged from each area's queries.
 #[derive(async_graphql::MergedObject, Default)]
-pub struct Query(ledger::LedgerQuery, billing::BillingQuery, node::NodeQuery, lots::LotsQuery, holds::HoldsQuery);
+pub struct Query(
+    ledger::LedgerQuery,
+    billing::BillingQuery,
+    node::NodeQuery,
+    lots::LotsQuery,
+    holds::HoldsQuery,
+    usage::UsageReportQuery,
+);
 
 /// The root mutation type, merged from each area's mutations.
 #[derive(async_graphql::MergedObject, Default)]

@@ -232,6 +232,17 @@ impl CreditTransaction {
         self.0.hold_id.clone().map(ID)
     }
 
+    /// The API key that made it (used directly, or the key that minted the client
+    /// session); null for the admin token, Stripe and the ledger's own entries.
+    async fn api_key_id(&self) -> Option<ID> {
+        self.0.api_key_id.clone().map(ID)
+    }
+
+    /// The client session that made it.
+    async fn client_session_id(&self) -> Option<ID> {
+        self.0.client_session_id.clone().map(ID)
+    }
+
     /// Commit time (for an expiry, the lot's expiry instant).
     async fn created_at(&self) -> DateTime {
         DateTime(self.0.created_at)

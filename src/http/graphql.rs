@@ -18,6 +18,7 @@ use super::AppState;
 use super::auth::{authenticate, bearer_token, cached_caller};
 use super::rate_limit::RateKey;
 use crate::config::Limits;
+use crate::graphql::context::Caller;
 use crate::graphql::errors::ApiError;
 use crate::graphql::limits::{self, DocumentLimits, LimitError, check_complexity};
 use crate::graphql::request_data;
@@ -312,6 +313,22 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Authenticates and runs one request or a batch (its budget already spent).
+/// Authenticates a request whose budget was spent (see [`spend_budget`]). A client
+/// session's next requests then spend its key's bucket from their headers alone; a token
+/// that no longer authenticates spends its sender's address bucket again. (Only a change
+/// is written: a remembered live session costs nothing more here.)
+pub(crate) async fn admit(state: &AppState, headers: &HeaderMap, budget: Budget) -> Result<Caller, ApiError> {
+    let caller = authenticate(headers, state.admin_token.as_ref(), &state.ledger).await?;
+    if let Some(token) = bearer(headers).filter(|token| token.starts_with(CLIENT_SESSION_TOKEN_PREFIX)) {
+        match (RateKey::credential_budget(&caller), budget) {
+            (Some(key), Budget::Address) => state.rate_limits.remember_session(token, key),
+            (None, Budget::RememberedSession) => state.rate_limits.forget_session(token),
+            _ => {}
+        }
+    }
+    Ok(caller)
+}
+
 async fn execute(
     state: AppState,
     headers: HeaderMap,
@@ -330,20 +347,10 @@ async fn execute(
     if state.ledger.is_unavailable() {
         return refuse(media, ApiError::ServiceUnavailable);
     }
-    let caller = match authenticate(&headers, state.admin_token.as_ref(), &state.ledger).await {
+    let caller = match admit(&state, &headers, budget).await {
         Ok(caller) => caller,
-        Err(error) => return refuse(media, error.into()),
+        Err(error) => return refuse(media, error),
     };
-    // A client session's next requests spend its key's bucket from their headers alone;
-    // a token that no longer authenticates spends its sender's address bucket again.
-    // (Only a change is written: a remembered live session costs nothing more here.)
-    if let Some(token) = bearer(&headers).filter(|token| token.starts_with(CLIENT_SESSION_TOKEN_PREFIX)) {
-        match (RateKey::credential_budget(&caller), budget) {
-            (Some(key), Budget::Address) => state.rate_limits.remember_session(token, key),
-            (None, Budget::RememberedSession) => state.rate_limits.forget_session(token),
-            _ => {}
-        }
-    }
     let mut requests: Vec<async_graphql::Request> = requests
         .into_iter()
         .map(|prepared| request_data(prepared.request, &state.ledger, caller.clone(), span.clone()))

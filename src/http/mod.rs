@@ -1,8 +1,9 @@
-//! HTTP routes: GraphQL, GraphiQL, the console and elements, embedded assets, health
-//! probes; with tracing, CORS, timeouts and limits.
+//! HTTP routes: GraphQL, GraphiQL, the transaction export, the console and elements,
+//! embedded assets, health probes; with tracing, CORS, timeouts and limits.
 
 pub mod assets;
 pub mod auth;
+mod export;
 mod graphql;
 mod health;
 pub mod rate_limit;
@@ -65,6 +66,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let mut router = Router::new()
         .route("/graphql", get(graphql::get).post(graphql::post))
         .route("/graphql/ws", get(ws::upgrade))
+        .route("/export/transactions", get(export::transactions))
         .route("/console", get(console))
         .route("/elements.js", get(assets::elements))
         .route("/assets/{file}", get(assets::serve))

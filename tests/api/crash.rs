@@ -56,6 +56,8 @@ async fn killed_mid_load_the_server_charges_every_acknowledged_key_exactly_once(
     let balance = app.balance(&api_key).await;
     let (sum, _) = app.transaction_sum(&api_key).await;
     assert_eq!(balance, sum, "the API agrees: balance = sum of transactions");
+    // The usage rollup committed with each batch or not at all, like the transactions.
+    app.assert_usage_matches_history(&api_key, None).await;
     server.kill();
 }
 

@@ -413,6 +413,7 @@ async fn apply(
                 reference_id: Some(format!("p{purchases}")),
                 idempotency_key: None,
                 lot: Some(LotSpec { category: LotCategory::Paid, priority: 50, expires_at: None }),
+                by: Default::default(),
             };
             let (_, _, lot) = tx.change(&request).await.map_err(|e| fail(step, e))?;
             tx.commit().await.map_err(|e| fail(step, e))?;

@@ -28,3 +28,4 @@ mod security;
 mod shutdown;
 mod subscriptions;
 mod ui;
+mod usage;

@@ -31,7 +31,7 @@ on_both_engines!(
     a_full_refund_between_a_dispute_and_its_reinstatement_keeps_the_credits_taken,
 );
 
-async fn stripe_app(engine: Engine) -> Option<(TestApp, FakeStripe)> {
+pub(crate) async fn stripe_app(engine: Engine) -> Option<(TestApp, FakeStripe)> {
     stripe_app_with_key(engine, Some(STRIPE_KEY)).await
 }
 
@@ -103,7 +103,7 @@ impl TestApp {
     }
 }
 
-fn metadata(org: &str, package: &str, purchase: &str) -> Value {
+pub(crate) fn metadata(org: &str, package: &str, purchase: &str) -> Value {
     json!({ "organization_id": org, "package_id": package, "purchase_id": purchase })
 }
 

@@ -51,6 +51,8 @@ async fn replicas_racing_one_key_inside_batches_charge_it_once_and_everything_el
     assert_eq!(distinct.len(), 1 + 40 + 40, "the shared key once, every other consume once");
     assert_eq!(app.balance(&key).await, 10_000 - 81);
     assert_eq!(app.transaction_sum(&key).await, (10_000 - 81, 82));
+    // The usage rollup, written beside each batch, agrees with the history.
+    app.assert_usage_matches_history(&key, None).await;
 }
 
 const CONSUME: &str = "mutation($amount: Credits!, $key: String) { consumeCredits(input: { amount: $amount, description: \"race\", idempotencyKey: $key }) { transaction { id } balance { balance } replayed } }";
@@ -76,6 +78,8 @@ async fn concurrent_consumes_never_overdraw(engine: Engine) {
     let (sum, count) = app.transaction_sum(&key).await;
     assert_eq!(sum, final_balance, "balance = sum of transactions");
     assert_eq!(count as i64, successes + 1);
+    // The usage rollup, written beside each batch, agrees with the history.
+    app.assert_usage_matches_history(&key, None).await;
 }
 
 async fn concurrent_retries_under_one_key_charge_once(engine: Engine) {
@@ -270,6 +274,8 @@ async fn consumes_racing_an_expiry_never_spend_expired_credits(engine: Engine) {
     let (sum, count) = app.transaction_sum(&key).await;
     assert_eq!(sum, 10_400 - consumed - expired);
     assert_eq!(count as i64, 2 + consumed + i64::from(expired > 0));
+    // The usage rollup, written beside each batch, agrees with the history.
+    app.assert_usage_matches_history(&key, None).await;
 }
 
 /// Reads without the lock race a sweeper writing expired holds (another replica's, say):

@@ -252,6 +252,7 @@ mod tests {
             reference_id: None,
             idempotency_key: key.map(str::to_owned),
             lot: None,
+            by: Default::default(),
         })
     }
 

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Duration, Utc};
 use entity::credit_hold;
 
-use super::{Allocation, Amount, Balance, CreditTransaction, MAX_DESCRIPTION_LEN, check_text};
+use super::{Actor, Allocation, Amount, Balance, CreditTransaction, MAX_DESCRIPTION_LEN, check_text};
 use crate::LedgerError;
 
 /// How a hold ended, or that it has not.
@@ -203,6 +203,8 @@ pub struct CaptureRequest {
     pub amount: Option<i64>,
     /// The transaction's description; the hold's when absent.
     pub description: Option<String>,
+    /// Who asks (recorded on the capture's transaction).
+    pub by: Actor,
 }
 
 impl CaptureRequest {
@@ -216,7 +218,12 @@ impl CaptureRequest {
         if let Some(description) = &description {
             check_text("description", description, MAX_DESCRIPTION_LEN)?;
         }
-        Ok(Self { organization_id, hold_id, amount: amount.map(Amount::get), description })
+        Ok(Self { organization_id, hold_id, amount: amount.map(Amount::get), description, by: Actor::default() })
+    }
+
+    /// The same request, recorded as made by `by`.
+    pub fn by(self, by: Actor) -> Self {
+        Self { by, ..self }
     }
 
     /// Whether capturing `hold` again with this request is a replay of its capture.

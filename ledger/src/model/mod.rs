@@ -1,5 +1,5 @@
 //! The ledger's nouns, one file each: amounts, transactions (their kinds, requests and
-//! allocations), balances, lots, holds and organizations. Each is parsed once at the
+//! allocations), balances, lots, holds, organizations and usage totals. Each is parsed once at the
 //! edge, so an invalid amount or an over-long string cannot reach a decision or the
 //! database.
 
@@ -9,6 +9,7 @@ mod hold;
 mod lot;
 mod organization;
 mod transaction;
+mod usage;
 
 pub use amount::{Amount, MAX_CREDITS};
 pub use balance::Balance;
@@ -19,9 +20,11 @@ pub use hold::{
 pub use lot::{CreditLot, DEFAULT_PRIORITY, LotCategory, LotSpec, LotStatus};
 pub use organization::Organization;
 pub use transaction::{
-    Allocation, Applied, ChangeRequest, ConsumeRequest, CreditTransaction, GrantRequest, TransactionKind,
+    Actor, Allocation, Applied, ChangeRequest, ConsumeRequest, CreditTransaction, GrantRequest, TransactionKind,
 };
 pub(crate) use transaction::{allocations_json, parse_allocations};
+pub use usage::UsageTotals;
+pub(crate) use usage::{SLOT_SECS, slot_of};
 
 use crate::LedgerError;
 

@@ -40,8 +40,9 @@ impl TransactionKind {
         }
     }
 
-    pub(crate) fn parse(value: &str) -> Result<Self, LedgerError> {
-        Ok(match value {
+    /// The kind named `name` (as [`TransactionKind::as_str`] writes it), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
             "PURCHASE" => Self::Purchase,
             "CONSUMPTION" => Self::Consumption,
             "GRANT" => Self::Grant,
@@ -49,11 +50,25 @@ impl TransactionKind {
             "ADJUSTMENT" => Self::Adjustment,
             "EXPIRY" => Self::Expiry,
             "VOID" => Self::Void,
-            other => {
-                return Err(LedgerError::internal(format!("unknown transaction kind {other}")));
-            }
+            _ => return None,
         })
     }
+
+    /// A stored kind; an unknown one is a fault of the database, not of a client.
+    pub(crate) fn parse(value: &str) -> Result<Self, LedgerError> {
+        Self::from_name(value).ok_or_else(|| LedgerError::internal(format!("unknown transaction kind {value}")))
+    }
+}
+
+/// Who made a change: the API key (used directly, or the key that minted the client
+/// session) and the client session. Both none for the admin token, Stripe and the
+/// ledger's own entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Actor {
+    /// `key_…`
+    pub api_key_id: Option<String>,
+    /// `cs_…`
+    pub client_session_id: Option<String>,
 }
 
 /// A request to consume credits, already validated.
@@ -71,6 +86,8 @@ pub struct ConsumeRequest {
     pub reference_id: Option<String>,
     /// Names this one operation; retries with it are replays.
     pub idempotency_key: Option<String>,
+    /// Who asks.
+    pub by: Actor,
 }
 
 impl ConsumeRequest {
@@ -85,7 +102,13 @@ impl ConsumeRequest {
     ) -> Result<Self, LedgerError> {
         check_text("description", &description, MAX_DESCRIPTION_LEN)?;
         check_optional_labels(&reference_type, &reference_id, &idempotency_key)?;
-        Ok(Self { organization_id, amount, description, reference_type, reference_id, idempotency_key })
+        let by = Actor::default();
+        Ok(Self { organization_id, amount, description, reference_type, reference_id, idempotency_key, by })
+    }
+
+    /// The same request, recorded as made by `by`.
+    pub fn by(self, by: Actor) -> Self {
+        Self { by, ..self }
     }
 }
 
@@ -102,6 +125,8 @@ pub struct GrantRequest {
     pub idempotency_key: Option<String>,
     /// The lot it forms.
     pub lot: LotSpec,
+    /// Who asks.
+    pub by: Actor,
 }
 
 impl GrantRequest {
@@ -115,7 +140,13 @@ impl GrantRequest {
     ) -> Result<Self, LedgerError> {
         check_text("description", &description, MAX_DESCRIPTION_LEN)?;
         check_optional_labels(&None, &None, &idempotency_key)?;
-        Ok(Self { organization_id, amount, description, idempotency_key, lot: LotSpec::default() })
+        let lot = LotSpec::default();
+        Ok(Self { organization_id, amount, description, idempotency_key, lot, by: Actor::default() })
+    }
+
+    /// The same request, recorded as made by `by`.
+    pub fn by(self, by: Actor) -> Self {
+        Self { by, ..self }
     }
 
     /// The lot this grant forms, validated: priority 0–100, an expiry after `now`.
@@ -168,6 +199,8 @@ pub struct ChangeRequest {
     /// For credits entering the balance: the lot they form (default: promotional,
     /// priority 50, no expiry).
     pub lot: Option<LotSpec>,
+    /// Who asks (recorded on the transaction; not compared on replay).
+    pub by: Actor,
 }
 
 impl ChangeRequest {
@@ -221,6 +254,10 @@ pub struct CreditTransaction {
     pub idempotency_key: Option<String>,
     /// The hold a capture ended.
     pub hold_id: Option<String>,
+    /// The API key that made it (directly or through a client session).
+    pub api_key_id: Option<String>,
+    /// The client session that made it.
+    pub client_session_id: Option<String>,
     /// Commit time (for an expiry, the lot's expiry).
     pub created_at: DateTime<Utc>,
     /// The lots it changed, in draw order, summing to `amount` (no lot: overdraft debt).
@@ -243,6 +280,8 @@ impl TryFrom<credit_transaction::Model> for CreditTransaction {
             reference_id: row.reference_id,
             idempotency_key: row.idempotency_key,
             hold_id: row.hold_id,
+            api_key_id: row.api_key_id,
+            client_session_id: row.client_session_id,
             created_at: row.created_at,
             allocations: row.allocations.as_deref().map(parse_allocations).transpose()?.unwrap_or_default(),
         })

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use entity::credit_transaction::{Column, Entity};
+use sea_orm::sea_query::Condition;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select};
 
 use crate::{CreditTransaction, Ledger, LedgerError, TransactionKind};
@@ -108,6 +109,38 @@ impl Ledger {
             .filter(Column::OrganizationId.eq(organization_id))
             .filter(Column::Seq.gt(seq))
             .order_by_asc(Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(CreditTransaction::try_from)
+            .collect()
+    }
+
+    /// Up to `limit` of the organization's transactions created in `[from, to)` (either
+    /// end open when absent) of `kinds` (all when absent), in order of creation (then
+    /// id), after `after` (the creation time and id of the last one already read): how
+    /// an export pages through a history of any length.
+    pub async fn transactions_in_order(
+        &self,
+        organization_id: &str,
+        (from, to): (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+        kinds: Option<&[TransactionKind]>,
+        after: Option<(DateTime<Utc>, &str)>,
+        limit: u64,
+    ) -> Result<Vec<CreditTransaction>, LedgerError> {
+        let filter = TransactionFilter { kinds: kinds.map(<[_]>::to_vec), created_before: to, ..Default::default() };
+        let mut query = filtered(organization_id, &filter);
+        if let Some(from) = from {
+            query = query.filter(Column::CreatedAt.gte(from));
+        }
+        if let Some((created_at, id)) = after {
+            let later = Condition::all().add(Column::CreatedAt.eq(created_at)).add(Column::Id.gt(id));
+            query = query.filter(Condition::any().add(Column::CreatedAt.gt(created_at)).add(later));
+        }
+        query
+            .order_by_asc(Column::CreatedAt)
+            .order_by_asc(Column::Id)
             .limit(limit)
             .all(&self.db)
             .await?

@@ -1,5 +1,7 @@
 //! Reads as of now, without the lock: transaction history pages and totals
-//! (`history.rs`), lots and their filters, voids and the overdraft limit (`lots.rs`).
+//! (`history.rs`), lots and their filters, voids and the overdraft limit (`lots.rs`),
+//! usage reports (`usage.rs`).
 
 pub(crate) mod history;
 pub(crate) mod lots;
+pub(crate) mod usage;

@@ -6,14 +6,16 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use entity::{credit_hold, credit_lot, credit_transaction};
-use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement};
+use entity::{credit_hold, credit_lot, credit_transaction, credit_usage};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IdenStatic, QueryFilter, Statement,
+};
 
 use crate::decide::{self, HeldCredits};
 use crate::events::Hint;
-use crate::model::allocations_json;
-use crate::{CreditLot, CreditTransaction, LedgerError};
+use crate::model::{allocations_json, slot_of};
+use crate::{CreditLot, CreditTransaction, LedgerError, UsageTotals};
 
 use super::{LedgerTx, open_lots_from};
 use crate::commit::idempotency::duplicate_key_or;
@@ -37,6 +39,7 @@ impl LedgerTx {
                 return Err(duplicate_key_or(error));
             }
         }
+        self.add_usage(&pending).await?;
         let at = self.at;
         let mut new_lots = Vec::new();
         let mut lot_updates = Vec::new();
@@ -178,6 +181,56 @@ impl LedgerTx {
     }
 }
 
+impl LedgerTx {
+    /// Adds `transactions` to the usage rollup, in this transaction: one upsert of their
+    /// sums per organization, slot, reference type and key. Written here, beside the
+    /// transactions it sums and nowhere else, the rollup cannot disagree with them.
+    async fn add_usage(&self, transactions: &[CreditTransaction]) -> Result<(), LedgerError> {
+        use credit_usage::Column;
+        if transactions.is_empty() {
+            return Ok(());
+        }
+        let mut sums: HashMap<(&str, DateTime<Utc>, &str, &str), UsageTotals> = HashMap::new();
+        for transaction in transactions {
+            let key = (
+                transaction.organization_id.as_str(),
+                slot_of(transaction.created_at),
+                transaction.reference_type.as_deref().unwrap_or_default(),
+                transaction.api_key_id.as_deref().unwrap_or_default(),
+            );
+            sums.entry(key).or_default().count(transaction.kind, transaction.amount);
+        }
+        let rows: Vec<_> = sums
+            .into_iter()
+            .map(|((organization_id, slot_start, reference_type, api_key_id), sums)| credit_usage::ActiveModel {
+                organization_id: Set(organization_id.to_owned()),
+                slot_start: Set(slot_start),
+                reference_type: Set(reference_type.to_owned()),
+                api_key_id: Set(api_key_id.to_owned()),
+                consumed: Set(sums.consumed),
+                added: Set(sums.added),
+                expired: Set(sums.expired),
+                refunded: Set(sums.refunded),
+                transactions: Set(sums.transactions),
+            })
+            .collect();
+        let sums = [Column::Consumed, Column::Added, Column::Expired, Column::Refunded, Column::Transactions];
+        let mut upsert =
+            OnConflict::columns([Column::OrganizationId, Column::SlotStart, Column::ReferenceType, Column::ApiKeyId]);
+        for column in sums {
+            let name = column.as_str();
+            upsert.value(column, Expr::cust(format!("credit_usage.{name} + excluded.{name}")));
+        }
+        for chunk in rows.chunks(1_000) {
+            credit_usage::Entity::insert_many(chunk.to_vec())
+                .on_conflict(upsert.clone())
+                .exec_without_returning(&self.txn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 fn transaction_row(transaction: &CreditTransaction) -> credit_transaction::ActiveModel {
     credit_transaction::ActiveModel {
         id: Set(transaction.id.clone()),
@@ -192,6 +245,8 @@ fn transaction_row(transaction: &CreditTransaction) -> credit_transaction::Activ
         idempotency_key: Set(transaction.idempotency_key.clone()),
         hold_id: Set(transaction.hold_id.clone()),
         allocations: Set((!transaction.allocations.is_empty()).then(|| allocations_json(&transaction.allocations))),
+        api_key_id: Set(transaction.api_key_id.clone()),
+        client_session_id: Set(transaction.client_session_id.clone()),
         created_at: Set(transaction.created_at),
     }
 }

@@ -30,9 +30,9 @@ use crate::decide::{self, Entry, State};
 use crate::events::EventHub;
 use crate::model::{allocations_json, parse_allocations};
 use crate::outbox::Outbox;
+use crate::{Actor, HoldStatus, LotSpec};
 use crate::{Balance, ChangeRequest, CreditLot, CreditTransaction, LedgerError, TransactionKind};
 use crate::{CaptureRequest, CreditHold, HoldCaptured, HoldRequest};
-use crate::{HoldStatus, LotSpec};
 
 /// An organization's balance row as locked by this transaction, and its state as decided so far.
 struct Locked {
@@ -227,6 +227,7 @@ impl LedgerTx {
             reference_id: Some(reference.1.to_owned()),
             idempotency_key: None,
             lot: None,
+            by: Actor::default(),
         };
         let main = entry.as_ref().map(|entry| (entry.id.as_str(), &request));
         let transaction = self.take_entries(organization_id, main);
@@ -270,6 +271,7 @@ impl LedgerTx {
             reference_id: Some(lot_id.to_owned()),
             idempotency_key: None,
             lot: None,
+            by: Actor::default(),
         };
         let main = entry.as_ref().map(|entry| (entry.id.as_str(), &request));
         let transaction = self.take_entries(&organization_id, main);
@@ -335,6 +337,7 @@ impl LedgerTx {
             reference_id: row.reference_id.clone(),
             idempotency_key: None,
             lot: None,
+            by: request.by.clone(),
         };
         let main = decided.as_ref().ok().map(|entry| (entry.id.as_str(), &change));
         let transaction = self.take_entries(organization_id, main);
@@ -509,6 +512,8 @@ fn transaction_of(
         reference_id: request.and_then(|request| request.reference_id.clone()),
         idempotency_key: request.and_then(|request| request.idempotency_key.clone()),
         hold_id: entry.hold_id.clone(),
+        api_key_id: request.and_then(|request| request.by.api_key_id.clone()),
+        client_session_id: request.and_then(|request| request.by.client_session_id.clone()),
         created_at: entry.at,
         allocations: entry.allocations.clone(),
     }

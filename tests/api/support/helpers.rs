@@ -493,6 +493,95 @@ impl TestApp {
     }
 }
 
+/// What a report's sums are, computed here from the transactions themselves (the
+/// contract's rule, independently of the server's): consumed, added, expired, refunded,
+/// transactions.
+pub fn usage_of(transactions: &[&Value]) -> [i64; 5] {
+    let mut sums = [0i64; 5];
+    for transaction in transactions {
+        let amount = transaction["amount"].as_i64().expect("amount");
+        match (transaction["kind"].as_str().expect("kind"), amount) {
+            ("CONSUMPTION", _) => sums[0] -= amount,
+            ("PURCHASE" | "GRANT", _) => sums[1] += amount,
+            ("ADJUSTMENT", amount) if amount > 0 => sums[1] += amount,
+            ("EXPIRY" | "VOID", _) => sums[2] -= amount,
+            ("REFUND", _) => sums[3] -= amount,
+            _ => {}
+        }
+        sums[4] += 1;
+    }
+    sums
+}
+
+/// A report's or bucket's sums, in [`usage_of`]'s order.
+pub fn sums_of(value: &Value) -> [i64; 5] {
+    ["consumed", "added", "expired", "refunded", "transactions"].map(|field| value[field].as_i64().expect(field))
+}
+
+impl TestApp {
+    /// Every transaction of the token's organization (or `organization`, with the admin
+    /// token), newest first, with the fields reports group by.
+    pub async fn all_transactions(&self, token: &str, organization: Option<&str>) -> Vec<Value> {
+        let (mut all, mut after) = (Vec::new(), Value::Null);
+        loop {
+            let data = self
+                .ok(
+                    Some(token),
+                    "query($org: ID, $after: String) { creditTransactions(organizationId: $org, first: 100, after: $after) { edges { node { id kind amount createdAt referenceType apiKeyId clientSessionId } } pageInfo { hasNextPage endCursor } } }",
+                    json!({ "org": organization, "after": after }),
+                )
+                .await;
+            let connection = &data["creditTransactions"];
+            all.extend(connection["edges"].as_array().expect("edges").iter().map(|edge| edge["node"].clone()));
+            if connection["pageInfo"]["hasNextPage"] != true {
+                return all;
+            }
+            after = connection["pageInfo"]["endCursor"].clone();
+        }
+    }
+
+    /// Checks that `creditUsage` over the whole history (daily, UTC), unsplit and split
+    /// both ways, adds up to exactly what `creditTransactions` lists.
+    pub async fn assert_usage_matches_history(&self, token: &str, organization: Option<&str>) {
+        let history = self.all_transactions(token, organization).await;
+        let from = (chrono::Utc::now() - chrono::Duration::days(30)).to_rfc3339();
+        let to = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+        for (group_by, field) in
+            [(None, None), (Some("REFERENCE_TYPE"), Some("referenceType")), (Some("API_KEY"), Some("apiKeyId"))]
+        {
+            let data = self
+                .ok(
+                    Some(token),
+                    "query($org: ID, $from: DateTime!, $to: DateTime!, $by: UsageGroupBy) { creditUsage(organizationId: $org, from: $from, to: $to, interval: DAY, groupBy: $by) { buckets { group consumed added expired refunded transactions } totals { consumed added expired refunded transactions } } }",
+                    json!({ "org": organization, "from": from, "to": to, "by": group_by }),
+                )
+                .await;
+            let report = &data["creditUsage"];
+            let everything: Vec<&Value> = history.iter().collect();
+            assert_eq!(sums_of(&report["totals"]), usage_of(&everything), "totals, grouped by {group_by:?}");
+            let Some(field) = field else { continue };
+            let mut by_group: HashMap<Option<String>, [i64; 5]> = HashMap::new();
+            for bucket in report["buckets"].as_array().expect("buckets") {
+                let sums = by_group.entry(bucket["group"].as_str().map(str::to_owned)).or_default();
+                for (sum, add) in sums.iter_mut().zip(sums_of(bucket)) {
+                    *sum += add;
+                }
+            }
+            let groups: std::collections::BTreeSet<Option<String>> =
+                history.iter().map(|transaction| transaction[field].as_str().map(str::to_owned)).collect();
+            for group in groups {
+                let members: Vec<&Value> =
+                    history.iter().filter(|transaction| transaction[field].as_str() == group.as_deref()).collect();
+                assert_eq!(
+                    by_group.get(&group).copied().unwrap_or_default(),
+                    usage_of(&members),
+                    "group {group:?} of {field}"
+                );
+            }
+        }
+    }
+}
+
 /// The real `credits` binary serving over a database, as a child process that a test
 /// may kill (SIGKILL), signal and start again on the same address.
 pub struct ServerProcess {
