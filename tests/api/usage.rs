@@ -675,3 +675,24 @@ async fn history_written_before_reports_is_in_them_after_the_upgrade(engine: Eng
         report.buckets.iter().map(|bucket| bucket.group.clone()).collect();
     assert_eq!(groups, [None, Some("a".to_owned()), Some("b".to_owned())].into_iter().collect());
 }
+
+/// The usage benchmark still runs (a small history, both engines): `cargo test` builds
+/// the examples beside the server binary it drives.
+#[test]
+fn the_usage_benchmark_runs() {
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_credits"));
+    let example = binary.parent().expect("target dir").join("examples").join("bench_usage");
+    if !example.exists() {
+        assert!(!crate::helpers::in_ci(), "{} was not built", example.display());
+        crate::helpers::skip_loudly("the bench_usage example is not built here; its smoke run was skipped");
+        return;
+    }
+    let output = std::process::Command::new(&example).arg("2000").output().expect("run bench_usage");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("| SQLite | creditUsage DAY × 30"), "{stdout}");
+    assert!(stdout.contains("| SQLite | export CSV, 2000 rows"), "{stdout}");
+    if crate::helpers::in_ci() {
+        assert!(stdout.contains("| PostgreSQL | export CSV"), "{stdout}");
+    }
+}
