@@ -1,6 +1,6 @@
 // credits elements: framework-free custom elements for a credit balance, a low-balance
-// warning, packages to buy, the transaction history and purchases. Hand-written, no
-// dependencies; served by the credits server at /elements.js.
+// warning, packages to buy, the transaction history, purchases and usage per day.
+// Hand-written, no dependencies; served by the credits server at /elements.js.
 //
 //   <script type="module" src="https://credits.example/elements.js"></script>
 //   <credits-balance endpoint="https://credits.example/graphql" token="cst_…"></credits-balance>
@@ -339,7 +339,17 @@ function baseSheet() {
 
 /** Builds DOM without innerHTML (no injection from server data): h("p", {class: "x"}, "text"). */
 function h(tag, attributes = {}, ...children) {
-  const element = document.createElement(tag);
+  return fill(document.createElement(tag), attributes, children);
+}
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+/** As `h`, for SVG: s("rect", {x: 0, width: 4}). */
+function s(tag, attributes = {}, ...children) {
+  return fill(document.createElementNS(SVG_NS, tag), attributes, children);
+}
+
+function fill(element, attributes, children) {
   for (const [name, value] of Object.entries(attributes)) {
     if (value === false || value == null) continue;
     if (name.startsWith("on")) element.addEventListener(name.slice(2), value);
@@ -771,14 +781,226 @@ class CreditsPurchases extends CreditsElement {
   }
 }
 
+/** The most days `<credits-usage>` draws: a year (the server answers at most 744 buckets). */
+const MAX_USAGE_DAYS = 366;
+/** How long a burst of ledger changes is gathered before the report is read again: a
+ *  report is heavier than a page of history, and a busy organization changes every moment. */
+const USAGE_REFRESH_MS = 500;
+
+const USAGE_QUERY = `query($from: DateTime!, $to: DateTime!, $timeZone: String, $groupBy: UsageGroupBy) {
+  creditUsage(from: $from, to: $to, interval: DAY, timeZone: $timeZone, groupBy: $groupBy) {
+    from to timeZone buckets { start group consumed } totals { consumed } } }`;
+
+/** Colours of the groups when split, in order; the group without a reference type is grey. */
+const SERIES = ["#0b6e4f", "#1a63c9", "#c26a00", "#b0417f", "#2b8fb8", "#c23d0a", "#6f42c1", "#5d7a1f"];
+
+const USAGE_CSS = `
+.title { font-weight: 600; margin-right: auto; }
+.switch { display: inline-flex; gap: .4rem; align-items: center; cursor: pointer; }
+.switch input { width: 1.05em; height: 1.05em; margin: 0; accent-color: var(--credits-accent, #0b6e4f); }
+.switch input:focus-visible { outline: 3px solid var(--credits-focus-color, #1a73e8); outline-offset: 2px; }
+figure { margin: 0; }
+figure[aria-busy="true"] svg { opacity: .6; }
+svg { display: block; width: 100%; height: auto; overflow: visible; }
+.axis { fill: var(--credits-muted-color, #5b6578); font-size: 11px; font-variant-numeric: tabular-nums; }
+.rule { stroke: var(--credits-border-color, #d8dde6); stroke-width: 1; }
+.bar { fill: var(--credits-chart-color, var(--credits-accent, #0b6e4f)); }
+.hit { fill: transparent; }
+.day:hover .hit { fill: var(--credits-chart-hover, rgba(29, 36, 51, .06)); }
+.legend { list-style: none; display: flex; flex-wrap: wrap; gap: .25rem 1rem; padding: 0; margin: .5rem 0 0; font-size: .9em; }
+.swatch { display: inline-block; width: .8em; height: .8em; border-radius: 2px; margin-right: .35em; vertical-align: -.05em; }
+figcaption { margin-top: .35rem; font-size: .9em; color: var(--credits-muted-color, #5b6578); }
+${SERIES.map((colour, at) => `.series-${at} { fill: var(--credits-series-${at + 1}, ${colour}); background: var(--credits-series-${at + 1}, ${colour}); }`).join("\n")}
+.series-none { fill: var(--credits-series-none, #8a93a3); background: var(--credits-series-none, #8a93a3); }
+`;
+
+const dayDates = new Intl.DateTimeFormat(undefined, { dateStyle: "medium" });
+const axisDates = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" });
+
+/** A day of this browser's calendar as `2026-12-01`. */
+function localDay(date) {
+  return `${date.getFullYear()}-${String(date.getMonth() + 1).padStart(2, "0")}-${String(date.getDate()).padStart(2, "0")}`;
+}
+
+/** The smallest of 1, 2, 2.5, 5 × a power of ten at or above `value` (at least 1). */
+function roundedUp(value) {
+  if (!(value > 1)) return 1;
+  const magnitude = 10 ** Math.floor(Math.log10(value));
+  return [1, 2, 2.5, 5, 10].map((step) => step * magnitude).find((top) => top >= value);
+}
+
+/** `<credits-usage days="30">`: the credits consumed per day over the last `days` days
+ *  (today included) in this browser's time zone, as a bar chart, with a switch to split
+ *  each day by reference type; the same numbers in a table for screen readers. Follows
+ *  the ledger live. */
+class CreditsUsage extends CreditsElement {
+  static get observedAttributes() {
+    return [...super.observedAttributes, "days", "label"];
+  }
+
+  get days() {
+    const days = Number(this.getAttribute("days") || 30);
+    return Number.isInteger(days) && days > 0 && days <= MAX_USAGE_DAYS ? days : 30;
+  }
+
+  start() {
+    const sheet = new CSSStyleSheet();
+    sheet.replaceSync(USAGE_CSS);
+    this.root.adoptedStyleSheets = [baseSheet(), sheet].filter(Boolean);
+    this.split = Boolean(this.split); // kept across restarts (a changed attribute)
+    const toggle = h("input", { type: "checkbox", "data-control": "split", part: "split", checked: this.split });
+    toggle.addEventListener("change", () => {
+      this.split = toggle.checked;
+      this.load();
+    });
+    // The chart is replaced on every read; the title and the switch stay (and keep focus).
+    this.figure = h("figure", { part: "chart", "aria-busy": "true" }, h("p", { class: "muted" }, "Loading usage…"));
+    this.render(
+      h("section", { class: "card", part: "card", "aria-labelledby": "title" },
+        h("div", { class: "toolbar" },
+          h("div", { class: "title", id: "title", part: "title" }, this.getAttribute("label") || "Credits consumed per day"),
+          h("label", { class: "switch" }, toggle, "By reference type")),
+        this.figure));
+    this.load();
+    let timer = null;
+    this.watchLedger(() => {
+      clearTimeout(timer);
+      timer = setTimeout(() => this.load(), USAGE_REFRESH_MS);
+    });
+    this.cleanups.push(() => clearTimeout(timer));
+  }
+
+  async load() {
+    const ticket = (this.ticket = (this.ticket || 0) + 1);
+    const days = this.days;
+    const split = this.split;
+    const now = new Date();
+    // Midnights of this browser's calendar: Date follows its zone, daylight saving included
+    // (a day may have 23 or 25 hours), and the server is asked for the same zone.
+    const dates = Array.from({ length: days + 1 }, (_, at) => new Date(now.getFullYear(), now.getMonth(), now.getDate() - days + 1 + at));
+    const timeZone = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+    this.figure.setAttribute("aria-busy", "true");
+    let report;
+    try {
+      report = (await this.client.request(USAGE_QUERY, {
+        from: dates[0].toISOString(),
+        to: dates[days].toISOString(),
+        timeZone,
+        groupBy: split ? "REFERENCE_TYPE" : null,
+      })).creditUsage;
+    } catch (error) {
+      if (ticket === this.ticket) {
+        this.figure.removeAttribute("aria-busy");
+        this.figure.replaceChildren(this.failed(error));
+      }
+      return;
+    }
+    if (ticket !== this.ticket) return; // a newer read is under way
+    this.show(report, dates.slice(0, days), split);
+  }
+
+  /** Draws `report` over `dates` (one midnight per day). */
+  show(report, dates, split) {
+    // One row per day of the range, zero unless a bucket says otherwise.
+    const rows = dates.map((date) => ({ day: localDay(date), date, consumed: 0, groups: new Map() }));
+    const byDay = new Map(rows.map((row) => [row.day, row]));
+    const groupTotals = new Map();
+    for (const bucket of report.buckets) {
+      const row = byDay.get(localDay(new Date(bucket.start)));
+      if (!row || !(bucket.consumed > 0)) continue;
+      row.consumed += bucket.consumed;
+      if (split) {
+        const group = bucket.group ?? null;
+        row.groups.set(group, (row.groups.get(group) || 0) + bucket.consumed);
+        groupTotals.set(group, (groupTotals.get(group) || 0) + bucket.consumed);
+      }
+    }
+    // Groups by name (stable colours from one read to the next), the one without a type last.
+    const groups = [...groupTotals.keys()].sort((a, b) => (a === null) - (b === null) || String(a).localeCompare(String(b)));
+    const series = (group) => (group === null ? "series-none" : `series-${groups.indexOf(group) % SERIES.length}`);
+    const name = (group) => group ?? "none";
+
+    const width = 720;
+    const height = 200;
+    const left = 44;
+    const right = 12; // room for the last date, centred under the last bar
+    const top = 8;
+    const bottom = 22;
+    const plot = height - top - bottom;
+    const slot = (width - left - right) / rows.length;
+    const barWidth = Math.max(1, slot * 0.72);
+    const ceiling = roundedUp(Math.max(0, ...rows.map((row) => row.consumed)));
+    const y = (value) => top + plot - (value / ceiling) * plot;
+    const ticks = [0, ceiling / 2, ceiling].filter((value) => Number.isInteger(value));
+    const labelEvery = Math.ceil(rows.length / 7);
+
+    const bars = rows.map((row, at) => {
+      const x = left + at * slot + (slot - barWidth) / 2;
+      let segments;
+      if (split) {
+        // Stacked bottom-up in legend order.
+        let base = 0;
+        segments = groups.filter((group) => row.groups.has(group)).map((group) => {
+          const value = row.groups.get(group);
+          const segment = s("rect", { class: `bar ${series(group)}`, x, y: y(base + value), width: barWidth, height: y(base) - y(base + value),
+            "data-day": row.day, "data-group": group ?? "", "data-consumed": value },
+            s("title", {}, `${dayDates.format(row.date)} · ${name(group)}: ${credits(value)} consumed`));
+          base += value;
+          return segment;
+        });
+      } else {
+        segments = [s("rect", { class: "bar", x, y: y(row.consumed), width: barWidth, height: y(0) - y(row.consumed),
+          "data-day": row.day, "data-consumed": row.consumed })];
+      }
+      return s("g", { class: "day", "data-day": row.day, "data-consumed": row.consumed },
+        s("title", {}, `${dayDates.format(row.date)}: ${credits(row.consumed)} consumed`),
+        // The whole column answers the pointer, so an empty day has its tooltip too.
+        s("rect", { class: "hit", x: left + at * slot, y: top, width: slot, height: plot }),
+        segments,
+        // Dates under every few bars, counted back from the last (today), which always has one.
+        (rows.length - 1 - at) % labelEvery === 0
+          ? s("text", { class: "axis", x: left + at * slot + slot / 2, y: height - 6, "text-anchor": "middle" }, axisDates.format(row.date))
+          : null);
+    });
+    const chart = s("svg", { viewBox: `0 0 ${width} ${height}`, "aria-hidden": "true" },
+      ticks.map((value) => s("g", {},
+        s("line", { class: "rule", x1: left, x2: width - right, y1: y(value), y2: y(value) }),
+        s("text", { class: "axis", x: left - 6, y: y(value) + 4, "text-anchor": "end" }, numbers.format(value)))),
+      bars);
+
+    const period = `the last ${rows.length === 1 ? "day" : `${numbers.format(rows.length)} days`}`;
+    // For screen readers, the same numbers as a table (the picture is hidden from them).
+    const table = h("table", { class: "visually-hidden", part: "table" },
+      h("caption", {}, `Credits consumed per day${split ? " by reference type" : ""}, ${period} (${report.timeZone})`),
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Date"),
+        split ? groups.map((group) => h("th", { scope: "col", class: "number" }, name(group))) : null,
+        h("th", { scope: "col", class: "number" }, split ? "Total" : "Consumed"))),
+      h("tbody", {}, rows.map((row) => h("tr", { "data-day": row.day },
+        h("th", { scope: "row" }, h("time", { datetime: row.day }, dayDates.format(row.date))),
+        split ? groups.map((group) => h("td", { class: "number" }, numbers.format(row.groups.get(group) || 0))) : null,
+        h("td", { class: "number", "data-consumed": row.consumed }, numbers.format(row.consumed))))));
+    const legend = split
+      ? h("ul", { class: "legend", part: "legend", "aria-label": "Reference types" },
+          groups.length
+            ? groups.map((group) => h("li", { "data-group": group ?? "" }, h("span", { class: `swatch ${series(group)}`, "aria-hidden": "true" }), name(group)))
+            : h("li", { class: "muted" }, "Nothing consumed."))
+      : null;
+    this.figure.removeAttribute("aria-busy");
+    Object.assign(this.figure.dataset, { from: report.from, to: report.to, timeZone: report.timeZone, groupBy: split ? "REFERENCE_TYPE" : "", total: report.totals.consumed });
+    this.figure.replaceChildren(
+      ...[chart, legend, h("figcaption", { part: "summary" }, `${credits(report.totals.consumed)} consumed in ${period}.`), table].filter(Boolean));
+  }
+}
+
 for (const [name, element] of [
   ["credits-balance", CreditsBalance],
   ["credits-low-balance-warning", CreditsLowBalanceWarning],
   ["credits-packages", CreditsPackages],
   ["credits-transactions", CreditsTransactions],
   ["credits-purchases", CreditsPurchases],
+  ["credits-usage", CreditsUsage],
 ]) {
   if (!customElements.get(name)) customElements.define(name, element);
 }
 
-export { CreditsBalance, CreditsLowBalanceWarning, CreditsPackages, CreditsTransactions, CreditsPurchases };
+export { CreditsBalance, CreditsLowBalanceWarning, CreditsPackages, CreditsTransactions, CreditsPurchases, CreditsUsage };

@@ -89,6 +89,7 @@ async fn the_elements_module_has_a_stable_url_and_loads_on_configured_origins() 
         "credits-packages",
         "credits-transactions",
         "credits-purchases",
+        "credits-usage",
     ] {
         assert!(source.contains(&format!("\"{element}\"")), "{element} is not defined");
     }
