@@ -41,6 +41,68 @@ function show(token) {
     (error) => ($("organization").textContent = error.code === "FORBIDDEN" ? "" : error.message),
   );
   followPurchase(client);
+  $("export-csv").addEventListener("click", () => exportCsv(token));
+}
+
+const EXPORT_NAME = "credits-transactions.csv";
+
+/** Downloads the organization's transactions as CSV. A plain link cannot send the token in
+ *  the `Authorization` header, and in a link's URL it would land in logs and history (the
+ *  server refuses it there): the file is fetched with the header, then saved from an
+ *  object URL. */
+async function exportCsv(token) {
+  const button = $("export-csv");
+  const status = $("export-status");
+  button.disabled = true;
+  button.setAttribute("aria-busy", "true");
+  status.hidden = false;
+  status.textContent = "Preparing the export…";
+  try {
+    let response;
+    try {
+      response = await fetch(new URL("/export/transactions?format=csv", location.href), {
+        headers: { authorization: `Bearer ${token}`, accept: "text/csv" },
+        credentials: "omit",
+        cache: "no-store",
+      });
+    } catch (error) {
+      throw new Error(`the credits server cannot be reached (${error.message})`);
+    }
+    if (!response.ok) throw new Error(await refusal(response));
+    const url = URL.createObjectURL(await response.blob());
+    const name = attachmentName(response.headers.get("content-disposition")) || EXPORT_NAME;
+    const link = Object.assign(document.createElement("a"), { href: url, download: name, hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    // The download reads the object URL after click() returns: let it go a little later.
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    status.textContent = `Downloaded ${name}.`;
+  } catch (error) {
+    status.textContent = `The export failed: ${error.message}`;
+  } finally {
+    button.disabled = false;
+    button.removeAttribute("aria-busy");
+  }
+}
+
+/** The file name the server suggests (`Content-Disposition: attachment; filename="…"`), if
+ *  it is a plain one. */
+function attachmentName(disposition) {
+  const name = /filename="?([^";]+)"?/i.exec(disposition || "")?.[1];
+  return name && /^[\w.-]+$/.test(name) ? name : null;
+}
+
+/** What a refused export says: the GraphQL-shaped error's message, else the status. */
+async function refusal(response) {
+  try {
+    const body = await response.json();
+    const message = body.errors?.[0]?.message || body.message;
+    if (message) return message;
+  } catch {
+    // Not JSON: the status says enough.
+  }
+  return `the server answered ${response.status}`;
 }
 
 const FINAL = new Set(["PAID", "FAILED", "EXPIRED", "REFUNDED", "PARTIALLY_REFUNDED", "DISPUTED"]);
