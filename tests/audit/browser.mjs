@@ -3,40 +3,30 @@
 // server, a fake Stripe and a second origin, seeds an organization and passes it all in
 // CREDITS_BROWSER (JSON). Prints one line per scenario; exits non-zero on the first failure.
 //
-// Every request the browser makes is recorded: anything but the server's own origin (and,
-// for the embedding page, that page's origin; for Buy, the fake Checkout page, answered
-// here) fails the run, as do page errors, console errors (a CSP violation is one), HTTP
-// errors and a token in any request URL.
+// Every request the browser makes is watched (chromium.mjs): anything but the server's own
+// origin (and, for the embedding page, that page's origin; for Buy, the fake Checkout page,
+// answered here) fails the run, as do page errors, console errors (a CSP violation is
+// one), HTTP errors and a token in any request URL.
 import { createHmac } from "node:crypto";
 import { readFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { check, graphql, startRun } from "./chromium.mjs";
 
 const config = JSON.parse(process.env.CREDITS_BROWSER);
 const { base, embed, token, apiKey, adminToken, organizationId, webhookSecret, fixtures, screenshots } = config;
 const CHECKOUT = "https://checkout.stripe.com/";
-const secrets = [token, apiKey, adminToken];
+const gql = graphql(base);
+const { sockets, step, context: watched, run } = await startRun({ secrets: [token, apiKey, adminToken] });
 
-const problems = [];
-const sockets = [];
-const started = Date.now();
-function step(name) {
-  console.log(`ok ${((Date.now() - started) / 1000).toFixed(1)}s ${name}`);
-}
-function check(condition, message) {
-  if (!condition) throw new Error(message);
-}
-
-async function gql(bearer, query, variables = {}) {
-  const response = await fetch(`${base}/graphql`, {
-    method: "POST",
-    headers: { "content-type": "application/json", authorization: `Bearer ${bearer}` },
-    body: JSON.stringify({ query, variables }),
+/** A watched context in UTC; the fake Checkout page (what Stripe would show) is answered
+ *  here, so nothing leaves this machine. */
+const context = (allowedOrigins) =>
+  watched(allowedOrigins, {
+    intercept: (url) =>
+      url.startsWith(CHECKOUT)
+        ? { status: 200, contentType: "text/html", body: "<!doctype html><title>Fake Checkout</title><h1>Fake Stripe Checkout</h1>" }
+        : null,
   });
-  const body = await response.json();
-  if (body.errors) throw new Error(`${query}: ${JSON.stringify(body.errors)}`);
-  return body.data;
-}
 
 const BALANCE = "balance available held nextExpiration { at amount }";
 const numberText = new Intl.NumberFormat("en-US");
@@ -122,60 +112,10 @@ async function payWebhook(purchaseId) {
   check(response.ok, `webhook answered ${response.status}`);
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions",
-  ],
-});
-
-/** A fresh context (its own storage) whose requests are all watched. */
-async function context(allowedOrigins) {
-  const ctx = await browser.newContext({ viewport: { width: 1180, height: 900 }, locale: "en-US", timezoneId: "UTC" });
-  await ctx.route("**/*", async (route) => {
-    const url = route.request().url();
-    if (url.startsWith(CHECKOUT)) {
-      // The fake Checkout page: what Stripe would show; nothing leaves this machine.
-      return route.fulfill({ status: 200, contentType: "text/html", body: "<!doctype html><title>Fake Checkout</title><h1>Fake Stripe Checkout</h1>" });
-    }
-    if (!allowedOrigins.includes(new URL(url).origin)) {
-      problems.push(`request left the allowed origins: ${url}`);
-      return route.abort("blockedbyclient");
-    }
-    return route.continue();
-  });
-  const page = await ctx.newPage();
-  page.on("pageerror", (error) => problems.push(`page error on ${page.url()}: ${error.message}`));
-  page.on("console", (message) => {
-    if (message.type() === "error") problems.push(`console error on ${page.url()}: ${message.text()}`);
-  });
-  page.on("request", (request) => {
-    for (const secret of secrets) {
-      if (request.url().includes(secret)) problems.push(`a token appeared in a request URL: ${request.url().replace(secret, "<token>")}`);
-    }
-  });
-  page.on("response", (response) => {
-    if (response.status() >= 400) problems.push(`HTTP ${response.status()} for ${response.url()}`);
-  });
-  page.on("websocket", (socket) => {
-    sockets.push(socket.url());
-    if (secrets.some((secret) => socket.url().includes(secret))) problems.push("a token appeared in a WebSocket URL");
-  });
-  return { ctx, page };
-}
-
-function fail(error) {
-  console.error(`FAILED: ${error.stack || error}`);
-  for (const problem of problems) console.error(`  problem: ${problem.slice(0, 400)}`);
-  process.exitCode = 1;
-}
-
 const balanceValue = (page) => page.locator("credits-balance output").getAttribute("data-balance");
 const warning = (page) => page.locator("credits-low-balance-warning [part=warning]");
 
-try {
+await run(async () => {
   // 1. The console of a seeded organization, with the token in the fragment.
   {
     const { ctx, page } = await context([base]);
@@ -381,10 +321,4 @@ try {
     step("GraphiQL loads offline and runs a query with the token header");
     await ctx.close();
   }
-} catch (error) {
-  fail(error);
-}
-
-await browser.close();
-if (problems.length && !process.exitCode) fail(new Error(`${problems.length} problem(s) during the run`));
-if (!process.exitCode) console.log("all browser scenarios passed");
+});
