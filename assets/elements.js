@@ -867,7 +867,7 @@ class CreditsUsage extends CreditsElement {
       clearTimeout(timer);
       timer = setTimeout(() => this.load(), USAGE_REFRESH_MS);
     });
-    this.cleanups.push(() => clearTimeout(timer));
+    this.cleanups.push(() => clearTimeout(timer), () => clearTimeout(this.rollover));
   }
 
   async load() {
@@ -879,6 +879,9 @@ class CreditsUsage extends CreditsElement {
     // (a day may have 23 or 25 hours), and the server is asked for the same zone.
     const dates = Array.from({ length: days + 1 }, (_, at) => new Date(now.getFullYear(), now.getMonth(), now.getDate() - days + 1 + at));
     const timeZone = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+    // At midnight a new day begins and the oldest leaves: read again then, changes or not.
+    clearTimeout(this.rollover);
+    this.rollover = setTimeout(() => this.load(), dates[days] - now + 1000);
     this.figure.setAttribute("aria-busy", "true");
     let report;
     try {
