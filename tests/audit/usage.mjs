@@ -154,12 +154,18 @@ await run(async () => {
     await page.goto(`${base}/console#token=${token}`);
     await checkDays(page, "console chart");
     await page.locator("credits-transactions tbody tr[data-kind]").first().waitFor();
-    if (screenshots) {
-      mkdirSync(screenshots, { recursive: true });
-      await page.locator("#usage-heading").scrollIntoViewIfNeeded();
-      await page.locator("section", { has: page.locator("#usage-heading") }).screenshot({ path: join(screenshots, "console-usage.png") });
-    }
     step("the console's usage panel shows the same chart");
+    if (screenshots) {
+      // The panel split by reference type, with a margin around it.
+      mkdirSync(screenshots, { recursive: true });
+      await page.getByRole("checkbox", { name: "By reference type" }).check();
+      await drawn(page, "REFERENCE_TYPE");
+      const panel = await page.locator("section", { has: page.locator("#usage-heading") }).boundingBox();
+      const clip = { x: panel.x - 12, y: panel.y - 12, width: panel.width + 24, height: panel.height + 24 };
+      await page.screenshot({ path: join(screenshots, "console-usage.png"), clip, fullPage: true });
+      await page.getByRole("checkbox", { name: "By reference type" }).uncheck();
+      await drawn(page, "");
+    }
 
     const [request, download] = await Promise.all([
       page.waitForRequest((r) => r.url().includes("/export/"), { timeout: 5000 }),
