@@ -29,6 +29,9 @@ pub enum StartError {
     /// The Stripe client could not be built.
     #[error("stripe: {0}")]
     Stripe(#[from] crate::billing::stripe::GatewayError),
+    /// The webhook client could not be built.
+    #[error("webhooks: {0}")]
+    Webhooks(#[from] reqwest::Error),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -65,6 +68,7 @@ impl Application {
         let ledger = Ledger::new(db);
         ledger.start_event_listener();
         ledger.start_sweeper();
+        crate::webhooks::Dispatcher::new(ledger.clone(), config.webhooks.clone())?.start();
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(());
         let gateway = config.stripe.as_ref().map(StripeGateway::new).transpose()?;
         let billing = Billing::new(
@@ -78,7 +82,7 @@ impl Application {
         rate_limits.start_pruning();
         let sockets = SocketCounts::default();
         let state = AppState {
-            schema: build_schema(ledger.clone(), packages, billing.clone(), &config.limits),
+            schema: build_schema(ledger.clone(), packages, billing.clone(), &config.limits, config.webhooks.clone()),
             ledger,
             billing,
             admin_token: config.admin_token.clone(),

@@ -123,6 +123,57 @@ pub struct Config {
     /// Our own proxies, skipped from the right of `X-Forwarded-For` when
     /// `CREDITS_TRUST_PROXY` is on (`CREDITS_TRUSTED_PROXIES`, comma-separated CIDRs).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Outgoing webhooks.
+    pub webhooks: WebhookConfig,
+}
+
+/// How outgoing webhooks are sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// The wait before each retry (`CREDITS_WEBHOOK_RETRY_SCHEDULE`, comma-separated
+    /// durations such as `5s,5m,2h`); its length is the number of retries.
+    pub retry_schedule: Vec<Duration>,
+    /// Whether `http://` endpoints are accepted (`CREDITS_WEBHOOK_ALLOW_HTTP`).
+    pub allow_http: bool,
+    /// Whether endpoints may resolve to loopback, private, link-local and other
+    /// non-public addresses (`CREDITS_WEBHOOK_ALLOW_PRIVATE`).
+    pub allow_private: bool,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        Self {
+            retry_schedule: vec![
+                Duration::from_secs(5),
+                minutes(5),
+                minutes(30),
+                minutes(120),
+                minutes(300),
+                minutes(600),
+                minutes(600),
+            ],
+            allow_http: false,
+            allow_private: false,
+        }
+    }
+}
+
+/// A duration such as `500ms`, `5s`, `5m`, `2h` or `1d`.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let millis = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    Some(Duration::from_millis(number.checked_mul(millis)?))
 }
 
 /// How to reach Stripe's API.
@@ -270,6 +321,23 @@ impl Config {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let mut webhooks = WebhookConfig {
+            allow_http: flag("CREDITS_WEBHOOK_ALLOW_HTTP", false)?,
+            allow_private: flag("CREDITS_WEBHOOK_ALLOW_PRIVATE", false)?,
+            ..WebhookConfig::default()
+        };
+        if let Some(schedule) = get("CREDITS_WEBHOOK_RETRY_SCHEDULE") {
+            webhooks.retry_schedule = schedule
+                .split(',')
+                .filter(|part| !part.trim().is_empty())
+                .map(|part| {
+                    parse_duration(part).ok_or_else(|| ConfigError::Invalid {
+                        name: "CREDITS_WEBHOOK_RETRY_SCHEDULE",
+                        message: format!("{part:?} is not a duration like 500ms, 5s, 5m, 2h or 1d"),
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
         Ok(Self {
             database_url: get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             addr,
@@ -286,6 +354,7 @@ impl Config {
             limits,
             db_statement_timeout,
             trusted_proxies,
+            webhooks,
         })
     }
 }
@@ -293,6 +362,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_retry_schedules_parse_or_are_refused() {
+        let schedule = config(&[("CREDITS_WEBHOOK_RETRY_SCHEDULE", "500ms, 1s,2m,1h,1d")]).expect("config");
+        let expected = [500, 1_000, 120_000, 3_600_000, 86_400_000].map(Duration::from_millis);
+        assert_eq!(schedule.webhooks.retry_schedule, expected);
+        assert_eq!(config(&[]).expect("config").webhooks.retry_schedule.len(), 7);
+        for bad in ["5", "5x", "s", "-1s", "1.5s"] {
+            assert!(config(&[("CREDITS_WEBHOOK_RETRY_SCHEDULE", bad)]).is_err(), "{bad}");
+        }
+    }
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let vars: std::collections::HashMap<String, String> =

@@ -28,6 +28,9 @@ pub struct Model {
     /// change when none has): where reading its open lots starts. Lots only ever empty,
     /// and a new lot's `seq` is above every earlier one.
     pub open_lots_from: i64,
+    /// The organization's low-balance threshold (kept with `organizations`' own), from
+    /// which the write path decides `credits.balance.low`.
+    pub low_balance_threshold: Option<i64>,
     /// Time of the latest change.
     pub updated_at: ChronoDateTimeUtc,
 }

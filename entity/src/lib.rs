@@ -16,3 +16,6 @@ pub mod stripe_dispute;
 pub mod stripe_event;
 pub mod stripe_orphan_session;
 pub mod stripe_refund;
+pub mod webhook_delivery;
+pub mod webhook_endpoint;
+pub mod webhook_event;

@@ -22,7 +22,9 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
-use crate::{Allocation, CreditLot, HoldStatus, LedgerError, LotSpec, LotStatus, MAX_CREDITS, TransactionKind, new_id};
+use crate::{
+    Allocation, CreditLot, EventType, HoldStatus, LedgerError, LotSpec, LotStatus, MAX_CREDITS, TransactionKind, new_id,
+};
 
 /// What the decision knows of one active hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -200,6 +202,46 @@ fn check_amount(amount: i64) -> Result<(), LedgerError> {
         return Err(LedgerError::InvalidInput(format!("amount must be between 1 and {MAX_CREDITS}, got {amount}")));
     }
     Ok(())
+}
+
+/// Where an organization stands, as far as balance alerts care.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Standing {
+    /// `balance − held`.
+    pub available: i64,
+    /// `available + overdraft_limit`.
+    pub spendable: i64,
+    /// The low-balance threshold, if any.
+    pub threshold: Option<i64>,
+}
+
+impl Standing {
+    /// Where `state` stands, with `threshold`.
+    pub fn of(state: &State, threshold: Option<i64>) -> Self {
+        let available = state.available();
+        Self { available, spendable: available + state.overdraft_limit, threshold }
+    }
+}
+
+/// The balance alerts one committed change raises, from where the organization stood
+/// before it to where it stands after: `low` when `available` falls from at least the
+/// threshold to below it (a threshold raised above `available` counts), `depleted` when
+/// `spendable` falls from above zero to zero or below, `recovered` the other way.
+pub fn alerts(before: Standing, after: Standing) -> Vec<EventType> {
+    let mut raised = Vec::new();
+    if let Some(threshold) = after.threshold {
+        let was_low = before.threshold.is_some_and(|before_threshold| before.available < before_threshold);
+        if after.available < threshold && !was_low {
+            raised.push(EventType::BalanceLow);
+        }
+    }
+    if before.spendable > 0 && after.spendable <= 0 {
+        raised.push(EventType::BalanceDepleted);
+    }
+    if before.spendable <= 0 && after.spendable > 0 {
+        raised.push(EventType::BalanceRecovered);
+    }
+    raised
 }
 
 /// Brings the state up to `at`: each lot whose `expires_at` has come loses its unheld
@@ -537,6 +579,28 @@ pub fn set_overdraft_limit(state: &mut State, at: DateTime<Utc>, limit: i64) -> 
 #[cfg(test)]
 mod tests {
     use chrono::Duration;
+
+    #[test]
+    fn alerts_fire_on_crossings_only() {
+        let at = |available: i64, overdraft: i64, threshold: Option<i64>| Standing {
+            available,
+            spendable: available + overdraft,
+            threshold,
+        };
+        let low = Some(100);
+        assert_eq!(alerts(at(150, 0, low), at(90, 0, low)), [EventType::BalanceLow]);
+        assert!(alerts(at(90, 0, low), at(80, 0, low)).is_empty(), "already low");
+        assert!(alerts(at(150, 0, None), at(10, 0, None)).is_empty(), "no threshold, no low");
+        assert_eq!(alerts(at(50, 0, None), at(50, 0, low)), [EventType::BalanceLow], "a threshold raised above");
+        assert_eq!(alerts(at(50, 0, Some(40)), at(50, 0, low)), [EventType::BalanceLow], "raised past available");
+        assert!(alerts(at(50, 0, Some(60)), at(50, 0, low)).is_empty(), "low before and after");
+        assert_eq!(alerts(at(5, 0, low), at(0, 0, low)), [EventType::BalanceDepleted]);
+        assert_eq!(alerts(at(150, 0, low), at(0, 0, low)), [EventType::BalanceLow, EventType::BalanceDepleted]);
+        assert!(alerts(at(5, 10, None), at(0, 10, None)).is_empty(), "overdraft still spendable");
+        assert_eq!(alerts(at(-5, 10, None), at(-10, 10, None)), [EventType::BalanceDepleted]);
+        assert_eq!(alerts(at(0, 0, None), at(10, 0, None)), [EventType::BalanceRecovered], "a first credit");
+        assert!(alerts(at(10, 0, None), at(20, 0, None)).is_empty());
+    }
 
     use super::*;
     use crate::LotCategory;

@@ -12,17 +12,24 @@
 //!
 //! # Layout
 //! - `model/`: the nouns, one file each (`amount`, `transaction` with its kinds, requests
-//!   and allocations, `balance`, `lot`, `hold`, `organization`), all re-exported here.
+//!   and allocations, `balance`, `lot`, `hold`, `organization`, `event` (the outgoing
+//!   event types), `usage` (report totals)), all re-exported here.
 //! - `decide.rs`: the state of one organization as locked, and the pure decisions over
-//!   it (consume, credit, clawback, void, holds, settling expiries). Private.
+//!   it (consume, credit, clawback, void, holds, settling expiries, balance alerts).
+//!   Private.
 //! - `write/`: [`LedgerTx`], one write transaction: decides each operation under the
 //!   lock (`mod.rs`), reads what it decides against (`load.rs`: states, kept states),
-//!   writes once (`flush.rs`) and answers billing's look-ups (`lookups.rs`);
-//!   `outbox.rs`: everything a write announces, sent only if it commits.
+//!   writes once (`flush.rs`: rows, the usage rollup, and the outgoing events decided
+//!   from where each organization stood before and after) and answers billing's
+//!   look-ups (`lookups.rs`); `outbox.rs`: everything a write announces, the webhook
+//!   events and their deliveries written in its transaction, the hints sent only if it
+//!   commits.
 //! - `commit/`: group commit of [`Ledger`]'s consumes, grants and hold operations
 //!   (`mod.rs`), the committer's `Op` and `Done` (`op.rs`), and idempotency and retries,
 //!   one owner for both (`idempotency.rs`); `holds.rs`: the hold facade.
-//! - `read/`: reads as of now (`history.rs`, `lots.rs`).
+//! - `read/`: reads as of now (`history.rs`, `lots.rs`, `usage.rs`: reports from the
+//!   rollup). `webhooks.rs`: endpoints, events and deliveries as stored, claimed under a
+//!   lease by the server's dispatcher.
 //! - `events/`: live events as hints (wire format, hub, PostgreSQL `LISTEN`, the
 //!   gap-free follower).
 //! - `api_keys.rs`, `client_sessions.rs`, `organizations.rs`: credentials and tenants.
@@ -48,6 +55,7 @@ mod model;
 mod organizations;
 mod outbox;
 mod read;
+pub mod webhooks;
 mod write;
 
 pub use api_keys::{API_KEY_PREFIX, ApiKey};
@@ -59,7 +67,7 @@ pub use commit::idempotency::retrying;
 pub use error::{LedgerError, Retryable};
 pub use holds::{HoldCursor, HoldFilter};
 pub use model::*;
-pub use read::history::{Page, PageRequest, TransactionFilter};
+pub use read::history::{ExportedTransaction, Page, PageRequest, TransactionFilter};
 pub use read::lots::{LotFilter, as_of};
 pub use read::usage::{MAX_BUCKETS, UsageBucket, UsageGroupBy, UsageInterval, UsageQuery, UsageReport};
 pub use write::{Clawback, LedgerTx};

@@ -3,8 +3,6 @@
 use entity::{credit_balance, organization};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
-use super::events::BalanceEvent;
-use super::outbox::Outbox;
 use super::{Balance, Ledger, LedgerError, MAX_CREDITS, Organization, check_label, new_id};
 
 impl Ledger {
@@ -39,6 +37,7 @@ impl Ledger {
             version: Set(0),
             generation: Set(0),
             open_lots_from: Set(1),
+            low_balance_threshold: Set(low_balance_threshold),
             updated_at: Set(at),
         }
         .insert(&txn)
@@ -80,22 +79,12 @@ impl Ledger {
         threshold: Option<i64>,
     ) -> Result<(Organization, Balance), LedgerError> {
         check_threshold(threshold)?;
-        let txn = self.begin_write().await?;
-        let updated = organization::Entity::update_many()
-            .col_expr(organization::Column::LowBalanceThreshold, threshold.into())
-            .filter(organization::Column::Id.eq(organization_id))
-            .exec_with_returning(&txn)
-            .await?;
-        let Some(organization) = updated.into_iter().next().map(Organization::from) else {
-            txn.rollback().await?;
-            return Err(LedgerError::OrganizationNotFound);
-        };
-        let event = BalanceEvent::Threshold { organization_id: organization.id.clone(), threshold, at: self.now() };
-        let mut outbox = Outbox::default();
-        outbox.hint(event.hint());
-        outbox.commit(txn, &self.events).await?;
-        let balance = self.balance(organization_id).await?;
-        Ok((organization, balance))
+        crate::retrying(|| async {
+            let mut tx = self.begin().await?;
+            let set = tx.set_low_balance_threshold(organization_id, threshold).await;
+            tx.finish(set).await
+        })
+        .await
     }
 }
 

@@ -7,11 +7,30 @@
 //! without its committed change, and each write says what it announces in one place:
 //! [`LedgerTx`](crate::LedgerTx) for balance changes, and the few writes outside it
 //! (a threshold, a revocation) through the same [`Outbox`].
+//!
+//! Outgoing webhook events are the outbox's durable part: their rows, and one delivery
+//! per matching endpoint, are written inside the transaction itself, so an event exists
+//! if and only if its change committed; the dispatcher is woken after the commit.
 
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend};
+use chrono::{DateTime, SecondsFormat, Utc};
+use entity::{webhook_delivery, webhook_endpoint, webhook_event};
+use sea_orm::sea_query::Condition;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
+};
+use serde_json::{Map, Value, json};
 
-use crate::LedgerError;
 use crate::events::{EventHub, Hint, notify_hint, notify_key_revoked};
+use crate::{EventType, LedgerError, new_id};
+
+/// An outgoing event to write with the commit.
+#[derive(Debug)]
+struct PendingEvent {
+    organization_id: String,
+    kind: EventType,
+    at: DateTime<Utc>,
+    data: Map<String, Value>,
+}
 
 /// What one write transaction will announce.
 #[derive(Debug, Default)]
@@ -20,6 +39,8 @@ pub(crate) struct Outbox {
     hints: Vec<Hint>,
     /// Ids of API keys and client sessions revoked.
     revoked: Vec<String>,
+    /// Outgoing webhook events.
+    events: Vec<PendingEvent>,
 }
 
 impl Outbox {
@@ -33,9 +54,23 @@ impl Outbox {
         self.revoked.push(credential_id.into());
     }
 
-    /// Commits `txn` with everything in the outbox: the notifications inside it on
-    /// PostgreSQL, the hub after it on SQLite. Nothing is announced unless it committed.
+    /// Writes the outgoing event `kind` about the organization, its body's `data` as
+    /// given, with the commit.
+    pub(crate) fn event(
+        &mut self,
+        organization_id: &str,
+        kind: EventType,
+        at: DateTime<Utc>,
+        data: Map<String, Value>,
+    ) {
+        self.events.push(PendingEvent { organization_id: organization_id.to_owned(), kind, at, data });
+    }
+
+    /// Commits `txn` with everything in the outbox: webhook events and their deliveries
+    /// inside it, the notifications inside it on PostgreSQL, the hub after it on SQLite.
+    /// Nothing is announced unless it committed.
     pub(crate) async fn commit(self, txn: DatabaseTransaction, hub: &EventHub) -> Result<(), LedgerError> {
+        let deliveries = write_events(&txn, &self.events).await?;
         let postgres = txn.get_database_backend() == DbBackend::Postgres;
         if postgres {
             for hint in &self.hints {
@@ -46,6 +81,9 @@ impl Outbox {
             }
         }
         txn.commit().await?;
+        if deliveries > 0 {
+            hub.deliveries().notify_one();
+        }
         if !postgres {
             for hint in self.hints {
                 hub.publish(hint);
@@ -56,4 +94,70 @@ impl Outbox {
         }
         Ok(())
     }
+}
+
+/// Writes `events` and one pending delivery per event and enabled endpoint that takes
+/// it (the organization's own, and those of every organization); returns how many
+/// deliveries.
+async fn write_events(txn: &DatabaseTransaction, events: &[PendingEvent]) -> Result<usize, LedgerError> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let organizations: Vec<&str> = events.iter().map(|event| event.organization_id.as_str()).collect();
+    let endpoints = webhook_endpoint::Entity::find()
+        .filter(webhook_endpoint::Column::Enabled.eq(true))
+        .filter(
+            Condition::any()
+                .add(webhook_endpoint::Column::OrganizationId.is_null())
+                .add(webhook_endpoint::Column::OrganizationId.is_in(organizations)),
+        )
+        .all(txn)
+        .await?;
+    let mut event_rows = Vec::with_capacity(events.len());
+    let mut delivery_rows = Vec::new();
+    for event in events {
+        let id = new_id("evt");
+        let body = json!({
+            "type": event.kind.as_str(),
+            "timestamp": event.at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            "data": event.data,
+        });
+        for endpoint in &endpoints {
+            let own = endpoint.organization_id.as_deref().is_none_or(|own| own == event.organization_id);
+            if own && takes(endpoint, event.kind) {
+                delivery_rows.push(webhook_delivery::ActiveModel {
+                    id: Set(new_id("whd")),
+                    endpoint_id: Set(endpoint.id.clone()),
+                    event_id: Set(id.clone()),
+                    status: Set("PENDING".to_owned()),
+                    attempts: Set(0),
+                    last_status_code: Set(None),
+                    last_error: Set(None),
+                    next_attempt_at: Set(Some(event.at)),
+                    leased_until: Set(None),
+                    delivered_at: Set(None),
+                    created_at: Set(event.at),
+                });
+            }
+        }
+        event_rows.push(webhook_event::ActiveModel {
+            id: Set(id),
+            organization_id: Set(event.organization_id.clone()),
+            event_type: Set(event.kind.as_str().to_owned()),
+            payload: Set(body.to_string()),
+            created_at: Set(event.at),
+        });
+    }
+    for chunk in event_rows.chunks(500) {
+        webhook_event::Entity::insert_many(chunk.to_vec()).exec_without_returning(txn).await?;
+    }
+    for chunk in delivery_rows.chunks(500) {
+        webhook_delivery::Entity::insert_many(chunk.to_vec()).exec_without_returning(txn).await?;
+    }
+    Ok(delivery_rows.len())
+}
+
+/// Whether `endpoint` subscribes to events of `kind` (no types: every type).
+pub(crate) fn takes(endpoint: &webhook_endpoint::Model, kind: EventType) -> bool {
+    endpoint.event_types.is_empty() || endpoint.event_types.split(',').any(|name| name == kind.as_str())
 }

@@ -13,6 +13,7 @@ mod m20261205_000007_inline_allocations;
 mod m20261205_000008_index_open_lots_only;
 mod m20261206_000009_rewrite_lots_in_place;
 mod m20261206_000010_usage_and_attribution;
+mod m20261206_000011_outgoing_webhooks;
 
 /// Every migration of the schema, oldest first.
 pub struct Migrator;
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000008_index_open_lots_only::Migration),
             Box::new(m20261206_000009_rewrite_lots_in_place::Migration),
             Box::new(m20261206_000010_usage_and_attribution::Migration),
+            Box::new(m20261206_000011_outgoing_webhooks::Migration),
         ]
     }
 }

@@ -19,7 +19,7 @@ use super::disputes::DisputeReport;
 use super::settlement::record_refund;
 use super::webhook::{ChargeObject, Event, SessionObject, expandable_id};
 use super::{Billing, BillingError, CreditPurchase, PURCHASE_REFERENCE, PurchaseStatus};
-use crate::ledger::{ChangeRequest, DEFAULT_PRIORITY, LedgerTx, TransactionKind};
+use crate::ledger::{ChangeRequest, DEFAULT_PRIORITY, EventType, LedgerTx, TransactionKind};
 use crate::ledger::{LotCategory, LotSpec};
 
 /// What became of one webhook delivery.
@@ -152,7 +152,9 @@ impl Billing {
                 "paid Checkout Session does not match its package: no credits, purchase FAILED"
             );
             use PurchaseStatus::{Expired, Failed, Pending};
-            set_status(tx.conn(), &purchase.id, &[Pending, Expired], Failed, None, tx.at()).await?;
+            if set_status(tx.conn(), &purchase.id, &[Pending, Expired], Failed, None, tx.at()).await? {
+                raise(tx, &purchase, EventType::PurchaseFailed, Failed).await?;
+            }
             return Ok(());
         }
         // The conditional update locks the purchase row: of two events for one session,
@@ -187,8 +189,11 @@ impl Billing {
             // Stripe's: no key or session made it.
             by: Default::default(),
         };
-        tx.change(&request).await?;
+        let (transaction, _, _) = tx.change(&request).await?;
         tracing::info!(purchase = %purchase.id, credits = purchase.credits, "purchase paid and credited");
+        let mut fields = purchase_fields(&purchase, Paid);
+        fields.insert("transactionId".into(), transaction.id.into());
+        tx.raise(&purchase.organization_id, EventType::PurchaseCompleted, fields).await?;
         // A refund or a dispute may have been reported before the payment.
         match &payment_intent {
             Some(payment_intent) => self.settle(tx, payment_intent, None).await,
@@ -210,7 +215,11 @@ impl Billing {
     ) -> Result<(), BillingError> {
         match self.purchase_for_session(tx, session).await? {
             SessionPurchase::Found(purchase) => {
-                set_status(tx.conn(), &purchase.id, &[PurchaseStatus::Pending], status, None, tx.at()).await?;
+                let closed =
+                    set_status(tx.conn(), &purchase.id, &[PurchaseStatus::Pending], status, None, tx.at()).await?;
+                if closed && status == PurchaseStatus::Failed {
+                    raise(tx, &purchase, EventType::PurchaseFailed, status).await?;
+                }
             }
             // Nothing was paid, so there is nothing to keep for an operator.
             SessionPurchase::Orphan(reason) => {
@@ -351,4 +360,27 @@ fn parse<T: serde::de::DeserializeOwned>(event: &Event) -> Result<T, BillingErro
         event_type: event.event_type.clone(),
         message: error.to_string(),
     })
+}
+
+/// What a purchase event's body says of the purchase: its id, package, credits and status.
+pub(super) fn purchase_fields(
+    purchase: &CreditPurchase,
+    status: PurchaseStatus,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut fields = serde_json::Map::new();
+    fields.insert("purchaseId".into(), purchase.id.clone().into());
+    fields.insert("packageId".into(), purchase.package_id.clone().into());
+    fields.insert("credits".into(), purchase.credits.into());
+    fields.insert("status".into(), status.as_str().into());
+    fields
+}
+
+/// Raises a purchase event about `purchase`, now `status`, in `tx`.
+pub(super) async fn raise(
+    tx: &mut LedgerTx,
+    purchase: &CreditPurchase,
+    kind: EventType,
+    status: PurchaseStatus,
+) -> Result<(), BillingError> {
+    Ok(tx.raise(&purchase.organization_id, kind, purchase_fields(purchase, status)).await?)
 }

@@ -32,7 +32,7 @@ use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use super::{Billing, BillingError, PURCHASE_REFERENCE, PurchaseStatus};
-use crate::ledger::{ChangeRequest, DEFAULT_PRIORITY, LedgerError, LedgerTx, TransactionKind};
+use crate::ledger::{ChangeRequest, DEFAULT_PRIORITY, EventType, LedgerError, LedgerTx, TransactionKind};
 use crate::ledger::{LotCategory, LotSpec};
 
 /// Where one dispute stands, as stored in `stripe_disputes.state`.
@@ -199,6 +199,18 @@ impl Billing {
             }
         }
         tracing::info!(purchase = %purchase.id, before, after, status = settled.as_str(), "purchase settled");
+        // What the application's backend hears of it.
+        let raised = [
+            (refunded > applied_refund, EventType::PurchaseRefunded),
+            (!counted_now.is_empty(), EventType::PurchaseDisputed),
+            (reinstated.is_some(), EventType::PurchaseReinstated),
+        ];
+        if raised.iter().any(|(happened, _)| *happened) {
+            let purchase = super::CreditPurchase::try_from(purchase)?;
+            for (_, kind) in raised.into_iter().filter(|(happened, _)| *happened) {
+                super::payment_events::raise(tx, &purchase, kind, settled).await?;
+            }
+        }
         Ok(())
     }
 }

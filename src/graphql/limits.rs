@@ -59,7 +59,15 @@ pub const TOTAL_COUNT_COST: u64 = 100;
 /// before its children; any other field costs 1.
 pub const ROOT_FIELD_COST: u64 = 10;
 /// Fields that are Relay connections: their `edges` and `nodes` are charged per row.
-const CONNECTION_FIELDS: &[&str] = &["creditTransactions", "creditPurchases", "creditLots", "creditHolds"];
+const CONNECTION_FIELDS: &[&str] = &[
+    "creditTransactions",
+    "creditPurchases",
+    "creditLots",
+    "creditHolds",
+    "webhookEndpoints",
+    "webhookEvents",
+    "webhookDeliveries",
+];
 /// Deepest field nesting under an introspection root. The standard query (graphql-js
 /// `getIntrospectionQuery`, `TypeRef` nine `ofType`s deep) reaches 15.
 const MAX_INTROSPECTION_DEPTH: usize = 16;

@@ -27,6 +27,7 @@ pub mod scalars;
 mod subscription;
 mod usage;
 mod views;
+mod webhooks;
 
 use async_graphql::Schema;
 use async_graphql::dataloader::DataLoader;
@@ -42,6 +43,7 @@ pub struct Query(
     lots::LotsQuery,
     holds::HoldsQuery,
     usage::UsageReportQuery,
+    webhooks::WebhooksQuery,
 );
 
 /// The root mutation type, merged from each area's mutations.
@@ -52,6 +54,7 @@ pub struct Mutation(
     keys::KeysMutation,
     lots::LotsMutation,
     holds::HoldsMutation,
+    webhooks::WebhooksMutation,
 );
 pub use subscription::Subscription;
 
@@ -64,7 +67,13 @@ use loaders::{BalanceLoader, LotLoader, OrganizationLoader, TransactionLoader};
 pub type CreditsSchema = Schema<Query, Mutation, Subscription>;
 
 /// Builds the schema over the ledger and billing, with the abuse limits applied.
-pub fn build_schema(ledger: Ledger, packages: PackageCatalog, billing: Billing, limits: &Limits) -> CreditsSchema {
+pub fn build_schema(
+    ledger: Ledger,
+    packages: PackageCatalog,
+    billing: Billing,
+    limits: &Limits,
+    webhooks: crate::config::WebhookConfig,
+) -> CreditsSchema {
     let purchases = Purchases::new(ledger.db().clone());
     // Depth and cost are measured by [`limits`] before a request gets here (HTTP and
     // WebSocket alike); the parser's own recursion bound stays as a second line.
@@ -73,6 +82,7 @@ pub fn build_schema(ledger: Ledger, packages: PackageCatalog, billing: Billing, 
         .data(packages)
         .data(purchases)
         .data(billing)
+        .data(webhooks)
         .limit_recursive_depth(limits.query_depth * 2 + 8)
         .limit_directives(10)
         .extension(errors::ErrorCodes)

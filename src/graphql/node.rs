@@ -10,6 +10,7 @@ use super::errors::ApiError;
 use super::holds::CreditHold;
 use super::keys::ApiKey;
 use super::views::{CreditBalance, CreditLot, CreditTransaction, Organization};
+use super::webhooks::{WebhookEndpoint, WebhookEvent};
 use crate::billing::Purchases;
 use crate::ledger::Ledger;
 
@@ -33,6 +34,10 @@ pub enum Node {
     CreditLot(CreditLot),
     /// A hold.
     CreditHold(CreditHold),
+    /// A webhook endpoint.
+    WebhookEndpoint(WebhookEndpoint),
+    /// A webhook event.
+    WebhookEvent(WebhookEvent),
 }
 
 /// The `node` query.
@@ -81,8 +86,29 @@ impl NodeQuery {
                 .get(&id)
                 .await?
                 .map(|p| (p.organization_id.clone(), Node::CreditPurchase(CreditPurchase(p)))),
+            // Webhooks are for their managers only: an endpoint of every organization for
+            // the admin alone.
+            "whe" => ledger
+                .webhook_endpoint(&id)
+                .await?
+                .filter(|endpoint| match &endpoint.organization_id {
+                    Some(organization_id) => caller.manages(organization_id),
+                    None => matches!(caller, super::context::Caller::Admin),
+                })
+                .map(|endpoint| {
+                    let organization_id = endpoint.organization_id.clone().unwrap_or_default();
+                    (organization_id, Node::WebhookEndpoint(WebhookEndpoint(endpoint)))
+                }),
+            "evt" => ledger
+                .webhook_event(&id)
+                .await?
+                .filter(|event| caller.manages(&event.organization_id))
+                .map(|event| (event.organization_id.clone(), Node::WebhookEvent(WebhookEvent(event)))),
             _ => None,
         };
-        Ok(node.filter(|(organization_id, _)| caller.can_see(organization_id)).map(|(_, node)| node))
+        let admin = matches!(caller, super::context::Caller::Admin);
+        Ok(node
+            .filter(|(organization_id, _)| (admin && organization_id.is_empty()) || caller.can_see(organization_id))
+            .map(|(_, node)| node))
     }
 }

@@ -21,10 +21,10 @@ use super::AppState;
 use super::graphql::{MediaType, Peer, admit, refuse, spend_budget};
 use crate::graphql::context::Access;
 use crate::graphql::errors::ApiError;
-use crate::ledger::{CreditTransaction, Ledger, TransactionKind};
+use crate::ledger::{ExportedTransaction, Ledger, TransactionKind};
 
 /// Rows read per page.
-const PAGE: u64 = 1_000;
+const PAGE: u64 = 5_000;
 
 /// Query parameters that name a credential.
 const CREDENTIAL_PARAMETERS: &[&str] = &["token", "access_token", "key", "authorization"];
@@ -176,7 +176,7 @@ fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn csv_page(rows: &[CreditTransaction], header: bool) -> Vec<u8> {
+fn csv_page(rows: &[ExportedTransaction], header: bool) -> Vec<u8> {
     let mut writer = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(Vec::new());
     // Writing to memory cannot fail; a row that could not be written would be a bug in
     // this function, not something to hide, so it is logged.
@@ -195,7 +195,7 @@ fn csv_page(rows: &[CreditTransaction], header: bool) -> Vec<u8> {
         write(&[
             &row.id,
             &created_at,
-            row.kind.as_str(),
+            &row.kind,
             &amount,
             &balance_after,
             &text(&row.description),
@@ -209,14 +209,14 @@ fn csv_page(rows: &[CreditTransaction], header: bool) -> Vec<u8> {
     writer.into_inner().unwrap_or_default()
 }
 
-fn ndjson_page(rows: &[CreditTransaction]) -> Vec<u8> {
+fn ndjson_page(rows: &[ExportedTransaction]) -> Vec<u8> {
     let mut out = Vec::with_capacity(rows.len() * 256);
     for row in rows {
         let line = json!({
             "id": row.id,
             "organizationId": row.organization_id,
             "createdAt": timestamp(row.created_at),
-            "kind": row.kind.as_str(),
+            "kind": row.kind,
             "amount": row.amount,
             "balanceAfter": row.balance_after,
             "description": row.description,

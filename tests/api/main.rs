@@ -3,7 +3,7 @@
 
 mod support;
 // The support modules answer to their short paths (`crate::helpers::…`) everywhere.
-use support::{fake_stripe, helpers, pg_cluster, ws_client};
+use support::{fake_stripe, helpers, pg_cluster, receiver, ws_client};
 
 mod bad_input;
 mod browser;
@@ -29,3 +29,4 @@ mod shutdown;
 mod subscriptions;
 mod ui;
 mod usage;
+mod webhooks;

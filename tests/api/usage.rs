@@ -349,7 +349,10 @@ async fn all_transactions(ledger: &Ledger, org: &str) -> Vec<(TransactionKind, i
             .expect("page");
         let Some(last) = page.last() else { return all };
         after = Some((last.created_at, last.id.clone()));
-        all.extend(page.iter().map(|transaction| (transaction.kind, transaction.amount, transaction.created_at)));
+        all.extend(page.iter().map(|transaction| {
+            let kind = TransactionKind::from_name(&transaction.kind).expect("a kind");
+            (kind, transaction.amount, transaction.created_at)
+        }));
     }
 }
 

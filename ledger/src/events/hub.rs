@@ -31,15 +31,28 @@ pub struct EventHub {
     keys: broadcast::Sender<KeyHint>,
     /// Whether the PostgreSQL `LISTEN` connection is up (readiness).
     listening: Arc<AtomicBool>,
+    /// Wakes this process's webhook dispatcher when a commit wrote deliveries.
+    deliveries: Arc<tokio::sync::Notify>,
 }
 
 impl Default for EventHub {
     fn default() -> Self {
-        Self { channels: Arc::default(), keys: broadcast::channel(KEY_CHANNEL_CAPACITY).0, listening: Arc::default() }
+        Self {
+            channels: Arc::default(),
+            keys: broadcast::channel(KEY_CHANNEL_CAPACITY).0,
+            listening: Arc::default(),
+            deliveries: Arc::default(),
+        }
     }
 }
 
 impl EventHub {
+    /// Notified when a commit of this process wrote webhook deliveries (other replicas'
+    /// dispatchers find them with their periodic sweep).
+    pub fn deliveries(&self) -> &tokio::sync::Notify {
+        &self.deliveries
+    }
+
     /// A receiver of the hints about the organization from now on.
     pub fn subscribe(&self, organization_id: &str) -> broadcast::Receiver<Arc<Hint>> {
         let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

@@ -5,6 +5,7 @@
 
 mod amount;
 mod balance;
+mod event;
 mod hold;
 mod lot;
 mod organization;
@@ -13,6 +14,7 @@ mod usage;
 
 pub use amount::{Amount, MAX_CREDITS};
 pub use balance::Balance;
+pub use event::EventType;
 pub use hold::{
     CaptureRequest, CreditHold, DEFAULT_HOLD_TTL_SECS, HoldCaptured, HoldCreated, HoldRequest, HoldStatus,
     MAX_HOLD_TTL_SECS,

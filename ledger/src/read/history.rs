@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use entity::credit_transaction::{Column, Entity};
-use sea_orm::sea_query::Condition;
+use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select};
 
 use crate::{CreditTransaction, Ledger, LedgerError, TransactionKind};
@@ -50,6 +50,38 @@ pub struct Page {
     pub has_previous: bool,
     /// Whether older transactions exist after this page.
     pub has_next: bool,
+}
+
+/// A transaction as exported: every column but its allocations, read without decoding
+/// them (an export of millions of rows reads only what it writes).
+#[derive(Clone, Debug, PartialEq, Eq, sea_orm::FromQueryResult)]
+pub struct ExportedTransaction {
+    /// `ctx_…`
+    pub id: String,
+    /// Whose.
+    pub organization_id: String,
+    /// Commit time (for an expiry, the lot's expiry).
+    pub created_at: DateTime<Utc>,
+    /// `PURCHASE`, `CONSUMPTION`, …
+    pub kind: String,
+    /// Signed change.
+    pub amount: i64,
+    /// Balance right after.
+    pub balance_after: i64,
+    /// Reason given.
+    pub description: Option<String>,
+    /// Reference type given.
+    pub reference_type: Option<String>,
+    /// Reference id given.
+    pub reference_id: Option<String>,
+    /// Idempotency key given.
+    pub idempotency_key: Option<String>,
+    /// The hold a capture ended.
+    pub hold_id: Option<String>,
+    /// The API key that made it.
+    pub api_key_id: Option<String>,
+    /// The client session that made it.
+    pub client_session_id: Option<String>,
 }
 
 impl Ledger {
@@ -128,25 +160,44 @@ impl Ledger {
         kinds: Option<&[TransactionKind]>,
         after: Option<(DateTime<Utc>, &str)>,
         limit: u64,
-    ) -> Result<Vec<CreditTransaction>, LedgerError> {
+    ) -> Result<Vec<ExportedTransaction>, LedgerError> {
         let filter = TransactionFilter { kinds: kinds.map(<[_]>::to_vec), created_before: to, ..Default::default() };
         let mut query = filtered(organization_id, &filter);
         if let Some(from) = from {
             query = query.filter(Column::CreatedAt.gte(from));
         }
         if let Some((created_at, id)) = after {
-            let later = Condition::all().add(Column::CreatedAt.eq(created_at)).add(Column::Id.gt(id));
-            query = query.filter(Condition::any().add(Column::CreatedAt.gt(created_at)).add(later));
+            // A row value, so that both engines read on along the index.
+            let position = Expr::tuple([Expr::col(Column::CreatedAt), Expr::col(Column::Id)]);
+            query = query.filter(sea_orm::sea_query::ExprTrait::gt(
+                position,
+                Expr::tuple([Expr::value(created_at), Expr::value(id)]),
+            ));
         }
         query
+            .select_only()
+            .columns([
+                Column::Id,
+                Column::OrganizationId,
+                Column::CreatedAt,
+                Column::Kind,
+                Column::Amount,
+                Column::BalanceAfter,
+                Column::Description,
+                Column::ReferenceType,
+                Column::ReferenceId,
+                Column::IdempotencyKey,
+                Column::HoldId,
+                Column::ApiKeyId,
+                Column::ClientSessionId,
+            ])
             .order_by_asc(Column::CreatedAt)
             .order_by_asc(Column::Id)
             .limit(limit)
+            .into_model::<ExportedTransaction>()
             .all(&self.db)
-            .await?
-            .into_iter()
-            .map(CreditTransaction::try_from)
-            .collect()
+            .await
+            .map_err(Into::into)
     }
 
     /// A transaction by id, if it exists.

@@ -14,9 +14,9 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
-use entity::{credit_transaction, credit_usage};
+use entity::credit_transaction;
 use sea_orm::sea_query::Condition;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect, Statement};
 
 use crate::model::{SLOT_SECS, slot_of};
 use crate::{Ledger, LedgerError, TransactionKind, UsageTotals};
@@ -114,24 +114,63 @@ impl Ledger {
             };
             (!group.is_empty()).then_some(group)
         };
-        let rows = credit_usage::Entity::find()
-            .filter(credit_usage::Column::OrganizationId.eq(&query.organization_id))
-            .filter(credit_usage::Column::SlotStart.gte(slot_of(query.from)))
-            .filter(credit_usage::Column::SlotStart.lt(query.to))
-            .all(&self.db)
-            .await?;
-        for row in rows {
-            if cut.contains(&row.slot_start) {
-                continue;
+        // The database adds up the slots wholly inside each bucket, bucket by bucket (one
+        // statement, an index range per bucket): a year of slots never leaves it.
+        let group_column = match query.group_by {
+            None => "''",
+            Some(UsageGroupBy::ReferenceType) => "u.reference_type",
+            Some(UsageGroupBy::ApiKey) => "u.api_key_id",
+        };
+        let backend = self.db.get_database_backend();
+        let mut values: Vec<sea_orm::Value> = Vec::new();
+        let mut placeholder = |value: sea_orm::Value, cast: &str| {
+            values.push(value);
+            match backend {
+                DbBackend::Postgres => format!("${}::{cast}", values.len()),
+                _ => "?".to_owned(),
             }
-            let totals = UsageTotals {
-                consumed: row.consumed,
-                added: row.added,
-                expired: row.expired,
-                refunded: row.refunded,
-                transactions: row.transactions,
-            };
-            count(row.slot_start, group_of(row.reference_type, row.api_key_id), &totals);
+        };
+        let mut ranges = Vec::with_capacity(edges.len());
+        for (index, pair) in edges.windows(2).enumerate() {
+            // Slots wholly inside the bucket: from the first slot edge at or after its
+            // start to the last one at or before its end.
+            let (from, to) = (slot_of(pair[0] + slot - Duration::microseconds(1)), slot_of(pair[1]));
+            if from < to {
+                let index = placeholder((index as i64).into(), "bigint");
+                ranges.push(format!(
+                    "({index}, {}, {})",
+                    placeholder(from.into(), "timestamptz"),
+                    placeholder(to.into(), "timestamptz")
+                ));
+            }
+        }
+        // After the ranges: SQLite's `?` are numbered in the order they appear.
+        let organization = placeholder(query.organization_id.clone().into(), "text");
+        if !ranges.is_empty() {
+            let sql = format!(
+                "SELECT b.column1 AS bucket, {group_column} AS grp, CAST(SUM(u.consumed) AS BIGINT) AS consumed, \
+                 CAST(SUM(u.added) AS BIGINT) AS added, CAST(SUM(u.expired) AS BIGINT) AS expired, \
+                 CAST(SUM(u.refunded) AS BIGINT) AS refunded, CAST(SUM(u.transactions) AS BIGINT) AS transactions \
+                 FROM (VALUES {}) AS b JOIN credit_usage u ON u.organization_id = {organization} \
+                 AND u.slot_start >= b.column2 AND u.slot_start < b.column3 GROUP BY b.column1{grouped}",
+                ranges.join(", "),
+                grouped = if query.group_by.is_some() { format!(", {group_column}") } else { String::new() },
+            );
+            let rows = self.db.query_all_raw(Statement::from_sql_and_values(backend, sql, values)).await?;
+            for row in rows {
+                let bucket: i64 = row.try_get("", "bucket")?;
+                let group: String = row.try_get("", "grp")?;
+                let sum = |column: &str| row.try_get::<i64>("", column);
+                let totals = UsageTotals {
+                    consumed: sum("consumed")?,
+                    added: sum("added")?,
+                    expired: sum("expired")?,
+                    refunded: sum("refunded")?,
+                    transactions: sum("transactions")?,
+                };
+                let at = edges[usize::try_from(bucket).unwrap_or_default()];
+                count(at, (!group.is_empty()).then_some(group), &totals);
+            }
         }
         if !cut.is_empty() {
             use credit_transaction::Column;

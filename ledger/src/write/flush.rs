@@ -12,10 +12,11 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IdenStatic, QueryFilter, Statement,
 };
 
-use crate::decide::{self, HeldCredits};
+use crate::decide::{self, HeldCredits, Standing};
 use crate::events::Hint;
 use crate::model::{allocations_json, slot_of};
-use crate::{CreditLot, CreditTransaction, LedgerError, UsageTotals};
+use crate::{CreditLot, CreditTransaction, EventType, HoldStatus, LedgerError, TransactionKind, UsageTotals};
+use serde_json::{Map, Value};
 
 use super::{LedgerTx, open_lots_from};
 use crate::commit::idempotency::duplicate_key_or;
@@ -40,6 +41,7 @@ impl LedgerTx {
             }
         }
         self.add_usage(&pending).await?;
+        self.raise_events(&pending);
         let at = self.at;
         let mut new_lots = Vec::new();
         let mut lot_updates = Vec::new();
@@ -52,7 +54,8 @@ impl LedgerTx {
                 || !state.created_holds.is_empty()
                 || !state.resolved_holds.is_empty()
                 || state.version != locked.row.version
-                || state.overdraft_limit != locked.row.overdraft_limit;
+                || state.overdraft_limit != locked.row.overdraft_limit
+                || locked.threshold != locked.row.low_balance_threshold;
             for lot in &state.lots {
                 if state.created_lots.contains(&lot.id) {
                     new_lots.push(lot_row(lot, at));
@@ -98,6 +101,7 @@ impl LedgerTx {
                     (state.next_event().into(), "timestamptz"),
                     ((locked.row.generation + 1).into(), "bigint"),
                     (open_lots_from(state).into(), "bigint"),
+                    (locked.threshold.into(), "bigint"),
                     (locked.row.version.into(), "bigint"),
                     (locked.row.generation.into(), "bigint"),
                 ])
@@ -106,9 +110,18 @@ impl LedgerTx {
                 backend,
                 "credit_balances",
                 "organization_id",
-                &["balance", "version", "held", "overdraft_limit", "next_event_at", "generation", "open_lots_from"],
+                &[
+                    "balance",
+                    "version",
+                    "held",
+                    "overdraft_limit",
+                    "next_event_at",
+                    "generation",
+                    "open_lots_from",
+                    "low_balance_threshold",
+                ],
                 at,
-                "version = v.column9 AND credit_balances.generation = v.column10",
+                "version = v.column10 AND credit_balances.generation = v.column11",
                 rows,
             );
             let updated = self.txn.execute_raw(statement).await?;
@@ -128,6 +141,7 @@ impl LedgerTx {
             locked.row.next_event_at = state.next_event();
             locked.row.generation += 1;
             locked.row.open_lots_from = open_lots_from(state);
+            locked.row.low_balance_threshold = locked.threshold;
             locked.row.updated_at = at;
             let transactions = seq != version_locked;
             self.outbox.hint(if transactions {
@@ -182,6 +196,71 @@ impl LedgerTx {
 }
 
 impl LedgerTx {
+    /// Decides the outgoing events of this transaction, organization by organization,
+    /// from the row it locked (where the organization stood before) and the state it
+    /// leaves: the balance alerts ([`decide::alerts`]), a grant, an expiry or a void
+    /// written, a hold expired, and what callers [raised](LedgerTx::raise). Each body
+    /// carries the balance as this transaction commits it.
+    fn raise_events(&mut self, pending: &[CreditTransaction]) {
+        let Self { locked, outbox, at, .. } = self;
+        for (organization_id, locked) in locked.iter_mut() {
+            let (row, state) = (&locked.row, &locked.state);
+            let available = row.balance - row.held;
+            let before = Standing {
+                available,
+                spendable: available + row.overdraft_limit,
+                threshold: row.low_balance_threshold,
+            };
+            let after = Standing::of(state, locked.threshold);
+            let own = || pending.iter().filter(|transaction| transaction.organization_id == *organization_id);
+            let last = own().next_back().map(|transaction| Value::from(transaction.id.clone()));
+            let mut raised: Vec<(EventType, Map<String, Value>)> = decide::alerts(before, after)
+                .into_iter()
+                .map(|kind| {
+                    let mut fields = Map::new();
+                    fields.insert("threshold".into(), after.threshold.into());
+                    if let Some(last) = &last {
+                        fields.insert("transactionId".into(), last.clone());
+                    }
+                    (kind, fields)
+                })
+                .collect();
+            for transaction in own() {
+                let kind = match transaction.kind {
+                    TransactionKind::Grant => EventType::Granted,
+                    TransactionKind::Expiry => EventType::Expired,
+                    TransactionKind::Void => EventType::Voided,
+                    _ => continue,
+                };
+                let mut fields = Map::new();
+                fields.insert("transactionId".into(), transaction.id.clone().into());
+                fields.insert("amount".into(), transaction.amount.into());
+                if let Some(lot) = transaction.allocations.first().and_then(|allocation| allocation.lot_id.clone()) {
+                    fields.insert("lotId".into(), lot.into());
+                }
+                raised.push((kind, fields));
+            }
+            for resolution in state.resolved_holds.iter().filter(|resolved| resolved.status == HoldStatus::Expired) {
+                let mut fields = Map::new();
+                fields.insert("holdId".into(), resolution.id.clone().into());
+                fields.insert("status".into(), HoldStatus::Expired.as_str().into());
+                raised.push((EventType::HoldExpired, fields));
+            }
+            raised.append(&mut locked.raised);
+            for (kind, fields) in raised {
+                let mut data = Map::new();
+                data.insert("organizationId".into(), organization_id.clone().into());
+                data.insert("version".into(), state.version.into());
+                data.insert("balance".into(), state.balance.into());
+                data.insert("available".into(), after.available.into());
+                data.insert("held".into(), state.held.into());
+                data.insert("spendable".into(), after.spendable.into());
+                data.extend(fields);
+                outbox.event(organization_id, kind, *at, data);
+            }
+        }
+    }
+
     /// Adds `transactions` to the usage rollup, in this transaction: one upsert of their
     /// sums per organization, slot, reference type and key. Written here, beside the
     /// transactions it sums and nowhere else, the rollup cannot disagree with them.

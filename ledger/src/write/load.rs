@@ -52,7 +52,8 @@ impl LedgerTx {
         for row in rows {
             let state =
                 kept.remove(&row.organization_id).or_else(|| states.remove(&row.organization_id)).unwrap_or_default();
-            self.locked.insert(row.organization_id.clone(), Locked { row, state });
+            let threshold = row.low_balance_threshold;
+            self.locked.insert(row.organization_id.clone(), Locked { row, state, threshold, raised: Vec::new() });
         }
         Ok(())
     }

@@ -38,6 +38,11 @@ use crate::{CaptureRequest, CreditHold, HoldCaptured, HoldRequest};
 struct Locked {
     row: credit_balance::Model,
     state: State,
+    /// The low-balance threshold as this transaction leaves it (the row's until changed).
+    threshold: Option<i64>,
+    /// Outgoing events this transaction's callers raised for it (a purchase completed,
+    /// say), with what their bodies add; written at commit with the ledger's own.
+    raised: Vec<(crate::EventType, serde_json::Map<String, serde_json::Value>)>,
 }
 
 /// What a clawback took.
@@ -277,6 +282,45 @@ impl LedgerTx {
         let transaction = self.take_entries(&organization_id, main);
         let lot = lot.ok_or(LedgerError::NotFound("credit lot"))?;
         Ok((lot, transaction, balance))
+    }
+
+    /// Sets (or clears) the organization's low-balance threshold, on the organization and
+    /// on its balance row; a threshold raised above `available` raises
+    /// `credits.balance.low` at commit, and live subscribers hear of it.
+    pub async fn set_low_balance_threshold(
+        &mut self,
+        organization_id: &str,
+        threshold: Option<i64>,
+    ) -> Result<(crate::Organization, Balance), LedgerError> {
+        use sea_orm::{ColumnTrait, QueryFilter};
+        self.lock([organization_id]).await?;
+        let updated = entity::organization::Entity::update_many()
+            .col_expr(entity::organization::Column::LowBalanceThreshold, threshold.into())
+            .filter(entity::organization::Column::Id.eq(organization_id))
+            .exec_with_returning(&self.txn)
+            .await?;
+        let organization =
+            updated.into_iter().next().map(crate::Organization::from).ok_or(LedgerError::OrganizationNotFound)?;
+        let at = self.at;
+        let locked = self.locked_mut(organization_id)?;
+        locked.threshold = threshold;
+        let balance = balance_of(locked, at);
+        let event = crate::events::BalanceEvent::Threshold { organization_id: organization.id.clone(), threshold, at };
+        self.outbox.hint(event.hint());
+        Ok((organization, balance))
+    }
+
+    /// Raises the outgoing event `kind` about the organization (locking it), its body
+    /// carrying `fields` beside the balance as this transaction commits it.
+    pub async fn raise(
+        &mut self,
+        organization_id: &str,
+        kind: crate::EventType,
+        fields: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), LedgerError> {
+        self.lock([organization_id]).await?;
+        self.locked_mut(organization_id)?.raised.push((kind, fields));
+        Ok(())
     }
 
     /// Sets the organization's overdraft limit; below the current debt is refused.

@@ -373,7 +373,12 @@ impl TestApp {
 
     /// A second server (replica) on this app's database; returns its base URL.
     pub async fn spawn_replica(&self) -> String {
-        let app = Application::build(&test_config(&self._database.url)).await.expect("build replica");
+        self.spawn_replica_with(&[]).await
+    }
+
+    /// A second server on this app's database with extra configuration variables.
+    pub async fn spawn_replica_with(&self, extra: &[(&str, &str)]) -> String {
+        let app = Application::build(&test_config_with(&self._database.url, extra)).await.expect("build replica");
         let base = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped(std::future::pending()));
         wait_until_ready(&self.client, &base).await;

@@ -1,0 +1,648 @@
+//! Outgoing webhooks as stored: endpoints (with their signing secrets), the events the
+//! outbox writes with each change, and their deliveries, claimed by dispatchers under a
+//! lease and settled attempt by attempt. Sending them over HTTP is the server's part;
+//! this module decides nothing about the network.
+
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use entity::{webhook_delivery, webhook_endpoint, webhook_event};
+use sea_orm::sea_query::{Condition, Expr};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
+};
+
+use crate::{EventType, Ledger, LedgerError, new_id};
+
+/// How long a rotated-out secret still signs deliveries, beside the new one.
+pub const SECRET_OVERLAP_HOURS: i64 = 24;
+
+/// An endpoint an application registered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookEndpoint {
+    /// `whe_…`
+    pub id: String,
+    /// Whose events; none for every organization's.
+    pub organization_id: Option<String>,
+    /// Where events are POSTed.
+    pub url: String,
+    /// The types it receives; empty for every type.
+    pub event_types: Vec<EventType>,
+    /// The owner's note.
+    pub description: Option<String>,
+    /// Whether deliveries are attempted.
+    pub enabled: bool,
+    /// Why the server disabled it, if it did.
+    pub disabled_reason: Option<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Latest change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<webhook_endpoint::Model> for WebhookEndpoint {
+    type Error = LedgerError;
+
+    fn try_from(row: webhook_endpoint::Model) -> Result<Self, LedgerError> {
+        Ok(Self {
+            event_types: parse_types(&row.event_types)?,
+            id: row.id,
+            organization_id: row.organization_id,
+            url: row.url,
+            description: row.description,
+            enabled: row.enabled,
+            disabled_reason: row.disabled_reason,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+fn parse_types(stored: &str) -> Result<Vec<EventType>, LedgerError> {
+    stored
+        .split(',')
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            EventType::from_name(name).ok_or_else(|| LedgerError::internal(format!("stored event type {name}")))
+        })
+        .collect()
+}
+
+fn stored_types(types: &[EventType]) -> String {
+    let mut names: Vec<&str> = types.iter().map(|kind| kind.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    names.join(",")
+}
+
+/// An event as written with its change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookEvent {
+    /// `evt_…`: every delivery's `webhook-id`.
+    pub id: String,
+    /// What happened.
+    pub event_type: EventType,
+    /// Whom it is about.
+    pub organization_id: String,
+    /// The body, as JSON text.
+    pub payload: String,
+    /// Commit time of its change.
+    pub created_at: DateTime<Utc>,
+}
+
+impl TryFrom<webhook_event::Model> for WebhookEvent {
+    type Error = LedgerError;
+
+    fn try_from(row: webhook_event::Model) -> Result<Self, LedgerError> {
+        Ok(Self {
+            event_type: EventType::from_name(&row.event_type)
+                .ok_or_else(|| LedgerError::internal(format!("stored event type {}", row.event_type)))?,
+            id: row.id,
+            organization_id: row.organization_id,
+            payload: row.payload,
+            created_at: row.created_at,
+        })
+    }
+}
+
+/// Where a delivery stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    /// Attempts remain.
+    Pending,
+    /// A 2xx answered.
+    Succeeded,
+    /// Given up.
+    Failed,
+}
+
+impl DeliveryStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+        }
+    }
+
+    fn parse(stored: &str) -> Result<Self, LedgerError> {
+        match stored {
+            "PENDING" => Ok(Self::Pending),
+            "SUCCEEDED" => Ok(Self::Succeeded),
+            "FAILED" => Ok(Self::Failed),
+            other => Err(LedgerError::internal(format!("stored delivery status {other}"))),
+        }
+    }
+}
+
+/// One event's delivery to one endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookDelivery {
+    /// `whd_…`
+    pub id: String,
+    /// To which endpoint.
+    pub endpoint_id: String,
+    /// Which event.
+    pub event_id: String,
+    /// Where it stands.
+    pub status: DeliveryStatus,
+    /// Attempts made.
+    pub attempts: i32,
+    /// The last attempt's HTTP status, when it got one.
+    pub last_status_code: Option<i32>,
+    /// What went wrong last.
+    pub last_error: Option<String>,
+    /// When the next attempt is due (pending only).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When a 2xx answered.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+impl TryFrom<webhook_delivery::Model> for WebhookDelivery {
+    type Error = LedgerError;
+
+    fn try_from(row: webhook_delivery::Model) -> Result<Self, LedgerError> {
+        Ok(Self {
+            status: DeliveryStatus::parse(&row.status)?,
+            id: row.id,
+            endpoint_id: row.endpoint_id,
+            event_id: row.event_id,
+            attempts: row.attempts,
+            last_status_code: row.last_status_code,
+            last_error: row.last_error,
+            next_attempt_at: row.next_attempt_at,
+            delivered_at: row.delivered_at,
+            created_at: row.created_at,
+        })
+    }
+}
+
+/// A new endpoint, validated by the caller (its URL, against request forgery).
+#[derive(Clone, Debug)]
+pub struct NewEndpoint {
+    /// Whose events; none for every organization's.
+    pub organization_id: Option<String>,
+    /// Where events go.
+    pub url: String,
+    /// The types it takes; empty for every type.
+    pub event_types: Vec<EventType>,
+    /// The owner's note.
+    pub description: Option<String>,
+}
+
+/// Changes to an endpoint; absent parts stay.
+#[derive(Clone, Debug, Default)]
+pub struct EndpointChange {
+    /// A new URL (validated by the caller).
+    pub url: Option<String>,
+    /// New types (empty: every type).
+    pub event_types: Option<Vec<EventType>>,
+    /// A new note.
+    pub description: Option<String>,
+    /// On or off; turning it on clears why it was off.
+    pub enabled: Option<bool>,
+}
+
+/// Which rows of a list come next: newest first, after this creation time and id.
+pub type ListCursor = (DateTime<Utc>, String);
+
+/// A delivery a dispatcher claimed: what to send, where, and how to sign it.
+#[derive(Clone, Debug)]
+pub struct ClaimedDelivery {
+    /// `whd_…`
+    pub id: String,
+    /// Attempts made before this one.
+    pub attempts: i32,
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// Its URL.
+    pub url: String,
+    /// Secrets to sign with: the current one, and the previous one during the overlap.
+    pub secrets: Vec<String>,
+    /// The event's id (`webhook-id`).
+    pub event_id: String,
+    /// The body.
+    pub payload: String,
+    /// The lease this dispatcher holds on it, until this instant.
+    pub leased_until: DateTime<Utc>,
+}
+
+/// What one attempt came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// A 2xx.
+    Succeeded {
+        /// The status.
+        status_code: i32,
+    },
+    /// Not delivered; another attempt at `retry_at`, or none (the delivery fails).
+    NotDelivered {
+        /// The HTTP status, when one came back.
+        status_code: Option<i32>,
+        /// What went wrong.
+        error: String,
+        /// The next attempt, if any remain.
+        retry_at: Option<DateTime<Utc>>,
+        /// Disable the endpoint, for this reason (a 410, five days of failures).
+        disable: Option<String>,
+    },
+}
+
+/// A fresh signing secret: `whsec_` and the base64 of 32 random bytes.
+fn new_secret() -> Result<String, LedgerError> {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|error| LedgerError::internal(format!("no randomness: {error}")))?;
+    Ok(format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes)))
+}
+
+impl Ledger {
+    /// Registers an endpoint; returns it and its secret (never shown again).
+    pub async fn create_webhook_endpoint(&self, new: NewEndpoint) -> Result<(WebhookEndpoint, String), LedgerError> {
+        crate::check_text("description", new.description.as_deref().unwrap_or_default(), crate::MAX_DESCRIPTION_LEN)?;
+        if let Some(organization_id) = &new.organization_id {
+            self.organization(organization_id).await?.ok_or(LedgerError::OrganizationNotFound)?;
+        }
+        let secret = new_secret()?;
+        let at = self.now();
+        let row = webhook_endpoint::ActiveModel {
+            id: Set(new_id("whe")),
+            organization_id: Set(new.organization_id),
+            url: Set(new.url),
+            event_types: Set(stored_types(&new.event_types)),
+            description: Set(new.description),
+            enabled: Set(true),
+            disabled_reason: Set(None),
+            secret: Set(secret.clone()),
+            previous_secret: Set(None),
+            previous_secret_until: Set(None),
+            failing_since: Set(None),
+            created_at: Set(at),
+            updated_at: Set(at),
+        }
+        .insert(&self.db)
+        .await?;
+        Ok((WebhookEndpoint::try_from(row)?, secret))
+    }
+
+    /// An endpoint by id.
+    pub async fn webhook_endpoint(&self, id: &str) -> Result<Option<WebhookEndpoint>, LedgerError> {
+        webhook_endpoint::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .map(WebhookEndpoint::try_from)
+            .transpose()
+    }
+
+    /// Changes an endpoint.
+    pub async fn update_webhook_endpoint(
+        &self,
+        id: &str,
+        change: EndpointChange,
+    ) -> Result<WebhookEndpoint, LedgerError> {
+        if let Some(description) = &change.description {
+            crate::check_text("description", description, crate::MAX_DESCRIPTION_LEN)?;
+        }
+        let row = webhook_endpoint::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .ok_or(LedgerError::NotFound("webhook endpoint"))?;
+        let mut row: webhook_endpoint::ActiveModel = row.into();
+        if let Some(url) = change.url {
+            row.url = Set(url);
+        }
+        if let Some(types) = change.event_types {
+            row.event_types = Set(stored_types(&types));
+        }
+        if let Some(description) = change.description {
+            row.description = Set(Some(description));
+        }
+        if let Some(enabled) = change.enabled {
+            row.enabled = Set(enabled);
+            if enabled {
+                row.disabled_reason = Set(None);
+                row.failing_since = Set(None);
+            }
+        }
+        row.updated_at = Set(self.now());
+        WebhookEndpoint::try_from(row.update(&self.db).await?)
+    }
+
+    /// A new secret for the endpoint; the old one still signs beside it for
+    /// [`SECRET_OVERLAP_HOURS`]. Returns the endpoint and the new secret.
+    pub async fn rotate_webhook_secret(&self, id: &str) -> Result<(WebhookEndpoint, String), LedgerError> {
+        let row = webhook_endpoint::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .ok_or(LedgerError::NotFound("webhook endpoint"))?;
+        let secret = new_secret()?;
+        let at = self.now();
+        let previous = row.secret.clone();
+        let mut row: webhook_endpoint::ActiveModel = row.into();
+        row.previous_secret = Set(Some(previous));
+        row.previous_secret_until = Set(Some(at + Duration::hours(SECRET_OVERLAP_HOURS)));
+        row.secret = Set(secret.clone());
+        row.updated_at = Set(at);
+        Ok((WebhookEndpoint::try_from(row.update(&self.db).await?)?, secret))
+    }
+
+    /// Deletes an endpoint; its pending deliveries fail. Returns it as it was.
+    pub async fn delete_webhook_endpoint(&self, id: &str) -> Result<WebhookEndpoint, LedgerError> {
+        let txn = crate::db::begin_write(&self.db).await?;
+        let row = webhook_endpoint::Entity::find_by_id(id.to_owned())
+            .one(&txn)
+            .await?
+            .ok_or(LedgerError::NotFound("webhook endpoint"))?;
+        fail_pending(&txn, id, "the endpoint was deleted").await?;
+        webhook_endpoint::Entity::delete_by_id(id.to_owned()).exec(&txn).await?;
+        txn.commit().await?;
+        WebhookEndpoint::try_from(row)
+    }
+
+    /// Endpoints, newest first: the organization's, or (`None`) every endpoint.
+    pub async fn webhook_endpoints(
+        &self,
+        organization_id: Option<&str>,
+        after: Option<&ListCursor>,
+        limit: u64,
+    ) -> Result<Vec<WebhookEndpoint>, LedgerError> {
+        use webhook_endpoint::Column;
+        let mut query = webhook_endpoint::Entity::find();
+        if let Some(organization_id) = organization_id {
+            query = query.filter(Column::OrganizationId.eq(organization_id));
+        }
+        if let Some((created_at, id)) = after {
+            query = query.filter(older(Column::CreatedAt, Column::Id, *created_at, id));
+        }
+        let rows = query.order_by_desc(Column::CreatedAt).order_by_desc(Column::Id).limit(limit).all(&self.db).await?;
+        rows.into_iter().map(WebhookEndpoint::try_from).collect()
+    }
+
+    /// An event by id.
+    pub async fn webhook_event(&self, id: &str) -> Result<Option<WebhookEvent>, LedgerError> {
+        webhook_event::Entity::find_by_id(id.to_owned()).one(&self.db).await?.map(WebhookEvent::try_from).transpose()
+    }
+
+    /// The organization's events, newest first, of `types` (all when empty) created in
+    /// `(after, before)`.
+    pub async fn webhook_events(
+        &self,
+        organization_id: &str,
+        types: &[EventType],
+        (created_after, created_before): (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+        after: Option<&ListCursor>,
+        limit: u64,
+    ) -> Result<Vec<WebhookEvent>, LedgerError> {
+        use webhook_event::Column;
+        let mut query = webhook_event::Entity::find().filter(Column::OrganizationId.eq(organization_id));
+        if !types.is_empty() {
+            query = query.filter(Column::EventType.is_in(types.iter().map(|kind| kind.as_str())));
+        }
+        if let Some(at) = created_after {
+            query = query.filter(Column::CreatedAt.gt(at));
+        }
+        if let Some(at) = created_before {
+            query = query.filter(Column::CreatedAt.lt(at));
+        }
+        if let Some((created_at, id)) = after {
+            query = query.filter(older(Column::CreatedAt, Column::Id, *created_at, id));
+        }
+        let rows = query.order_by_desc(Column::CreatedAt).order_by_desc(Column::Id).limit(limit).all(&self.db).await?;
+        rows.into_iter().map(WebhookEvent::try_from).collect()
+    }
+
+    /// An endpoint's deliveries, newest first, of `statuses` (all when empty).
+    pub async fn webhook_deliveries(
+        &self,
+        endpoint_id: &str,
+        statuses: &[DeliveryStatus],
+        after: Option<&ListCursor>,
+        limit: u64,
+    ) -> Result<Vec<WebhookDelivery>, LedgerError> {
+        use webhook_delivery::Column;
+        let mut query = webhook_delivery::Entity::find().filter(Column::EndpointId.eq(endpoint_id));
+        if !statuses.is_empty() {
+            query = query.filter(Column::Status.is_in(statuses.iter().map(|status| status.as_str())));
+        }
+        if let Some((created_at, id)) = after {
+            query = query.filter(older(Column::CreatedAt, Column::Id, *created_at, id));
+        }
+        let rows = query.order_by_desc(Column::CreatedAt).order_by_desc(Column::Id).limit(limit).all(&self.db).await?;
+        rows.into_iter().map(WebhookDelivery::try_from).collect()
+    }
+
+    /// A new delivery of an existing event to an endpoint that takes it (its own
+    /// organization's, or every organization's); due now.
+    pub async fn resend_webhook_event(
+        &self,
+        endpoint_id: &str,
+        event_id: &str,
+    ) -> Result<WebhookDelivery, LedgerError> {
+        let endpoint = webhook_endpoint::Entity::find_by_id(endpoint_id.to_owned())
+            .one(&self.db)
+            .await?
+            .ok_or(LedgerError::NotFound("webhook endpoint"))?;
+        let event = self.webhook_event(event_id).await?.ok_or(LedgerError::NotFound("webhook event"))?;
+        let own = endpoint.organization_id.as_deref().is_none_or(|own| own == event.organization_id);
+        if !own || !crate::outbox::takes(&endpoint, event.event_type) {
+            return Err(LedgerError::InvalidInput("the endpoint does not receive this event".into()));
+        }
+        let at = self.now();
+        let row = webhook_delivery::ActiveModel {
+            id: Set(new_id("whd")),
+            endpoint_id: Set(endpoint.id),
+            event_id: Set(event.id),
+            status: Set(DeliveryStatus::Pending.as_str().to_owned()),
+            attempts: Set(0),
+            last_status_code: Set(None),
+            last_error: Set(None),
+            next_attempt_at: Set(Some(at)),
+            leased_until: Set(None),
+            delivered_at: Set(None),
+            created_at: Set(at),
+        }
+        .insert(&self.db)
+        .await?;
+        self.events.deliveries().notify_one();
+        WebhookDelivery::try_from(row)
+    }
+
+    /// Claims up to `limit` deliveries that are due, to enabled endpoints, for `lease`:
+    /// until then no other dispatcher (of this process or another replica) takes them.
+    /// PostgreSQL skips rows another claim has locked; SQLite's writer lock serializes
+    /// claims.
+    pub async fn claim_deliveries(&self, limit: u64, lease: Duration) -> Result<Vec<ClaimedDelivery>, LedgerError> {
+        let now = self.now();
+        // Whole microseconds: what PostgreSQL stores, so that the claim compares equal.
+        let until = (now + lease).trunc_subsecs(6);
+        let backend = self.db.get_database_backend();
+        let skip_locked = if backend == DbBackend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+        let (p1, p2, p3) = match backend {
+            DbBackend::Postgres => ("$1", "$2", "$3"),
+            _ => ("?", "?", "?"),
+        };
+        let sql = format!(
+            "UPDATE webhook_deliveries SET leased_until = {p1} WHERE id IN (SELECT d.id FROM webhook_deliveries d \
+             WHERE d.status = 'PENDING' AND d.next_attempt_at <= {p2} AND (d.leased_until IS NULL OR d.leased_until <= {p2}) \
+             AND d.endpoint_id IN (SELECT e.id FROM webhook_endpoints e WHERE e.enabled) \
+             ORDER BY d.next_attempt_at LIMIT {p3}{skip_locked}) RETURNING id"
+        );
+        let values: Vec<sea_orm::Value> = match backend {
+            DbBackend::Postgres => vec![until.into(), now.into(), (limit as i64).into()],
+            _ => vec![until.into(), now.into(), now.into(), (limit as i64).into()],
+        };
+        let ids: Vec<String> = self
+            .db
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?
+            .iter()
+            .map(|row| row.try_get::<String>("", "id"))
+            .collect::<Result<_, _>>()?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let deliveries =
+            webhook_delivery::Entity::find().filter(webhook_delivery::Column::Id.is_in(ids)).all(&self.db).await?;
+        let endpoint_ids: Vec<String> = deliveries.iter().map(|row| row.endpoint_id.clone()).collect();
+        let event_ids: Vec<String> = deliveries.iter().map(|row| row.event_id.clone()).collect();
+        let endpoints = webhook_endpoint::Entity::find()
+            .filter(webhook_endpoint::Column::Id.is_in(endpoint_ids))
+            .all(&self.db)
+            .await?;
+        let events =
+            webhook_event::Entity::find().filter(webhook_event::Column::Id.is_in(event_ids)).all(&self.db).await?;
+        Ok(deliveries
+            .into_iter()
+            .filter_map(|delivery| {
+                let endpoint = endpoints.iter().find(|endpoint| endpoint.id == delivery.endpoint_id)?;
+                let event = events.iter().find(|event| event.id == delivery.event_id)?;
+                let mut secrets = vec![endpoint.secret.clone()];
+                if let (Some(previous), Some(until)) = (&endpoint.previous_secret, endpoint.previous_secret_until)
+                    && until > now
+                {
+                    secrets.push(previous.clone());
+                }
+                Some(ClaimedDelivery {
+                    id: delivery.id,
+                    attempts: delivery.attempts,
+                    endpoint_id: endpoint.id.clone(),
+                    url: endpoint.url.clone(),
+                    secrets,
+                    event_id: event.id.clone(),
+                    payload: event.payload.clone(),
+                    leased_until: until,
+                })
+            })
+            .collect())
+    }
+
+    /// Gives claims back unattempted (a dispatcher at its limit for their endpoint).
+    pub async fn release_deliveries(&self, ids: &[String]) -> Result<(), LedgerError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        webhook_delivery::Entity::update_many()
+            .col_expr(webhook_delivery::Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(webhook_delivery::Column::Id.is_in(ids.iter().cloned()))
+            .filter(webhook_delivery::Column::Status.eq(DeliveryStatus::Pending.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Records an attempt of a claimed delivery (only while this claim still holds it),
+    /// and what it means for the endpoint: a success clears its failing streak, a
+    /// failure starts one, and a disabling failure turns it off and fails its other
+    /// pending deliveries. Returns whether the claim still held.
+    pub async fn record_attempt(
+        &self,
+        claimed: &ClaimedDelivery,
+        outcome: &AttemptOutcome,
+        failing_for: Duration,
+    ) -> Result<bool, LedgerError> {
+        use webhook_delivery::Column;
+        let now = self.now();
+        let txn = crate::db::begin_write(&self.db).await?;
+        let mut update = webhook_delivery::Entity::update_many()
+            .col_expr(Column::Attempts, Expr::value(claimed.attempts + 1))
+            .col_expr(Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None));
+        let endpoint = webhook_endpoint::Entity::find_by_id(claimed.endpoint_id.clone()).one(&txn).await?;
+        let mut disable = None;
+        let mut failing_since = endpoint.as_ref().and_then(|endpoint| endpoint.failing_since);
+        match outcome {
+            AttemptOutcome::Succeeded { status_code } => {
+                update = update
+                    .col_expr(Column::Status, Expr::value(DeliveryStatus::Succeeded.as_str()))
+                    .col_expr(Column::LastStatusCode, Expr::value(*status_code))
+                    .col_expr(Column::LastError, Expr::value(Option::<String>::None))
+                    .col_expr(Column::NextAttemptAt, Expr::value(Option::<DateTime<Utc>>::None))
+                    .col_expr(Column::DeliveredAt, Expr::value(now));
+                failing_since = None;
+            }
+            AttemptOutcome::NotDelivered { status_code, error, retry_at, disable: disabling } => {
+                let status = if retry_at.is_some() { DeliveryStatus::Pending } else { DeliveryStatus::Failed };
+                update = update
+                    .col_expr(Column::Status, Expr::value(status.as_str()))
+                    .col_expr(Column::LastStatusCode, Expr::value(*status_code))
+                    .col_expr(Column::LastError, Expr::value(truncate(error)))
+                    .col_expr(Column::NextAttemptAt, Expr::value(*retry_at));
+                let since = *failing_since.get_or_insert(now);
+                disable = disabling
+                    .clone()
+                    .or_else(|| (now - since >= failing_for).then(|| "every delivery failed for five days".to_owned()));
+            }
+        }
+        let updated = update
+            .filter(Column::Id.eq(&claimed.id))
+            .filter(Column::Status.eq(DeliveryStatus::Pending.as_str()))
+            .filter(Column::LeasedUntil.eq(claimed.leased_until))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected == 0 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        if let Some(endpoint) = endpoint {
+            let mut row: webhook_endpoint::ActiveModel = endpoint.into();
+            row.failing_since = Set(failing_since);
+            if let Some(reason) = &disable {
+                row.enabled = Set(false);
+                row.disabled_reason = Set(Some(reason.clone()));
+                row.updated_at = Set(now);
+            }
+            row.update(&txn).await?;
+            if let Some(reason) = &disable {
+                fail_pending(&txn, &claimed.endpoint_id, &format!("the endpoint was disabled: {reason}")).await?;
+            }
+        }
+        txn.commit().await?;
+        Ok(true)
+    }
+}
+
+/// Fails an endpoint's pending deliveries with `why`.
+async fn fail_pending(conn: &impl ConnectionTrait, endpoint_id: &str, why: &str) -> Result<(), LedgerError> {
+    use webhook_delivery::Column;
+    webhook_delivery::Entity::update_many()
+        .col_expr(Column::Status, Expr::value(DeliveryStatus::Failed.as_str()))
+        .col_expr(Column::LastError, Expr::value(why))
+        .col_expr(Column::NextAttemptAt, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+        .filter(Column::EndpointId.eq(endpoint_id))
+        .filter(Column::Status.eq(DeliveryStatus::Pending.as_str()))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// Rows older than `(created_at, id)` in a newest-first list.
+fn older<C: ColumnTrait>(created: C, id_column: C, created_at: DateTime<Utc>, id: &str) -> Condition {
+    Condition::any().add(created.lt(created_at)).add(Condition::all().add(created.eq(created_at)).add(id_column.lt(id)))
+}
+
+/// An error message as stored: at most 500 characters.
+fn truncate(error: &str) -> String {
+    error.chars().take(500).collect()
+}

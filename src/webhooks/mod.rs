@@ -1,0 +1,260 @@
+//! Outgoing webhooks: the dispatcher that delivers the events the ledger's outbox wrote.
+//!
+//! Every replica runs one. It claims due deliveries under a lease
+//! ([`Ledger::claim_deliveries`]: PostgreSQL `FOR UPDATE SKIP LOCKED`, SQLite's single
+//! writer), so no two dispatchers send the same attempt at once; it is woken by this
+//! process's commits and sweeps every second for the rest (other replicas' commits,
+//! retries coming due). At most [`PER_ENDPOINT`] attempts are in flight per endpoint and
+//! [`IN_FLIGHT`] in all, each with a 15-second timeout, so a slow or dead endpoint holds
+//! only its own slots; the ledger never waits for any of it.
+//!
+//! - `sign.rs`: Standard Webhooks v1 signatures.
+//! - `address.rs`: where webhooks may go (no request forgery), at saving and connecting.
+
+pub mod address;
+pub mod sign;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::WebhookConfig;
+use crate::ledger::Ledger;
+use crate::ledger::webhooks::{AttemptOutcome, ClaimedDelivery};
+
+/// Attempts in flight per endpoint.
+pub const PER_ENDPOINT: usize = 4;
+/// Attempts in flight in all.
+pub const IN_FLIGHT: usize = 64;
+/// How long an attempt may take.
+pub const TIMEOUT: StdDuration = StdDuration::from_secs(15);
+/// A claim's lease: longer than an attempt can take.
+const LEASE_SECS: i64 = 60;
+/// An endpoint whose deliveries all failed for this long is disabled.
+const FAILING_DAYS: i64 = 5;
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER_SECS: u64 = 86_400;
+
+/// Delivers outgoing webhooks; see the module doc.
+#[derive(Clone)]
+pub struct Dispatcher {
+    ledger: Ledger,
+    client: reqwest::Client,
+    config: WebhookConfig,
+    in_flight: Arc<Semaphore>,
+    per_endpoint: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+}
+
+impl Dispatcher {
+    /// A dispatcher over `ledger` with `config`.
+    pub fn new(ledger: Ledger, config: WebhookConfig) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(TIMEOUT)
+            .dns_resolver(Arc::new(address::PublicResolver { allow_private: config.allow_private }))
+            .user_agent(concat!("credits-webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            ledger,
+            client,
+            config,
+            in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+            per_endpoint: Arc::default(),
+        })
+    }
+
+    /// Runs until the runtime stops: delivers whatever is due, when woken or every second.
+    pub fn start(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = self.ledger.events().deliveries().notified() => {}
+                    () = tokio::time::sleep(StdDuration::from_secs(1)) => {}
+                }
+                if let Err(error) = self.round().await {
+                    tracing::warn!(%error, "webhooks: claiming deliveries failed; retrying");
+                }
+            }
+        })
+    }
+
+    /// Claims and starts due deliveries while there are any and room for them.
+    async fn round(&self) -> Result<(), crate::ledger::LedgerError> {
+        loop {
+            let room = self.in_flight.available_permits().min(32);
+            if room == 0 {
+                return Ok(());
+            }
+            let claimed = self.ledger.claim_deliveries(room as u64, chrono::Duration::seconds(LEASE_SECS)).await?;
+            let full = claimed.len() == room;
+            let mut given_back = Vec::new();
+            for delivery in claimed {
+                match self.permits(&delivery.endpoint_id) {
+                    Some(permits) => {
+                        let dispatcher = self.clone();
+                        tokio::spawn(async move {
+                            dispatcher.attempt(delivery).await;
+                            drop(permits);
+                            // Room again: look for more at once.
+                            dispatcher.ledger.events().deliveries().notify_one();
+                        });
+                    }
+                    None => given_back.push(delivery.id),
+                }
+            }
+            self.ledger.release_deliveries(&given_back).await?;
+            if !full || !given_back.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A slot overall and one of the endpoint's, or none if either is full.
+    fn permits(&self, endpoint_id: &str) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let endpoint = {
+            let mut per_endpoint = self.per_endpoint.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if per_endpoint.len() > 10_000 {
+                per_endpoint.retain(|_, semaphore| semaphore.available_permits() < PER_ENDPOINT);
+            }
+            per_endpoint.entry(endpoint_id.to_owned()).or_insert_with(|| Arc::new(Semaphore::new(PER_ENDPOINT))).clone()
+        };
+        let endpoint = endpoint.try_acquire_owned().ok()?;
+        let overall = self.in_flight.clone().try_acquire_owned().ok()?;
+        Some((endpoint, overall))
+    }
+
+    /// One attempt, recorded.
+    async fn attempt(&self, delivery: ClaimedDelivery) {
+        let outcome = self.send(&delivery).await;
+        match &outcome {
+            AttemptOutcome::Succeeded { status_code } => {
+                tracing::debug!(delivery = %delivery.id, event = %delivery.event_id, status_code, "webhook delivered");
+            }
+            AttemptOutcome::NotDelivered { status_code, error, retry_at, .. } => {
+                tracing::info!(
+                    delivery = %delivery.id,
+                    event = %delivery.event_id,
+                    endpoint = %delivery.endpoint_id,
+                    ?status_code,
+                    %error,
+                    retry = ?retry_at,
+                    "webhook not delivered"
+                );
+            }
+        }
+        let recorded = self.ledger.record_attempt(&delivery, &outcome, chrono::Duration::days(FAILING_DAYS)).await;
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(delivery = %delivery.id, "webhook attempt outlived its lease; not recorded"),
+            Err(error) => tracing::error!(%error, delivery = %delivery.id, "webhook attempt could not be recorded"),
+        }
+    }
+
+    /// Sends one attempt and says what it came to.
+    async fn send(&self, delivery: &ClaimedDelivery) -> AttemptOutcome {
+        let failed =
+            |status_code: Option<u16>, error: String, retry_after: Option<StdDuration>| AttemptOutcome::NotDelivered {
+                status_code: status_code.map(i32::from),
+                error,
+                retry_at: self.retry_at(delivery.attempts, retry_after),
+                disable: None,
+            };
+        let url = match address::check_form(&delivery.url, &self.config) {
+            Ok(url) => url,
+            Err(error) => return failed(None, error, None),
+        };
+        // An address written in the URL bypasses the resolver: checked here.
+        if !self.config.allow_private
+            && let Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) = url.host()
+        {
+            let ip = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+            if ip.parse().map(address::is_public) != Ok(true) {
+                return failed(None, format!("{ip} is not a public address"), None);
+            }
+        }
+        let timestamp = self.ledger.now().timestamp();
+        let Some(signature) =
+            sign::signature_header(&delivery.secrets, &delivery.event_id, timestamp, &delivery.payload)
+        else {
+            return failed(None, "the endpoint's secret is unusable".into(), None);
+        };
+        let sent = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", &delivery.event_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(delivery.payload.clone())
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => return failed(None, describe(&error), None),
+        };
+        let status = response.status();
+        if status.is_success() {
+            return AttemptOutcome::Succeeded { status_code: i32::from(status.as_u16()) };
+        }
+        if status == reqwest::StatusCode::GONE {
+            return AttemptOutcome::NotDelivered {
+                status_code: Some(410),
+                error: "the endpoint answered 410 Gone".into(),
+                retry_at: None,
+                disable: Some("the endpoint answered 410 Gone".into()),
+            };
+        }
+        let retry_after = match status {
+            reqwest::StatusCode::TOO_MANY_REQUESTS | reqwest::StatusCode::SERVICE_UNAVAILABLE => response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .map(|seconds| StdDuration::from_secs(seconds.min(MAX_RETRY_AFTER_SECS))),
+            _ => None,
+        };
+        let error = if status.is_redirection() {
+            format!("the endpoint answered {status}; redirects are not followed")
+        } else {
+            format!("the endpoint answered {status}")
+        };
+        failed(Some(status.as_u16()), error, retry_after)
+    }
+
+    /// When the next attempt is due after `attempts` earlier ones failed and this one
+    /// too: the schedule's next wait (±10 %), or the receiver's `Retry-After`; none when
+    /// the schedule is spent.
+    fn retry_at(&self, attempts: i32, retry_after: Option<StdDuration>) -> Option<DateTime<Utc>> {
+        let wait = *self.config.retry_schedule.get(usize::try_from(attempts).ok()?)?;
+        let wait = retry_after.unwrap_or_else(|| jittered(wait));
+        Some(self.ledger.now() + chrono::Duration::from_std(wait).ok()?)
+    }
+}
+
+/// `wait`, give or take 10 %.
+fn jittered(wait: StdDuration) -> StdDuration {
+    let random = uuid::Uuid::new_v4().as_u128() as u16;
+    let factor = 0.9 + 0.2 * f64::from(random) / f64::from(u16::MAX);
+    wait.mul_f64(factor)
+}
+
+/// A transport error, briefly: what kind, without the URL's query.
+fn describe(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else if error.is_redirect() {
+        "redirected"
+    } else {
+        "failed"
+    };
+    let mut source: &dyn std::error::Error = error;
+    while let Some(inner) = source.source() {
+        source = inner;
+    }
+    format!("the request {kind}: {source}")
+}
