@@ -16,6 +16,10 @@
 //!    each draw from 2 lots (of 2 credits) or 3 lots (of 1 credit), against the same
 //!    rounds drawing from a single lot, the three taken in turn round by round (the
 //!    top-ups between rounds are not timed);
+//!    and outgoing webhooks: a storm of grants (each one event) with no endpoint, then
+//!    the same storm with one endpoint subscribed to every type, answered by a local
+//!    receiver in this process, in turn: grants per second with and without, events
+//!    delivered per second, and the delay from each event's commit to its delivery;
 //! 3. the ledger afterwards: every balance equals the sum of its transactions, none is
 //!    negative, and every acknowledged consume is exactly one transaction.
 //!
@@ -143,7 +147,16 @@ async fn organizations(server: &Server, count: usize, credits: i64) -> Vec<Strin
 
 /// Every scenario on one engine; then the ledger is verified.
 async fn engine(label: &str, database_url: Option<&str>, seconds: u64, rows: &mut Vec<Row>) {
-    let server = Server::start_on(database_url, &[("CREDITS_RATE_LIMIT", "off")]).await;
+    let server = Server::start_on(
+        database_url,
+        &[
+            ("CREDITS_RATE_LIMIT", "off"),
+            // The webhook scenario's receiver listens on 127.0.0.1.
+            ("CREDITS_WEBHOOK_ALLOW_HTTP", "true"),
+            ("CREDITS_WEBHOOK_ALLOW_PRIVATE", "true"),
+        ],
+    )
+    .await;
     let window = Duration::from_secs(seconds);
     let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
     // `BENCH_ONLY=lots` runs the lots scenario alone (for profiling it).
@@ -199,8 +212,96 @@ async fn engine(label: &str, database_url: Option<&str>, seconds: u64, rows: &mu
 
     // 4. Lots.
     lots(label, &server, &acknowledged, rows).await;
+    // 5. Outgoing webhooks.
+    webhooks(label, &server, window, rows).await;
     let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());
     verify(&server.database_url, &acknowledged).await;
+}
+
+/// A local webhook receiver: for each delivery, how long after its event's commit
+/// (the body's `timestamp`) it arrived.
+async fn receiver() -> (String, Arc<Mutex<Vec<Duration>>>) {
+    let delays: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let recorded = delays.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let recorded = recorded.clone();
+            async move {
+                let event: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let committed =
+                    event["timestamp"].as_str().and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok());
+                if let Some(committed) = committed {
+                    let delay =
+                        (chrono::Utc::now() - committed.with_timezone(&chrono::Utc)).to_std().unwrap_or_default();
+                    recorded.lock().unwrap().push(delay);
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, delays)
+}
+
+/// Grants from 64 connections with no webhook endpoint, then with one subscribed to
+/// every type; how many events were delivered per second and how soon after commit.
+async fn webhooks(label: &str, server: &Server, window: Duration, rows: &mut Vec<Row>) {
+    let client = reqwest::Client::new();
+    let data = server
+        .gql(&client, common::TOKEN, "mutation { createOrganization(input: { name: \"hooked\" }) { id } }", json!({}))
+        .await;
+    let org = data["createOrganization"]["id"].as_str().unwrap().to_owned();
+    let grant = json!({ "query": "mutation($o: ID!) { grantCredits(input: { organizationId: $o, amount: 1, description: \"bench\" }) { transaction { id } } }", "variables": { "o": org } }).to_string();
+    let request = load::post(&server.addr, "/graphql", Some(common::TOKEN), &grant);
+    let check: Arc<dyn Fn(&str) -> bool + Send + Sync> =
+        Arc::new(|body: &str| body.contains("\"transaction\":{\"id\":\"ctx_") && !body.contains("errors"));
+    let storm = |request: Vec<u8>, check: Arc<dyn Fn(&str) -> bool + Send + Sync>| {
+        load::run(&server.addr, CONNECTIONS, window, Arc::new(move |_| request.clone()), check)
+    };
+    let without = storm(request.clone(), check.clone()).await;
+    let (url, delays) = receiver().await;
+    server
+        .gql(
+            &client,
+            common::TOKEN,
+            "mutation($o: ID!, $u: String!) { createWebhookEndpoint(input: { organizationId: $o, url: $u }) { secret } }",
+            json!({ "o": org, "u": url }),
+        )
+        .await;
+    let started = std::time::Instant::now();
+    let with = storm(request, check).await;
+    // Every event of the storm (one per grant) delivered, or a minute passed.
+    let expected = with.ok as usize;
+    while delays.lock().unwrap().len() < expected && started.elapsed() < Duration::from_secs(60 + window.as_secs()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drained = started.elapsed();
+    let mut delays = delays.lock().unwrap().clone();
+    delays.sort();
+    println!(
+        "{label}: webhooks: {:.0} grants/s with one endpoint vs {:.0}/s with none ({:.2}×); {} of {expected} events delivered in {:.1} s ({:.0}/s); commit → delivery p50 {} p99 {}",
+        with.throughput(),
+        without.throughput(),
+        with.throughput() / without.throughput(),
+        delays.len(),
+        drained.as_secs_f64(),
+        delays.len() as f64 / drained.as_secs_f64(),
+        ms(common::percentile(&delays, 0.5)),
+        ms(common::percentile(&delays, 0.99)),
+    );
+    rows.push(Row {
+        scenario: format!("{label}: grants, no webhook endpoint"),
+        report: without,
+        rss_mib: server.rss_kib() / 1024,
+    });
+    rows.push(Row {
+        scenario: format!("{label}: grants, one endpoint (every type)"),
+        report: with,
+        rss_mib: server.rss_kib() / 1024,
+    });
 }
 
 /// The same rounds of consumes drawing from one lot, from two and from three lots each,

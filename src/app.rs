@@ -29,6 +29,9 @@ pub enum StartError {
     /// The Stripe client could not be built.
     #[error("stripe: {0}")]
     Stripe(#[from] crate::billing::stripe::GatewayError),
+    /// `CREDITS_SECRETS_KEY` is unusable.
+    #[error("{0}")]
+    SecretsKey(String),
     /// The webhook client could not be built.
     #[error("webhooks: {0}")]
     Webhooks(#[from] reqwest::Error),
@@ -65,7 +68,21 @@ impl Application {
             Some(path) => PackageCatalog::load(path)?,
             None => PackageCatalog::default(),
         };
-        let ledger = Ledger::new(db);
+        let mut ledger = Ledger::new(db);
+        match &config.secrets_key {
+            Some(key) => {
+                use base64::Engine;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(key.expose().trim())
+                    .map_err(|_| StartError::SecretsKey("CREDITS_SECRETS_KEY is not base64".into()))?;
+                let seal = crate::ledger::webhooks::SecretSeal::new(&bytes)
+                    .map_err(|_| StartError::SecretsKey("CREDITS_SECRETS_KEY must be the base64 of 32 bytes".into()))?;
+                ledger = ledger.with_secret_seal(seal);
+            }
+            None => tracing::warn!(
+                "CREDITS_SECRETS_KEY is not set: webhook signing secrets are stored as issued (set it to seal them)"
+            ),
+        }
         ledger.start_event_listener();
         ledger.start_sweeper();
         crate::webhooks::Dispatcher::new(ledger.clone(), config.webhooks.clone())?.start();

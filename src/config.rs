@@ -125,6 +125,9 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Outgoing webhooks.
     pub webhooks: WebhookConfig,
+    /// The key webhook signing secrets are sealed with at rest (`CREDITS_SECRETS_KEY`,
+    /// the base64 of 32 random bytes); none stores them as issued.
+    pub secrets_key: Option<Secret>,
 }
 
 /// How outgoing webhooks are sent.
@@ -355,6 +358,7 @@ impl Config {
             db_statement_timeout,
             trusted_proxies,
             webhooks,
+            secrets_key: get("CREDITS_SECRETS_KEY").map(Secret::new),
         })
     }
 }

@@ -88,6 +88,8 @@ pub struct Ledger {
     committer: commit::Committer,
     keys: api_keys::KeyCache,
     clock: Clock,
+    /// Seals webhook signing secrets at rest, when a key is configured.
+    seal: Option<webhooks::SecretSeal>,
 }
 
 /// Where the ledger reads the time: the system clock, or one a test moves by hand.
@@ -133,7 +135,15 @@ impl Ledger {
             committer: Default::default(),
             keys: Default::default(),
             clock: Clock::system(),
+            seal: None,
         }
+    }
+
+    /// The same ledger sealing webhook signing secrets with `seal` (AES-256-GCM) before
+    /// they are stored; secrets stored plain earlier stay readable.
+    pub fn with_secret_seal(mut self, seal: webhooks::SecretSeal) -> Self {
+        self.seal = Some(seal);
+        self
     }
 
     /// The same ledger reading the time from `clock` (tests move it by hand).

@@ -250,6 +250,83 @@ pub enum AttemptOutcome {
     },
 }
 
+/// Seals webhook signing secrets before they are stored (AES-256-GCM under the server's
+/// `CREDITS_SECRETS_KEY`): the server must be able to sign with a secret, so it cannot
+/// keep only a hash; sealed, a copy of the database alone signs nothing. A sealed
+/// secret is stored as `sealed:v1:` and the base64 of its nonce and ciphertext.
+#[derive(Clone)]
+pub struct SecretSeal(std::sync::Arc<ring::aead::LessSafeKey>);
+
+impl std::fmt::Debug for SecretSeal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretSeal")
+    }
+}
+
+const SEALED: &str = "sealed:v1:";
+
+impl SecretSeal {
+    /// A seal under `key`, which must be 32 bytes.
+    pub fn new(key: &[u8]) -> Result<Self, LedgerError> {
+        let key = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, key)
+            .map_err(|_| LedgerError::InvalidInput("the secrets key must be 32 bytes".into()))?;
+        Ok(Self(std::sync::Arc::new(ring::aead::LessSafeKey::new(key))))
+    }
+
+    fn seal(&self, secret: &str) -> Result<String, LedgerError> {
+        use base64::Engine;
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut nonce).map_err(|error| LedgerError::internal(format!("no randomness: {error}")))?;
+        let mut sealed = secret.as_bytes().to_vec();
+        self.0
+            .seal_in_place_append_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::empty(),
+                &mut sealed,
+            )
+            .map_err(|_| LedgerError::internal("sealing a secret failed"))?;
+        let mut stored = nonce.to_vec();
+        stored.extend_from_slice(&sealed);
+        Ok(format!("{SEALED}{}", base64::engine::general_purpose::STANDARD.encode(stored)))
+    }
+
+    fn open(&self, stored: &str) -> Result<String, LedgerError> {
+        use base64::Engine;
+        let unreadable = || LedgerError::internal("a webhook secret does not open under this server's secrets key");
+        let bytes =
+            base64::engine::general_purpose::STANDARD.decode(&stored[SEALED.len()..]).map_err(|_| unreadable())?;
+        if bytes.len() < 12 {
+            return Err(unreadable());
+        }
+        let (nonce, sealed) = bytes.split_at(12);
+        let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| unreadable())?;
+        let mut sealed = sealed.to_vec();
+        let opened = self.0.open_in_place(nonce, ring::aead::Aad::empty(), &mut sealed).map_err(|_| unreadable())?;
+        String::from_utf8(opened.to_vec()).map_err(|_| unreadable())
+    }
+}
+
+impl Ledger {
+    /// `secret` as it is stored: sealed when a key is configured.
+    fn stored_secret(&self, secret: &str) -> Result<String, LedgerError> {
+        match &self.seal {
+            Some(seal) => seal.seal(secret),
+            None => Ok(secret.to_owned()),
+        }
+    }
+
+    /// A stored secret, readable.
+    fn readable_secret(&self, stored: &str) -> Result<String, LedgerError> {
+        match (stored.starts_with(SEALED), &self.seal) {
+            (false, _) => Ok(stored.to_owned()),
+            (true, Some(seal)) => seal.open(stored),
+            (true, None) => {
+                Err(LedgerError::internal("a webhook secret is sealed, and this server has no secrets key"))
+            }
+        }
+    }
+}
+
 /// A fresh signing secret: `whsec_` and the base64 of 32 random bytes.
 fn new_secret() -> Result<String, LedgerError> {
     use base64::Engine;
@@ -275,7 +352,7 @@ impl Ledger {
             description: Set(new.description),
             enabled: Set(true),
             disabled_reason: Set(None),
-            secret: Set(secret.clone()),
+            secret: Set(self.stored_secret(&secret)?),
             previous_secret: Set(None),
             previous_secret_until: Set(None),
             failing_since: Set(None),
@@ -343,7 +420,7 @@ impl Ledger {
         let mut row: webhook_endpoint::ActiveModel = row.into();
         row.previous_secret = Set(Some(previous));
         row.previous_secret_until = Set(Some(at + Duration::hours(SECRET_OVERLAP_HOURS)));
-        row.secret = Set(secret.clone());
+        row.secret = Set(self.stored_secret(&secret)?);
         row.updated_at = Set(at);
         Ok((WebhookEndpoint::try_from(row.update(&self.db).await?)?, secret))
     }
@@ -518,11 +595,13 @@ impl Ledger {
             .filter_map(|delivery| {
                 let endpoint = endpoints.iter().find(|endpoint| endpoint.id == delivery.endpoint_id)?;
                 let event = events.iter().find(|event| event.id == delivery.event_id)?;
-                let mut secrets = vec![endpoint.secret.clone()];
-                if let (Some(previous), Some(until)) = (&endpoint.previous_secret, endpoint.previous_secret_until)
+                // An unreadable current secret leaves none: the attempt fails on it.
+                let mut secrets: Vec<String> = self.readable_secret(&endpoint.secret).into_iter().collect();
+                if let (Some(previous), Some(until), false) =
+                    (&endpoint.previous_secret, endpoint.previous_secret_until, secrets.is_empty())
                     && until > now
                 {
-                    secrets.push(previous.clone());
+                    secrets.extend(self.readable_secret(previous));
                 }
                 Some(ClaimedDelivery {
                     id: delivery.id,

@@ -175,6 +175,13 @@ impl Dispatcher {
                 return failed(None, format!("{ip} is not a public address"), None);
             }
         }
+        if delivery.secrets.is_empty() {
+            return failed(
+                None,
+                "the endpoint's secret cannot be read (sealed under another CREDITS_SECRETS_KEY?)".into(),
+                None,
+            );
+        }
         let timestamp = self.ledger.now().timestamp();
         let Some(signature) =
             sign::signature_header(&delivery.secrets, &delivery.event_id, timestamp, &delivery.payload)

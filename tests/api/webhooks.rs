@@ -18,6 +18,7 @@ on_both_engines!(
     retries_follow_the_schedule_and_redirects_gone_and_retry_after_are_honoured,
     a_rotated_secret_signs_beside_the_new_one,
     nothing_is_lost_across_sigkill_and_nothing_exists_for_refused_work,
+    secrets_are_sealed_at_rest_and_five_days_of_failures_disable_an_endpoint,
 );
 
 const CREATE: &str = "mutation($org: ID, $url: String!, $types: [String!]) { createWebhookEndpoint(input: { organizationId: $org, url: $url, eventTypes: $types }) { secret endpoint { id organizationId url eventTypes enabled } } }";
@@ -589,4 +590,80 @@ async fn a_receiver_that_never_answers_slows_neither_consumes_nor_other_endpoint
     }
     assert!(slowest < Duration::from_secs(1), "a consume took {slowest:?} while a receiver hung");
     assert!(dead.received().len() <= credits::webhooks::PER_ENDPOINT, "at most its own slots in flight");
+}
+
+async fn secrets_are_sealed_at_rest_and_five_days_of_failures_disable_an_endpoint(engine: Engine) {
+    use credits::ledger::webhooks::{AttemptOutcome, NewEndpoint, SecretSeal};
+    use credits::ledger::{Amount, Clock, GrantRequest, Ledger};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let Some(database) = database(engine).await else { return };
+    let db = credits::db::connect(&database.url).await.expect("connect");
+    credits::db::migrate(&db).await.expect("migrate");
+    let seconds = Arc::new(AtomicI64::new(0));
+    let read = seconds.clone();
+    let base = chrono::DateTime::from_timestamp(2_000_000_000, 0).expect("base");
+    let clock = Clock::from_fn(move || base + chrono::Duration::seconds(read.load(Ordering::SeqCst)));
+    let seal = SecretSeal::new(&[7u8; 32]).expect("seal");
+    let ledger = Ledger::new(db.clone()).with_clock(clock.clone()).with_secret_seal(seal);
+    let org = ledger.create_organization("Sealed", None).await.expect("organization").id;
+    let new = NewEndpoint {
+        organization_id: Some(org.clone()),
+        url: "https://example.com/hook".into(),
+        event_types: vec![],
+        description: None,
+    };
+    let (endpoint, secret) = ledger.create_webhook_endpoint(new).await.expect("endpoint");
+    // At rest the secret is sealed: the row holds no trace of it.
+    let stored =
+        count_text(&db, &format!("SELECT secret AS t FROM webhook_endpoints WHERE id = '{}'", endpoint.id)).await;
+    assert!(stored.starts_with("sealed:v1:") && !stored.contains(&secret[6..]), "{stored}");
+    let grant = |amount| {
+        GrantRequest::new(org.clone(), Amount::parse(amount).expect("amount"), "g".into(), None).expect("grant")
+    };
+    ledger.grant(grant(5)).await.expect("granted");
+    // The dispatcher gets it back to sign with; a server without the key gets nothing.
+    let claimed = ledger.claim_deliveries(10, chrono::Duration::seconds(60)).await.expect("claim");
+    assert_eq!(claimed.len(), 2, "recovered and granted");
+    assert!(claimed.iter().all(|delivery| delivery.secrets == [secret.clone()]));
+    let keyless = Ledger::new(db.clone()).with_clock(clock.clone());
+    seconds.store(61, Ordering::SeqCst);
+    assert!(
+        keyless
+            .claim_deliveries(10, chrono::Duration::seconds(60))
+            .await
+            .expect("claim")
+            .iter()
+            .all(|d| d.secrets.is_empty())
+    );
+    // Failing from day 0: still on at day 4, disabled past day 5, its pending deliveries failed.
+    let fail = |retry_in: i64| AttemptOutcome::NotDelivered {
+        status_code: Some(500),
+        error: "the endpoint answered 500".into(),
+        retry_at: Some(base + chrono::Duration::seconds(seconds.load(Ordering::SeqCst) + retry_in)),
+        disable: None,
+    };
+    for (day, disabled) in [(0, false), (4, false), (5, true)] {
+        seconds.store(day * 86_400 + 200, Ordering::SeqCst);
+        let claimed = ledger.claim_deliveries(1, chrono::Duration::seconds(60)).await.expect("claim");
+        assert_eq!(claimed.len(), 1, "day {day}");
+        assert!(ledger.record_attempt(&claimed[0], &fail(60), chrono::Duration::days(5)).await.expect("record"));
+        let endpoint = ledger.webhook_endpoint(&endpoint.id).await.expect("read").expect("endpoint");
+        assert_eq!(!endpoint.enabled, disabled, "day {day}");
+        if disabled {
+            assert!(endpoint.disabled_reason.is_some_and(|why| why.contains("five days")));
+        }
+    }
+    let pending = count_text(&db, &format!("SELECT CAST(COUNT(*) AS TEXT) AS t FROM webhook_deliveries WHERE endpoint_id = '{}' AND status = 'PENDING'", endpoint.id)).await;
+    assert_eq!(pending, "0");
+}
+
+async fn count_text(db: &sea_orm::DatabaseConnection, sql: &str) -> String {
+    use sea_orm::ConnectionTrait;
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(db.get_database_backend(), sql.to_owned()))
+        .await
+        .expect("query")
+        .expect("a row");
+    row.try_get::<String>("", "t").expect("t")
 }
