@@ -95,6 +95,7 @@ impl Application {
             config.checkout_success_url.clone(),
             config.checkout_cancel_url.clone(),
         );
+        billing.start_top_up_worker();
         let rate_limits = RateLimits::new(config.limits.rate_limit);
         rate_limits.start_pruning();
         let sockets = SocketCounts::default();

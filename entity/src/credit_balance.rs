@@ -31,6 +31,9 @@ pub struct Model {
     /// The organization's low-balance threshold (kept with `organizations`' own), from
     /// which the write path decides `credits.balance.low`.
     pub low_balance_threshold: Option<i64>,
+    /// Below which `available` a committed change starts an auto top-up; null while none
+    /// may start (off, paused, no card, one pending, the month's limit reached).
+    pub auto_top_up_below: Option<i64>,
     /// Time of the latest change.
     pub updated_at: ChronoDateTimeUtc,
 }

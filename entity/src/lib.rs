@@ -4,11 +4,13 @@
 //! types so the API and the tables can change independently.
 
 pub mod api_key;
+pub mod auto_top_up;
 pub mod client_session;
 pub mod credit_balance;
 pub mod credit_hold;
 pub mod credit_lot;
 pub mod credit_purchase;
+pub mod credit_top_up;
 pub mod credit_transaction;
 pub mod credit_usage;
 pub mod organization;

@@ -55,6 +55,7 @@ mod model;
 mod organizations;
 mod outbox;
 mod read;
+pub mod topups;
 pub mod webhooks;
 mod write;
 

@@ -38,6 +38,7 @@ impl Ledger {
             generation: Set(0),
             open_lots_from: Set(1),
             low_balance_threshold: Set(low_balance_threshold),
+            auto_top_up_below: Set(None),
             updated_at: Set(at),
         }
         .insert(&txn)

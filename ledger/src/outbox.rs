@@ -41,6 +41,8 @@ pub(crate) struct Outbox {
     revoked: Vec<String>,
     /// Outgoing webhook events.
     events: Vec<PendingEvent>,
+    /// Whether a top-up was started (the worker is woken after the commit).
+    top_up: bool,
 }
 
 impl Outbox {
@@ -66,6 +68,11 @@ impl Outbox {
         self.events.push(PendingEvent { organization_id: organization_id.to_owned(), kind, at, data });
     }
 
+    /// Wakes this process's top-up worker after the commit.
+    pub(crate) fn top_up_started(&mut self) {
+        self.top_up = true;
+    }
+
     /// Commits `txn` with everything in the outbox: webhook events and their deliveries
     /// inside it, the notifications inside it on PostgreSQL, the hub after it on SQLite.
     /// Nothing is announced unless it committed.
@@ -83,6 +90,9 @@ impl Outbox {
         txn.commit().await?;
         if deliveries > 0 {
             hub.deliveries().notify_one();
+        }
+        if self.top_up {
+            hub.top_ups().notify_one();
         }
         if !postgres {
             for hint in self.hints {

@@ -14,6 +14,7 @@ mod m20261205_000008_index_open_lots_only;
 mod m20261206_000009_rewrite_lots_in_place;
 mod m20261206_000010_usage_and_attribution;
 mod m20261206_000011_outgoing_webhooks;
+mod m20261206_000012_auto_top_up;
 
 /// Every migration of the schema, oldest first.
 pub struct Migrator;
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000009_rewrite_lots_in_place::Migration),
             Box::new(m20261206_000010_usage_and_attribution::Migration),
             Box::new(m20261206_000011_outgoing_webhooks::Migration),
+            Box::new(m20261206_000012_auto_top_up::Migration),
         ]
     }
 }

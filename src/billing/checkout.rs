@@ -97,6 +97,11 @@ impl Billing {
         Self { ledger, catalog, gateway, success_url, cancel_url }
     }
 
+    /// The Stripe gateway, when configured.
+    pub(super) fn gateway(&self) -> Option<&StripeGateway> {
+        self.gateway.as_ref()
+    }
+
     /// Whether the secret key is a live-mode one. Without a key we can only be in test
     /// mode: nobody can have sold anything live through this server.
     pub fn livemode(&self) -> bool {
@@ -105,6 +110,10 @@ impl Billing {
 
     /// Starts buying a package: creates a Stripe Checkout Session (idempotent on the new
     /// purchase id) and records the purchase as `PENDING`. Credits arrive with the webhook.
+    ///
+    /// With `save_for_auto_top_up`, the Checkout belongs to the organization's Stripe
+    /// Customer (created once, then reused) and keeps the card for off-session payments;
+    /// once paid, that card becomes the organization's for auto top-up.
     #[tracing::instrument(skip(self, success_url, cancel_url))]
     pub async fn purchase_package(
         &self,
@@ -112,6 +121,7 @@ impl Billing {
         package_id: &str,
         success_url: Option<String>,
         cancel_url: Option<String>,
+        save_for_auto_top_up: bool,
     ) -> Result<StartedPurchase, BillingError> {
         let package =
             self.catalog.get(package_id).ok_or_else(|| BillingError::UnknownPackage(package_id.to_owned()))?;
@@ -121,6 +131,17 @@ impl Billing {
         if self.ledger.organization(organization_id).await?.is_none() {
             return Err(LedgerError::OrganizationNotFound.into());
         }
+        let customer = match save_for_auto_top_up {
+            true => Some(match self.ledger.auto_top_up(organization_id).await?.stripe_customer_id {
+                Some(customer) => customer,
+                None => {
+                    let customer = gateway.create_customer(organization_id).await?;
+                    self.ledger.set_stripe_customer(organization_id, &customer).await?;
+                    customer
+                }
+            }),
+            false => None,
+        };
         let purchase_id = new_id("pur");
         // The buyer comes back to a page that can show this very purchase; Stripe's own
         // `{CHECKOUT_SESSION_ID}` is left for Stripe to fill in.
@@ -133,6 +154,7 @@ impl Billing {
                 package,
                 success_url: &success_url,
                 cancel_url: &cancel_url,
+                save_for_customer: customer.as_deref(),
             })
             .await?;
         // Should this insert be lost, the paid webhook recreates the purchase from the

@@ -19,6 +19,7 @@ pub mod payment_events;
 pub mod purchases;
 mod settlement;
 pub mod stripe;
+pub mod topups;
 pub mod webhook;
 
 pub use checkout::{Billing, BillingError, PURCHASE_REFERENCE, StartedPurchase};

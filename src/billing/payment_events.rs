@@ -17,8 +17,10 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, 
 use super::checkout::pending_purchase;
 use super::disputes::DisputeReport;
 use super::settlement::record_refund;
-use super::webhook::{ChargeObject, Event, SessionObject, expandable_id};
+use super::stripe::SAVE_CARD_METADATA;
+use super::webhook::{ChargeObject, Event, PaymentError, PaymentIntentObject, SessionObject, expandable_id};
 use super::{Billing, BillingError, CreditPurchase, PURCHASE_REFERENCE, PurchaseStatus};
+use crate::ledger::topups::{SavedPaymentMethod, TopUpEnd};
 use crate::ledger::{ChangeRequest, DEFAULT_PRIORITY, EventType, LedgerTx, TransactionKind};
 use crate::ledger::{LotCategory, LotSpec};
 
@@ -43,6 +45,10 @@ enum Effect {
     Refunded(ChargeObject),
     /// Funds withdrawn or reinstated for a dispute.
     Dispute(DisputeReport),
+    /// An auto top-up's PaymentIntent succeeded: credit it (once).
+    TopUpPaid(String, String),
+    /// An auto top-up's PaymentIntent failed.
+    TopUpEnded(String, String, TopUpEnd),
     /// Recorded, nothing else.
     Nothing,
 }
@@ -92,7 +98,30 @@ impl Billing {
             "checkout.session.async_payment_succeeded" => Effect::Paid(parse(event)?),
             "checkout.session.async_payment_failed" => Effect::Closed(parse(event)?, PurchaseStatus::Failed),
             "checkout.session.expired" => Effect::Closed(parse(event)?, PurchaseStatus::Expired),
+            "payment_intent.succeeded" | "payment_intent.payment_failed" => {
+                let intent: PaymentIntentObject = parse(event)?;
+                let top_up = intent.metadata.as_ref().and_then(|metadata| metadata.get("topup_id")).cloned();
+                // Checkout's own PaymentIntents are settled by the session's events.
+                let Some(top_up) = top_up else { return Ok(EventOutcome::Ignored) };
+                if event.event_type == "payment_intent.succeeded" {
+                    Effect::TopUpPaid(top_up, intent.id)
+                } else {
+                    let error = intent.last_payment_error.unwrap_or(PaymentError { code: None, message: None });
+                    let message = error.message.unwrap_or_else(|| "the payment failed".into());
+                    let end = match error.code.as_deref() {
+                        Some("authentication_required") => TopUpEnd::RequiresAction(message),
+                        _ => TopUpEnd::Failed(message),
+                    };
+                    Effect::TopUpEnded(top_up, intent.id, end)
+                }
+            }
             _ => return Ok(EventOutcome::Ignored),
+        };
+        // A paid Checkout that keeps its card: the card is read from Stripe before the
+        // event is applied (and before any lock is taken), so it is saved with the credits.
+        let card = match &effect {
+            Effect::Paid(session) => self.card_to_save(session).await?,
+            _ => None,
         };
         // One ledger transaction: the event id, its effect on purchases and the balance
         // change commit together, and the change is announced after the commit.
@@ -112,7 +141,11 @@ impl Billing {
             };
         }
         let applied = match &effect {
-            Effect::Paid(session) => self.session_paid(&mut tx, session).await,
+            Effect::Paid(session) => self.session_paid(&mut tx, session, card.as_ref()).await,
+            Effect::TopUpPaid(top_up, payment_intent) => self.credit_top_up(&mut tx, top_up, payment_intent).await,
+            Effect::TopUpEnded(top_up, payment_intent, end) => {
+                self.end_top_up(&mut tx, top_up, Some(payment_intent), end).await
+            }
             Effect::Closed(session, status) => self.session_closed(&mut tx, session, *status).await,
             Effect::Refunded(charge) => self.charge_refunded(&mut tx, charge).await,
             Effect::Dispute(report) => self.dispute_reported(&mut tx, report).await,
@@ -130,8 +163,31 @@ impl Billing {
         }
     }
 
-    /// Credits a paid session's purchase, once per session whatever the events.
-    async fn session_paid(&self, tx: &mut LedgerTx, session: &SessionObject) -> Result<(), BillingError> {
+    /// The card of a paid session that asked to keep it for auto top-up, read from Stripe.
+    async fn card_to_save(&self, session: &SessionObject) -> Result<Option<SavedPaymentMethod>, BillingError> {
+        let saving =
+            session.metadata.as_ref().and_then(|metadata| metadata.get(SAVE_CARD_METADATA)).map(String::as_str);
+        let (Some("true"), Some(payment_intent), Some(gateway)) =
+            (saving, expandable_id(&session.payment_intent), self.gateway())
+        else {
+            return Ok(None);
+        };
+        Ok(gateway.card_of(&payment_intent).await?)
+    }
+
+    /// Credits a paid session's purchase, once per session whatever the events; keeps
+    /// its card for auto top-up when it asked to.
+    async fn session_paid(
+        &self,
+        tx: &mut LedgerTx,
+        session: &SessionObject,
+        card: Option<&SavedPaymentMethod>,
+    ) -> Result<(), BillingError> {
+        if let (Some(card), Some(organization_id)) =
+            (card, session.metadata.as_ref().and_then(|metadata| metadata.get("organization_id")))
+        {
+            tx.save_payment_method(organization_id, None, card).await?;
+        }
         let purchase = match self.purchase_for_session(tx, session).await? {
             SessionPurchase::Found(purchase) => purchase,
             SessionPurchase::Orphan(reason) => return record_orphan(tx.conn(), session, &reason, tx.at()).await,

@@ -1,12 +1,95 @@
-//! Stripe Checkout through async-stripe: the only code that talks to Stripe's API.
+//! Stripe through async-stripe: the only code that talks to Stripe's API. Checkout
+//! Sessions with the generated request types of `async-stripe-checkout`; Customers and
+//! PaymentIntents (auto top-up) through the same client with `async-stripe-shared`'s
+//! response types and our own three small request forms: the generated request types
+//! for those live in `async-stripe-core`, which would more than double the build of the
+//! Stripe crates on this two-core machine for three calls.
 
 use std::collections::HashMap;
 
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeRequest};
 use stripe_checkout::CheckoutSessionMode;
 use stripe_checkout::checkout_session::{
-    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData, ProductData,
+    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
+    CreateCheckoutSessionPaymentIntentData, CreateCheckoutSessionPaymentIntentDataSetupFutureUsage, ProductData,
 };
+use stripe_client_core::{RequestBuilder, StripeMethod};
+use stripe_shared::{ApiErrorsCode, PaymentIntentStatus};
+
+use crate::ledger::topups::SavedPaymentMethod;
+
+/// The Checkout Session metadata that says its card is to be saved for auto top-up.
+pub const SAVE_CARD_METADATA: &str = "save_for_auto_top_up";
+
+/// One top-up's charge: a PaymentIntent confirmed off-session with the saved card.
+#[derive(Clone, Debug)]
+pub struct TopUpCharge<'a> {
+    /// `ctu_…`: also the `Idempotency-Key`, so a retried or raced call makes one.
+    pub top_up_id: &'a str,
+    /// Whose.
+    pub organization_id: &'a str,
+    /// The package bought.
+    pub package_id: &'a str,
+    /// In the currency's smallest unit.
+    pub amount: i64,
+    /// Lower-case ISO 4217 code.
+    pub currency: &'a str,
+    /// `cus_…`
+    pub customer: &'a str,
+    /// `pm_…`
+    pub payment_method: &'a str,
+}
+
+/// What Stripe said of a charge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    /// Paid.
+    Succeeded {
+        /// `pi_…`
+        payment_intent: String,
+    },
+    /// Not paid yet (processing): the webhook will tell.
+    Processing {
+        /// `pi_…`
+        payment_intent: String,
+    },
+    /// The customer must authenticate (3-D Secure).
+    RequiresAction {
+        /// `pi_…`, when Stripe named it.
+        payment_intent: Option<String>,
+        /// Stripe's message.
+        message: String,
+    },
+    /// Declined.
+    Declined {
+        /// `pi_…`, when Stripe named it.
+        payment_intent: Option<String>,
+        /// Stripe's message.
+        message: String,
+    },
+}
+
+#[derive(serde::Serialize)]
+struct CreateCustomer<'a> {
+    description: String,
+    metadata: HashMap<&'a str, &'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct CreatePaymentIntent<'a> {
+    amount: i64,
+    currency: &'a str,
+    customer: &'a str,
+    payment_method: &'a str,
+    off_session: bool,
+    confirm: bool,
+    metadata: HashMap<&'a str, &'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct Expand<'a> {
+    expand: [&'a str; 1],
+}
 
 use super::CreditPackage;
 use crate::config::StripeConfig;
@@ -24,6 +107,9 @@ pub struct CheckoutRequest<'a> {
     pub success_url: &'a str,
     /// Where Stripe sends the buyer after cancelling.
     pub cancel_url: &'a str,
+    /// The organization's Stripe Customer, with the card kept for off-session payments
+    /// (auto top-up), when saving it.
+    pub save_for_customer: Option<&'a str>,
 }
 
 /// The session Stripe created.
@@ -96,14 +182,21 @@ impl StripeGateway {
                 item.price_data = Some(price);
             }
         }
-        let metadata = HashMap::from([
+        let mut metadata = HashMap::from([
             ("organization_id".to_owned(), request.organization_id.to_owned()),
             ("package_id".to_owned(), package.id.clone()),
             ("purchase_id".to_owned(), request.purchase_id.to_owned()),
         ]);
         let key = IdempotencyKey::new(format!("credits-checkout-{}", request.purchase_id))
             .map_err(|error| GatewayError::Config(error.to_string()))?;
-        let session = CreateCheckoutSession::new()
+        let mut session = CreateCheckoutSession::new();
+        if let Some(customer) = request.save_for_customer {
+            metadata.insert(SAVE_CARD_METADATA.to_owned(), "true".to_owned());
+            let mut intent = CreateCheckoutSessionPaymentIntentData::new();
+            intent.setup_future_usage = Some(CreateCheckoutSessionPaymentIntentDataSetupFutureUsage::OffSession);
+            session = session.customer(customer).payment_intent_data(intent);
+        }
+        let session = session
             .mode(CheckoutSessionMode::Payment)
             .line_items(vec![item])
             .client_reference_id(request.organization_id)
@@ -117,6 +210,115 @@ impl StripeGateway {
             .map_err(|error| GatewayError::Request(describe(&error)))?;
         let url = session.url.ok_or_else(|| GatewayError::Request("Stripe returned a session without a URL".into()))?;
         Ok(CheckoutSession { id: session.id.to_string(), url })
+    }
+}
+
+impl StripeGateway {
+    /// Creates the organization's Stripe Customer (idempotent per organization).
+    pub async fn create_customer(&self, organization_id: &str) -> Result<String, GatewayError> {
+        let form = CreateCustomer {
+            description: format!("credits organization {organization_id}"),
+            metadata: HashMap::from([("organization_id", organization_id)]),
+        };
+        let key = IdempotencyKey::new(format!("credits-customer-{organization_id}"))
+            .map_err(|error| GatewayError::Config(error.to_string()))?;
+        let customer: stripe_shared::Customer = RequestBuilder::new(StripeMethod::Post, "/customers")
+            .form(&form)
+            .customize()
+            .request_strategy(RequestStrategy::Idempotent(key))
+            .send(&self.client)
+            .await
+            .map_err(|error| GatewayError::Request(describe(&error)))?;
+        Ok(customer.id.to_string())
+    }
+
+    /// Charges a top-up: one PaymentIntent, confirmed off-session with the saved card,
+    /// its `Idempotency-Key` the top-up id. `Err` when Stripe failed or timed out (try
+    /// again with the same key); a decline or 3-D Secure is an outcome.
+    pub async fn charge(&self, charge: &TopUpCharge<'_>) -> Result<ChargeOutcome, GatewayError> {
+        let form = CreatePaymentIntent {
+            amount: charge.amount,
+            currency: charge.currency,
+            customer: charge.customer,
+            payment_method: charge.payment_method,
+            off_session: true,
+            confirm: true,
+            metadata: HashMap::from([
+                ("organization_id", charge.organization_id),
+                ("package_id", charge.package_id),
+                ("topup_id", charge.top_up_id),
+            ]),
+        };
+        let key = IdempotencyKey::new(charge.top_up_id).map_err(|error| GatewayError::Config(error.to_string()))?;
+        let sent: Result<stripe_shared::PaymentIntent, _> = RequestBuilder::new(StripeMethod::Post, "/payment_intents")
+            .form(&form)
+            .customize()
+            .request_strategy(RequestStrategy::Idempotent(key))
+            .send(&self.client)
+            .await;
+        match sent {
+            Ok(intent) => Ok(outcome_of(&intent)),
+            Err(stripe::StripeError::Stripe(error, 402)) => {
+                let payment_intent = error.payment_intent.as_ref().map(|intent| intent.id.to_string());
+                let message = error.message.clone().unwrap_or_else(|| "the card was declined".into());
+                Ok(match error.code {
+                    Some(ApiErrorsCode::AuthenticationRequired) => {
+                        ChargeOutcome::RequiresAction { payment_intent, message }
+                    }
+                    _ => ChargeOutcome::Declined { payment_intent, message },
+                })
+            }
+            Err(error) => Err(GatewayError::Request(describe(&error))),
+        }
+    }
+
+    /// The card a PaymentIntent was paid with: brand, last four digits and expiry.
+    pub async fn card_of(&self, payment_intent: &str) -> Result<Option<SavedPaymentMethod>, GatewayError> {
+        let intent: stripe_shared::PaymentIntent =
+            RequestBuilder::new(StripeMethod::Get, format!("/payment_intents/{payment_intent}"))
+                .query(&Expand { expand: ["payment_method"] })
+                .customize()
+                .send(&self.client)
+                .await
+                .map_err(|error| GatewayError::Request(describe(&error)))?;
+        let Some(method) = intent.payment_method else { return Ok(None) };
+        Ok(Some(match method {
+            stripe_types::Expandable::Object(method) => {
+                let card = method.card.as_ref();
+                SavedPaymentMethod {
+                    id: method.id.to_string(),
+                    brand: card.map(|card| card.brand.clone()),
+                    last4: card.map(|card| card.last4.clone()),
+                    exp_month: card.and_then(|card| i32::try_from(card.exp_month).ok()),
+                    exp_year: card.and_then(|card| i32::try_from(card.exp_year).ok()),
+                }
+            }
+            stripe_types::Expandable::Id(id) => {
+                SavedPaymentMethod { id: id.to_string(), brand: None, last4: None, exp_month: None, exp_year: None }
+            }
+        }))
+    }
+}
+
+/// What a PaymentIntent's status means for its top-up.
+pub fn outcome_of(intent: &stripe_shared::PaymentIntent) -> ChargeOutcome {
+    let payment_intent = intent.id.to_string();
+    let message = || {
+        intent
+            .last_payment_error
+            .as_ref()
+            .and_then(|error| error.message.clone())
+            .unwrap_or_else(|| format!("the payment is {}", intent.status.as_str()))
+    };
+    match intent.status {
+        PaymentIntentStatus::Succeeded => ChargeOutcome::Succeeded { payment_intent },
+        PaymentIntentStatus::RequiresAction | PaymentIntentStatus::RequiresConfirmation => {
+            ChargeOutcome::RequiresAction { payment_intent: Some(payment_intent), message: message() }
+        }
+        PaymentIntentStatus::RequiresPaymentMethod | PaymentIntentStatus::Canceled => {
+            ChargeOutcome::Declined { payment_intent: Some(payment_intent), message: message() }
+        }
+        _ => ChargeOutcome::Processing { payment_intent },
     }
 }
 

@@ -161,6 +161,30 @@ pub struct SessionObject {
     pub metadata: Option<HashMap<String, String>>,
 }
 
+/// The fields of a PaymentIntent we use (auto top-up's).
+#[derive(Debug, Deserialize)]
+pub struct PaymentIntentObject {
+    /// `pi_…`
+    pub id: String,
+    /// Our organization, package and top-up ids.
+    #[serde(default)]
+    pub metadata: Option<HashMap<String, String>>,
+    /// Why the last attempt failed.
+    #[serde(default)]
+    pub last_payment_error: Option<PaymentError>,
+}
+
+/// A PaymentIntent's last error.
+#[derive(Debug, Deserialize)]
+pub struct PaymentError {
+    /// `card_declined`, `authentication_required`, …
+    #[serde(default)]
+    pub code: Option<String>,
+    /// Stripe's message.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
 /// The fields of a Charge we use.
 #[derive(Debug, Deserialize)]
 pub struct ChargeObject {

@@ -168,6 +168,8 @@ pub struct PurchasePackageInput {
     pub success_url: Option<String>,
     /// Where Checkout sends the buyer after cancelling (else the server's default).
     pub cancel_url: Option<String>,
+    /// Keep the card for auto top-up: once paid, it becomes the organization's.
+    pub save_for_auto_top_up: Option<bool>,
 }
 
 /// Result of `purchasePackage`: send the buyer to `checkoutUrl`.
@@ -234,7 +236,13 @@ impl BillingMutation {
         let organization_id = scope(ctx, input.organization_id.as_ref(), Access::Purchase)?;
         let started = ctx
             .data_unchecked::<Billing>()
-            .purchase_package(&organization_id, input.package_id.as_str(), input.success_url, input.cancel_url)
+            .purchase_package(
+                &organization_id,
+                input.package_id.as_str(),
+                input.success_url,
+                input.cancel_url,
+                input.save_for_auto_top_up.unwrap_or(false),
+            )
             .await?;
         Ok(PurchasePackagePayload {
             purchase: CreditPurchase(started.purchase),

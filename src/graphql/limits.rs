@@ -67,6 +67,7 @@ const CONNECTION_FIELDS: &[&str] = &[
     "webhookEndpoints",
     "webhookEvents",
     "webhookDeliveries",
+    "creditTopUps",
 ];
 /// Deepest field nesting under an introspection root. The standard query (graphql-js
 /// `getIntrospectionQuery`, `TypeRef` nine `ofType`s deep) reaches 15.

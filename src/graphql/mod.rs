@@ -25,6 +25,7 @@ mod nulls;
 mod pagination;
 pub mod scalars;
 mod subscription;
+mod topups;
 mod usage;
 mod views;
 mod webhooks;
@@ -44,6 +45,7 @@ pub struct Query(
     holds::HoldsQuery,
     usage::UsageReportQuery,
     webhooks::WebhooksQuery,
+    topups::TopUpsQuery,
 );
 
 /// The root mutation type, merged from each area's mutations.
@@ -55,6 +57,7 @@ pub struct Mutation(
     lots::LotsMutation,
     holds::HoldsMutation,
     webhooks::WebhooksMutation,
+    topups::TopUpsMutation,
 );
 pub use subscription::Subscription;
 

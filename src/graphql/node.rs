@@ -9,6 +9,7 @@ use super::context::caller;
 use super::errors::ApiError;
 use super::holds::CreditHold;
 use super::keys::ApiKey;
+use super::topups::CreditTopUp;
 use super::views::{CreditBalance, CreditLot, CreditTransaction, Organization};
 use super::webhooks::{WebhookEndpoint, WebhookEvent};
 use crate::billing::Purchases;
@@ -38,6 +39,8 @@ pub enum Node {
     WebhookEndpoint(WebhookEndpoint),
     /// A webhook event.
     WebhookEvent(WebhookEvent),
+    /// An automatic top-up.
+    CreditTopUp(CreditTopUp),
 }
 
 /// The `node` query.
@@ -104,6 +107,10 @@ impl NodeQuery {
                 .await?
                 .filter(|event| caller.manages(&event.organization_id))
                 .map(|event| (event.organization_id.clone(), Node::WebhookEvent(WebhookEvent(event)))),
+            "ctu" => ledger
+                .top_up(&id)
+                .await?
+                .map(|top_up| (top_up.organization_id.clone(), Node::CreditTopUp(CreditTopUp(top_up)))),
             _ => None,
         };
         let admin = matches!(caller, super::context::Caller::Admin);

@@ -51,6 +51,11 @@ impl Organization {
         load_balance(ctx, &self.0.id).await.map(CreditBalance)
     }
 
+    /// Its auto top-up (off until set up).
+    async fn auto_top_up(&self, ctx: &Context<'_>) -> Result<super::topups::AutoTopUp, ApiError> {
+        super::topups::auto_top_up(ctx, &self.0.id).await
+    }
+
     /// Creation time.
     async fn created_at(&self) -> DateTime {
         DateTime(self.0.created_at)

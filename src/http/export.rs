@@ -24,7 +24,7 @@ use crate::graphql::errors::ApiError;
 use crate::ledger::{ExportedTransaction, Ledger, TransactionKind};
 
 /// Rows read per page.
-const PAGE: u64 = 5_000;
+const PAGE: u64 = 1_000;
 
 /// Query parameters that name a credential.
 const CREDENTIAL_PARAMETERS: &[&str] = &["token", "access_token", "key", "authorization"];

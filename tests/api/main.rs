@@ -27,6 +27,7 @@ mod schema;
 mod security;
 mod shutdown;
 mod subscriptions;
+mod topups;
 mod ui;
 mod usage;
 mod webhooks;

@@ -33,6 +33,8 @@ pub struct EventHub {
     listening: Arc<AtomicBool>,
     /// Wakes this process's webhook dispatcher when a commit wrote deliveries.
     deliveries: Arc<tokio::sync::Notify>,
+    /// Wakes this process's top-up worker when a commit started a top-up.
+    top_ups: Arc<tokio::sync::Notify>,
 }
 
 impl Default for EventHub {
@@ -42,11 +44,17 @@ impl Default for EventHub {
             keys: broadcast::channel(KEY_CHANNEL_CAPACITY).0,
             listening: Arc::default(),
             deliveries: Arc::default(),
+            top_ups: Arc::default(),
         }
     }
 }
 
 impl EventHub {
+    /// Notified when a commit of this process started a top-up.
+    pub fn top_ups(&self) -> &tokio::sync::Notify {
+        &self.top_ups
+    }
+
     /// Notified when a commit of this process wrote webhook deliveries (other replicas'
     /// dispatchers find them with their periodic sweep).
     pub fn deliveries(&self) -> &tokio::sync::Notify {

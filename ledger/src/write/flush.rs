@@ -30,6 +30,18 @@ impl LedgerTx {
     /// A taken idempotency key is [`LedgerError::DuplicateIdempotencyKey`]; the caller
     /// must then roll back.
     pub(super) async fn flush(&mut self) -> Result<(), LedgerError> {
+        // A change that left `available` below an armed auto top-up threshold starts one.
+        let triggered: Vec<String> = self
+            .locked
+            .iter()
+            .filter(|(_, locked)| locked.top_up_below.is_some_and(|below| locked.state.available() < below))
+            .map(|(organization_id, _)| organization_id.clone())
+            .collect();
+        for organization_id in triggered {
+            if self.start_top_up(&organization_id).await?.is_some() {
+                self.outbox.top_up_started();
+            }
+        }
         let pending = std::mem::take(&mut self.pending);
         let rows: Vec<_> = pending.iter().map(transaction_row).collect();
         // Within SQLite's and PostgreSQL's bind-parameter limits (12 a row).
@@ -55,7 +67,8 @@ impl LedgerTx {
                 || !state.resolved_holds.is_empty()
                 || state.version != locked.row.version
                 || state.overdraft_limit != locked.row.overdraft_limit
-                || locked.threshold != locked.row.low_balance_threshold;
+                || locked.threshold != locked.row.low_balance_threshold
+                || locked.top_up_below != locked.row.auto_top_up_below;
             for lot in &state.lots {
                 if state.created_lots.contains(&lot.id) {
                     new_lots.push(lot_row(lot, at));
@@ -102,6 +115,7 @@ impl LedgerTx {
                     ((locked.row.generation + 1).into(), "bigint"),
                     (open_lots_from(state).into(), "bigint"),
                     (locked.threshold.into(), "bigint"),
+                    (locked.top_up_below.into(), "bigint"),
                     (locked.row.version.into(), "bigint"),
                     (locked.row.generation.into(), "bigint"),
                 ])
@@ -119,9 +133,10 @@ impl LedgerTx {
                     "generation",
                     "open_lots_from",
                     "low_balance_threshold",
+                    "auto_top_up_below",
                 ],
                 at,
-                "version = v.column10 AND credit_balances.generation = v.column11",
+                "version = v.column11 AND credit_balances.generation = v.column12",
                 rows,
             );
             let updated = self.txn.execute_raw(statement).await?;
@@ -142,6 +157,7 @@ impl LedgerTx {
             locked.row.generation += 1;
             locked.row.open_lots_from = open_lots_from(state);
             locked.row.low_balance_threshold = locked.threshold;
+            locked.row.auto_top_up_below = locked.top_up_below;
             locked.row.updated_at = at;
             let transactions = seq != version_locked;
             self.outbox.hint(if transactions {

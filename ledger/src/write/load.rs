@@ -52,8 +52,11 @@ impl LedgerTx {
         for row in rows {
             let state =
                 kept.remove(&row.organization_id).or_else(|| states.remove(&row.organization_id)).unwrap_or_default();
-            let threshold = row.low_balance_threshold;
-            self.locked.insert(row.organization_id.clone(), Locked { row, state, threshold, raised: Vec::new() });
+            let (threshold, top_up_below) = (row.low_balance_threshold, row.auto_top_up_below);
+            self.locked.insert(
+                row.organization_id.clone(),
+                Locked { row, state, threshold, top_up_below, raised: Vec::new() },
+            );
         }
         Ok(())
     }

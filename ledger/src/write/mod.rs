@@ -40,6 +40,8 @@ struct Locked {
     state: State,
     /// The low-balance threshold as this transaction leaves it (the row's until changed).
     threshold: Option<i64>,
+    /// Below which `available` a change starts a top-up, as this transaction leaves it.
+    top_up_below: Option<i64>,
     /// Outgoing events this transaction's callers raised for it (a purchase completed,
     /// say), with what their bodies add; written at commit with the ledger's own.
     raised: Vec<(crate::EventType, serde_json::Map<String, serde_json::Value>)>,
@@ -308,6 +310,13 @@ impl LedgerTx {
         let event = crate::events::BalanceEvent::Threshold { organization_id: organization.id.clone(), threshold, at };
         self.outbox.hint(event.hint());
         Ok((organization, balance))
+    }
+
+    /// Sets below which `available` a change of the (locked) organization starts a
+    /// top-up; none: no top-up may start.
+    pub(crate) fn set_top_up_below(&mut self, organization_id: &str, below: Option<i64>) -> Result<(), LedgerError> {
+        self.locked_mut(organization_id)?.top_up_below = below;
+        Ok(())
     }
 
     /// Raises the outgoing event `kind` about the organization (locking it), its body

@@ -42,10 +42,30 @@ impl Call {
     }
 }
 
+/// How the fake answers a PaymentIntent confirmed off-session (auto top-up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Card {
+    /// `succeeded`.
+    Pays,
+    /// A 402 `card_declined`.
+    Declines,
+    /// A 402 `authentication_required` (3-D Secure).
+    NeedsAuthentication,
+    /// `processing`: only the webhook will say.
+    Processes,
+    /// A 500: Stripe failed; the client tries again with the same key.
+    Errors,
+}
+
 #[derive(Default)]
 struct Inner {
     behaviour: Option<Behaviour>,
+    card: Option<Card>,
     calls: Vec<Call>,
+    /// Answers already given, by `Idempotency-Key` (Stripe replays them).
+    answered: std::collections::HashMap<String, (StatusCode, Value)>,
+    /// PaymentIntents created, by id.
+    intents: std::collections::HashMap<String, Value>,
 }
 
 /// A running fake Stripe.
@@ -59,7 +79,12 @@ impl FakeStripe {
     /// Starts the fake on 127.0.0.1:0.
     pub async fn start() -> Self {
         let inner = Arc::new(Mutex::new(Inner::default()));
-        let app = Router::new().route("/v1/checkout/sessions", post(create_session)).with_state(inner.clone());
+        let app = Router::new()
+            .route("/v1/checkout/sessions", post(create_session))
+            .route("/v1/customers", post(create_customer))
+            .route("/v1/payment_intents", post(create_payment_intent))
+            .route("/v1/payment_intents/{id}", axum::routing::get(get_payment_intent))
+            .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake stripe");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -75,6 +100,157 @@ impl FakeStripe {
     pub fn calls(&self) -> Vec<Call> {
         self.inner.lock().unwrap().calls.clone()
     }
+
+    /// How off-session PaymentIntents fare from now on.
+    pub fn card(&self, card: Card) {
+        self.inner.lock().unwrap().card = Some(card);
+    }
+
+    /// PaymentIntents created (one per distinct `Idempotency-Key`).
+    pub fn payment_intents(&self) -> Vec<Value> {
+        let mut intents: Vec<Value> = self.inner.lock().unwrap().intents.values().cloned().collect();
+        intents.sort_by_key(|intent| intent["id"].as_str().unwrap_or_default().to_owned());
+        intents
+    }
+
+    /// The calls to a path that carried an `Idempotency-Key`, and how many distinct keys.
+    pub fn idempotency_keys(&self, form_field: &str) -> (usize, usize) {
+        let calls: Vec<Call> = self.calls().into_iter().filter(|call| call.field(form_field).is_some()).collect();
+        let keys: std::collections::HashSet<String> = calls
+            .iter()
+            .filter_map(|call| call.headers.get("idempotency-key").and_then(|key| key.to_str().ok()).map(str::to_owned))
+            .collect();
+        (calls.len(), keys.len())
+    }
+}
+
+/// Records a call and replays the answer Stripe gave to its `Idempotency-Key` before.
+fn record(inner: &Arc<Mutex<Inner>>, headers: HeaderMap, body: &[u8]) -> (Call, Option<(StatusCode, Value)>) {
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+    let call = Call { headers, form };
+    let mut inner = inner.lock().unwrap();
+    inner.calls.push(call.clone());
+    let replay = call
+        .headers
+        .get("idempotency-key")
+        .and_then(|key| key.to_str().ok())
+        .and_then(|key| inner.answered.get(key).cloned());
+    (call, replay)
+}
+
+fn remember(inner: &Arc<Mutex<Inner>>, call: &Call, answer: (StatusCode, Value)) -> Response {
+    if let Some(key) = call.headers.get("idempotency-key").and_then(|key| key.to_str().ok()) {
+        inner.lock().unwrap().answered.insert(key.to_owned(), answer.clone());
+    }
+    (answer.0, axum::Json(answer.1)).into_response()
+}
+
+fn metadata_of(call: &Call) -> Value {
+    Value::Object(
+        call.form
+            .iter()
+            .filter_map(|(key, value)| {
+                let name = key.strip_prefix("metadata[")?.strip_suffix(']')?;
+                Some((name.to_owned(), json!(value)))
+            })
+            .collect(),
+    )
+}
+
+async fn create_customer(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (call, replay) = record(&inner, headers, &body);
+    if let Some((status, answer)) = replay {
+        return (status, axum::Json(answer)).into_response();
+    }
+    let number = inner.lock().unwrap().calls.len();
+    let mut customer = fixture("customer");
+    customer["id"] = json!(format!("cus_fake{number:04}"));
+    customer["metadata"] = metadata_of(&call);
+    remember(&inner, &call, (StatusCode::OK, customer))
+}
+
+/// The card every fake payment method is.
+fn payment_method(id: &str) -> Value {
+    let mut method = fixture("payment_method");
+    method["id"] = json!(id);
+    method
+}
+
+async fn create_payment_intent(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (call, replay) = record(&inner, headers, &body);
+    if let Some((status, answer)) = replay {
+        return (status, axum::Json(answer)).into_response();
+    }
+    let (card, number) = {
+        let inner = inner.lock().unwrap();
+        (inner.card.unwrap_or(Card::Pays), inner.intents.len() + 1)
+    };
+    if card == Card::Errors {
+        let error = json!({ "error": { "type": "api_error", "message": "An unknown error occurred" } });
+        return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(error)).into_response();
+    }
+    let mut intent = fixture("payment_intent");
+    let id = format!("pi_topup{number:04}");
+    intent["id"] = json!(id);
+    intent["amount"] = json!(call.field("amount").and_then(|amount| amount.parse::<i64>().ok()));
+    intent["currency"] = json!(call.field("currency"));
+    intent["customer"] = json!(call.field("customer"));
+    intent["payment_method"] = json!(call.field("payment_method"));
+    intent["metadata"] = metadata_of(&call);
+    intent["setup_future_usage"] = Value::Null;
+    let status = match card {
+        Card::Pays => "succeeded",
+        Card::Processes => "processing",
+        Card::Declines | Card::NeedsAuthentication => "requires_payment_method",
+        Card::Errors => unreachable!("answered above"),
+    };
+    intent["status"] = json!(status);
+    inner.lock().unwrap().intents.insert(id, intent.clone());
+    let answer = match card {
+        Card::Declines | Card::NeedsAuthentication => {
+            let code = if card == Card::Declines { "card_declined" } else { "authentication_required" };
+            let message = if card == Card::Declines {
+                "Your card was declined."
+            } else {
+                "This payment requires authentication."
+            };
+            let error = json!({ "error": { "type": "card_error", "code": code, "message": message, "payment_intent": intent } });
+            (StatusCode::PAYMENT_REQUIRED, error)
+        }
+        _ => (StatusCode::OK, intent),
+    };
+    remember(&inner, &call, answer)
+}
+
+async fn get_payment_intent(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    inner.lock().unwrap().calls.push(Call { headers, form: vec![("get_payment_intent".into(), id.clone())] });
+    // A Checkout's PaymentIntent (made by the hosted page, not by us) pays with the
+    // fixture's card; ours, as created.
+    let mut intent = inner.lock().unwrap().intents.get(&id).cloned().unwrap_or_else(|| {
+        let mut intent = fixture("payment_intent");
+        intent["id"] = json!(id);
+        intent["status"] = json!("succeeded");
+        intent["payment_method"] = json!("pm_fake_checkout");
+        intent
+    });
+    let method = intent["payment_method"].as_str().unwrap_or("pm_fake_checkout").to_owned();
+    intent["payment_method"] = payment_method(&method);
+    axum::Json(intent).into_response()
+}
+
+/// A `payment_intent` event's object for a top-up's PaymentIntent.
+pub fn top_up_intent(payment_intent: &str, top_up: &str, status: &str, error_code: Option<&str>) -> Value {
+    let mut intent = fixture("payment_intent");
+    intent["id"] = json!(payment_intent);
+    intent["status"] = json!(status);
+    intent["metadata"] = json!({ "topup_id": top_up });
+    intent["last_payment_error"] = error_code
+        .map_or(Value::Null, |code| json!({ "type": "card_error", "code": code, "message": format!("{code}") }));
+    intent
 }
 
 async fn create_session(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: Bytes) -> Response {

@@ -1,0 +1,231 @@
+//! Auto top-up against the local fake Stripe (Customers and PaymentIntents in Stripe's
+//! wire format): a card saved through Checkout, one top-up per crossing however many
+//! requests race, credits exactly once whichever report of the payment comes first,
+//! declines and 3-D Secure pausing it, Stripe errors retried with the same key, the
+//! monthly limit, and two replicas making one PaymentIntent.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::fake_stripe::{Card, FakeStripe, event, paid_session, top_up_intent};
+use crate::helpers::{Engine, TestApp};
+use crate::on_both_engines;
+use crate::purchases::{metadata, stripe_app};
+
+on_both_engines!(
+    a_saved_card_recharges_once_per_crossing_and_credits_arrive_once,
+    fifty_racing_consumes_start_one_top_up_and_the_monthly_limit_holds,
+    the_webhook_may_report_the_payment_first_and_twice,
+    declines_and_authentication_pause_auto_top_up_until_it_is_set_again,
+    stripe_errors_are_retried_with_the_same_idempotency_key,
+);
+
+const SET: &str = "mutation($t: Credits, $p: ID, $l: Int, $on: Boolean!) { setAutoTopUp(input: { enabled: $on, threshold: $t, packageId: $p, monthlyLimit: $l }) { enabled threshold packageId monthlyLimit topUpsThisMonth pausedReason paymentMethod { brand last4 expMonth expYear } } }";
+const TOP_UPS: &str = "{ creditTopUps(first: 20) { edges { node { id status credits amount currency paymentIntentId failureMessage transaction { id kind amount referenceType referenceId } } } } }";
+
+/// An organization that bought Starter (10,000 credits) keeping its card, with auto
+/// top-up on below `threshold` for Starter.
+async fn with_saved_card(app: &TestApp, fake: &FakeStripe, threshold: i64, limit: i32) -> (String, String) {
+    let (org, key) = app.funded_org("Auto", 0).await;
+    let started = app
+        .ok(
+            Some(&key),
+            "mutation { purchasePackage(input: { packageId: \"credits_starter\", saveForAutoTopUp: true }) { checkoutSessionId purchase { id } } }",
+            json!({}),
+        )
+        .await;
+    let session = started["purchasePackage"]["checkoutSessionId"].as_str().expect("session").to_owned();
+    let purchase = started["purchasePackage"]["purchase"]["id"].as_str().expect("purchase").to_owned();
+    // The Checkout belongs to the organization's (new) Customer and keeps the card.
+    let checkout = fake.calls().into_iter().find(|call| call.field("mode") == Some("payment")).expect("checkout");
+    assert!(checkout.field("customer").is_some_and(|customer| customer.starts_with("cus_")));
+    assert_eq!(checkout.field("payment_intent_data[setup_future_usage]"), Some("off_session"));
+    // Paid: the card (read from Stripe before the answer) becomes the organization's.
+    let mut meta = metadata(&org, "credits_starter", &purchase);
+    meta["save_for_auto_top_up"] = json!("true");
+    let paid = paid_session(&session, &meta, 999, "usd", &format!("pi_checkout_{org}"));
+    assert_eq!(app.webhook(&event(&format!("evt_paid_{org}"), "checkout.session.completed", paid)).await, 200);
+    assert_eq!(app.balance(&key).await, 10_000);
+    let set = app.ok(Some(&key), SET, json!({ "on": true, "t": threshold, "p": "credits_starter", "l": limit })).await;
+    let settings = &set["setAutoTopUp"];
+    assert_eq!(settings["paymentMethod"], json!({ "brand": "visa", "last4": "4242", "expMonth": 8, "expYear": 2030 }));
+    assert_eq!((settings["enabled"].as_bool(), settings["pausedReason"].as_str()), (Some(true), None));
+    (org, key)
+}
+
+async fn consume(app: &TestApp, key: &str, amount: i64) {
+    app.ok(
+        Some(key),
+        "mutation($a: Credits!) { consumeCredits(input: { amount: $a, description: \"use\" }) { replayed } }",
+        json!({ "a": amount }),
+    )
+    .await;
+}
+
+async fn top_ups(app: &TestApp, key: &str) -> Vec<Value> {
+    let data = app.ok(Some(key), TOP_UPS, json!({})).await;
+    data["creditTopUps"]["edges"].as_array().expect("edges").iter().map(|edge| edge["node"].clone()).collect()
+}
+
+async fn wait_for(app: &TestApp, key: &str, what: &str, done: impl Fn(&[Value], i64) -> bool) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let (list, balance) = (top_ups(app, key).await, app.balance(key).await);
+        if done(&list, balance) {
+            return list;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{what}: top-ups {list:?}, balance {balance}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn a_saved_card_recharges_once_per_crossing_and_credits_arrive_once(engine: Engine) {
+    let Some((app, fake)) = stripe_app(engine).await else { return };
+    let (org, key) = with_saved_card(&app, &fake, 5_000, 4).await;
+    consume(&app, &key, 6_000).await; // 4,000 left: below 5,000
+    let list = wait_for(&app, &key, "credited", |list, balance| list.len() == 1 && balance == 14_000).await;
+    let top_up = &list[0];
+    assert_eq!(top_up["status"], "SUCCEEDED");
+    assert_eq!(
+        (top_up["credits"].as_i64(), top_up["amount"].as_i64(), top_up["currency"].as_str()),
+        (Some(10_000), Some(999), Some("usd"))
+    );
+    let transaction = &top_up["transaction"];
+    assert_eq!((transaction["kind"].as_str(), transaction["amount"].as_i64()), (Some("PURCHASE"), Some(10_000)));
+    assert_eq!(
+        (transaction["referenceType"].as_str(), transaction["referenceId"].as_str()),
+        (Some("topup"), top_up["id"].as_str())
+    );
+    // One PaymentIntent, its Idempotency-Key the top-up id, confirmed off-session.
+    let intents = fake.payment_intents();
+    assert_eq!(intents.len(), 1);
+    let call = fake.calls().into_iter().find(|call| call.field("off_session").is_some()).expect("payment intent call");
+    assert_eq!(call.headers.get("idempotency-key").and_then(|key| key.to_str().ok()), top_up["id"].as_str());
+    assert_eq!((call.field("confirm"), call.field("metadata[topup_id]")), (Some("true"), top_up["id"].as_str()));
+    assert_eq!(call.field("metadata[organization_id]"), Some(org.as_str()));
+    // Stripe's own report of the same payment, delivered twice, changes nothing.
+    let intent = top_up["paymentIntentId"].as_str().expect("payment intent");
+    for n in 0..2 {
+        let succeeded = top_up_intent(intent, top_up["id"].as_str().unwrap(), "succeeded", None);
+        assert_eq!(app.webhook(&event(&format!("evt_pi_{n}_{org}"), "payment_intent.succeeded", succeeded)).await, 200);
+    }
+    assert_eq!(app.balance(&key).await, 14_000);
+    // Above the threshold again: nothing starts; below it again: a second top-up.
+    consume(&app, &key, 1_000).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(top_ups(&app, &key).await.len(), 1);
+    consume(&app, &key, 9_000).await; // 4,000 left
+    wait_for(&app, &key, "second", |list, balance| list.len() == 2 && balance == 14_000).await;
+    assert_eq!(fake.payment_intents().len(), 2);
+}
+
+async fn fifty_racing_consumes_start_one_top_up_and_the_monthly_limit_holds(engine: Engine) {
+    let Some((app, fake)) = stripe_app(engine).await else { return };
+    fake.card(Card::Processes); // top-ups stay pending: only the racing is counted
+    let (_, key) = with_saved_card(&app, &fake, 9_000, 2).await;
+    let consumes: Vec<_> = (0..50).map(|_| consume(&app, &key, 100)).collect();
+    futures::future::join_all(consumes).await;
+    let list = wait_for(&app, &key, "one started", |list, _| !list.is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(top_ups(&app, &key).await.len(), 1, "{list:?}");
+    assert_eq!(fake.payment_intents().len(), 1);
+    // The limit: a second top-up this month, then no third.
+    let intent = fake.payment_intents()[0]["id"].as_str().expect("id").to_owned();
+    let first = list[0]["id"].as_str().expect("id").to_owned();
+    let succeeded = top_up_intent(&intent, &first, "succeeded", None);
+    assert_eq!(app.webhook(&event("evt_limit_1", "payment_intent.succeeded", succeeded)).await, 200);
+    consume(&app, &key, 13_000).await; // 10,000 − 5,000 + 10,000 − 13,000 = 2,000
+    let list = wait_for(&app, &key, "second", |list, _| list.len() == 2 && fake.payment_intents().len() == 2).await;
+    let pending = list.iter().find(|top_up| top_up["status"] == "PENDING").expect("the second is pending");
+    let second_intent = fake.payment_intents()[1]["id"].as_str().expect("id").to_owned();
+    let succeeded = top_up_intent(&second_intent, pending["id"].as_str().unwrap(), "succeeded", None);
+    assert_eq!(app.webhook(&event("evt_limit_2", "payment_intent.succeeded", succeeded)).await, 200);
+    consume(&app, &key, 10_000).await; // below the threshold again, the month's two spent
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(top_ups(&app, &key).await.len(), 2, "the monthly limit holds");
+    let settings =
+        app.ok(Some(&key), "{ organization { autoTopUp { topUpsThisMonth monthlyLimit } } }", json!({})).await;
+    assert_eq!(settings["organization"]["autoTopUp"], json!({ "topUpsThisMonth": 2, "monthlyLimit": 2 }));
+}
+
+async fn the_webhook_may_report_the_payment_first_and_twice(engine: Engine) {
+    let Some((app, fake)) = stripe_app(engine).await else { return };
+    fake.card(Card::Processes); // the create answer says nothing final
+    let (org, key) = with_saved_card(&app, &fake, 5_000, 4).await;
+    consume(&app, &key, 6_000).await;
+    let list = wait_for(&app, &key, "charged", |list, _| !list.is_empty() && !fake.payment_intents().is_empty()).await;
+    let top_up = list[0]["id"].as_str().expect("id").to_owned();
+    let intent = fake.payment_intents()[0]["id"].as_str().expect("intent").to_owned();
+    assert_eq!(app.balance(&key).await, 4_000, "processing: nothing credited yet");
+    for n in 0..2 {
+        let succeeded = top_up_intent(&intent, &top_up, "succeeded", None);
+        assert_eq!(
+            app.webhook(&event(&format!("evt_first_{n}_{org}"), "payment_intent.succeeded", succeeded)).await,
+            200
+        );
+    }
+    assert_eq!(app.balance(&key).await, 14_000);
+    assert_eq!(top_ups(&app, &key).await[0]["status"], "SUCCEEDED");
+}
+
+async fn declines_and_authentication_pause_auto_top_up_until_it_is_set_again(engine: Engine) {
+    let Some((app, fake)) = stripe_app(engine).await else { return };
+    fake.card(Card::Declines);
+    let (_, key) = with_saved_card(&app, &fake, 5_000, 4).await;
+    consume(&app, &key, 6_000).await;
+    let list =
+        wait_for(&app, &key, "declined", |list, _| list.first().is_some_and(|top_up| top_up["status"] == "FAILED"))
+            .await;
+    assert!(list[0]["failureMessage"].as_str().is_some_and(|message| message.contains("declined")), "{list:?}");
+    let paused = app.ok(Some(&key), "{ organization { autoTopUp { enabled pausedReason } } }", json!({})).await;
+    assert!(paused["organization"]["autoTopUp"]["pausedReason"].as_str().is_some_and(|why| why.contains("declined")));
+    // Paused: more consumes below the threshold start nothing.
+    consume(&app, &key, 100).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(top_ups(&app, &key).await.len(), 1);
+    // Setting it again lifts the pause; below the threshold already, it starts at once,
+    // and 3-D Secure pauses it again.
+    fake.card(Card::NeedsAuthentication);
+    let set = app.ok(Some(&key), SET, json!({ "on": true })).await;
+    assert!(set["setAutoTopUp"]["pausedReason"].is_null());
+    let list = wait_for(&app, &key, "authentication", |list, _| {
+        list.first().is_some_and(|top_up| top_up["status"] == "REQUIRES_ACTION")
+    })
+    .await;
+    assert_eq!(list.len(), 2);
+    let paused = app.ok(Some(&key), "{ organization { autoTopUp { pausedReason } } }", json!({})).await;
+    assert!(
+        paused["organization"]["autoTopUp"]["pausedReason"].as_str().is_some_and(|why| why.contains("authenticate"))
+    );
+    // Turning it on needs a card, a package and a threshold; off is always allowed.
+    let (_, bare) = app.funded_org("No card", 0).await;
+    let refused =
+        app.fails(Some(&bare), SET, json!({ "on": true, "t": 10, "p": "credits_starter" }), "BAD_USER_INPUT").await;
+    assert!(refused.to_string().contains("saved payment method"));
+    app.fails(Some(&bare), SET, json!({ "on": false, "p": "nope" }), "BAD_USER_INPUT").await;
+    app.fails(Some(&bare), SET, json!({ "on": false, "l": 0 }), "BAD_USER_INPUT").await;
+    app.ok(Some(&bare), SET, json!({ "on": false })).await;
+}
+
+async fn stripe_errors_are_retried_with_the_same_idempotency_key(engine: Engine) {
+    let Some((app, fake)) = stripe_app(engine).await else { return };
+    fake.card(Card::Errors);
+    let (_, key) = with_saved_card(&app, &fake, 5_000, 4).await;
+    consume(&app, &key, 6_000).await;
+    let started = Instant::now();
+    while fake.idempotency_keys("off_session").0 == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never charged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(top_ups(&app, &key).await[0]["status"], "PENDING");
+    fake.card(Card::Pays);
+    wait_for(&app, &key, "retried and paid", |list, balance| {
+        list.first().is_some_and(|top_up| top_up["status"] == "SUCCEEDED") && balance == 14_000
+    })
+    .await;
+    let (calls, keys) = fake.idempotency_keys("off_session");
+    assert!(calls >= 2, "retried: {calls} calls");
+    assert_eq!(keys, 1, "every call with the one key");
+    assert_eq!(fake.payment_intents().len(), 1);
+}
