@@ -159,6 +159,11 @@ async fn engine(label: &str, database_url: Option<&str>, seconds: u64, rows: &mu
     .await;
     let window = Duration::from_secs(seconds);
     let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
+    // `BENCH_ONLY=webhooks` runs the webhook scenario alone.
+    if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "webhooks") {
+        webhooks(label, &server, window, rows).await;
+        return;
+    }
     // `BENCH_ONLY=lots` runs the lots scenario alone (for profiling it).
     if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "lots") {
         lots(label, &server, &acknowledged, rows).await;

@@ -18,6 +18,8 @@ pub struct Model {
     pub payload: String,
     /// Commit time of its change.
     pub created_at: ChronoDateTimeUtc,
+    /// Whether its deliveries (one per matching endpoint) are written.
+    pub fanned_out: bool,
 }
 
 /// No relations are navigated.

@@ -8,16 +8,13 @@
 //! [`LedgerTx`](crate::LedgerTx) for balance changes, and the few writes outside it
 //! (a threshold, a revocation) through the same [`Outbox`].
 //!
-//! Outgoing webhook events are the outbox's durable part: their rows, and one delivery
-//! per matching endpoint, are written inside the transaction itself, so an event exists
-//! if and only if its change committed; the dispatcher is woken after the commit.
+//! Outgoing webhook events are the outbox's durable part: their rows are written inside
+//! the transaction itself, so an event exists if and only if its change committed; the
+//! dispatcher, woken after the commit, fans them out to endpoints.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use entity::{webhook_delivery, webhook_endpoint, webhook_event};
-use sea_orm::sea_query::Condition;
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
-};
+use entity::{webhook_endpoint, webhook_event};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait};
 use serde_json::{Map, Value, json};
 
 use crate::events::{EventHub, Hint, notify_hint, notify_key_revoked};
@@ -106,65 +103,31 @@ impl Outbox {
     }
 }
 
-/// Writes `events` and one pending delivery per event and enabled endpoint that takes
-/// it (the organization's own, and those of every organization); returns how many
-/// deliveries.
+/// Writes `events`, to be fanned out to their endpoints by a dispatcher
+/// ([`crate::Ledger::fan_out_events`]); returns how many.
 async fn write_events(txn: &DatabaseTransaction, events: &[PendingEvent]) -> Result<usize, LedgerError> {
-    if events.is_empty() {
-        return Ok(0);
-    }
-    let organizations: Vec<&str> = events.iter().map(|event| event.organization_id.as_str()).collect();
-    let endpoints = webhook_endpoint::Entity::find()
-        .filter(webhook_endpoint::Column::Enabled.eq(true))
-        .filter(
-            Condition::any()
-                .add(webhook_endpoint::Column::OrganizationId.is_null())
-                .add(webhook_endpoint::Column::OrganizationId.is_in(organizations)),
-        )
-        .all(txn)
-        .await?;
-    let mut event_rows = Vec::with_capacity(events.len());
-    let mut delivery_rows = Vec::new();
-    for event in events {
-        let id = new_id("evt");
-        let body = json!({
-            "type": event.kind.as_str(),
-            "timestamp": event.at.to_rfc3339_opts(SecondsFormat::Millis, true),
-            "data": event.data,
-        });
-        for endpoint in &endpoints {
-            let own = endpoint.organization_id.as_deref().is_none_or(|own| own == event.organization_id);
-            if own && takes(endpoint, event.kind) {
-                delivery_rows.push(webhook_delivery::ActiveModel {
-                    id: Set(new_id("whd")),
-                    endpoint_id: Set(endpoint.id.clone()),
-                    event_id: Set(id.clone()),
-                    status: Set("PENDING".to_owned()),
-                    attempts: Set(0),
-                    last_status_code: Set(None),
-                    last_error: Set(None),
-                    next_attempt_at: Set(Some(event.at)),
-                    leased_until: Set(None),
-                    delivered_at: Set(None),
-                    created_at: Set(event.at),
-                });
+    let rows: Vec<webhook_event::ActiveModel> = events
+        .iter()
+        .map(|event| {
+            let body = json!({
+                "type": event.kind.as_str(),
+                "timestamp": event.at.to_rfc3339_opts(SecondsFormat::Millis, true),
+                "data": event.data,
+            });
+            webhook_event::ActiveModel {
+                id: Set(new_id("evt")),
+                organization_id: Set(event.organization_id.clone()),
+                event_type: Set(event.kind.as_str().to_owned()),
+                payload: Set(body.to_string()),
+                created_at: Set(event.at),
+                fanned_out: Set(false),
             }
-        }
-        event_rows.push(webhook_event::ActiveModel {
-            id: Set(id),
-            organization_id: Set(event.organization_id.clone()),
-            event_type: Set(event.kind.as_str().to_owned()),
-            payload: Set(body.to_string()),
-            created_at: Set(event.at),
-        });
-    }
-    for chunk in event_rows.chunks(500) {
+        })
+        .collect();
+    for chunk in rows.chunks(500) {
         webhook_event::Entity::insert_many(chunk.to_vec()).exec_without_returning(txn).await?;
     }
-    for chunk in delivery_rows.chunks(500) {
-        webhook_delivery::Entity::insert_many(chunk.to_vec()).exec_without_returning(txn).await?;
-    }
-    Ok(delivery_rows.len())
+    Ok(rows.len())
 }
 
 /// Whether `endpoint` subscribes to events of `kind` (no types: every type).

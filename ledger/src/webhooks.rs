@@ -546,6 +546,88 @@ impl Ledger {
         WebhookDelivery::try_from(row)
     }
 
+    /// Writes the deliveries of up to `limit` events not yet fanned out (one per enabled
+    /// endpoint that takes each: the organization's own, and those of every
+    /// organization) and marks them, in one transaction; returns how many events. On
+    /// PostgreSQL, events another dispatcher is fanning out are skipped.
+    pub async fn fan_out_events(&self, limit: u64) -> Result<usize, LedgerError> {
+        let txn = crate::db::begin_write(&self.db).await?;
+        let mut query = webhook_event::Entity::find()
+            .filter(webhook_event::Column::FannedOut.eq(false))
+            .order_by_asc(webhook_event::Column::CreatedAt)
+            .limit(limit);
+        if self.db.get_database_backend() == DbBackend::Postgres {
+            query = query
+                .lock_with_behavior(sea_orm::sea_query::LockType::Update, sea_orm::sea_query::LockBehavior::SkipLocked);
+        }
+        let events = query.all(&txn).await?;
+        if events.is_empty() {
+            txn.rollback().await?;
+            return Ok(0);
+        }
+        let organizations: Vec<&str> = events.iter().map(|event| event.organization_id.as_str()).collect();
+        let endpoints = webhook_endpoint::Entity::find()
+            .filter(webhook_endpoint::Column::Enabled.eq(true))
+            .filter(
+                Condition::any()
+                    .add(webhook_endpoint::Column::OrganizationId.is_null())
+                    .add(webhook_endpoint::Column::OrganizationId.is_in(organizations)),
+            )
+            .all(&txn)
+            .await?;
+        let now = self.now();
+        let mut rows = Vec::new();
+        for event in &events {
+            let Some(kind) = EventType::from_name(&event.event_type) else { continue };
+            for endpoint in &endpoints {
+                let own = endpoint.organization_id.as_deref().is_none_or(|own| own == event.organization_id);
+                if own && crate::outbox::takes(endpoint, kind) {
+                    rows.push(webhook_delivery::ActiveModel {
+                        id: Set(new_id("whd")),
+                        endpoint_id: Set(endpoint.id.clone()),
+                        event_id: Set(event.id.clone()),
+                        status: Set(DeliveryStatus::Pending.as_str().to_owned()),
+                        attempts: Set(0),
+                        last_status_code: Set(None),
+                        last_error: Set(None),
+                        next_attempt_at: Set(Some(now)),
+                        leased_until: Set(None),
+                        delivered_at: Set(None),
+                        created_at: Set(event.created_at),
+                    });
+                }
+            }
+        }
+        for chunk in rows.chunks(500) {
+            webhook_delivery::Entity::insert_many(chunk.to_vec()).exec_without_returning(&txn).await?;
+        }
+        webhook_event::Entity::update_many()
+            .col_expr(webhook_event::Column::FannedOut, Expr::value(true))
+            .filter(webhook_event::Column::Id.is_in(events.iter().map(|event| event.id.clone())))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(events.len())
+    }
+
+    /// Records many attempts at once ([`Ledger::record_attempt`] each, one transaction):
+    /// how a busy dispatcher keeps its writes few. Returns how many claims still held.
+    pub async fn record_attempts(
+        &self,
+        attempts: &[(ClaimedDelivery, AttemptOutcome)],
+        failing_for: Duration,
+    ) -> Result<usize, LedgerError> {
+        let txn = crate::db::begin_write(&self.db).await?;
+        let mut held = 0;
+        for (claimed, outcome) in attempts {
+            if record_in(&txn, self.now(), claimed, outcome, failing_for).await? {
+                held += 1;
+            }
+        }
+        txn.commit().await?;
+        Ok(held)
+    }
+
     /// Claims up to `limit` deliveries that are due, to enabled endpoints, for `lease`:
     /// until then no other dispatcher (of this process or another replica) takes them.
     /// PostgreSQL skips rows another claim has locked; SQLite's writer lock serializes
@@ -641,64 +723,75 @@ impl Ledger {
         outcome: &AttemptOutcome,
         failing_for: Duration,
     ) -> Result<bool, LedgerError> {
-        use webhook_delivery::Column;
-        let now = self.now();
         let txn = crate::db::begin_write(&self.db).await?;
-        let mut update = webhook_delivery::Entity::update_many()
-            .col_expr(Column::Attempts, Expr::value(claimed.attempts + 1))
-            .col_expr(Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None));
-        let endpoint = webhook_endpoint::Entity::find_by_id(claimed.endpoint_id.clone()).one(&txn).await?;
-        let mut disable = None;
-        let mut failing_since = endpoint.as_ref().and_then(|endpoint| endpoint.failing_since);
-        match outcome {
-            AttemptOutcome::Succeeded { status_code } => {
-                update = update
-                    .col_expr(Column::Status, Expr::value(DeliveryStatus::Succeeded.as_str()))
-                    .col_expr(Column::LastStatusCode, Expr::value(*status_code))
-                    .col_expr(Column::LastError, Expr::value(Option::<String>::None))
-                    .col_expr(Column::NextAttemptAt, Expr::value(Option::<DateTime<Utc>>::None))
-                    .col_expr(Column::DeliveredAt, Expr::value(now));
-                failing_since = None;
-            }
-            AttemptOutcome::NotDelivered { status_code, error, retry_at, disable: disabling } => {
-                let status = if retry_at.is_some() { DeliveryStatus::Pending } else { DeliveryStatus::Failed };
-                update = update
-                    .col_expr(Column::Status, Expr::value(status.as_str()))
-                    .col_expr(Column::LastStatusCode, Expr::value(*status_code))
-                    .col_expr(Column::LastError, Expr::value(truncate(error)))
-                    .col_expr(Column::NextAttemptAt, Expr::value(*retry_at));
-                let since = *failing_since.get_or_insert(now);
-                disable = disabling
-                    .clone()
-                    .or_else(|| (now - since >= failing_for).then(|| "every delivery failed for five days".to_owned()));
-            }
-        }
-        let updated = update
-            .filter(Column::Id.eq(&claimed.id))
-            .filter(Column::Status.eq(DeliveryStatus::Pending.as_str()))
-            .filter(Column::LeasedUntil.eq(claimed.leased_until))
-            .exec(&txn)
-            .await?;
-        if updated.rows_affected == 0 {
-            txn.rollback().await?;
-            return Ok(false);
-        }
-        if let Some(endpoint) = endpoint {
-            let mut row: webhook_endpoint::ActiveModel = endpoint.into();
-            row.failing_since = Set(failing_since);
-            if let Some(reason) = &disable {
-                row.enabled = Set(false);
-                row.disabled_reason = Set(Some(reason.clone()));
-                row.updated_at = Set(now);
-            }
-            row.update(&txn).await?;
-            if let Some(reason) = &disable {
-                fail_pending(&txn, &claimed.endpoint_id, &format!("the endpoint was disabled: {reason}")).await?;
-            }
-        }
+        let held = record_in(&txn, self.now(), claimed, outcome, failing_for).await?;
         txn.commit().await?;
-        Ok(true)
+        Ok(held)
     }
+}
+
+/// Records one attempt inside `txn` (see [`Ledger::record_attempt`]).
+async fn record_in(
+    txn: &sea_orm::DatabaseTransaction,
+    now: DateTime<Utc>,
+    claimed: &ClaimedDelivery,
+    outcome: &AttemptOutcome,
+    failing_for: Duration,
+) -> Result<bool, LedgerError> {
+    use webhook_delivery::Column;
+    let mut update = webhook_delivery::Entity::update_many()
+        .col_expr(Column::Attempts, Expr::value(claimed.attempts + 1))
+        .col_expr(Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None));
+    let endpoint = webhook_endpoint::Entity::find_by_id(claimed.endpoint_id.clone()).one(txn).await?;
+    let mut disable = None;
+    let mut failing_since = endpoint.as_ref().and_then(|endpoint| endpoint.failing_since);
+    match outcome {
+        AttemptOutcome::Succeeded { status_code } => {
+            update = update
+                .col_expr(Column::Status, Expr::value(DeliveryStatus::Succeeded.as_str()))
+                .col_expr(Column::LastStatusCode, Expr::value(*status_code))
+                .col_expr(Column::LastError, Expr::value(Option::<String>::None))
+                .col_expr(Column::NextAttemptAt, Expr::value(Option::<DateTime<Utc>>::None))
+                .col_expr(Column::DeliveredAt, Expr::value(now));
+            failing_since = None;
+        }
+        AttemptOutcome::NotDelivered { status_code, error, retry_at, disable: disabling } => {
+            let status = if retry_at.is_some() { DeliveryStatus::Pending } else { DeliveryStatus::Failed };
+            update = update
+                .col_expr(Column::Status, Expr::value(status.as_str()))
+                .col_expr(Column::LastStatusCode, Expr::value(*status_code))
+                .col_expr(Column::LastError, Expr::value(truncate(error)))
+                .col_expr(Column::NextAttemptAt, Expr::value(*retry_at));
+            let since = *failing_since.get_or_insert(now);
+            disable = disabling
+                .clone()
+                .or_else(|| (now - since >= failing_for).then(|| "every delivery failed for five days".to_owned()));
+        }
+    }
+    let updated = update
+        .filter(Column::Id.eq(&claimed.id))
+        .filter(Column::Status.eq(DeliveryStatus::Pending.as_str()))
+        .filter(Column::LeasedUntil.eq(claimed.leased_until))
+        .exec(txn)
+        .await?;
+    if updated.rows_affected == 0 {
+        return Ok(false);
+    }
+    // The endpoint is written only when its failing streak or its state changes.
+    if let Some(endpoint) = endpoint.filter(|endpoint| endpoint.failing_since != failing_since || disable.is_some()) {
+        let mut row: webhook_endpoint::ActiveModel = endpoint.into();
+        row.failing_since = Set(failing_since);
+        if let Some(reason) = &disable {
+            row.enabled = Set(false);
+            row.disabled_reason = Set(Some(reason.clone()));
+            row.updated_at = Set(now);
+        }
+        row.update(txn).await?;
+        if let Some(reason) = &disable {
+            fail_pending(txn, &claimed.endpoint_id, &format!("the endpoint was disabled: {reason}")).await?;
+        }
+    }
+    Ok(true)
 }
 
 /// Fails an endpoint's pending deliveries with `why`.

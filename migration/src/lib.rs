@@ -15,6 +15,7 @@ mod m20261206_000009_rewrite_lots_in_place;
 mod m20261206_000010_usage_and_attribution;
 mod m20261206_000011_outgoing_webhooks;
 mod m20261206_000012_auto_top_up;
+mod m20261206_000013_fan_out_webhook_events;
 
 /// Every migration of the schema, oldest first.
 pub struct Migrator;
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000010_usage_and_attribution::Migration),
             Box::new(m20261206_000011_outgoing_webhooks::Migration),
             Box::new(m20261206_000012_auto_top_up::Migration),
+            Box::new(m20261206_000013_fan_out_webhook_events::Migration),
         ]
     }
 }

@@ -1,12 +1,14 @@
 //! Outgoing webhooks: the dispatcher that delivers the events the ledger's outbox wrote.
 //!
-//! Every replica runs one. It claims due deliveries under a lease
+//! Every replica runs one. It fans new events out to their endpoints (one delivery per
+//! matching endpoint, many events per transaction), and claims due deliveries under a lease
 //! ([`Ledger::claim_deliveries`]: PostgreSQL `FOR UPDATE SKIP LOCKED`, SQLite's single
 //! writer), so no two dispatchers send the same attempt at once; it is woken by this
 //! process's commits and sweeps every second for the rest (other replicas' commits,
 //! retries coming due). At most [`PER_ENDPOINT`] attempts are in flight per endpoint and
 //! [`IN_FLIGHT`] in all, each with a 15-second timeout, so a slow or dead endpoint holds
-//! only its own slots; the ledger never waits for any of it.
+//! only its own slots; the ledger never waits for any of it. Finished attempts are
+//! recorded by one task, a burst per transaction, so a busy dispatcher writes little.
 //!
 //! - `sign.rs`: Standard Webhooks v1 signatures.
 //! - `address.rs`: where webhooks may go (no request forgery), at saving and connecting.
@@ -26,7 +28,7 @@ use crate::ledger::Ledger;
 use crate::ledger::webhooks::{AttemptOutcome, ClaimedDelivery};
 
 /// Attempts in flight per endpoint.
-pub const PER_ENDPOINT: usize = 4;
+pub const PER_ENDPOINT: usize = 16;
 /// Attempts in flight in all.
 pub const IN_FLIGHT: usize = 64;
 /// How long an attempt may take.
@@ -38,6 +40,9 @@ const FAILING_DAYS: i64 = 5;
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER_SECS: u64 = 86_400;
 
+/// An attempt made and what it came to, waiting to be recorded.
+type Finished = (ClaimedDelivery, AttemptOutcome);
+
 /// Delivers outgoing webhooks; see the module doc.
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -46,6 +51,10 @@ pub struct Dispatcher {
     config: WebhookConfig,
     in_flight: Arc<Semaphore>,
     per_endpoint: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    /// Finished attempts, recorded by one task many at a time (one write transaction
+    /// for a burst of deliveries, not one each).
+    finished: tokio::sync::mpsc::UnboundedSender<Finished>,
+    finished_queue: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Finished>>>>,
 }
 
 impl Dispatcher {
@@ -57,17 +66,24 @@ impl Dispatcher {
             .dns_resolver(Arc::new(address::PublicResolver { allow_private: config.allow_private }))
             .user_agent(concat!("credits-webhooks/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let (finished, finished_queue) = tokio::sync::mpsc::unbounded_channel();
         Ok(Self {
             ledger,
             client,
             config,
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
             per_endpoint: Arc::default(),
+            finished,
+            finished_queue: Arc::new(Mutex::new(Some(finished_queue))),
         })
     }
 
     /// Runs until the runtime stops: delivers whatever is due, when woken or every second.
     pub fn start(self) -> tokio::task::JoinHandle<()> {
+        let queue = self.finished_queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(queue) = queue {
+            tokio::spawn(self.clone().record(queue));
+        }
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -81,8 +97,31 @@ impl Dispatcher {
         })
     }
 
-    /// Claims and starts due deliveries while there are any and room for them.
+    /// Records finished attempts as they come, a burst at a time; then frees their slots.
+    async fn record(self, mut queue: tokio::sync::mpsc::UnboundedReceiver<Finished>) {
+        let mut batch = Vec::new();
+        while queue.recv_many(&mut batch, 256).await > 0 {
+            let failing_for = chrono::Duration::days(FAILING_DAYS);
+            match self.ledger.record_attempts(&batch, failing_for).await {
+                Ok(held) if held < batch.len() => {
+                    tracing::warn!(lost = batch.len() - held, "webhook attempts outlived their lease; not recorded");
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    // Unrecorded attempts are made again when their lease ends (at least once).
+                    tracing::error!(%error, attempts = batch.len(), "webhook attempts could not be recorded");
+                }
+            }
+            batch.clear();
+            // Room again: look for more at once.
+            self.ledger.events().deliveries().notify_one();
+        }
+    }
+
+    /// Fans new events out to their endpoints, then claims and starts due deliveries
+    /// while there are any and room for them.
     async fn round(&self) -> Result<(), crate::ledger::LedgerError> {
+        while self.ledger.fan_out_events(500).await? == 500 {}
         loop {
             let room = self.in_flight.available_permits().min(32);
             if room == 0 {
@@ -96,10 +135,7 @@ impl Dispatcher {
                     Some(permits) => {
                         let dispatcher = self.clone();
                         tokio::spawn(async move {
-                            dispatcher.attempt(delivery).await;
-                            drop(permits);
-                            // Room again: look for more at once.
-                            dispatcher.ledger.events().deliveries().notify_one();
+                            dispatcher.attempt(delivery, permits).await;
                         });
                     }
                     None => given_back.push(delivery.id),
@@ -126,9 +162,10 @@ impl Dispatcher {
         Some((endpoint, overall))
     }
 
-    /// One attempt, recorded.
-    async fn attempt(&self, delivery: ClaimedDelivery) {
+    /// One attempt, handed to the recorder; its slots are free once it is answered.
+    async fn attempt(&self, delivery: ClaimedDelivery, permits: (OwnedSemaphorePermit, OwnedSemaphorePermit)) {
         let outcome = self.send(&delivery).await;
+        drop(permits);
         match &outcome {
             AttemptOutcome::Succeeded { status_code } => {
                 tracing::debug!(delivery = %delivery.id, event = %delivery.event_id, status_code, "webhook delivered");
@@ -145,11 +182,8 @@ impl Dispatcher {
                 );
             }
         }
-        let recorded = self.ledger.record_attempt(&delivery, &outcome, chrono::Duration::days(FAILING_DAYS)).await;
-        match recorded {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(delivery = %delivery.id, "webhook attempt outlived its lease; not recorded"),
-            Err(error) => tracing::error!(%error, delivery = %delivery.id, "webhook attempt could not be recorded"),
+        if self.finished.send((delivery, outcome)).is_err() {
+            tracing::error!("webhooks: the recorder has stopped");
         }
     }
 

@@ -622,7 +622,8 @@ async fn secrets_are_sealed_at_rest_and_five_days_of_failures_disable_an_endpoin
         GrantRequest::new(org.clone(), Amount::parse(amount).expect("amount"), "g".into(), None).expect("grant")
     };
     ledger.grant(grant(5)).await.expect("granted");
-    // The dispatcher gets it back to sign with; a server without the key gets nothing.
+    // Fanned out, the dispatcher gets it back to sign with; a server without the key gets nothing.
+    assert_eq!(ledger.fan_out_events(100).await.expect("fan out"), 2);
     let claimed = ledger.claim_deliveries(10, chrono::Duration::seconds(60)).await.expect("claim");
     assert_eq!(claimed.len(), 2, "recovered and granted");
     assert!(claimed.iter().all(|delivery| delivery.secrets == [secret.clone()]));
