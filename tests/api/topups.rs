@@ -229,3 +229,30 @@ async fn stripe_errors_are_retried_with_the_same_idempotency_key(engine: Engine)
     assert_eq!(keys, 1, "every call with the one key");
     assert_eq!(fake.payment_intents().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_postgresql_make_one_payment_intent() {
+    let Some((app, fake)) = stripe_app(Engine::Postgres).await else { return };
+    let replica = app
+        .spawn_replica_with(&[
+            ("STRIPE_WEBHOOK_SECRET", "whsec_test_secret"),
+            ("STRIPE_SECRET_KEY", "sk_test_fake_key_123"),
+            ("STRIPE_API_BASE", fake.base.as_str()),
+        ])
+        .await;
+    let (_, key) = with_saved_card(&app, &fake, 9_000, 4).await;
+    let other = TestApp::attach(&replica, &app.database_url());
+    // Consumes race across the threshold on both replicas; both run a top-up worker.
+    let consumes: Vec<_> =
+        (0..50).map(|n| if n % 2 == 0 { consume(&app, &key, 100) } else { consume(&other, &key, 100) }).collect();
+    futures::future::join_all(consumes).await;
+    wait_for(&app, &key, "credited once", |list, balance| {
+        list.len() == 1 && list[0]["status"] == "SUCCEEDED" && balance == 15_000
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(top_ups(&app, &key).await.len(), 1);
+    assert_eq!(fake.payment_intents().len(), 1);
+    assert_eq!(fake.idempotency_keys("off_session"), (1, 1), "one call to Stripe, by one replica");
+    assert_eq!(other.balance(&key).await, 15_000);
+}
