@@ -19,6 +19,7 @@ on_both_engines!(
     the_webhook_may_report_the_payment_first_and_twice,
     declines_and_authentication_pause_auto_top_up_until_it_is_set_again,
     stripe_errors_are_retried_with_the_same_idempotency_key,
+    a_server_killed_with_a_top_up_unpaid_pays_it_once_after_the_restart,
 );
 
 const SET: &str = "mutation($t: Credits, $p: ID, $l: Int, $on: Boolean!) { setAutoTopUp(input: { enabled: $on, threshold: $t, packageId: $p, monthlyLimit: $l }) { enabled threshold packageId monthlyLimit topUpsThisMonth pausedReason paymentMethod { brand last4 expMonth expYear } } }";
@@ -255,4 +256,41 @@ async fn two_replicas_on_one_postgresql_make_one_payment_intent() {
     assert_eq!(fake.payment_intents().len(), 1);
     assert_eq!(fake.idempotency_keys("off_session"), (1, 1), "one call to Stripe, by one replica");
     assert_eq!(other.balance(&key).await, 15_000);
+}
+
+async fn a_server_killed_with_a_top_up_unpaid_pays_it_once_after_the_restart(engine: Engine) {
+    let Some(database) = crate::helpers::database(engine).await else { return };
+    let fake = FakeStripe::start().await;
+    let mut server = crate::helpers::ServerProcess::start(
+        &database.url,
+        &[
+            ("STRIPE_WEBHOOK_SECRET", "whsec_test_secret"),
+            ("STRIPE_SECRET_KEY", "sk_test_fake_key_123"),
+            ("STRIPE_API_BASE", fake.base.as_str()),
+            ("CREDITS_CHECKOUT_SUCCESS_URL", "https://app.example/billing/success"),
+            ("CREDITS_CHECKOUT_CANCEL_URL", "https://app.example/billing/cancel"),
+        ],
+    )
+    .await;
+    let app = TestApp::attach(&server.base, &database.url);
+    // Stripe fails: the top-up is written (with its change) and stays unpaid.
+    fake.card(Card::Errors);
+    let (_, key) = with_saved_card(&app, &fake, 5_000, 4).await;
+    consume(&app, &key, 6_000).await;
+    let started = Instant::now();
+    while fake.idempotency_keys("off_session").0 == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never charged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.kill();
+    fake.card(Card::Pays);
+    server.restart().await;
+    wait_for(&app, &key, "paid after the restart", |list, balance| {
+        list.len() == 1 && list[0]["status"] == "SUCCEEDED" && balance == 14_000
+    })
+    .await;
+    let (_, keys) = fake.idempotency_keys("off_session");
+    assert_eq!(keys, 1, "every call with the top-up's one key");
+    assert_eq!(fake.payment_intents().len(), 1);
+    server.kill();
 }
