@@ -162,3 +162,48 @@ impl Availability {
         });
     }
 }
+
+/// Leases up to `limit` rows of `table` that are due (`status = 'PENDING'`,
+/// `next_attempt_at` past, no live lease) and meet `also` (a fixed SQL condition), until
+/// `now + lease`: until then no other worker, of this process or another replica, takes
+/// them. PostgreSQL skips rows another claim has locked; SQLite's writer lock serializes
+/// claims. Returns their ids and the lease's end (whole microseconds, what PostgreSQL
+/// stores, so that it compares equal later). How outgoing webhooks and auto top-ups are
+/// claimed.
+pub(crate) async fn lease_due(
+    db: &DatabaseConnection,
+    table: &str,
+    also: &str,
+    limit: u64,
+    now: chrono::DateTime<chrono::Utc>,
+    lease: chrono::Duration,
+) -> Result<(Vec<String>, chrono::DateTime<chrono::Utc>), DbErr> {
+    use chrono::SubsecRound;
+    let until = (now + lease).trunc_subsecs(6);
+    let backend = db.get_database_backend();
+    let (sql, values): (String, Vec<sea_orm::Value>) = match backend {
+        DbBackend::Postgres => (
+            format!(
+                "UPDATE {table} SET leased_until = $1 WHERE id IN (SELECT id FROM {table} WHERE status = 'PENDING' \
+                 AND next_attempt_at <= $2 AND (leased_until IS NULL OR leased_until <= $2) {also} \
+                 ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING id"
+            ),
+            vec![until.into(), now.into(), (limit as i64).into()],
+        ),
+        _ => (
+            format!(
+                "UPDATE {table} SET leased_until = ? WHERE id IN (SELECT id FROM {table} WHERE status = 'PENDING' \
+                 AND next_attempt_at <= ? AND (leased_until IS NULL OR leased_until <= ?) {also} \
+                 ORDER BY next_attempt_at LIMIT ?) RETURNING id"
+            ),
+            vec![until.into(), now.into(), now.into(), (limit as i64).into()],
+        ),
+    };
+    let ids = db
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(backend, sql, values))
+        .await?
+        .iter()
+        .map(|row| row.try_get::<String>("", "id"))
+        .collect::<Result<_, _>>()?;
+    Ok((ids, until))
+}

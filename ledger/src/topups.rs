@@ -14,8 +14,8 @@ use chrono::{DateTime, Datelike, TimeZone, Utc};
 use entity::{auto_top_up, credit_top_up};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Statement,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 
 use crate::write::LedgerTx;
@@ -287,11 +287,7 @@ impl Ledger {
         use credit_top_up::Column;
         let mut query = credit_top_up::Entity::find().filter(Column::OrganizationId.eq(organization_id));
         if let Some((created_at, id)) = after {
-            let position = Expr::tuple([Expr::col(Column::CreatedAt), Expr::col(Column::Id)]);
-            query = query.filter(sea_orm::sea_query::ExprTrait::lt(
-                position,
-                Expr::tuple([Expr::value(*created_at), Expr::value(id.clone())]),
-            ));
+            query = query.filter(crate::webhooks::older(Column::CreatedAt, Column::Id, *created_at, id));
         }
         let rows = query.order_by_desc(Column::CreatedAt).order_by_desc(Column::Id).limit(limit).all(&self.db).await?;
         rows.into_iter().map(CreditTopUp::try_from).collect()
@@ -302,36 +298,10 @@ impl Ledger {
         credit_top_up::Entity::find_by_id(id.to_owned()).one(&self.db).await?.map(CreditTopUp::try_from).transpose()
     }
 
-    /// Claims up to `limit` pending top-ups that are due, for `lease` (see
-    /// [`Ledger::claim_deliveries`] for how claims exclude each other).
+    /// Claims up to `limit` pending top-ups that are due, for `lease`
+    /// ([`crate::db::lease_due`]).
     pub async fn claim_top_ups(&self, limit: u64, lease: chrono::Duration) -> Result<Vec<ClaimedTopUp>, LedgerError> {
-        use chrono::SubsecRound;
-        let now = self.now();
-        let until = (now + lease).trunc_subsecs(6);
-        let backend = self.db.get_database_backend();
-        let (sql, values): (String, Vec<sea_orm::Value>) = match backend {
-            DbBackend::Postgres => (
-                "UPDATE credit_top_ups SET leased_until = $1 WHERE id IN (SELECT id FROM credit_top_ups \
-                 WHERE status = 'PENDING' AND next_attempt_at <= $2 AND (leased_until IS NULL OR leased_until <= $2) \
-                 ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING id"
-                    .into(),
-                vec![until.into(), now.into(), (limit as i64).into()],
-            ),
-            _ => (
-                "UPDATE credit_top_ups SET leased_until = ? WHERE id IN (SELECT id FROM credit_top_ups \
-                 WHERE status = 'PENDING' AND next_attempt_at <= ? AND (leased_until IS NULL OR leased_until <= ?) \
-                 ORDER BY next_attempt_at LIMIT ?) RETURNING id"
-                    .into(),
-                vec![until.into(), now.into(), now.into(), (limit as i64).into()],
-            ),
-        };
-        let ids: Vec<String> = self
-            .db
-            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
-            .await?
-            .iter()
-            .map(|row| row.try_get::<String>("", "id"))
-            .collect::<Result<_, _>>()?;
+        let (ids, _) = crate::db::lease_due(&self.db, "credit_top_ups", "", limit, self.now(), lease).await?;
         let mut claimed = Vec::with_capacity(ids.len());
         for row in credit_top_up::Entity::find().filter(credit_top_up::Column::Id.is_in(ids)).all(&self.db).await? {
             let settings = auto_top_up::Entity::find_by_id(row.organization_id.clone()).one(&self.db).await?;

@@ -3,12 +3,12 @@
 //! lease and settled attempt by attempt. Sending them over HTTP is the server's part;
 //! this module decides nothing about the network.
 
-use chrono::{DateTime, Duration, SubsecRound, Utc};
+use chrono::{DateTime, Duration, Utc};
 use entity::{webhook_delivery, webhook_endpoint, webhook_event};
 use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement,
+    QuerySelect,
 };
 
 use crate::{EventType, Ledger, LedgerError, new_id};
@@ -610,8 +610,11 @@ impl Ledger {
         Ok(events.len())
     }
 
-    /// Records many attempts at once ([`Ledger::record_attempt`] each, one transaction):
-    /// how a busy dispatcher keeps its writes few. Returns how many claims still held.
+    /// Records attempts of claimed deliveries, a burst in one transaction (how a busy
+    /// dispatcher keeps its writes few): each only while its claim still holds it, with
+    /// what it means for its endpoint (a success clears its failing streak, a failure
+    /// starts one, a disabling one turns it off and fails its other pending deliveries).
+    /// Returns how many claims still held.
     pub async fn record_attempts(
         &self,
         attempts: &[(ClaimedDelivery, AttemptOutcome)],
@@ -628,37 +631,12 @@ impl Ledger {
         Ok(held)
     }
 
-    /// Claims up to `limit` deliveries that are due, to enabled endpoints, for `lease`:
-    /// until then no other dispatcher (of this process or another replica) takes them.
-    /// PostgreSQL skips rows another claim has locked; SQLite's writer lock serializes
-    /// claims.
+    /// Claims up to `limit` deliveries that are due, to enabled endpoints, for `lease`
+    /// ([`crate::db::lease_due`]).
     pub async fn claim_deliveries(&self, limit: u64, lease: Duration) -> Result<Vec<ClaimedDelivery>, LedgerError> {
         let now = self.now();
-        // Whole microseconds: what PostgreSQL stores, so that the claim compares equal.
-        let until = (now + lease).trunc_subsecs(6);
-        let backend = self.db.get_database_backend();
-        let skip_locked = if backend == DbBackend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
-        let (p1, p2, p3) = match backend {
-            DbBackend::Postgres => ("$1", "$2", "$3"),
-            _ => ("?", "?", "?"),
-        };
-        let sql = format!(
-            "UPDATE webhook_deliveries SET leased_until = {p1} WHERE id IN (SELECT d.id FROM webhook_deliveries d \
-             WHERE d.status = 'PENDING' AND d.next_attempt_at <= {p2} AND (d.leased_until IS NULL OR d.leased_until <= {p2}) \
-             AND d.endpoint_id IN (SELECT e.id FROM webhook_endpoints e WHERE e.enabled) \
-             ORDER BY d.next_attempt_at LIMIT {p3}{skip_locked}) RETURNING id"
-        );
-        let values: Vec<sea_orm::Value> = match backend {
-            DbBackend::Postgres => vec![until.into(), now.into(), (limit as i64).into()],
-            _ => vec![until.into(), now.into(), now.into(), (limit as i64).into()],
-        };
-        let ids: Vec<String> = self
-            .db
-            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
-            .await?
-            .iter()
-            .map(|row| row.try_get::<String>("", "id"))
-            .collect::<Result<_, _>>()?;
+        let enabled = "AND endpoint_id IN (SELECT e.id FROM webhook_endpoints e WHERE e.enabled)";
+        let (ids, until) = crate::db::lease_due(&self.db, "webhook_deliveries", enabled, limit, now, lease).await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -712,25 +690,12 @@ impl Ledger {
             .await?;
         Ok(())
     }
-
-    /// Records an attempt of a claimed delivery (only while this claim still holds it),
-    /// and what it means for the endpoint: a success clears its failing streak, a
-    /// failure starts one, and a disabling failure turns it off and fails its other
-    /// pending deliveries. Returns whether the claim still held.
-    pub async fn record_attempt(
-        &self,
-        claimed: &ClaimedDelivery,
-        outcome: &AttemptOutcome,
-        failing_for: Duration,
-    ) -> Result<bool, LedgerError> {
-        let txn = crate::db::begin_write(&self.db).await?;
-        let held = record_in(&txn, self.now(), claimed, outcome, failing_for).await?;
-        txn.commit().await?;
-        Ok(held)
-    }
 }
 
-/// Records one attempt inside `txn` (see [`Ledger::record_attempt`]).
+/// Records an attempt of a claimed delivery inside `txn` (only while its claim still
+/// holds it), and what it means for the endpoint: a success clears its failing streak, a
+/// failure starts one, and a disabling failure turns it off and fails its other pending
+/// deliveries. Returns whether the claim still held.
 async fn record_in(
     txn: &sea_orm::DatabaseTransaction,
     now: DateTime<Utc>,
@@ -810,8 +775,10 @@ async fn fail_pending(conn: &impl ConnectionTrait, endpoint_id: &str, why: &str)
 }
 
 /// Rows older than `(created_at, id)` in a newest-first list.
-fn older<C: ColumnTrait>(created: C, id_column: C, created_at: DateTime<Utc>, id: &str) -> Condition {
-    Condition::any().add(created.lt(created_at)).add(Condition::all().add(created.eq(created_at)).add(id_column.lt(id)))
+pub(crate) fn older<C: ColumnTrait>(created: C, id_column: C, created_at: DateTime<Utc>, id: &str) -> Expr {
+    // A row value, so that both engines read on along the index.
+    let position = Expr::tuple([Expr::col(created), Expr::col(id_column)]);
+    sea_orm::sea_query::ExprTrait::lt(position, Expr::tuple([Expr::value(created_at), Expr::value(id.to_owned())]))
 }
 
 /// An error message as stored: at most 500 characters.

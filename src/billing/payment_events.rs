@@ -151,16 +151,7 @@ impl Billing {
             Effect::Dispute(report) => self.dispute_reported(&mut tx, report).await,
             Effect::Nothing => Ok(()),
         };
-        match applied {
-            Ok(()) => {
-                tx.commit().await?;
-                Ok(EventOutcome::Applied)
-            }
-            Err(error) => {
-                tx.rollback().await?;
-                Err(error)
-            }
-        }
+        tx.finish(applied).await.map(|()| EventOutcome::Applied)
     }
 
     /// The card of a paid session that asked to keep it for auto top-up, read from Stripe.

@@ -114,7 +114,7 @@ impl Billing {
         crate::ledger::retrying(|| async {
             let mut tx = self.ledger.begin().await?;
             let credited = self.credit_top_up(&mut tx, top_up_id, payment_intent).await;
-            finish(tx, credited).await
+            tx.finish(credited).await
         })
         .await
     }
@@ -129,7 +129,7 @@ impl Billing {
         crate::ledger::retrying(|| async {
             let mut tx = self.ledger.begin().await?;
             let ended = self.end_top_up(&mut tx, top_up_id, payment_intent, end).await;
-            finish(tx, ended).await
+            tx.finish(ended).await
         })
         .await
     }
@@ -218,15 +218,4 @@ fn top_up_fields(id: &str, status: &str, payment_intent: Option<&str>) -> serde_
         fields.insert("paymentIntentId".into(), payment_intent.into());
     }
     fields
-}
-
-/// Commits when `result` is a success, rolls back otherwise.
-async fn finish(tx: LedgerTx, result: Result<(), BillingError>) -> Result<(), BillingError> {
-    match result {
-        Ok(()) => Ok(tx.commit().await?),
-        Err(error) => {
-            tx.rollback().await?;
-            Err(error)
-        }
-    }
 }

@@ -1,7 +1,9 @@
 //! Relay pagination arguments: bounds checks and opaque cursors.
 
+use async_graphql::connection::{Connection, Edge, EmptyFields};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
 
 use super::errors::ApiError;
 use crate::ledger::PageRequest;
@@ -33,6 +35,39 @@ pub fn decode_cursor(tag: &str, cursor: &str) -> Result<String, ApiError> {
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .and_then(|text| text.strip_prefix(tag).and_then(|rest| rest.strip_prefix(':')).map(str::to_owned))
         .ok_or_else(|| ApiError::BadUserInput(format!("invalid cursor {cursor:?}")))
+}
+
+/// A cursor for a position in a newest-first list ordered by creation time, then id.
+pub fn time_cursor(created_at: DateTime<Utc>, id: &str) -> String {
+    encode_cursor("at", &format!("{}|{id}", created_at.timestamp_micros()))
+}
+
+/// The position a [`time_cursor`] names, if one was given.
+pub fn decode_time_cursor(after: Option<String>) -> Result<Option<(DateTime<Utc>, String)>, ApiError> {
+    let Some(after) = after else { return Ok(None) };
+    let value = decode_cursor("at", &after)?;
+    let bad = || ApiError::BadUserInput(format!("invalid cursor {after:?}"));
+    let (micros, id) = value.split_once('|').ok_or_else(bad)?;
+    let at = micros.parse().ok().and_then(DateTime::from_timestamp_micros).ok_or_else(bad)?;
+    Ok(Some((at, id.to_owned())))
+}
+
+/// A page of a newest-first list by creation time, read one row past the page (`rows`)
+/// to know whether more follow.
+pub fn newest_first_page<T, O: async_graphql::OutputType>(
+    rows: Vec<T>,
+    size: u64,
+    after: bool,
+    key: impl Fn(&T) -> (DateTime<Utc>, String),
+    view: impl Fn(T) -> O,
+) -> Connection<String, O, EmptyFields, EmptyFields> {
+    let more = rows.len() as u64 > size;
+    let mut connection = Connection::new(after, more);
+    connection.edges.extend(rows.into_iter().take(size as usize).map(|row| {
+        let (at, id) = key(&row);
+        Edge::new(time_cursor(at, &id), view(row))
+    }));
+    connection
 }
 
 /// The window of a newest-first list of transactions asked for by Relay arguments.

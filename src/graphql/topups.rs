@@ -3,12 +3,12 @@
 //! token's (a client session with `PURCHASE` may too: the console's switch); reading it
 //! needs `READ`.
 
-use async_graphql::connection::{Connection, Edge, EmptyFields};
+use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 
 use super::context::{Access, scope};
 use super::errors::ApiError;
-use super::pagination::{decode_cursor, encode_cursor, page_size};
+use super::pagination::{decode_time_cursor, newest_first_page, page_size};
 use super::scalars::{Credits, DateTime};
 use super::views::CreditTransaction;
 use crate::billing::PackageCatalog;
@@ -194,26 +194,11 @@ impl TopUpsQuery {
     ) -> Result<CreditTopUpConnection, ApiError> {
         let organization_id = scope(ctx, organization_id.as_ref(), Access::Read)?;
         let size = page_size("first", first)?;
-        let cursor = match after {
-            Some(after) => {
-                let value = decode_cursor("ctu", &after)?;
-                let bad = || ApiError::BadUserInput(format!("invalid cursor {after:?}"));
-                let (micros, id) = value.split_once('|').ok_or_else(bad)?;
-                let at = micros.parse().ok().and_then(chrono::DateTime::from_timestamp_micros).ok_or_else(bad)?;
-                Some((at, id.to_owned()))
-            }
-            None => None,
-        };
+        let cursor = decode_time_cursor(after)?;
         let ledger = ctx.data_unchecked::<Ledger>();
         ledger.balance(&organization_id).await?;
         let rows = ledger.top_ups(&organization_id, cursor.as_ref(), size + 1).await?;
-        let more = rows.len() as u64 > size;
-        let mut connection = Connection::new(cursor.is_some(), more);
-        connection.edges.extend(rows.into_iter().take(size as usize).map(|row| {
-            let cursor = encode_cursor("ctu", &format!("{}|{}", row.created_at.timestamp_micros(), row.id));
-            Edge::new(cursor, CreditTopUp(row))
-        }));
-        Ok(connection)
+        Ok(newest_first_page(rows, size, cursor.is_some(), |row| (row.created_at, row.id.clone()), CreditTopUp))
     }
 }
 

@@ -4,16 +4,15 @@
 //! null); an API key its own organization's; a client session none (`FORBIDDEN`).
 //! Secrets appear only in the answers of create and rotate.
 
-use async_graphql::connection::{Connection, Edge, EmptyFields};
+use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
-use chrono::{DateTime as ChronoDateTime, Utc};
 
 use super::context::{Access, Caller, caller, scope};
 use super::errors::ApiError;
-use super::pagination::{decode_cursor, encode_cursor, page_size};
+use super::pagination::{decode_time_cursor, newest_first_page, page_size};
 use super::scalars::DateTime;
 use crate::config::WebhookConfig;
-use crate::ledger::webhooks::{self, DeliveryStatus, EndpointChange, ListCursor, NewEndpoint};
+use crate::ledger::webhooks::{self, DeliveryStatus, EndpointChange, NewEndpoint};
 use crate::ledger::{EventType, Ledger};
 use crate::webhooks::address;
 
@@ -276,36 +275,6 @@ fn webhook_scope(ctx: &Context<'_>, organization_id: Option<&ID>) -> Result<Opti
     }
 }
 
-fn cursor_of(created_at: ChronoDateTime<Utc>, id: &str) -> String {
-    encode_cursor("at", &format!("{}|{id}", created_at.timestamp_micros()))
-}
-
-fn parse_cursor(after: Option<String>) -> Result<Option<ListCursor>, ApiError> {
-    let Some(after) = after else { return Ok(None) };
-    let value = decode_cursor("at", &after)?;
-    let bad = || ApiError::BadUserInput(format!("invalid cursor {after:?}"));
-    let (micros, id) = value.split_once('|').ok_or_else(bad)?;
-    let at = micros.parse().ok().and_then(ChronoDateTime::from_timestamp_micros).ok_or_else(bad)?;
-    Ok(Some((at, id.to_owned())))
-}
-
-/// A page of a newest-first list, read one row past the page to know if more follow.
-fn page<T, O: async_graphql::OutputType>(
-    rows: Vec<T>,
-    size: u64,
-    after: bool,
-    key: impl Fn(&T) -> (ChronoDateTime<Utc>, String),
-    view: impl Fn(T) -> O,
-) -> Connection<String, O, EmptyFields, EmptyFields> {
-    let more = rows.len() as u64 > size;
-    let mut connection = Connection::new(after, more);
-    connection.edges.extend(rows.into_iter().take(size as usize).map(|row| {
-        let (at, id) = key(&row);
-        Edge::new(cursor_of(at, &id), view(row))
-    }));
-    connection
-}
-
 /// Queries of webhook endpoints, events and deliveries.
 #[derive(Default)]
 pub struct WebhooksQuery;
@@ -323,12 +292,12 @@ impl WebhooksQuery {
     ) -> Result<WebhookEndpointConnection, ApiError> {
         let organization_id = webhook_scope(ctx, organization_id.as_ref())?;
         let size = page_size("first", first)?;
-        let cursor = parse_cursor(after)?;
+        let cursor = decode_time_cursor(after)?;
         let rows = ctx
             .data_unchecked::<Ledger>()
             .webhook_endpoints(organization_id.as_deref(), cursor.as_ref(), size + 1)
             .await?;
-        Ok(page(rows, size, cursor.is_some(), |row| (row.created_at, row.id.clone()), WebhookEndpoint))
+        Ok(newest_first_page(rows, size, cursor.is_some(), |row| (row.created_at, row.id.clone()), WebhookEndpoint))
     }
 
     /// The organization's events, newest first.
@@ -347,13 +316,13 @@ impl WebhooksQuery {
         let filter = filter.unwrap_or_default();
         let types = event_types(filter.types)?;
         let size = page_size("first", first)?;
-        let cursor = parse_cursor(after)?;
+        let cursor = decode_time_cursor(after)?;
         let range = (filter.created_after.map(|at| at.0), filter.created_before.map(|at| at.0));
         let rows = ctx
             .data_unchecked::<Ledger>()
             .webhook_events(&organization_id, &types, range, cursor.as_ref(), size + 1)
             .await?;
-        Ok(page(rows, size, cursor.is_some(), |row| (row.created_at, row.id.clone()), WebhookEvent))
+        Ok(newest_first_page(rows, size, cursor.is_some(), |row| (row.created_at, row.id.clone()), WebhookEvent))
     }
 
     /// An endpoint's deliveries, newest first.
@@ -369,12 +338,12 @@ impl WebhooksQuery {
         let statuses: Vec<DeliveryStatus> =
             filter.unwrap_or_default().statuses.unwrap_or_default().into_iter().map(Into::into).collect();
         let size = page_size("first", first)?;
-        let cursor = parse_cursor(after)?;
+        let cursor = decode_time_cursor(after)?;
         let rows = ctx
             .data_unchecked::<Ledger>()
             .webhook_deliveries(&endpoint.id, &statuses, cursor.as_ref(), size + 1)
             .await?;
-        Ok(page(rows, size, cursor.is_some(), |row| (row.created_at, row.id.clone()), WebhookDelivery))
+        Ok(newest_first_page(rows, size, cursor.is_some(), |row| (row.created_at, row.id.clone()), WebhookDelivery))
     }
 }
 

@@ -648,7 +648,8 @@ async fn secrets_are_sealed_at_rest_and_five_days_of_failures_disable_an_endpoin
         seconds.store(day * 86_400 + 200, Ordering::SeqCst);
         let claimed = ledger.claim_deliveries(1, chrono::Duration::seconds(60)).await.expect("claim");
         assert_eq!(claimed.len(), 1, "day {day}");
-        assert!(ledger.record_attempt(&claimed[0], &fail(60), chrono::Duration::days(5)).await.expect("record"));
+        let attempt = [(claimed[0].clone(), fail(60))];
+        assert_eq!(ledger.record_attempts(&attempt, chrono::Duration::days(5)).await.expect("record"), 1);
         let endpoint = ledger.webhook_endpoint(&endpoint.id).await.expect("read").expect("endpoint");
         assert_eq!(!endpoint.enabled, disabled, "day {day}");
         if disabled {

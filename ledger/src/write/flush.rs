@@ -219,6 +219,11 @@ impl LedgerTx {
     /// carries the balance as this transaction commits it.
     fn raise_events(&mut self, pending: &[CreditTransaction]) {
         let Self { locked, outbox, at, .. } = self;
+        // Each organization's transactions, found once (a batch may hold hundreds of both).
+        let mut by_organization: HashMap<&str, Vec<&CreditTransaction>> = HashMap::new();
+        for transaction in pending {
+            by_organization.entry(transaction.organization_id.as_str()).or_default().push(transaction);
+        }
         for (organization_id, locked) in locked.iter_mut() {
             let (row, state) = (&locked.row, &locked.state);
             let available = row.balance - row.held;
@@ -228,8 +233,8 @@ impl LedgerTx {
                 threshold: row.low_balance_threshold,
             };
             let after = Standing::of(state, locked.threshold);
-            let own = || pending.iter().filter(|transaction| transaction.organization_id == *organization_id);
-            let last = own().next_back().map(|transaction| Value::from(transaction.id.clone()));
+            let own = by_organization.remove(organization_id.as_str()).unwrap_or_default();
+            let last = own.last().map(|transaction| Value::from(transaction.id.clone()));
             let mut raised: Vec<(EventType, Map<String, Value>)> = decide::alerts(before, after)
                 .into_iter()
                 .map(|kind| {
@@ -241,7 +246,7 @@ impl LedgerTx {
                     (kind, fields)
                 })
                 .collect();
-            for transaction in own() {
+            for transaction in own {
                 let kind = match transaction.kind {
                     TransactionKind::Grant => EventType::Granted,
                     TransactionKind::Expiry => EventType::Expired,

@@ -511,8 +511,8 @@ impl LedgerTx {
     }
 
     /// Commits when `result` is a success and rolls back when it is a refusal; answers
-    /// `result` (or the commit's failure).
-    pub async fn finish<T>(self, result: Result<T, LedgerError>) -> Result<T, LedgerError> {
+    /// `result` (or the commit's failure). Callers of any layer pass their own errors.
+    pub async fn finish<T, E: From<LedgerError>>(self, result: Result<T, E>) -> Result<T, E> {
         match result {
             Ok(done) => {
                 self.commit().await?;
