@@ -27,6 +27,8 @@ pub struct Model {
     pub failure_message: Option<String>,
     /// The `PURCHASE` transaction that credited it.
     pub transaction_id: Option<String>,
+    /// The part of its charge refunded so far, as last settled (see billing's settlement).
+    pub refunded_amount: i64,
     /// Calls to Stripe made for it.
     pub attempts: i32,
     /// When the worker calls Stripe next (pending only).

@@ -148,6 +148,8 @@ pub struct CreditTopUp {
     pub failure_message: Option<String>,
     /// The `PURCHASE` that credited it.
     pub transaction_id: Option<String>,
+    /// The part of its charge refunded so far, as last settled.
+    pub refunded_amount: i64,
     /// Calls to Stripe made for it.
     pub attempts: i32,
     /// When it was triggered.
@@ -171,6 +173,7 @@ impl TryFrom<credit_top_up::Model> for CreditTopUp {
             payment_intent_id: row.payment_intent_id,
             failure_message: row.failure_message,
             transaction_id: row.transaction_id,
+            refunded_amount: row.refunded_amount,
             attempts: row.attempts,
             created_at: row.created_at,
             updated_at: row.updated_at,
@@ -519,6 +522,7 @@ impl LedgerTx {
                     payment_intent_id: Set(None),
                     failure_message: Set(None),
                     transaction_id: Set(None),
+                    refunded_amount: Set(0),
                     attempts: Set(0),
                     next_attempt_at: Set(Some(at)),
                     leased_until: Set(None),
@@ -576,6 +580,32 @@ impl LedgerTx {
             .exec(self.conn())
             .await?;
         self.arm_top_up(&top_up.organization_id).await
+    }
+
+    /// The credited top-up paid through `payment_intent_id`, for settling a refund or a
+    /// dispute of its charge; `None` when no credited top-up has that PaymentIntent.
+    pub async fn paid_top_up_of_payment(
+        &mut self,
+        payment_intent_id: &str,
+    ) -> Result<Option<CreditTopUp>, LedgerError> {
+        let row = credit_top_up::Entity::find()
+            .filter(credit_top_up::Column::PaymentIntentId.eq(payment_intent_id))
+            .filter(credit_top_up::Column::Status.eq(TopUpStatus::Succeeded.as_str()))
+            .one(self.conn())
+            .await?;
+        row.map(CreditTopUp::try_from).transpose()
+    }
+
+    /// Records the refund a settlement applied to a top-up's charge.
+    pub async fn set_top_up_refunded(&mut self, id: &str, refunded_amount: i64) -> Result<(), LedgerError> {
+        let at = self.at();
+        credit_top_up::Entity::update_many()
+            .col_expr(credit_top_up::Column::RefundedAmount, Expr::value(refunded_amount))
+            .col_expr(credit_top_up::Column::UpdatedAt, Expr::value(at))
+            .filter(credit_top_up::Column::Id.eq(id))
+            .exec(self.conn())
+            .await?;
+        Ok(())
     }
 
     /// Ends a pending top-up without credits and pauses auto top-up with the reason.

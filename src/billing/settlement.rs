@@ -23,6 +23,9 @@
 //! (counted) → `REINSTATED`; or straight to `REINSTATED` when its reinstatement is seen
 //! first, which then means it never counts.
 //!
+//! An auto top-up's charge settles by the same rule ([`Paid`]): its applied refund is
+//! kept on the top-up, its clawbacks reference it, and its status stays `SUCCEEDED`.
+//!
 //! Every event of a PaymentIntent first locks that PaymentIntent's `stripe_refunds` row
 //! ([`record_refund`]), so a settlement decides against state no concurrent delivery can
 //! change until commit.
@@ -31,7 +34,9 @@ use entity::{credit_purchase, stripe_dispute, stripe_refund};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
+use super::topups::TOP_UP_REFERENCE;
 use super::{Billing, BillingError, PURCHASE_REFERENCE, PurchaseStatus};
+use crate::ledger::topups::CreditTopUp;
 use crate::ledger::{ChangeRequest, DEFAULT_PRIORITY, EventType, LedgerError, LedgerTx, TransactionKind};
 use crate::ledger::{LotCategory, LotSpec};
 
@@ -95,27 +100,19 @@ impl Billing {
                 .exec(tx.conn())
                 .await?;
         }
-        let purchase = credit_purchase::Entity::find()
-            .filter(credit_purchase::Column::PaymentIntentId.eq(payment_intent))
-            .one(tx.conn())
-            .await?;
-        let Some(purchase) = purchase else {
+        let Some(paid) = Paid::through(tx, payment_intent).await? else {
             // Not paid yet (or not ours).
             return Ok(());
         };
-        let status = PurchaseStatus::parse(&purchase.status)?;
-        if !status.was_paid() {
-            return Ok(());
-        }
         let reported = stripe_refund::Entity::find_by_id(payment_intent.to_owned())
             .one(tx.conn())
             .await?
             .map_or(0, |row| row.amount_refunded);
-        let paid = purchase.amount.max(0);
-        let applied_refund = purchase.refunded_amount.clamp(0, paid);
-        let refunded = reported.clamp(0, paid).max(applied_refund);
+        let (credits, amount) = (paid.credits(), paid.amount().max(0));
+        let applied_refund = paid.refunded_amount().clamp(0, amount);
+        let refunded = reported.clamp(0, amount).max(applied_refund);
         let counted = disputes.iter().filter(|(state, _)| *state == DisputeState::Withdrawn);
-        let before = held_back(purchase.credits, paid, applied_refund, counted.map(|(_, row)| row.amount));
+        let before = held_back(credits, amount, applied_refund, counted.map(|(_, row)| row.amount));
         let holding: Vec<&stripe_dispute::Model> = disputes
             .iter()
             .filter(|(state, row)| {
@@ -123,19 +120,16 @@ impl Billing {
             })
             .map(|(_, row)| row)
             .collect();
-        let after = held_back(purchase.credits, paid, refunded, holding.iter().map(|row| row.amount));
-        let settled = settled_status(paid, refunded, !holding.is_empty());
+        let after = held_back(credits, amount, refunded, holding.iter().map(|row| row.amount));
+        let settled = settled_status(amount, refunded, !holding.is_empty());
 
         // The facts now count as settled.
         let mut counted_now = Vec::new();
         for row in holding.iter().filter(|row| row.state == DisputeState::Pending.as_str()) {
             stripe_dispute::Entity::update_many()
                 .col_expr(stripe_dispute::Column::State, Expr::value(DisputeState::Withdrawn.as_str()))
-                .col_expr(stripe_dispute::Column::PurchaseId, Expr::value(purchase.id.clone()))
-                .col_expr(
-                    stripe_dispute::Column::AccountedCredits,
-                    Expr::value(share(purchase.credits, row.amount, paid)),
-                )
+                .col_expr(stripe_dispute::Column::PurchaseId, Expr::value(paid.id().to_owned()))
+                .col_expr(stripe_dispute::Column::AccountedCredits, Expr::value(share(credits, row.amount, amount)))
                 .col_expr(stripe_dispute::Column::UpdatedAt, Expr::value(tx.at()))
                 .filter(stripe_dispute::Column::Id.eq(&row.id))
                 .filter(stripe_dispute::Column::State.eq(DisputeState::Pending.as_str()))
@@ -143,31 +137,21 @@ impl Billing {
                 .await?;
             counted_now.push(row.id.as_str());
         }
-        if refunded != purchase.refunded_amount || settled != status {
-            credit_purchase::Entity::update_many()
-                .col_expr(credit_purchase::Column::RefundedAmount, Expr::value(refunded))
-                .col_expr(
-                    credit_purchase::Column::RefundedCredits,
-                    Expr::value(share(purchase.credits, refunded, paid)),
-                )
-                .col_expr(credit_purchase::Column::Status, Expr::value(settled.as_str()))
-                .col_expr(credit_purchase::Column::UpdatedAt, Expr::value(tx.at()))
-                .filter(credit_purchase::Column::Id.eq(&purchase.id))
-                .exec(tx.conn())
-                .await?;
-        }
+        paid.record(tx, refunded, settled).await?;
 
         // The difference, and only the difference, goes to the ledger.
-        let reference = (PURCHASE_REFERENCE, purchase.id.as_str());
+        let (reference, organization_id) = (paid.reference(), paid.organization_id());
+        let (noun, id) = (paid.noun(), paid.id());
         if after > before {
             let wanted = after - before;
             let cause = clawback_cause(refunded > applied_refund, &counted_now);
-            let description = format!("{cause} of purchase {}: {wanted} credits", purchase.id);
-            // From the purchase's own lots only (see `LedgerTx::clawback`).
-            let taken = tx.clawback(&purchase.organization_id, wanted, &description, reference).await?;
+            let description = format!("{cause} of {noun} {id}: {wanted} credits");
+            // From its own lots only (see `LedgerTx::clawback`).
+            let taken = tx.clawback(organization_id, wanted, &description, reference).await?;
             if taken.shortfall > 0 {
                 tracing::warn!(
-                    purchase = %purchase.id,
+                    %noun,
+                    %id,
                     taken = taken.taken,
                     shortfall = taken.shortfall,
                     "clawback: credits already spent were not recovered"
@@ -175,22 +159,25 @@ impl Billing {
             }
         } else if after < before {
             // Never more than was really taken: credits spent before a clawback were not.
-            let given_back = tx.clawed_back(&purchase.organization_id, reference).await? - after;
+            let given_back = tx.clawed_back(organization_id, reference).await? - after;
             if given_back > 0 {
-                // The credits come back as they were: the purchase lot's category,
-                // priority and expiry (an expiry already past means they expire at once).
-                let lot = match tx.lot_of_purchase(&purchase.organization_id, reference).await? {
+                // The credits come back as they were: the paid lot's category, priority
+                // and expiry (an expiry already past means they expire at once).
+                let lot = match tx.lot_of_purchase(organization_id, reference).await? {
                     Some(lot) => LotSpec { category: lot.category, priority: lot.priority, expires_at: lot.expires_at },
                     None => LotSpec { category: LotCategory::Paid, priority: DEFAULT_PRIORITY, expires_at: None },
                 };
-                let cause = reinstated.map_or_else(|| "Purchase".to_owned(), |id| format!("Dispute {id} of purchase"));
+                let cause = match reinstated {
+                    Some(dispute) => format!("Dispute {dispute} of {noun}"),
+                    None => paid.capitalized_noun().to_owned(),
+                };
                 let request = ChangeRequest {
-                    organization_id: purchase.organization_id.clone(),
+                    organization_id: organization_id.to_owned(),
                     kind: TransactionKind::Adjustment,
                     delta: given_back,
-                    description: Some(format!("{cause} {} reinstated: {given_back} credits given back", purchase.id)),
-                    reference_type: Some(PURCHASE_REFERENCE.into()),
-                    reference_id: Some(purchase.id.clone()),
+                    description: Some(format!("{cause} {id} reinstated: {given_back} credits given back")),
+                    reference_type: Some(reference.0.into()),
+                    reference_id: Some(id.to_owned()),
                     idempotency_key: None,
                     lot: Some(lot),
                     by: Default::default(),
@@ -198,8 +185,13 @@ impl Billing {
                 tx.change(&request).await?;
             }
         }
-        tracing::info!(purchase = %purchase.id, before, after, status = settled.as_str(), "purchase settled");
-        // What the application's backend hears of it.
+        tracing::info!(%noun, %id, before, after, status = settled.as_str(), "payment settled");
+        // What the application's backend hears of it: a purchase's own events. A top-up
+        // has none for refunds and disputes; its clawback is a `REFUND` transaction, and
+        // the balance events of that change fire as for any other.
+        let Paid::Purchase(purchase) = paid else {
+            return Ok(());
+        };
         let raised = [
             (refunded > applied_refund, EventType::PurchaseRefunded),
             (!counted_now.is_empty(), EventType::PurchaseDisputed),
@@ -210,6 +202,113 @@ impl Billing {
             for (_, kind) in raised.into_iter().filter(|(happened, _)| *happened) {
                 super::payment_events::raise(tx, &purchase, kind, settled).await?;
             }
+        }
+        Ok(())
+    }
+}
+
+/// What was paid through one PaymentIntent: a Checkout purchase or an auto top-up. Both
+/// settle refunds and disputes by the same rule; each keeps its applied refund in its own
+/// row, and only a purchase has a status that follows (a top-up stays `SUCCEEDED`).
+enum Paid {
+    Purchase(credit_purchase::Model),
+    TopUp(CreditTopUp),
+}
+
+impl Paid {
+    /// What was paid through `payment_intent` and credited, if anything was.
+    async fn through(tx: &mut LedgerTx, payment_intent: &str) -> Result<Option<Self>, BillingError> {
+        let purchase = credit_purchase::Entity::find()
+            .filter(credit_purchase::Column::PaymentIntentId.eq(payment_intent))
+            .one(tx.conn())
+            .await?;
+        if let Some(purchase) = purchase {
+            let paid = PurchaseStatus::parse(&purchase.status)?.was_paid();
+            return Ok(paid.then_some(Self::Purchase(purchase)));
+        }
+        Ok(tx.paid_top_up_of_payment(payment_intent).await?.map(Self::TopUp))
+    }
+
+    fn id(&self) -> &str {
+        match self {
+            Self::Purchase(purchase) => &purchase.id,
+            Self::TopUp(top_up) => &top_up.id,
+        }
+    }
+
+    fn organization_id(&self) -> &str {
+        match self {
+            Self::Purchase(purchase) => &purchase.organization_id,
+            Self::TopUp(top_up) => &top_up.organization_id,
+        }
+    }
+
+    fn credits(&self) -> i64 {
+        match self {
+            Self::Purchase(purchase) => purchase.credits,
+            Self::TopUp(top_up) => top_up.credits,
+        }
+    }
+
+    fn amount(&self) -> i64 {
+        match self {
+            Self::Purchase(purchase) => purchase.amount,
+            Self::TopUp(top_up) => top_up.amount,
+        }
+    }
+
+    fn refunded_amount(&self) -> i64 {
+        match self {
+            Self::Purchase(purchase) => purchase.refunded_amount,
+            Self::TopUp(top_up) => top_up.refunded_amount,
+        }
+    }
+
+    /// The reference its credits carry in the ledger.
+    fn reference(&self) -> (&'static str, &str) {
+        match self {
+            Self::Purchase(purchase) => (PURCHASE_REFERENCE, &purchase.id),
+            Self::TopUp(top_up) => (TOP_UP_REFERENCE, &top_up.id),
+        }
+    }
+
+    fn noun(&self) -> &'static str {
+        match self {
+            Self::Purchase(_) => "purchase",
+            Self::TopUp(_) => "top-up",
+        }
+    }
+
+    fn capitalized_noun(&self) -> &'static str {
+        match self {
+            Self::Purchase(_) => "Purchase",
+            Self::TopUp(_) => "Top-up",
+        }
+    }
+
+    /// Keeps what this settlement applied: the refund (both) and the status (a purchase).
+    async fn record(&self, tx: &mut LedgerTx, refunded: i64, settled: PurchaseStatus) -> Result<(), BillingError> {
+        match self {
+            Self::Purchase(purchase) => {
+                if refunded == purchase.refunded_amount && settled.as_str() == purchase.status {
+                    return Ok(());
+                }
+                credit_purchase::Entity::update_many()
+                    .col_expr(credit_purchase::Column::RefundedAmount, Expr::value(refunded))
+                    .col_expr(
+                        credit_purchase::Column::RefundedCredits,
+                        Expr::value(share(purchase.credits, refunded, purchase.amount.max(0))),
+                    )
+                    .col_expr(credit_purchase::Column::Status, Expr::value(settled.as_str()))
+                    .col_expr(credit_purchase::Column::UpdatedAt, Expr::value(tx.at()))
+                    .filter(credit_purchase::Column::Id.eq(&purchase.id))
+                    .exec(tx.conn())
+                    .await?;
+            }
+            Self::TopUp(top_up) if refunded != top_up.refunded_amount => {
+                tx.set_top_up_refunded(&top_up.id, refunded).await?;
+            }
+            Self::TopUp(_) => {}
         }
         Ok(())
     }

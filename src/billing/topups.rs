@@ -3,10 +3,12 @@
 //! second replica never charges twice), and crediting it exactly once from whichever
 //! report of the payment comes first: the create answer or `payment_intent.succeeded`.
 //! A decline or 3-D Secure ends it and pauses auto top-up; a Stripe error or timeout
-//! leaves it pending, tried again with the same key.
+//! leaves it pending, tried again with the same key. A refund or a dispute of a top-up's
+//! charge claws back as for a purchase (`settlement`).
 
 use std::time::Duration;
 
+use super::settlement::record_refund;
 use super::stripe::{ChargeOutcome, TopUpCharge};
 use super::{Billing, BillingError};
 use crate::ledger::topups::{ClaimedTopUp, TopUpEnd};
@@ -142,6 +144,9 @@ impl Billing {
         top_up_id: &str,
         payment_intent: &str,
     ) -> Result<(), BillingError> {
+        // Every report of this PaymentIntent serializes on its refund row, so a refund or
+        // a dispute racing the crediting is settled by whichever commits second.
+        record_refund(tx.conn(), payment_intent, 0, tx.at()).await?;
         let Some(top_up) = tx.take_paid_top_up(top_up_id, payment_intent).await? else {
             return Ok(());
         };
@@ -168,7 +173,8 @@ impl Billing {
         fields.insert("credits".into(), top_up.credits.into());
         tx.raise(&top_up.organization_id, EventType::TopupSucceeded, fields).await?;
         tracing::info!(top_up = %top_up.id, credits = top_up.credits, "auto top-up paid and credited");
-        Ok(())
+        // A refund or a dispute may have been reported before the payment.
+        self.settle(tx, payment_intent, None).await
     }
 
     /// Ends the top-up in `tx` if it is still pending, pausing auto top-up.

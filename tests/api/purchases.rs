@@ -495,7 +495,14 @@ impl TestApp {
     }
 
     /// Delivers a dispute event (`funds_withdrawn` or `funds_reinstated`) under `event_id`.
-    async fn dispute_event(&self, event_id: &str, kind: &str, dispute_id: &str, payment_intent: &str, amount: i64) {
+    pub(crate) async fn dispute_event(
+        &self,
+        event_id: &str,
+        kind: &str,
+        dispute_id: &str,
+        payment_intent: &str,
+        amount: i64,
+    ) {
         let object = dispute(dispute_id, payment_intent, amount);
         let status = self.webhook(&event(event_id, &format!("charge.dispute.{kind}"), object)).await;
         assert_eq!(status, 200, "{kind} {dispute_id}");
@@ -503,7 +510,7 @@ impl TestApp {
 
     /// The organization's `REFUND` and `ADJUSTMENT` transactions, oldest first, as
     /// (kind, amount, description).
-    async fn corrections(&self, key: &str) -> Vec<(String, i64, String)> {
+    pub(crate) async fn corrections(&self, key: &str) -> Vec<(String, i64, String)> {
         let data = self
             .ok(
                 Some(key),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::fake_stripe::{Card, FakeStripe, event, paid_session, top_up_intent};
+use crate::fake_stripe::{Card, FakeStripe, event, paid_session, refunded_charge, top_up_intent};
 use crate::helpers::{Engine, TestApp};
 use crate::on_both_engines;
 use crate::purchases::{metadata, stripe_app};
@@ -20,6 +20,9 @@ on_both_engines!(
     declines_and_authentication_pause_auto_top_up_until_it_is_set_again,
     stripe_errors_are_retried_with_the_same_idempotency_key,
     a_server_killed_with_a_top_up_unpaid_pays_it_once_after_the_restart,
+    a_top_ups_charge_refunded_and_disputed_claws_back_as_for_a_purchase,
+    a_refund_reported_before_the_top_up_is_paid_is_settled_when_it_is_credited,
+    a_server_killed_after_stripe_charged_and_before_crediting_credits_once,
 );
 
 const SET: &str = "mutation($t: Credits, $p: ID, $l: Int, $on: Boolean!) { setAutoTopUp(input: { enabled: $on, threshold: $t, packageId: $p, monthlyLimit: $l }) { enabled threshold packageId monthlyLimit topUpsThisMonth pausedReason paymentMethod { brand last4 expMonth expYear } } }";
@@ -258,10 +261,14 @@ async fn two_replicas_on_one_postgresql_make_one_payment_intent() {
     assert_eq!(other.balance(&key).await, 15_000);
 }
 
-async fn a_server_killed_with_a_top_up_unpaid_pays_it_once_after_the_restart(engine: Engine) {
-    let Some(database) = crate::helpers::database(engine).await else { return };
-    let fake = FakeStripe::start().await;
-    let mut server = crate::helpers::ServerProcess::start(
+/// A server process on `engine`'s fresh database (kept while the test holds it) talking
+/// to `fake`, and a client of it.
+async fn stripe_server(
+    engine: Engine,
+    fake: &FakeStripe,
+) -> Option<(crate::helpers::TestDatabase, crate::helpers::ServerProcess, TestApp)> {
+    let database = crate::helpers::database(engine).await?;
+    let server = crate::helpers::ServerProcess::start(
         &database.url,
         &[
             ("STRIPE_WEBHOOK_SECRET", "whsec_test_secret"),
@@ -273,15 +280,26 @@ async fn a_server_killed_with_a_top_up_unpaid_pays_it_once_after_the_restart(eng
     )
     .await;
     let app = TestApp::attach(&server.base, &database.url);
+    Some((database, server, app))
+}
+
+/// Waits until the top-up's PaymentIntent has been asked for `calls` times.
+async fn wait_for_charges(fake: &FakeStripe, calls: usize) {
+    let started = Instant::now();
+    while fake.idempotency_keys("off_session").0 < calls {
+        assert!(started.elapsed() < Duration::from_secs(10), "never charged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn a_server_killed_with_a_top_up_unpaid_pays_it_once_after_the_restart(engine: Engine) {
+    let fake = FakeStripe::start().await;
+    let Some((_database, mut server, app)) = stripe_server(engine, &fake).await else { return };
     // Stripe fails: the top-up is written (with its change) and stays unpaid.
     fake.card(Card::Errors);
     let (_, key) = with_saved_card(&app, &fake, 5_000, 4).await;
     consume(&app, &key, 6_000).await;
-    let started = Instant::now();
-    while fake.idempotency_keys("off_session").0 == 0 {
-        assert!(started.elapsed() < Duration::from_secs(10), "never charged");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_charges(&fake, 1).await;
     server.kill();
     fake.card(Card::Pays);
     server.restart().await;
@@ -293,4 +311,92 @@ async fn a_server_killed_with_a_top_up_unpaid_pays_it_once_after_the_restart(eng
     assert_eq!(keys, 1, "every call with the top-up's one key");
     assert_eq!(fake.payment_intents().len(), 1);
     server.kill();
+}
+
+async fn a_server_killed_after_stripe_charged_and_before_crediting_credits_once(engine: Engine) {
+    let fake = FakeStripe::start().await;
+    let Some((_database, mut server, app)) = stripe_server(engine, &fake).await else { return };
+    // Stripe charges the card, and the server is killed before it hears so.
+    fake.card(Card::PaysUnanswered);
+    let (org, key) = with_saved_card(&app, &fake, 5_000, 4).await;
+    consume(&app, &key, 6_000).await;
+    wait_for_charges(&fake, 1).await;
+    server.kill();
+    fake.card(Card::Pays);
+    server.restart().await;
+    assert_eq!(app.balance(&key).await, 4_000, "not credited before any report of the payment");
+    let list = top_ups(&app, &key).await;
+    assert_eq!((list.len(), list[0]["status"].as_str()), (1, Some("PENDING")));
+    // Stripe's report of the charge (sent whatever became of the create call), twice.
+    let intent = fake.payment_intents()[0]["id"].as_str().expect("intent").to_owned();
+    for n in 0..2 {
+        let succeeded = top_up_intent(&intent, list[0]["id"].as_str().unwrap(), "succeeded", None);
+        assert_eq!(
+            app.webhook(&event(&format!("evt_kill_{n}_{org}"), "payment_intent.succeeded", succeeded)).await,
+            200
+        );
+    }
+    wait_for(&app, &key, "credited once", |list, balance| list[0]["status"] == "SUCCEEDED" && balance == 14_000).await;
+    assert_eq!(fake.idempotency_keys("off_session"), (1, 1), "one call to Stripe with the top-up's key");
+    assert_eq!(fake.payment_intents().len(), 1);
+    server.kill();
+}
+
+/// Turns auto top-up off, so that clawbacks below the threshold start nothing.
+async fn turn_off(app: &TestApp, key: &str) {
+    let set = app.ok(Some(key), SET, json!({ "on": false })).await;
+    assert_eq!(set["setAutoTopUp"]["enabled"], false);
+}
+
+async fn a_top_ups_charge_refunded_and_disputed_claws_back_as_for_a_purchase(engine: Engine) {
+    let Some((app, fake)) = stripe_app(engine).await else { return };
+    let (org, key) = with_saved_card(&app, &fake, 5_000, 4).await;
+    consume(&app, &key, 6_000).await;
+    let list = wait_for(&app, &key, "credited", |list, balance| list.len() == 1 && balance == 14_000).await;
+    turn_off(&app, &key).await;
+    let (top_up, intent) = (list[0]["id"].as_str().expect("id"), list[0]["paymentIntentId"].as_str().expect("pi"));
+    // A partial refund takes back its share of the top-up's credits, from its own lot.
+    let refunded = event(&format!("evt_tr_{org}"), "charge.refunded", refunded_charge(intent, 999, 500));
+    assert_eq!(app.webhook(&refunded).await, 200);
+    assert_eq!(app.balance(&key).await, 14_000 - 5_005);
+    // Delivered again: nothing more.
+    assert_eq!(app.webhook(&refunded).await, 200);
+    assert_eq!(app.balance(&key).await, 8_995);
+    // A dispute of the rest withdraws the rest; its reinstatement gives it back.
+    app.dispute_event(&format!("evt_td1_{org}"), "funds_withdrawn", "dp_topup", intent, 499).await;
+    assert_eq!(app.balance(&key).await, 8_995 - 4_994, "the dispute holds back its share");
+    app.dispute_event(&format!("evt_td2_{org}"), "funds_reinstated", "dp_topup", intent, 499).await;
+    assert_eq!(app.balance(&key).await, 8_995);
+    let corrections = app.corrections(&key).await;
+    let expected = [
+        ("REFUND", -5_005, format!("Refund of top-up {top_up}: 5005 credits")),
+        ("REFUND", -4_994, format!("Dispute dp_topup of top-up {top_up}: 4994 credits")),
+        ("ADJUSTMENT", 4_994, format!("Dispute dp_topup of top-up {top_up} reinstated: 4994 credits given back")),
+    ];
+    let expected: Vec<_> = expected.into_iter().map(|(kind, amount, text)| (kind.to_owned(), amount, text)).collect();
+    assert_eq!(corrections, expected);
+    // The top-up itself stays SUCCEEDED; no second PaymentIntent was made.
+    assert_eq!(top_ups(&app, &key).await[0]["status"], "SUCCEEDED");
+    assert_eq!(fake.payment_intents().len(), 1);
+}
+
+async fn a_refund_reported_before_the_top_up_is_paid_is_settled_when_it_is_credited(engine: Engine) {
+    let Some((app, fake)) = stripe_app(engine).await else { return };
+    fake.card(Card::Processes); // the create answer says nothing final
+    let (org, key) = with_saved_card(&app, &fake, 5_000, 4).await;
+    consume(&app, &key, 6_000).await;
+    let list = wait_for(&app, &key, "charged", |list, _| !list.is_empty() && !fake.payment_intents().is_empty()).await;
+    turn_off(&app, &key).await;
+    let top_up = list[0]["id"].as_str().expect("id").to_owned();
+    let intent = fake.payment_intents()[0]["id"].as_str().expect("intent").to_owned();
+    // Stripe reports the full refund first: nothing is credited yet, so nothing to take.
+    let refunded = event(&format!("evt_early_r_{org}"), "charge.refunded", refunded_charge(&intent, 999, 999));
+    assert_eq!(app.webhook(&refunded).await, 200);
+    assert_eq!(app.balance(&key).await, 4_000);
+    // The payment's report credits the top-up and settles the refund in the same step.
+    let succeeded = top_up_intent(&intent, &top_up, "succeeded", None);
+    assert_eq!(app.webhook(&event(&format!("evt_late_{org}"), "payment_intent.succeeded", succeeded)).await, 200);
+    assert_eq!(app.balance(&key).await, 4_000);
+    let corrections = app.corrections(&key).await;
+    assert_eq!(corrections, vec![("REFUND".to_owned(), -10_000, format!("Refund of top-up {top_up}: 10000 credits"))]);
 }

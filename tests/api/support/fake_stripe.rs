@@ -47,6 +47,9 @@ impl Call {
 pub enum Card {
     /// `succeeded`.
     Pays,
+    /// `succeeded`, remembered under its key, but the answer never leaves: the caller
+    /// dies (or gives up) between Stripe's charge and hearing of it.
+    PaysUnanswered,
     /// A 402 `card_declined`.
     Declines,
     /// A 402 `authentication_required` (3-D Secure).
@@ -199,7 +202,7 @@ async fn create_payment_intent(State(inner): State<Arc<Mutex<Inner>>>, headers: 
     intent["metadata"] = metadata_of(&call);
     intent["setup_future_usage"] = Value::Null;
     let status = match card {
-        Card::Pays => "succeeded",
+        Card::Pays | Card::PaysUnanswered => "succeeded",
         Card::Processes => "processing",
         Card::Declines | Card::NeedsAuthentication => "requires_payment_method",
         Card::Errors => unreachable!("answered above"),
@@ -219,7 +222,11 @@ async fn create_payment_intent(State(inner): State<Arc<Mutex<Inner>>>, headers: 
         }
         _ => (StatusCode::OK, intent),
     };
-    remember(&inner, &call, answer)
+    let response = remember(&inner, &call, answer);
+    if card == Card::PaysUnanswered {
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
+    response
 }
 
 async fn get_payment_intent(
