@@ -12,9 +12,10 @@ use crate::billing::{Billing, PackageCatalog, PackageError};
 use crate::config::{Config, Limits};
 use crate::graphql::build_schema;
 use crate::http::assets::PagePolicy;
+use crate::http::observe::MetricsAccess;
 use crate::http::rate_limit::{ClientAddress, RateLimits};
 use crate::http::ws::SocketCounts;
-use crate::http::{AppState, router};
+use crate::http::{AppState, metrics_router, router};
 use crate::ledger::Ledger;
 
 /// Why the server could not start.
@@ -52,6 +53,8 @@ pub struct Application {
     shutdown: tokio::sync::watch::Sender<()>,
     limits: Limits,
     sockets: SocketCounts,
+    /// `CREDITS_METRICS_ADDR`'s listener and routes, when set.
+    metrics: Option<(TcpListener, Router)>,
 }
 
 impl Application {
@@ -114,10 +117,28 @@ impl Application {
             sockets: sockets.clone(),
             pages: PagePolicy { cors_origins: config.cors_origins.clone(), graphiql: config.graphiql },
             shutdown: shutdown_rx,
+            metrics: MetricsAccess {
+                handle: (config.metrics_token.is_some() || config.metrics_addr.is_some()).then(crate::metrics::install),
+                token: config.metrics_token.clone(),
+            },
         };
         let listener =
             TcpListener::bind(config.addr).await.map_err(|source| StartError::Bind { addr: config.addr, source })?;
-        Ok(Self { listener, router: router(state, &config.cors_origins), shutdown, limits: config.limits, sockets })
+        let metrics = match config.metrics_addr {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+                Some((listener, metrics_router(state.clone())))
+            }
+            None => None,
+        };
+        Ok(Self {
+            listener,
+            router: router(state, &config.cors_origins),
+            shutdown,
+            limits: config.limits,
+            sockets,
+            metrics,
+        })
     }
 
     /// The bound port (useful when binding port 0).
@@ -134,6 +155,14 @@ impl Application {
     /// finish and closes every WebSocket with 1001 (going away), within the shutdown
     /// grace period.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        if let Some((listener, router)) = self.metrics {
+            // Plain axum: a scrape is one short request from the operator's collector.
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, router).await {
+                    tracing::error!(%error, "the metrics address stopped serving");
+                }
+            });
+        }
         let notify = self.shutdown;
         let signal = async move {
             shutdown.await;

@@ -78,6 +78,16 @@ pub enum Command {
         #[arg(long)]
         idempotency_key: Option<String>,
     },
+    /// Write a consistent copy of a SQLite database, online (`VACUUM INTO`); on
+    /// PostgreSQL, print the `pg_dump` command to use instead.
+    Backup {
+        /// Where to write the copy (must not exist).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Check every invariant of the books (balances, transactions, lots, allocations,
+    /// holds); exit non-zero naming the first organization that breaks one.
+    Verify,
 }
 
 /// Organization actions.
@@ -132,6 +142,17 @@ pub enum CliError {
     /// Serving failed.
     #[error("server: {0}")]
     Serve(#[from] std::io::Error),
+    /// `backup` cannot do what was asked (PostgreSQL, or the file exists).
+    #[error("backup: {0}")]
+    Backup(String),
+    /// `verify` found an organization whose books break an invariant.
+    #[error("verify: organization {organization_id} breaks an invariant: {invariant}")]
+    Broken {
+        /// `org_…`
+        organization_id: String,
+        /// Which, with the figures.
+        invariant: String,
+    },
 }
 
 impl From<sea_orm::DbErr> for CliError {
@@ -194,6 +215,36 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
                 json,
                 json!({ "transactionId": applied.transaction.id, "balance": applied.balance.balance, "replayed": applied.replayed }),
                 &[&applied.transaction.id, &balance],
+            );
+        }
+        Command::Backup { out } => {
+            if !config.database_url.starts_with("sqlite:") {
+                return Err(CliError::Backup(
+                    "on PostgreSQL, take the copy with pg_dump (consistent while the server runs): \
+                     pg_dump --format=custom --file=credits.dump \"$DATABASE_URL\"; restore with pg_restore"
+                        .into(),
+                ));
+            }
+            if out.exists() {
+                return Err(CliError::Backup(format!("{} exists; name a new file", out.display())));
+            }
+            let db = crate::db::connect(&config.database_url).await?;
+            crate::ledger::db::vacuum_into(&db, &out).await?;
+            let written = out.display().to_string();
+            print(json, json!({ "backup": written }), &[&written]);
+        }
+        Command::Verify => {
+            let db = crate::db::connect(&config.database_url).await?;
+            let verification = Ledger::new(db).verify().await?;
+            if let Some(broken) = verification.broken {
+                return Err(CliError::Broken { organization_id: broken.organization_id, invariant: broken.invariant });
+            }
+            let summary =
+                format!("ok: {} organizations, {} transactions", verification.organizations, verification.transactions);
+            print(
+                json,
+                json!({ "ok": true, "organizations": verification.organizations, "transactions": verification.transactions }),
+                &[&summary],
             );
         }
     }

@@ -128,6 +128,12 @@ pub struct Config {
     /// The key webhook signing secrets are sealed with at rest (`CREDITS_SECRETS_KEY`,
     /// the base64 of 32 random bytes); none stores them as issued.
     pub secrets_key: Option<Secret>,
+    /// The bearer token `GET /metrics` asks for on the main address
+    /// (`CREDITS_METRICS_TOKEN`); none answers 404 there.
+    pub metrics_token: Option<Secret>,
+    /// A second address serving only `GET /metrics`, without a token
+    /// (`CREDITS_METRICS_ADDR`, e.g. `127.0.0.1:9090`).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// How outgoing webhooks are sent.
@@ -324,6 +330,21 @@ impl Config {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let metrics_token = get("CREDITS_METRICS_TOKEN").map(Secret::new);
+        if metrics_token.as_ref().is_some_and(|token| token.expose().len() < MIN_ADMIN_TOKEN_LEN) {
+            return Err(ConfigError::Invalid {
+                name: "CREDITS_METRICS_TOKEN",
+                message: format!("must be at least {MIN_ADMIN_TOKEN_LEN} characters (try `openssl rand -hex 32`)"),
+            });
+        }
+        let metrics_addr = get("CREDITS_METRICS_ADDR")
+            .map(|addr| {
+                addr.parse().map_err(|_| ConfigError::Invalid {
+                    name: "CREDITS_METRICS_ADDR",
+                    message: format!("{addr:?} is not a socket address like 127.0.0.1:9090"),
+                })
+            })
+            .transpose()?;
         let mut webhooks = WebhookConfig {
             allow_http: flag("CREDITS_WEBHOOK_ALLOW_HTTP", false)?,
             allow_private: flag("CREDITS_WEBHOOK_ALLOW_PRIVATE", false)?,
@@ -359,6 +380,8 @@ impl Config {
             trusted_proxies,
             webhooks,
             secrets_key: get("CREDITS_SECRETS_KEY").map(Secret::new),
+            metrics_token,
+            metrics_addr,
         })
     }
 }

@@ -54,6 +54,7 @@ pub mod config;
 pub mod db;
 pub mod graphql;
 pub mod http;
+pub mod metrics;
 pub use ::ledger;
 pub mod telemetry;
 pub mod webhooks;

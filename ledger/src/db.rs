@@ -207,3 +207,29 @@ pub(crate) async fn lease_due(
         .collect::<Result<_, _>>()?;
     Ok((ids, until))
 }
+
+/// A pool's connections now: (idle, in use).
+pub fn pool_connections(db: &DatabaseConnection) -> (u32, u32) {
+    let (size, idle) = match db.get_database_backend() {
+        DbBackend::Sqlite => {
+            let pool = db.get_sqlite_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        DbBackend::Postgres => {
+            let pool = db.get_postgres_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        _ => (0, 0),
+    };
+    let idle = u32::try_from(idle).unwrap_or(u32::MAX);
+    (idle, size.saturating_sub(idle))
+}
+
+/// Writes a consistent copy of a SQLite database to `out` while others keep reading and
+/// writing it (`VACUUM INTO`: one read transaction, so the copy is one committed state).
+/// `out` must not exist.
+pub async fn vacuum_into(db: &DatabaseConnection, out: &std::path::Path) -> Result<(), DbErr> {
+    let path = out.to_str().ok_or_else(|| DbErr::Custom(format!("{} is not UTF-8", out.display())))?;
+    let statement = sea_orm::Statement::from_sql_and_values(DbBackend::Sqlite, "VACUUM INTO ?", [path.into()]);
+    db.execute_raw(statement).await.map(drop)
+}

@@ -51,6 +51,7 @@ mod decide;
 mod error;
 pub mod events;
 mod holds;
+pub mod metrics;
 mod model;
 mod organizations;
 mod outbox;
@@ -71,6 +72,7 @@ pub use model::*;
 pub use read::history::{ExportedTransaction, Page, PageRequest, TransactionFilter};
 pub use read::lots::{LotFilter, as_of};
 pub use read::usage::{MAX_BUCKETS, UsageBucket, UsageGroupBy, UsageInterval, UsageQuery, UsageReport};
+pub use read::verify::{Broken, Verification};
 pub use write::{Clawback, LedgerTx};
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -196,6 +198,11 @@ impl Ledger {
     /// The underlying connection pool.
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// The shared pool's connections now: (idle, in use).
+    pub fn pool_connections(&self) -> (u32, u32) {
+        crate::db::pool_connections(&self.db)
     }
 
     /// Takes `amount` credits from the organization's balance, atomically, or fails with

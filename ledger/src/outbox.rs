@@ -39,7 +39,7 @@ pub(crate) struct Outbox {
     /// Outgoing webhook events.
     events: Vec<PendingEvent>,
     /// Whether a top-up was started (the worker is woken after the commit).
-    top_up: bool,
+    top_ups_started: u64,
 }
 
 impl Outbox {
@@ -67,7 +67,7 @@ impl Outbox {
 
     /// Wakes this process's top-up worker after the commit.
     pub(crate) fn top_up_started(&mut self) {
-        self.top_up = true;
+        self.top_ups_started += 1;
     }
 
     /// Commits `txn` with everything in the outbox: webhook events and their deliveries
@@ -88,9 +88,10 @@ impl Outbox {
         if deliveries > 0 {
             hub.deliveries().notify_one();
         }
-        if self.top_up {
+        if self.top_ups_started > 0 {
             hub.top_ups().notify_one();
         }
+        crate::metrics::committed(self.top_ups_started, self.events.iter().map(|event| event.kind));
         if !postgres {
             for hint in self.hints {
                 hub.publish(hint);

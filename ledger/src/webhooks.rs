@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use entity::{webhook_delivery, webhook_endpoint, webhook_event};
-use sea_orm::sea_query::{Condition, Expr};
+use sea_orm::sea_query::{Condition, Expr, Func};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -608,6 +608,22 @@ impl Ledger {
             .await?;
         txn.commit().await?;
         Ok(events.len())
+    }
+
+    /// Deliveries waiting to be sent (pending, on any endpoint) and how long the oldest
+    /// of them has waited, for `/metrics`.
+    pub async fn webhook_backlog(&self) -> Result<(u64, std::time::Duration), LedgerError> {
+        let (count, oldest): (i64, Option<DateTime<Utc>>) = webhook_delivery::Entity::find()
+            .select_only()
+            .column_as(Expr::from(Func::count(Expr::col(webhook_delivery::Column::Id))), "count")
+            .column_as(Expr::from(Func::min(Expr::col(webhook_delivery::Column::CreatedAt))), "oldest")
+            .filter(webhook_delivery::Column::Status.eq(DeliveryStatus::Pending.as_str()))
+            .into_tuple()
+            .one(&self.db)
+            .await?
+            .unwrap_or((0, None));
+        let waited = oldest.map_or(Duration::zero(), |oldest| self.now() - oldest);
+        Ok((u64::try_from(count).unwrap_or(0), waited.to_std().unwrap_or_default()))
     }
 
     /// Records attempts of claimed deliveries, a burst in one transaction (how a busy

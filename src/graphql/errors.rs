@@ -47,6 +47,24 @@ pub mod code {
     pub const SERVICE_UNAVAILABLE: &str = "SERVICE_UNAVAILABLE";
     /// Anything else; details are in the server log only.
     pub const INTERNAL_SERVER_ERROR: &str = "INTERNAL_SERVER_ERROR";
+
+    /// Every code, for counting them (`credits_graphql_errors_total`).
+    pub const ALL: [&str; 14] = [
+        UNAUTHENTICATED,
+        FORBIDDEN,
+        NOT_FOUND,
+        BAD_USER_INPUT,
+        GRAPHQL_PARSE_FAILED,
+        GRAPHQL_VALIDATION_FAILED,
+        INSUFFICIENT_CREDITS,
+        IDEMPOTENCY_CONFLICT,
+        HOLD_NOT_ACTIVE,
+        PAYMENT_PROVIDER_NOT_CONFIGURED,
+        PAYMENT_PROVIDER_ERROR,
+        RATE_LIMITED,
+        SERVICE_UNAVAILABLE,
+        INTERNAL_SERVER_ERROR,
+    ];
 }
 
 /// An error a resolver reports to the client.
@@ -331,6 +349,12 @@ impl Extension for ErrorCodes {
                 set_code(error, code)
             })
             .collect();
+        for error in &response.errors {
+            if let Some(async_graphql::Value::String(code)) = error.extensions.as_ref().and_then(|ext| ext.get("code"))
+            {
+                crate::metrics::graphql_error(code);
+            }
+        }
         response
     }
 }

@@ -14,6 +14,7 @@ use super::pagination::{encode_cursor, transaction_page};
 use super::scalars::{Credits, DateTime};
 use super::views::{CreditBalance, CreditCategory, CreditLot, CreditTransaction, CreditTransactionKind, Organization};
 use crate::ledger::{self, Amount, ConsumeRequest, GrantRequest, Ledger, TransactionFilter, TransactionKind};
+use crate::metrics::ConsumeOutcome;
 
 /// Which transactions to list; every condition given must hold.
 #[derive(InputObject, Default)]
@@ -225,17 +226,29 @@ impl LedgerMutation {
         ctx: &Context<'_>,
         input: ConsumeCreditsInput,
     ) -> Result<BalanceChangePayload<Consume>, ApiError> {
-        let organization_id = scope(ctx, input.organization_id.as_ref(), Access::Consume)?;
-        let request = ConsumeRequest::new(
-            organization_id,
-            Amount::parse(input.amount.0)?,
-            input.description,
-            input.reference_type,
-            input.reference_id,
-            input.idempotency_key,
-        )?
-        .by(caller(ctx).actor());
-        Ok(ctx.data_unchecked::<Ledger>().consume(request).await?.into())
+        // Every request is counted, a refused one too.
+        let consumed = async {
+            let organization_id = scope(ctx, input.organization_id.as_ref(), Access::Consume)?;
+            let request = ConsumeRequest::new(
+                organization_id,
+                Amount::parse(input.amount.0)?,
+                input.description,
+                input.reference_type,
+                input.reference_id,
+                input.idempotency_key,
+            )?
+            .by(caller(ctx).actor());
+            Ok::<_, ApiError>(ctx.data_unchecked::<Ledger>().consume(request).await?)
+        }
+        .await;
+        crate::metrics::consumption(match &consumed {
+            Ok(applied) if applied.replayed => ConsumeOutcome::Replayed,
+            Ok(_) => ConsumeOutcome::Succeeded,
+            Err(ApiError::InsufficientCredits { .. }) => ConsumeOutcome::InsufficientCredits,
+            Err(ApiError::IdempotencyConflict) => ConsumeOutcome::Conflict,
+            Err(_) => ConsumeOutcome::Failed,
+        });
+        Ok(consumed?.into())
     }
 
     /// Adds credits to an organization as a `GRANT`, forming a lot (default: promotional,

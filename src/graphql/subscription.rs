@@ -12,6 +12,7 @@ use super::scalars::{Credits, DateTime};
 use super::views::CreditBalance;
 use crate::ledger::events::{Followed, Follower};
 use crate::ledger::{Balance, Ledger, MAX_CREDITS};
+use crate::metrics::LiveSubscription;
 
 /// A warning that an organization's balance went below its threshold.
 #[derive(SimpleObject, Clone)]
@@ -52,21 +53,27 @@ impl Subscription {
         let receiver = ledger.events().subscribe(&organization_id);
         let start = ledger.balance(&organization_id).await.map_err(ApiError::from)?;
         let follower = Follower::new(ledger.clone(), organization_id, receiver, start.version);
-        Ok(futures::stream::unfold((follower, start, ledger), |(mut follower, mut current, ledger)| async move {
-            loop {
-                match follower.next().await? {
-                    Followed::Changed { seq, balance, at, .. } => {
-                        current = balance_after(&ledger, current, seq, balance, at).await;
-                        return Some((CreditBalance(current.clone()), (follower, current, ledger)));
+        let live = LiveSubscription::start("creditBalanceChanged");
+        let changes =
+            futures::stream::unfold((follower, start, ledger), |(mut follower, mut current, ledger)| async move {
+                loop {
+                    match follower.next().await? {
+                        Followed::Changed { seq, balance, at, .. } => {
+                            current = balance_after(&ledger, current, seq, balance, at).await;
+                            return Some((CreditBalance(current.clone()), (follower, current, ledger)));
+                        }
+                        Followed::Held { .. } => {
+                            let Some(now) = held_changed(&ledger, &current).await else { continue };
+                            current = now;
+                            return Some((CreditBalance(current.clone()), (follower, current, ledger)));
+                        }
+                        Followed::Threshold { .. } => continue,
                     }
-                    Followed::Held { .. } => {
-                        let Some(now) = held_changed(&ledger, &current).await else { continue };
-                        current = now;
-                        return Some((CreditBalance(current.clone()), (follower, current, ledger)));
-                    }
-                    Followed::Threshold { .. } => continue,
                 }
-            }
+            });
+        Ok(futures::StreamExt::map(changes, move |change| {
+            let _counted = &live;
+            change
         }))
     }
 
@@ -124,7 +131,11 @@ impl Subscription {
             let event = watch.next_crossing().await?;
             Some((event, watch))
         });
-        Ok(futures::StreamExt::chain(futures::stream::iter(first), crossings))
+        let live = LiveSubscription::start("lowBalance");
+        Ok(futures::StreamExt::map(futures::StreamExt::chain(futures::stream::iter(first), crossings), move |event| {
+            let _counted = &live;
+            event
+        }))
     }
 }
 

@@ -65,6 +65,7 @@ impl MediaType {
 /// The answer to a request refused before it ran: the error's own status (429 with
 /// `Retry-After`, 503, 400 …) and a body of that one error, without `data`.
 pub(crate) fn refuse(media: MediaType, error: ApiError) -> Response {
+    crate::metrics::graphql_error(error.code());
     let status = error.http_status();
     let retry_after = match &error {
         ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),

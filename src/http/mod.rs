@@ -6,6 +6,7 @@ pub mod auth;
 mod export;
 mod graphql;
 mod health;
+pub mod observe;
 pub mod rate_limit;
 pub mod server;
 mod webhook;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub pages: assets::PagePolicy,
     /// Changes once when the server starts shutting down (WebSockets then close).
     pub shutdown: tokio::sync::watch::Receiver<()>,
+    /// `/metrics`: the renderer (when metrics are on) and the token it asks for.
+    pub metrics: observe::MetricsAccess,
 }
 
 /// `GET /console`: the page built from the elements, for one organization's token.
@@ -73,6 +76,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/webhooks/stripe", post(webhook::stripe).layer(DefaultBodyLimit::max(webhook::MAX_BODY_BYTES)))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(observe::metrics))
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.body_bytes));
     if !cors_origins.is_empty() {
@@ -101,9 +105,17 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
                     "request",
                     method = %request.method(),
                     path = %request.uri().path(),
+                    request_id = request.extensions().get::<observe::RequestId>().map(|id| &*id.0),
                     operation = tracing::field::Empty,
                     organization = tracing::field::Empty,
                 )
             },
         ))
+        // Outermost: every answer, a timeout's too, carries the id and is counted.
+        .layer(axum::middleware::from_fn(observe::observe))
+}
+
+/// The routes of `CREDITS_METRICS_ADDR`: `GET /metrics` without a token, nothing else.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new().route("/metrics", get(observe::open_metrics)).with_state(state)
 }

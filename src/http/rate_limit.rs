@@ -179,6 +179,7 @@ fn refusal(not_until: NotUntil<<DefaultClock as Clock>::Instant>) -> ApiError {
     let wait = not_until.wait_time_from(DefaultClock::default().now());
     // Whole seconds, rounded up: `Retry-After: 0` would invite an immediate retry.
     let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0 || wait.is_zero());
+    crate::metrics::rate_limited();
     ApiError::RateLimited { retry_after_secs }
 }
 

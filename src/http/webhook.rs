@@ -28,18 +28,29 @@ pub async fn stripe(State(state): State<AppState>, headers: HeaderMap, body: Byt
     let now = state.ledger.now().timestamp();
     if let Err(error) = verify_signature(signature, &body, secret.expose(), now) {
         tracing::warn!(%error, "Stripe webhook refused");
+        crate::metrics::stripe_event("other", "rejected");
         return answer(StatusCode::BAD_REQUEST, &error.to_string());
     }
     let event = match parse_event(&body) {
         Ok(event) => event,
         Err(error) => {
             tracing::warn!(%error, "Stripe webhook body unparsable");
+            crate::metrics::stripe_event("other", "rejected");
             return answer(StatusCode::BAD_REQUEST, "unparsable event");
         }
     };
     tracing::Span::current().record("operation", event.event_type.as_str());
     // Serialization failures and deadlocks are retried here; anything else Stripe retries.
-    match crate::ledger::retrying(|| state.billing.apply_event(&event)).await {
+    let applied = crate::ledger::retrying(|| state.billing.apply_event(&event)).await;
+    let counted = match &applied {
+        Ok(EventOutcome::Applied) => "applied",
+        Ok(EventOutcome::Duplicate) => "duplicate",
+        Ok(EventOutcome::Ignored) => "ignored",
+        Err(BillingError::MalformedEvent { .. }) => "rejected",
+        Err(_) => "failed",
+    };
+    crate::metrics::stripe_event(&event.event_type, counted);
+    match applied {
         Ok(outcome) => {
             let outcome = match outcome {
                 EventOutcome::Applied => "applied",

@@ -67,6 +67,11 @@ impl SocketCounts {
         OpenSocket { counts: self.clone(), token: None }
     }
 
+    /// How many WebSockets are open.
+    pub fn total(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
     /// Completes once no WebSocket is open.
     pub async fn all_closed(&self) {
         while self.open.load(Ordering::Acquire) > 0 {

@@ -101,6 +101,10 @@ impl Dispatcher {
     async fn record(self, mut queue: tokio::sync::mpsc::UnboundedReceiver<Finished>) {
         let mut batch = Vec::new();
         while queue.recv_many(&mut batch, 256).await > 0 {
+            let succeeded =
+                batch.iter().filter(|(_, outcome)| matches!(outcome, AttemptOutcome::Succeeded { .. })).count();
+            crate::metrics::webhook_deliveries("succeeded", succeeded as u64);
+            crate::metrics::webhook_deliveries("failed", (batch.len() - succeeded) as u64);
             let failing_for = chrono::Duration::days(FAILING_DAYS);
             match self.ledger.record_attempts(&batch, failing_for).await {
                 Ok(held) if held < batch.len() => {

@@ -19,6 +19,7 @@ mod ledger;
 mod load;
 mod lot_properties;
 mod lots;
+mod operations;
 mod outage;
 mod properties;
 mod purchases;

@@ -132,7 +132,9 @@ async fn commit_batch(
     jobs: &mut Vec<Job>,
 ) -> bool {
     let ops: Vec<&Op> = jobs.iter().map(|job| &job.request).collect();
+    let started = std::time::Instant::now();
     let decided = retrying(|| decide_all(db, hub, clock, kept, &ops)).await;
+    crate::metrics::batch(ops.len(), started.elapsed());
     match decided {
         Ok(outcomes) => {
             for (job, outcome) in jobs.drain(..).zip(outcomes) {
