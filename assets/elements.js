@@ -1,5 +1,6 @@
 // credits elements: framework-free custom elements for a credit balance, a low-balance
-// warning, packages to buy, the transaction history, purchases and usage per day.
+// warning, packages to buy (and auto top-up), the transaction history, purchases and
+// usage per day.
 // Hand-written, no dependencies; served by the credits server at /elements.js.
 //
 //   <script type="module" src="https://credits.example/elements.js"></script>
@@ -304,11 +305,12 @@ const BASE_CSS = `
 .card { background: var(--credits-background, #fff); border: 1px solid var(--credits-border-color, #d8dde6);
   border-radius: var(--credits-radius, 8px); padding: var(--credits-padding, 1rem); }
 h2, h3 { margin: 0 0 .5rem; font-size: 1.05em; }
-button, select { font: inherit; color: inherit; border-radius: var(--credits-radius-small, 6px); padding: .35rem .8rem;
+button, select, input[type=number] { font: inherit; color: inherit; border-radius: var(--credits-radius-small, 6px); padding: .35rem .8rem;
   border: 1px solid var(--credits-border-color, #d8dde6); background: var(--credits-background, #fff); cursor: pointer; }
+input[type=number] { cursor: text; width: 9em; }
 button.primary { background: var(--credits-accent, #0b6e4f); border-color: var(--credits-accent, #0b6e4f); color: var(--credits-accent-text, #fff); }
 button:disabled { opacity: .55; cursor: default; }
-button:focus-visible, select:focus-visible, a:focus-visible { outline: 3px solid var(--credits-focus-color, #1a73e8); outline-offset: 2px; }
+button:focus-visible, select:focus-visible, input:focus-visible, a:focus-visible { outline: 3px solid var(--credits-focus-color, #1a73e8); outline-offset: 2px; }
 table { width: 100%; border-collapse: collapse; }
 caption { text-align: left; font-weight: 600; margin-bottom: .5rem; }
 th, td { text-align: left; padding: .4rem .5rem; border-bottom: 1px solid var(--credits-border-color, #d8dde6); vertical-align: top; }
@@ -324,6 +326,8 @@ td.number, th.number { text-align: right; font-variant-numeric: tabular-nums; }
   background: var(--credits-badge-background, #eef1f5); }
 .badge[data-status="PAID"] { background: var(--credits-paid-background, #dff3e8); }
 .badge[data-status="FAILED"], .badge[data-status="EXPIRED"], .badge[data-status="DISPUTED"] { background: var(--credits-failed-background, #fbe3e1); }
+.switch { display: inline-flex; gap: .4rem; align-items: center; cursor: pointer; }
+.switch input { width: 1.05em; height: 1.05em; margin: 0; accent-color: var(--credits-accent, #0b6e4f); }
 .visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
 `;
 
@@ -572,11 +576,42 @@ class CreditsLowBalanceWarning extends CreditsElement {
 
 const WARNING_CSS = `.warning { background: var(--credits-warning-background, #fff4d6); border-color: var(--credits-warning-border, #e0a800); color: var(--credits-warning-color, #4a3700); }`;
 
+const PACKAGES_CSS = `.packages { list-style: none; padding: 0; margin: 0; display: grid; gap: .75rem;
+  grid-template-columns: repeat(auto-fill, minmax(12rem, 1fr)); }
+.packages p { margin: .25rem 0; }
+.price { font-size: 1.2em; font-weight: 600; }
+.auto { margin-top: .75rem; }
+.auto[aria-busy="true"] { opacity: .8; }
+.auto p { margin: .35rem 0; }
+.auto .title { font-weight: 600; margin-right: auto; }
+.auto .fields { display: flex; flex-wrap: wrap; gap: .5rem 1.25rem; margin: .5rem 0; }
+.auto .fields label { display: inline-flex; gap: .4rem; align-items: center; }
+.auto [data-state] { font-weight: 600; }
+.auto [hidden] { display: none; }`;
+
+/** What `<credits-packages auto-top-up>` reads and shows: the latest top-up, then the auto top-up. */
+const LAST_TOP_UP_QUERY = "{ creditTopUps(first: 1) { edges { node { id packageId status credits createdAt failureMessage } } } }";
+const AUTO_TOP_UP_QUERY = `{ organization { lowBalanceThreshold
+    autoTopUp { enabled threshold packageId monthlyLimit topUpsThisMonth pausedReason paymentMethod { brand last4 expMonth expYear } } } }`;
+const SET_AUTO_TOP_UP = "mutation($input: SetAutoTopUpInput!) { setAutoTopUp(input: $input) { enabled } }";
+/** How often a top-up being paid is looked at again: when it fails, nothing else says so
+ *  (the balance does not change). */
+const TOP_UP_POLL_MS = 1000;
+
+/** A saved card in words: "Visa ending in 4242, expires 08/2030". */
+function cardText(card) {
+  const expiry = card.expMonth && card.expYear ? `, expires ${String(card.expMonth).padStart(2, "0")}/${card.expYear}` : "";
+  return `${words(card.brand || "card")} ending in ${card.last4 || "????"}${expiry}`;
+}
+
 /** `<credits-packages>`: the packages on sale, each with a Buy button that starts a
- *  Stripe Checkout and sends the browser there. */
+ *  Stripe Checkout and sends the browser there. With `auto-top-up`, also the
+ *  organization's auto top-up (saved card, state, a switch, the threshold and package
+ *  it uses) and a "Save my card for auto top-up" checkbox for the next purchase: the
+ *  token needs READ and PURCHASE. */
 class CreditsPackages extends CreditsElement {
   static get observedAttributes() {
-    return [...super.observedAttributes, "success-url", "cancel-url"];
+    return [...super.observedAttributes, "success-url", "cancel-url", "auto-top-up"];
   }
 
   /** Back to this page, with `?purchase={PURCHASE_ID}` (filled in by the server); never
@@ -592,20 +627,26 @@ class CreditsPackages extends CreditsElement {
   }
 
   async start() {
+    let live = true; // false once torn down while the packages were read
+    this.cleanups.push(() => (live = false));
     this.render(h("div", { class: "card", part: "card" }, h("span", { class: "muted" }, "Loading packages…")));
     let packages;
     try {
       packages = (await this.client.request("{ creditPackages { id name credits bonusCredits totalCredits priceAmount currency } }")).creditPackages;
     } catch (error) {
-      return this.render(h("div", { class: "card", part: "card" }, this.failed(error)));
+      if (live) this.render(h("div", { class: "card", part: "card" }, this.failed(error)));
+      return;
     }
+    if (!live) return;
+    const autoTopUp = this.hasAttribute("auto-top-up");
     const status = h("p", { class: "muted", role: "status", "aria-live": "polite" });
+    const saveCard = autoTopUp ? h("input", { type: "checkbox", "data-control": "save-card" }) : null;
     const list = h("ul", { class: "packages", part: "list" },
       packages.map((pkg) => {
         const price = money(pkg.priceAmount, pkg.currency);
         const button = h("button", { type: "button", class: "primary", part: "buy-button", "data-package": pkg.id,
           "aria-label": `Buy ${pkg.name}: ${numbers.format(pkg.totalCredits)} credits for ${price}` }, "Buy");
-        button.addEventListener("click", () => this.buy(pkg, button, status));
+        button.addEventListener("click", () => this.buy(pkg, button, status, Boolean(saveCard?.checked)));
         return h("li", { class: "card", part: "package" },
           h("h3", {}, pkg.name),
           h("p", {}, h("strong", {}, numbers.format(pkg.credits)), " credits",
@@ -614,21 +655,27 @@ class CreditsPackages extends CreditsElement {
           button);
       }));
     const style = new CSSStyleSheet();
-    style.replaceSync(`.packages { list-style: none; padding: 0; margin: 0; display: grid; gap: .75rem;
-      grid-template-columns: repeat(auto-fill, minmax(12rem, 1fr)); } .packages p { margin: .25rem 0; } .price { font-size: 1.2em; font-weight: 600; }`);
+    style.replaceSync(PACKAGES_CSS);
     this.root.adoptedStyleSheets = [baseSheet(), style].filter(Boolean);
-    this.render(h("section", { "aria-label": this.getAttribute("label") || "Buy credits" }, list, status));
+    this.render(...[
+      h("section", { "aria-label": this.getAttribute("label") || "Buy credits" },
+        saveCard ? h("div", { class: "toolbar" }, h("label", { class: "switch", part: "save-card" }, saveCard, "Save my card for auto top-up")) : null,
+        list, status),
+      autoTopUp ? this.autoTopUpPanel(packages) : null,
+    ].filter(Boolean));
   }
 
-  async buy(pkg, button, status) {
+  async buy(pkg, button, status, saveForAutoTopUp) {
     const buttons = this.root.querySelectorAll("button");
     buttons.forEach((b) => (b.disabled = true));
     button.setAttribute("aria-busy", "true");
     status.textContent = `Starting checkout for ${pkg.name}…`;
     try {
+      const input = { packageId: pkg.id, successUrl: this.returnUrl("success-url"), cancelUrl: this.returnUrl("cancel-url") };
+      if (saveForAutoTopUp) input.saveForAutoTopUp = true;
       const data = await this.client.request(
         "mutation($input: PurchasePackageInput!) { purchasePackage(input: $input) { checkoutUrl purchase { id status } } }",
-        { input: { packageId: pkg.id, successUrl: this.returnUrl("success-url"), cancelUrl: this.returnUrl("cancel-url") } },
+        { input },
       );
       const { checkoutUrl, purchase } = data.purchasePackage;
       const proceed = this.dispatchEvent(new CustomEvent("credits:checkout", { detail: { purchase, checkoutUrl }, bubbles: true, composed: true, cancelable: true }));
@@ -638,6 +685,125 @@ class CreditsPackages extends CreditsElement {
       buttons.forEach((b) => (b.disabled = false));
       button.removeAttribute("aria-busy");
     }
+  }
+
+  /** The auto top-up panel, built once and then updated in place (the switch and the
+   *  fields keep focus); read now, after every change of the ledger, and every second
+   *  while a top-up is being paid. */
+  autoTopUpPanel(packages) {
+    const view = {
+      ticket: 0, // the latest read; older answers are dropped
+      changes: 0, // changes sent or waiting; reads are not shown meanwhile
+      saving: Promise.resolve(), // the last change, which the next one waits for
+      packages: new Map(packages.map((pkg) => [pkg.id, pkg])),
+      toggle: h("input", { type: "checkbox", role: "switch", "data-control": "auto-top-up", part: "auto-top-up-switch" }),
+      threshold: h("input", { type: "number", min: 0, step: 1, inputmode: "numeric", "data-control": "threshold", part: "threshold" }),
+      package: h("select", { "data-control": "package", part: "package" },
+        packages.map((pkg) => h("option", { value: pkg.id }, `${pkg.name} (${credits(pkg.totalCredits)}, ${money(pkg.priceAmount, pkg.currency)})`))),
+      card: h("p", { part: "saved-card" }),
+      state: h("p", { part: "auto-top-up-state", "aria-live": "polite" }),
+      limit: h("p", { class: "muted", part: "monthly-limit" }),
+      last: h("p", { class: "muted", part: "last-top-up", hidden: true }),
+      message: h("div", { part: "auto-top-up-message" }),
+    };
+    view.section = h("section", { class: "card auto", part: "auto-top-up", "aria-label": "Auto top-up", "aria-busy": "true" },
+      h("div", { class: "toolbar" }, h("label", { class: "switch title" }, view.toggle, "Auto top-up")),
+      view.card,
+      view.state,
+      h("div", { class: "fields" },
+        h("label", {}, "Recharge below", view.threshold, h("span", { "aria-hidden": "true" }, "credits")),
+        h("label", {}, "Package", view.package)),
+      view.limit,
+      view.last,
+      view.message);
+    for (const control of [view.toggle, view.threshold, view.package]) {
+      control.addEventListener("change", () => this.setAutoTopUp(view));
+    }
+    this.loadAutoTopUp(view);
+    this.watchLedger(() => this.loadAutoTopUp(view));
+    this.cleanups.push(() => clearTimeout(view.timer));
+    return view.section;
+  }
+
+  /** Reads the auto top-up and the latest top-up into `view`. */
+  async loadAutoTopUp(view) {
+    const ticket = ++view.ticket;
+    clearTimeout(view.timer);
+    let creditTopUps, organization;
+    try {
+      // In two requests, in this order: the fields of one request are read side by side,
+      // and a top-up that ended without credits commits together with the pause it brings,
+      // which a read after it therefore sees.
+      ({ creditTopUps } = await this.client.request(LAST_TOP_UP_QUERY));
+      ({ organization } = await this.client.request(AUTO_TOP_UP_QUERY));
+    } catch (error) {
+      if (ticket === view.ticket) {
+        view.section.removeAttribute("aria-busy");
+        view.message.replaceChildren(this.failed(error));
+      }
+      return;
+    }
+    if (ticket !== view.ticket || view.changes > 0) return; // the last change reads again
+    this.showAutoTopUp(view, organization.autoTopUp, organization.lowBalanceThreshold);
+    const last = creditTopUps.edges[0]?.node;
+    view.last.hidden = !last;
+    if (last) {
+      view.last.dataset.status = last.status;
+      view.last.replaceChildren(
+        `Last top-up: ${words(last.status)}, ${credits(last.credits)} (${view.packages.get(last.packageId)?.name || last.packageId}) on `,
+        h("time", { datetime: last.createdAt }, dates.format(new Date(last.createdAt))),
+        last.failureMessage ? `: ${last.failureMessage}` : "");
+    }
+    if (last?.status === "PENDING") view.timer = setTimeout(() => this.loadAutoTopUp(view), TOP_UP_POLL_MS);
+  }
+
+  /** Shows `settings` (an AutoTopUp); an empty threshold field takes the saved threshold,
+   *  else `fallback` (the organization's low-balance threshold). */
+  showAutoTopUp(view, settings, fallback) {
+    const state = !settings.enabled ? "off" : settings.pausedReason ? "paused" : "on";
+    view.toggle.checked = settings.enabled;
+    view.section.removeAttribute("aria-busy");
+    view.section.dataset.state = state;
+    const card = settings.paymentMethod;
+    if (card) Object.assign(view.card.dataset, { brand: card.brand || "", last4: card.last4 || "" });
+    else for (const key of ["brand", "last4"]) delete view.card.dataset[key];
+    view.card.replaceChildren(card
+      ? `Saved card: ${cardText(card)}`
+      : "No saved card: tick “Save my card for auto top-up” when you buy credits.");
+    // What the user is typing stays; otherwise the fields show what the server keeps.
+    const threshold = settings.threshold ?? fallback;
+    if (this.root.activeElement !== view.threshold && threshold != null) view.threshold.value = String(threshold);
+    if (this.root.activeElement !== view.package && settings.packageId) view.package.value = settings.packageId;
+    const pkg = view.packages.get(settings.packageId);
+    view.state.replaceChildren(
+      h("span", { "data-state": state }, state === "paused" ? "Paused" : state === "on" ? "On" : "Off"),
+      state === "paused" ? `: ${settings.pausedReason} Turn it off and on again, or save a new card, to resume.` : "",
+      state === "on" && settings.threshold != null
+        ? `: buys ${pkg?.name || settings.packageId} when fewer than ${credits(settings.threshold)} are available.`
+        : "");
+    view.limit.textContent = `${numbers.format(settings.topUpsThisMonth)} of ${numbers.format(settings.monthlyLimit)} top-ups this month.`;
+  }
+
+  /** Sends the switch and the fields, as they are now, to `setAutoTopUp`. Changes go one
+   *  at a time, in order (a field left for the switch makes two); after the last, the
+   *  panel reads what the server keeps: on a refusal (say, no saved card) the switch goes
+   *  back, and the server's message shows. */
+  setAutoTopUp(view) {
+    const threshold = view.threshold.value.trim();
+    const input = { enabled: view.toggle.checked, threshold: threshold === "" ? null : Number(threshold), packageId: view.package.value || null };
+    view.changes += 1;
+    view.section.setAttribute("aria-busy", "true");
+    view.message.replaceChildren();
+    view.saving = view.saving.then(async () => {
+      try {
+        await this.client.request(SET_AUTO_TOP_UP, { input });
+      } catch (error) {
+        view.message.replaceChildren(this.failed(error));
+      }
+      view.changes -= 1;
+      // Turned on below the threshold, a top-up has started too: the read shows and follows it.
+      if (view.changes === 0) this.loadAutoTopUp(view);
+    });
   }
 }
 
@@ -796,9 +962,6 @@ const SERIES = ["#0b6e4f", "#1a63c9", "#c26a00", "#b0417f", "#2b8fb8", "#c23d0a"
 
 const USAGE_CSS = `
 .title { font-weight: 600; margin-right: auto; }
-.switch { display: inline-flex; gap: .4rem; align-items: center; cursor: pointer; }
-.switch input { width: 1.05em; height: 1.05em; margin: 0; accent-color: var(--credits-accent, #0b6e4f); }
-.switch input:focus-visible { outline: 3px solid var(--credits-focus-color, #1a73e8); outline-offset: 2px; }
 figure { margin: 0; }
 figure[aria-busy="true"] svg { opacity: .6; }
 svg { display: block; width: 100%; height: auto; overflow: visible; }

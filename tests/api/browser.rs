@@ -4,7 +4,7 @@
 //! `tests/audit/browser.mjs`; among them, an expiring grant and holds made over HTTP
 //! while the console and an embedded `<credits-balance>` are open. The usage chart and
 //! the CSV export have theirs in `tests/audit/usage.mjs`, over a month of consumes the
-//! ledger's clock spread out.
+//! ledger's clock spread out; auto top-up in the console has `tests/audit/topup.mjs`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,8 +19,9 @@ use chrono::{DateTime, FixedOffset, NaiveTime, Utc};
 use credits::ledger::{Amount, Clock, ConsumeRequest, GrantRequest, Ledger};
 use serde_json::{Value, json};
 
-use crate::fake_stripe::FakeStripe;
+use crate::fake_stripe::{Card, FakeStripe};
 use crate::helpers::{ADMIN_TOKEN, Engine, TestApp, chromium, database, node_tool, spawn_app_with, wait_until_ready};
+use crate::purchases::{WEBHOOK_SECRET as STRIPE_APP_WEBHOOK_SECRET, stripe_app};
 
 const WEBHOOK_SECRET: &str = "whsec_browser_secret";
 /// Credits granted to the seeded organization, and its low-balance threshold.
@@ -366,4 +367,55 @@ async fn the_usage_chart_draws_credit_usage_and_the_console_exports_csv_with_the
         "screenshots": screenshots(),
     });
     passed(&run_scenarios(audit_dir, chromium, "usage.mjs", config).await);
+}
+
+/// Credits the organization of the auto top-up scenarios starts with (no card, no
+/// low-balance threshold).
+const AUTO_TOP_UP_FUNDED: i64 = 2_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_purchase_session_saves_a_card_and_switches_auto_top_up_on_and_off_in_the_console() {
+    let Some(audit_dir) = node_tool("playwright-core") else { return };
+    let Some(chromium) = chromium() else { return };
+    let Some((app, fake)) = stripe_app(Engine::Sqlite).await else { return };
+    // The top-up the last scenario starts is declined, which pauses auto top-up.
+    fake.card(Card::Declines);
+    let (org, key) = app.funded_org("Auto Labs", AUTO_TOP_UP_FUNDED).await;
+    let session = app
+        .ok(Some(&key), "mutation { createClientSession(input: { scopes: [READ, PURCHASE] }) { token } }", json!({}))
+        .await;
+    let token = session["createClientSession"]["token"].as_str().unwrap().to_owned();
+    let config = json!({
+        "base": app.base,
+        "token": token,
+        "apiKey": key,
+        "adminToken": ADMIN_TOKEN,
+        "organizationId": org,
+        "webhookSecret": STRIPE_APP_WEBHOOK_SECRET,
+        "fixtures": concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/fixtures/stripe.json"),
+        "screenshots": screenshots(),
+    });
+    passed(&run_scenarios(audit_dir, chromium, "topup.mjs", config).await);
+
+    // The one Checkout the console started asked Stripe to keep the card, for the
+    // organization's Customer; the webhook the scenario signed said what it was sent.
+    let checkouts: Vec<_> = fake.calls().into_iter().filter(|call| call.field("mode") == Some("payment")).collect();
+    assert_eq!(checkouts.len(), 1);
+    let checkout = &checkouts[0];
+    assert!(checkout.field("customer").is_some_and(|customer| customer.starts_with("cus_")));
+    assert_eq!(checkout.field("payment_intent_data[setup_future_usage]"), Some("off_session"));
+    assert_eq!(checkout.field("metadata[save_for_auto_top_up]"), Some("true"));
+    // One off-session payment (declined); auto top-up left off, the card kept.
+    assert_eq!(fake.payment_intents().len(), 1);
+    let data = app
+        .ok(
+            Some(ADMIN_TOKEN),
+            "query($o: ID!) { organization(id: $o) { autoTopUp { enabled pausedReason topUpsThisMonth paymentMethod { last4 } } } }",
+            json!({ "o": org }),
+        )
+        .await;
+    assert_eq!(
+        data["organization"]["autoTopUp"],
+        json!({ "enabled": false, "pausedReason": null, "topUpsThisMonth": 1, "paymentMethod": { "last4": "4242" } })
+    );
 }

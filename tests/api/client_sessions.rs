@@ -23,6 +23,7 @@ const REVOKE: &str = "mutation($id: ID!) { revokeClientSession(id: $id) { id tok
 const CONSUME: &str = "mutation { consumeCredits(input: { amount: 1, description: \"session\" }) { transaction { id amount balanceAfter } balance { balance } } }";
 const PURCHASE: &str = "mutation { purchasePackage(input: { packageId: \"credits_starter\", successUrl: \"https://a.example/ok\", cancelUrl: \"https://a.example/no\" }) { checkoutUrl } }";
 const CHANGED: &str = "subscription { creditBalanceChanged { balance } }";
+const SET_AUTO_TOP_UP: &str = "mutation($o: ID) { setAutoTopUp(input: { organizationId: $o, enabled: false, monthlyLimit: 3 }) { enabled monthlyLimit } }";
 
 impl TestApp {
     /// Mints a session with `key` (an API key or, naming `org`, the admin token); returns (id, token).
@@ -73,6 +74,7 @@ async fn each_scope_allows_exactly_what_the_contract_says(engine: Engine) {
         "{ creditTransactions { totalCount edges { node { kind } } } }",
         "{ creditPurchases { totalCount } }",
         "{ organization { id name balance { balance } } }",
+        "{ organization { autoTopUp { enabled monthlyLimit topUpsThisMonth paymentMethod { last4 } } } }",
     ];
     let forbidden_for_all = [
         (
@@ -110,9 +112,22 @@ async fn each_scope_allows_exactly_what_the_contract_says(engine: Engine) {
         )
         .await;
         assert_eq!(other.as_deref(), Some("FORBIDDEN"), "{scopes:?}");
+        let other = code(&app, &token, SET_AUTO_TOP_UP, json!({ "o": other_org })).await;
+        assert_eq!(other.as_deref(), Some("FORBIDDEN"), "{scopes:?}");
         // PURCHASE reaches the payment provider (not configured here); without it, FORBIDDEN.
         let expected = if purchase { "PAYMENT_PROVIDER_NOT_CONFIGURED" } else { "FORBIDDEN" };
         assert_eq!(code(&app, &token, PURCHASE, json!({})).await.as_deref(), Some(expected), "{scopes:?}");
+        // PURCHASE also sets auto top-up (the console's switch).
+        if purchase {
+            let set = app.ok(Some(&token), SET_AUTO_TOP_UP, json!({})).await;
+            assert_eq!(set["setAutoTopUp"], json!({ "enabled": false, "monthlyLimit": 3 }), "{scopes:?}");
+        } else {
+            assert_eq!(
+                code(&app, &token, SET_AUTO_TOP_UP, json!({})).await.as_deref(),
+                Some("FORBIDDEN"),
+                "{scopes:?}"
+            );
+        }
         if consume {
             // Even without READ, the payload of its own consume is readable.
             let data = app.ok(Some(&token), CONSUME, json!({})).await;

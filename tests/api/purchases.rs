@@ -7,7 +7,8 @@ use crate::fake_stripe::{Behaviour, FakeStripe, dispute, event, paid_session, re
 use crate::helpers::{ADMIN_TOKEN, Engine, TestApp, permutations, spawn_app, spawn_app_with};
 use crate::on_both_engines;
 
-const WEBHOOK_SECRET: &str = "whsec_test_secret";
+/// The secret `stripe_app` signs Stripe's webhooks with.
+pub(crate) const WEBHOOK_SECRET: &str = "whsec_test_secret";
 const STRIPE_KEY: &str = "sk_test_fake_key_123";
 const PURCHASE: &str = "mutation($package: ID!, $success: String, $cancel: String) { purchasePackage(input: { packageId: $package, successUrl: $success, cancelUrl: $cancel }) { checkoutSessionId checkoutUrl purchase { id organizationId packageId status credits amount currency checkoutSessionId createdAt updatedAt } } }";
 

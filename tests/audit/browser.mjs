@@ -7,15 +7,15 @@
 // origin (and, for the embedding page, that page's origin; for Buy, the fake Checkout page,
 // answered here) fails the run, as do page errors, console errors (a CSP violation is
 // one), HTTP errors and a token in any request URL.
-import { createHmac } from "node:crypto";
-import { readFileSync, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { check, graphql, startRun } from "./chromium.mjs";
+import { check, checkoutPayer, graphql, startRun } from "./chromium.mjs";
 
 const config = JSON.parse(process.env.CREDITS_BROWSER);
-const { base, embed, token, apiKey, adminToken, organizationId, webhookSecret, fixtures, screenshots } = config;
+const { base, embed, token, apiKey, adminToken, organizationId, screenshots } = config;
 const CHECKOUT = "https://checkout.stripe.com/";
 const gql = graphql(base);
+const payWebhook = checkoutPayer({ ...config, bearer: apiKey });
 const { sockets, step, context: watched, run } = await startRun({ secrets: [token, apiKey, adminToken] });
 
 /** A watched context in UTC; the fake Checkout page (what Stripe would show) is answered
@@ -81,35 +81,6 @@ async function showsBalance(page, expected, what) {
   } else {
     check(!(await expiry.isVisible()), `${what}: an expiry shown with none due`);
   }
-}
-
-/** Stripe's signed `checkout.session.completed` for a purchase, as tests/api/support/fake_stripe.rs builds it. */
-async function payWebhook(purchaseId) {
-  const data = await gql(apiKey, "query($id: ID!) { node(id: $id) { ... on CreditPurchase { checkoutSessionId packageId amount currency } } }", { id: purchaseId });
-  const purchase = data.node;
-  const stripe = JSON.parse(readFileSync(fixtures, "utf8"));
-  const session = {
-    ...stripe["checkout.session"],
-    id: purchase.checkoutSessionId,
-    status: "complete",
-    payment_status: "paid",
-    amount_total: purchase.amount,
-    amount_subtotal: purchase.amount,
-    currency: purchase.currency,
-    metadata: { organization_id: organizationId, package_id: purchase.packageId, purchase_id: purchaseId },
-    client_reference_id: organizationId,
-    payment_intent: `pi_browser_${purchaseId.slice(-8)}`,
-  };
-  const event = { ...stripe.event, id: `evt_browser_${purchaseId.slice(-8)}`, type: "checkout.session.completed", data: { object: session } };
-  const body = JSON.stringify(event);
-  const timestamp = Math.floor(Date.now() / 1000);
-  const signature = createHmac("sha256", webhookSecret).update(`${timestamp}.${body}`).digest("hex");
-  const response = await fetch(`${base}/webhooks/stripe`, {
-    method: "POST",
-    headers: { "content-type": "application/json", "stripe-signature": `t=${timestamp},v1=${signature}` },
-    body,
-  });
-  check(response.ok, `webhook answered ${response.status}`);
 }
 
 const balanceValue = (page) => page.locator("credits-balance output").getAttribute("data-balance");

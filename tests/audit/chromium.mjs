@@ -1,8 +1,11 @@
-// What the browser scenarios share (browser.mjs, usage.mjs): Debian's headless Chromium
-// driven by playwright-core, with every request of every page watched. A run fails on
-// the first failed check and, at the end, on any problem seen meanwhile: a request off
-// the allowed origins, a page error, a console error (a CSP violation is one), an HTTP
-// error, a token in a request or WebSocket URL.
+// What the browser scenarios share (browser.mjs, usage.mjs, topup.mjs): Debian's headless
+// Chromium driven by playwright-core, with every request of every page watched. A run
+// fails on the first failed check and, at the end, on any problem seen meanwhile: a
+// request off the allowed origins, a page error, a console error (a CSP violation is
+// one), an HTTP error, a token in a request or WebSocket URL. Also Stripe's webhook for
+// a paid Checkout, signed.
+import { createHmac } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
 /** Throws `message` unless `condition`. */
@@ -21,6 +24,41 @@ export function graphql(base) {
     const body = await response.json();
     if (body.errors) throw new Error(`${query}: ${JSON.stringify(body.errors)}`);
     return body.data;
+  };
+}
+
+/** `pay(purchaseId, metadata)`: delivers Stripe's signed `checkout.session.completed` for a
+ *  purchase of `organizationId` (read with `bearer`), as tests/api/support/fake_stripe.rs
+ *  builds it from Stripe's example objects (`fixtures`); `metadata` adds to the session's
+ *  (say, `save_for_auto_top_up`). */
+export function checkoutPayer({ base, bearer, organizationId, fixtures, webhookSecret }) {
+  const gql = graphql(base);
+  return async (purchaseId, metadata = {}) => {
+    const data = await gql(bearer, "query($id: ID!) { node(id: $id) { ... on CreditPurchase { checkoutSessionId packageId amount currency } } }", { id: purchaseId });
+    const purchase = data.node;
+    const stripe = JSON.parse(readFileSync(fixtures, "utf8"));
+    const session = {
+      ...stripe["checkout.session"],
+      id: purchase.checkoutSessionId,
+      status: "complete",
+      payment_status: "paid",
+      amount_total: purchase.amount,
+      amount_subtotal: purchase.amount,
+      currency: purchase.currency,
+      metadata: { organization_id: organizationId, package_id: purchase.packageId, purchase_id: purchaseId, ...metadata },
+      client_reference_id: organizationId,
+      payment_intent: `pi_browser_${purchaseId.slice(-8)}`,
+    };
+    const event = { ...stripe.event, id: `evt_browser_${purchaseId.slice(-8)}`, type: "checkout.session.completed", data: { object: session } };
+    const body = JSON.stringify(event);
+    const timestamp = Math.floor(Date.now() / 1000);
+    const signature = createHmac("sha256", webhookSecret).update(`${timestamp}.${body}`).digest("hex");
+    const response = await fetch(`${base}/webhooks/stripe`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "stripe-signature": `t=${timestamp},v1=${signature}` },
+      body,
+    });
+    check(response.ok, `webhook answered ${response.status}`);
   };
 }
 
