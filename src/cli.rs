@@ -254,7 +254,8 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), CliError> {
 async fn ledger(config: &Config) -> Result<Ledger, CliError> {
     let db = crate::db::connect(&config.database_url).await?;
     crate::db::migrate(&db).await?;
-    Ok(Ledger::new(db))
+    // What an operator changes here is audited as the admin's.
+    Ok(Ledger::new(db).with_audit(crate::ledger::Audit::operator()))
 }
 
 fn print(json: bool, value: serde_json::Value, lines: &[&str]) {

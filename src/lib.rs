@@ -23,8 +23,10 @@
 //!   `graphql/mod.rs`): `ledger.rs` (organizations, balances, transactions), `lots.rs`,
 //!   `holds.rs`, `billing.rs` (packages, purchases), `keys.rs` (API keys; client
 //!   sessions in `client_sessions.rs`), `usage.rs` (`creditUsage`), `webhooks.rs`
-//!   (endpoints, events, deliveries), `node.rs` (Relay `node`); subscriptions in
-//!   `subscription.rs`.
+//!   (endpoints, events, deliveries), `topups.rs` (auto top-up), `audit.rs`
+//!   (`auditEvents`), `node.rs` (Relay `node`); subscriptions in `subscription.rs`.
+//!   `context.rs`: the caller, where the request came from, and [`graphql::context::audited`],
+//!   the ledger acting for them.
 //!   [`graphql::limits`] measures every document (nesting, depth, cost, strings) before
 //!   any database work; [`graphql::errors`] is the one mapping from every error
 //!   ([`ledger::LedgerError`], [`billing::BillingError`], limits, rate limits) to its
@@ -32,14 +34,16 @@
 //! - [`http`]: our accept loop with header and idle timeouts (`http/server.rs`),
 //!   GraphQL-over-HTTP negotiation (`http/graphql.rs`), both WebSocket protocols
 //!   (`http/ws.rs`), rate limits, authentication, the Stripe webhook, the transaction
-//!   export (`http/export.rs`), health probes, and
+//!   export (`http/export.rs`), health probes, request ids and `/metrics`
+//!   (`http/observe.rs`), and
 //!   the browser surface ([`http::assets`]: GraphiQL, `/console` and `/elements.js`, all
 //!   embedded from `assets/` under content-hashed URLs with a strict CSP).
 //! - [`webhooks`]: the dispatcher that delivers outgoing webhooks (claims under a lease,
 //!   signs with Standard Webhooks, retries), and where they may go (`address.rs`).
 //! - [`app`]: builds the application from [`config`] and serves it until shutdown.
-//! - [`cli`]: the command line; [`db`]: the ledger's connecting, plus migrating;
-//!   [`telemetry`]: tracing.
+//! - [`metrics`]: the Prometheus families, their buckets and the recorder.
+//! - [`cli`]: the command line (serve, migrate, operator tasks, `backup`, `verify`);
+//!   [`db`]: the ledger's connecting, plus migrating; [`telemetry`]: tracing.
 //! - Outside this crate: `entity/` (SeaORM entities), `migration/` (one file per step),
 //!   `tests/api/` (one integration binary), `examples/` (benchmarks).
 

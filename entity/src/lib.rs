@@ -4,6 +4,7 @@
 //! types so the API and the tables can change independently.
 
 pub mod api_key;
+pub mod audit_event;
 pub mod auto_top_up;
 pub mod client_session;
 pub mod credit_balance;

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::events::{EventHub, KeyHint};
 use super::outbox::Outbox;
-use super::{Clock, Ledger, LedgerError, check_label, new_id};
+use super::{AuditAction, Clock, Ledger, LedgerError, check_label, new_id};
 
 /// What every API key secret starts with, so leaked keys are easy to recognize and scan for.
 pub const API_KEY_PREFIX: &str = "crk_";
@@ -180,6 +180,7 @@ impl Ledger {
             return Err(LedgerError::OrganizationNotFound);
         }
         let secret = new_secret(API_KEY_PREFIX)?;
+        let txn = self.begin_write().await?;
         let row = api_key::ActiveModel {
             id: Set(new_id("key")),
             organization_id: Set(organization_id.to_owned()),
@@ -190,8 +191,12 @@ impl Ledger {
             last_used_at: Set(None),
             revoked_at: Set(None),
         }
-        .insert(&self.db)
+        .insert(&txn)
         .await?;
+        let mut outbox = Outbox::default();
+        let details = serde_json::json!({ "name": row.name, "prefix": row.prefix });
+        self.audit_into(&mut outbox, Some(organization_id), AuditAction::CreateApiKey, Some(&row.id), details);
+        outbox.commit(txn, &self.events).await?;
         Ok((ApiKey::from(row), secret))
     }
 
@@ -216,6 +221,9 @@ impl Ledger {
         Self::revoke_sessions_of_key(&txn, &key.id, self.now(), &mut outbox).await?;
         // Also for a key revoked before: a repeated revoke re-sends the hint, harmlessly.
         outbox.revoked(key.id.clone());
+        let details = serde_json::json!({ "revokedAt": key.revoked_at });
+        let organization = Some(key.organization_id.as_str());
+        self.audit_into(&mut outbox, organization, AuditAction::RevokeApiKey, Some(&key.id), details);
         outbox.commit(txn, &self.events).await?;
         // Before answering: this replica's next request with the key is refused.
         self.keys.evict(&key.id);

@@ -19,7 +19,7 @@ use sea_orm::{
 
 use super::api_keys::{hash_secret, new_secret};
 use super::outbox::Outbox;
-use super::{Ledger, LedgerError, new_id};
+use super::{AuditAction, Ledger, LedgerError, new_id};
 
 /// What every client session token starts with.
 pub const CLIENT_SESSION_TOKEN_PREFIX: &str = "cst_";
@@ -175,6 +175,7 @@ impl Ledger {
         }
         let token = new_secret(CLIENT_SESSION_TOKEN_PREFIX)?;
         let created_at = self.now();
+        let txn = self.begin_write().await?;
         let row = client_session::ActiveModel {
             id: Set(new_id("cses")),
             organization_id: Set(organization_id.to_owned()),
@@ -185,8 +186,13 @@ impl Ledger {
             created_at: Set(created_at),
             revoked_at: Set(None),
         }
-        .insert(&self.db)
+        .insert(&txn)
         .await?;
+        let mut outbox = Outbox::default();
+        let details = serde_json::json!({ "scopes": row.scopes, "expiresAt": row.expires_at, "createdByKeyId": row.created_by_key_id });
+        let organization = Some(organization_id);
+        self.audit_into(&mut outbox, organization, AuditAction::CreateClientSession, Some(&row.id), details);
+        outbox.commit(txn, &self.events).await?;
         Ok((ClientSession::from(row), token))
     }
 
@@ -208,6 +214,9 @@ impl Ledger {
         };
         let mut outbox = Outbox::default();
         outbox.revoked(session.id.clone());
+        let details = serde_json::json!({ "revokedAt": session.revoked_at });
+        let organization = Some(session.organization_id.as_str());
+        self.audit_into(&mut outbox, organization, AuditAction::RevokeClientSession, Some(&session.id), details);
         outbox.commit(txn, &self.events).await?;
         Ok(session)
     }

@@ -13,7 +13,8 @@
 //! # Layout
 //! - `model/`: the nouns, one file each (`amount`, `transaction` with its kinds, requests
 //!   and allocations, `balance`, `lot`, `hold`, `organization`, `event` (the outgoing
-//!   event types), `usage` (report totals)), all re-exported here.
+//!   event types), `usage` (report totals), `audit` (who acts, from where, and the
+//!   audited actions)), all re-exported here.
 //! - `decide.rs`: the state of one organization as locked, and the pure decisions over
 //!   it (consume, credit, clawback, void, holds, settling expiries, balance alerts).
 //!   Private.
@@ -22,21 +23,23 @@
 //!   writes once (`flush.rs`: rows, the usage rollup, and the outgoing events decided
 //!   from where each organization stood before and after) and answers billing's
 //!   look-ups (`lookups.rs`); `outbox.rs`: everything a write announces, the webhook
-//!   events and their deliveries written in its transaction, the hints sent only if it
-//!   commits.
+//!   events and the audit rows written in its transaction, the hints sent only if it
+//!   commits. A [`Ledger`] handle made [`Ledger::with_audit`] records who acts in the
+//!   audit rows of its writes.
 //! - `commit/`: group commit of [`Ledger`]'s consumes, grants and hold operations
 //!   (`mod.rs`), the committer's `Op` and `Done` (`op.rs`), and idempotency and retries,
 //!   one owner for both (`idempotency.rs`); `holds.rs`: the hold facade.
 //! - `read/`: reads as of now (`history.rs`, `lots.rs`, `usage.rs`: reports from the
-//!   rollup). `webhooks.rs`: endpoints, events and deliveries as stored, claimed under a
+//!   rollup, `audit.rs`: the audit log, `verify.rs`: every invariant of the books). `webhooks.rs`: endpoints, events and deliveries as stored, claimed under a
 //!   lease by the server's dispatcher.
 //! - `events/`: live events as hints (wire format, hub, PostgreSQL `LISTEN`, the
 //!   gap-free follower).
 //! - `api_keys.rs`, `client_sessions.rs`, `organizations.rs`: credentials and tenants.
 //!   Credentials stay in this crate: a revocation commits with its hint through the
 //!   outbox, and the write transaction that makes that true is not handed out.
-//! - `db.rs`: connecting, how a write transaction begins, the availability probe;
-//!   `error.rs`: [`LedgerError`].
+//! - `db.rs`: connecting, how a write transaction begins, the availability probe,
+//!   SQLite's online copy; `metrics.rs`: batch sizes and commit times through the
+//!   `metrics` facade; `error.rs`: [`LedgerError`].
 //!
 //! Adding an operation: its request (and result) in `model/`, one function in
 //! `decide.rs`, one [`LedgerTx`] method that calls it under the lock, and one [`Ledger`]
@@ -93,6 +96,9 @@ pub struct Ledger {
     clock: Clock,
     /// Seals webhook signing secrets at rest, when a key is configured.
     seal: Option<webhooks::SecretSeal>,
+    /// Who acts through this handle, and from where: what its audited writes record
+    /// (none: the server itself, `SYSTEM`).
+    audit: Option<std::sync::Arc<Audit>>,
 }
 
 /// Where the ledger reads the time: the system clock, or one a test moves by hand.
@@ -139,7 +145,33 @@ impl Ledger {
             keys: Default::default(),
             clock: Clock::system(),
             seal: None,
+            audit: None,
         }
+    }
+
+    /// The same ledger acting for `audit`'s actor: its audited writes (grants, voids,
+    /// settings, credentials, webhook endpoints) record who and from where, in their
+    /// own transaction.
+    pub fn with_audit(&self, audit: Audit) -> Self {
+        Self { audit: Some(std::sync::Arc::new(audit)), ..self.clone() }
+    }
+
+    /// Who acts through this handle.
+    pub(crate) fn auditor(&self) -> std::sync::Arc<Audit> {
+        self.audit.clone().unwrap_or_else(|| std::sync::Arc::new(Audit::system()))
+    }
+
+    /// Records `action` by this handle's actor in `outbox`, for the writes outside
+    /// [`LedgerTx`] (they commit through the outbox too).
+    pub(crate) fn audit_into(
+        &self,
+        outbox: &mut outbox::Outbox,
+        organization_id: Option<&str>,
+        action: AuditAction,
+        target_id: Option<&str>,
+        details: serde_json::Value,
+    ) {
+        outbox.audit(&self.auditor(), self.now(), organization_id, action, target_id, details);
     }
 
     /// The same ledger sealing webhook signing secrets with `seal` (AES-256-GCM) before
@@ -232,7 +264,8 @@ impl Ledger {
     /// included) returns the original (`replayed`); any other input under the key is
     /// [`LedgerError::IdempotencyConflict`].
     #[tracing::instrument(skip(self, request), fields(organization = %request.organization_id, amount = request.amount.get()))]
-    pub async fn grant(&self, request: GrantRequest) -> Result<Applied, LedgerError> {
+    pub async fn grant(&self, mut request: GrantRequest) -> Result<Applied, LedgerError> {
+        request.by.audit.get_or_insert_with(|| self.auditor());
         self.change(ChangeRequest {
             organization_id: request.organization_id,
             kind: TransactionKind::Grant,
@@ -402,7 +435,9 @@ impl Ledger {
     /// Starts a ledger transaction: balance changes decided under the organizations'
     /// locks, written and announced when it commits (see [`LedgerTx`]).
     pub async fn begin(&self) -> Result<LedgerTx, LedgerError> {
-        LedgerTx::begin(&self.db, &self.events, self.now()).await
+        let mut tx = LedgerTx::begin(&self.db, &self.events, self.now()).await?;
+        tx.act_for(self.auditor());
+        Ok(tx)
     }
 
     /// Starts a transaction that will write ([`crate::db::begin_write`]), for the writes

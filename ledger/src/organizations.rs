@@ -3,7 +3,8 @@
 use entity::{credit_balance, organization};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
-use super::{Balance, Ledger, LedgerError, MAX_CREDITS, Organization, check_label, new_id};
+use super::outbox::Outbox;
+use super::{AuditAction, Balance, Ledger, LedgerError, MAX_CREDITS, Organization, check_label, new_id};
 
 impl Ledger {
     /// Creates an organization with a zero balance.
@@ -43,7 +44,12 @@ impl Ledger {
         }
         .insert(&txn)
         .await?;
-        txn.commit().await?;
+        // The audit row of a creation belongs to the new organization.
+        let mut outbox = Outbox::default();
+        let details = serde_json::json!({ "name": organization.name, "lowBalanceThreshold": low_balance_threshold });
+        let id = Some(organization.id.as_str());
+        self.audit_into(&mut outbox, id, AuditAction::CreateOrganization, id, details);
+        outbox.commit(txn, &self.events).await?;
         Ok(organization)
     }
 

@@ -13,12 +13,12 @@
 //! dispatcher, woken after the commit, fans them out to endpoints.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use entity::{webhook_endpoint, webhook_event};
+use entity::{audit_event, webhook_endpoint, webhook_event};
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait};
 use serde_json::{Map, Value, json};
 
 use crate::events::{EventHub, Hint, notify_hint, notify_key_revoked};
-use crate::{EventType, LedgerError, new_id};
+use crate::{Audit, AuditAction, EventType, LedgerError, new_id};
 
 /// An outgoing event to write with the commit.
 #[derive(Debug)]
@@ -40,6 +40,8 @@ pub(crate) struct Outbox {
     events: Vec<PendingEvent>,
     /// Whether a top-up was started (the worker is woken after the commit).
     top_ups_started: u64,
+    /// Audit rows, written in the transaction.
+    audits: Vec<audit_event::ActiveModel>,
 }
 
 impl Outbox {
@@ -65,6 +67,31 @@ impl Outbox {
         self.events.push(PendingEvent { organization_id: organization_id.to_owned(), kind, at, data });
     }
 
+    /// Records `action` by `audit`'s actor in the audit log, in this transaction: about
+    /// `organization_id`, done to `target_id`, with `details` (the input, never a secret).
+    pub(crate) fn audit(
+        &mut self,
+        audit: &Audit,
+        at: DateTime<Utc>,
+        organization_id: Option<&str>,
+        action: AuditAction,
+        target_id: Option<&str>,
+        details: Value,
+    ) {
+        self.audits.push(audit_event::ActiveModel {
+            id: Set(new_id("aud")),
+            organization_id: Set(organization_id.map(str::to_owned)),
+            actor_type: Set(audit.actor.kind().as_str().to_owned()),
+            actor_id: Set(audit.actor.id().map(str::to_owned)),
+            action: Set(action.as_str().to_owned()),
+            target_id: Set(target_id.map(str::to_owned)),
+            details: Set(details.to_string()),
+            client_address: Set(audit.client_address.clone()),
+            request_id: Set(audit.request_id.clone()),
+            created_at: Set(at),
+        });
+    }
+
     /// Wakes this process's top-up worker after the commit.
     pub(crate) fn top_up_started(&mut self) {
         self.top_ups_started += 1;
@@ -75,6 +102,9 @@ impl Outbox {
     /// Nothing is announced unless it committed.
     pub(crate) async fn commit(self, txn: DatabaseTransaction, hub: &EventHub) -> Result<(), LedgerError> {
         let deliveries = write_events(&txn, &self.events).await?;
+        if !self.audits.is_empty() {
+            audit_event::Entity::insert_many(self.audits).exec_without_returning(&txn).await?;
+        }
         let postgres = txn.get_database_backend() == DbBackend::Postgres;
         if postgres {
             for hint in &self.hints {

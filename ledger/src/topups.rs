@@ -453,6 +453,13 @@ impl LedgerTx {
                 return Err(LedgerError::InvalidInput(format!("turning auto top-up on needs {what}")));
             }
         }
+        let details = serde_json::json!({
+            "enabled": change.enabled,
+            "threshold": change.threshold,
+            "packageId": model.package_id,
+            "monthlyLimit": change.monthly_limit,
+        });
+        self.audit(Some(organization_id), crate::AuditAction::SetAutoTopUp, Some(organization_id), details);
         model.enabled = change.enabled;
         model.paused_reason = None;
         model.updated_at = at;

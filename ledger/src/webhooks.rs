@@ -11,7 +11,7 @@ use sea_orm::{
     QuerySelect,
 };
 
-use crate::{EventType, Ledger, LedgerError, new_id};
+use crate::{AuditAction, EventType, Ledger, LedgerError, new_id};
 
 /// How long a rotated-out secret still signs deliveries, beside the new one.
 pub const SECRET_OVERLAP_HOURS: i64 = 24;
@@ -344,6 +344,7 @@ impl Ledger {
         }
         let secret = new_secret()?;
         let at = self.now();
+        let txn = crate::db::begin_write(&self.db).await?;
         let row = webhook_endpoint::ActiveModel {
             id: Set(new_id("whe")),
             organization_id: Set(new.organization_id),
@@ -359,8 +360,9 @@ impl Ledger {
             created_at: Set(at),
             updated_at: Set(at),
         }
-        .insert(&self.db)
+        .insert(&txn)
         .await?;
+        self.commit_audited(txn, &row, AuditAction::CreateWebhookEndpoint).await?;
         Ok((WebhookEndpoint::try_from(row)?, secret))
     }
 
@@ -382,8 +384,9 @@ impl Ledger {
         if let Some(description) = &change.description {
             crate::check_text("description", description, crate::MAX_DESCRIPTION_LEN)?;
         }
+        let txn = crate::db::begin_write(&self.db).await?;
         let row = webhook_endpoint::Entity::find_by_id(id.to_owned())
-            .one(&self.db)
+            .one(&txn)
             .await?
             .ok_or(LedgerError::NotFound("webhook endpoint"))?;
         let mut row: webhook_endpoint::ActiveModel = row.into();
@@ -404,14 +407,17 @@ impl Ledger {
             }
         }
         row.updated_at = Set(self.now());
-        WebhookEndpoint::try_from(row.update(&self.db).await?)
+        let row = row.update(&txn).await?;
+        self.commit_audited(txn, &row, AuditAction::UpdateWebhookEndpoint).await?;
+        WebhookEndpoint::try_from(row)
     }
 
     /// A new secret for the endpoint; the old one still signs beside it for
     /// [`SECRET_OVERLAP_HOURS`]. Returns the endpoint and the new secret.
     pub async fn rotate_webhook_secret(&self, id: &str) -> Result<(WebhookEndpoint, String), LedgerError> {
+        let txn = crate::db::begin_write(&self.db).await?;
         let row = webhook_endpoint::Entity::find_by_id(id.to_owned())
-            .one(&self.db)
+            .one(&txn)
             .await?
             .ok_or(LedgerError::NotFound("webhook endpoint"))?;
         let secret = new_secret()?;
@@ -422,7 +428,9 @@ impl Ledger {
         row.previous_secret_until = Set(Some(at + Duration::hours(SECRET_OVERLAP_HOURS)));
         row.secret = Set(self.stored_secret(&secret)?);
         row.updated_at = Set(at);
-        Ok((WebhookEndpoint::try_from(row.update(&self.db).await?)?, secret))
+        let row = row.update(&txn).await?;
+        self.commit_audited(txn, &row, AuditAction::RotateWebhookEndpointSecret).await?;
+        Ok((WebhookEndpoint::try_from(row)?, secret))
     }
 
     /// Deletes an endpoint; its pending deliveries fail. Returns it as it was.
@@ -434,8 +442,28 @@ impl Ledger {
             .ok_or(LedgerError::NotFound("webhook endpoint"))?;
         fail_pending(&txn, id, "the endpoint was deleted").await?;
         webhook_endpoint::Entity::delete_by_id(id.to_owned()).exec(&txn).await?;
-        txn.commit().await?;
+        self.commit_audited(txn, &row, AuditAction::DeleteWebhookEndpoint).await?;
         WebhookEndpoint::try_from(row)
+    }
+
+    /// Commits a change of `endpoint` with its audit row: what it now says, never its
+    /// secrets, and its URL without query or fragment (a receiver's token may be there).
+    async fn commit_audited(
+        &self,
+        txn: sea_orm::DatabaseTransaction,
+        endpoint: &webhook_endpoint::Model,
+        action: AuditAction,
+    ) -> Result<(), LedgerError> {
+        let details = serde_json::json!({
+            "url": url_without_query(&endpoint.url),
+            "eventTypes": endpoint.event_types,
+            "description": endpoint.description,
+            "enabled": endpoint.enabled,
+        });
+        let mut outbox = crate::outbox::Outbox::default();
+        let organization = endpoint.organization_id.as_deref();
+        self.audit_into(&mut outbox, organization, action, Some(&endpoint.id), details);
+        outbox.commit(txn, &self.events).await
     }
 
     /// Endpoints, newest first: the organization's, or (`None`) every endpoint.
@@ -800,4 +828,9 @@ pub(crate) fn older<C: ColumnTrait>(created: C, id_column: C, created_at: DateTi
 /// An error message as stored: at most 500 characters.
 fn truncate(error: &str) -> String {
     error.chars().take(500).collect()
+}
+
+/// `url` up to its path: what an audit row keeps of an endpoint's address.
+fn url_without_query(url: &str) -> &str {
+    &url[..url.find(['?', '#']).unwrap_or(url.len())]
 }

@@ -17,6 +17,7 @@ mod m20261206_000011_outgoing_webhooks;
 mod m20261206_000012_auto_top_up;
 mod m20261206_000013_fan_out_webhook_events;
 mod m20261206_000014_top_up_refunds;
+mod m20261206_000015_audit_log;
 
 /// Every migration of the schema, oldest first.
 pub struct Migrator;
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000012_auto_top_up::Migration),
             Box::new(m20261206_000013_fan_out_webhook_events::Migration),
             Box::new(m20261206_000014_top_up_refunds::Migration),
+            Box::new(m20261206_000015_audit_log::Migration),
         ]
     }
 }

@@ -97,6 +97,12 @@ impl Billing {
         Self { ledger, catalog, gateway, success_url, cancel_url }
     }
 
+    /// The same billing acting for `audit`'s actor (Stripe, for a webhook delivery): the
+    /// money its writes move is audited as theirs.
+    pub fn acting_for(&self, audit: crate::ledger::Audit) -> Self {
+        Self { ledger: self.ledger.with_audit(audit), ..self.clone() }
+    }
+
     /// The Stripe gateway, when configured.
     pub(super) fn gateway(&self) -> Option<&StripeGateway> {
         self.gateway.as_ref()

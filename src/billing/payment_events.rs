@@ -21,7 +21,7 @@ use super::stripe::SAVE_CARD_METADATA;
 use super::webhook::{ChargeObject, Event, PaymentError, PaymentIntentObject, SessionObject, expandable_id};
 use super::{Billing, BillingError, CreditPurchase, PURCHASE_REFERENCE, PurchaseStatus};
 use crate::ledger::topups::{SavedPaymentMethod, TopUpEnd};
-use crate::ledger::{ChangeRequest, DEFAULT_PRIORITY, EventType, LedgerTx, TransactionKind};
+use crate::ledger::{AuditAction, ChangeRequest, DEFAULT_PRIORITY, EventType, LedgerTx, TransactionKind};
 use crate::ledger::{LotCategory, LotSpec};
 
 /// What became of one webhook delivery.
@@ -238,6 +238,15 @@ impl Billing {
         };
         let (transaction, _, _) = tx.change(&request).await?;
         tracing::info!(purchase = %purchase.id, credits = purchase.credits, "purchase paid and credited");
+        let details = serde_json::json!({
+            "packageId": purchase.package_id,
+            "credits": purchase.credits,
+            "amount": purchase.amount,
+            "currency": purchase.currency,
+            "paymentIntentId": payment_intent,
+            "transactionId": transaction.id,
+        });
+        tx.audit(Some(&purchase.organization_id), AuditAction::CompletePurchase, Some(&purchase.id), details);
         let mut fields = purchase_fields(&purchase, Paid);
         fields.insert("transactionId".into(), transaction.id.into());
         tx.raise(&purchase.organization_id, EventType::PurchaseCompleted, fields).await?;

@@ -37,7 +37,7 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, Query
 use super::topups::TOP_UP_REFERENCE;
 use super::{Billing, BillingError, PURCHASE_REFERENCE, PurchaseStatus};
 use crate::ledger::topups::CreditTopUp;
-use crate::ledger::{ChangeRequest, DEFAULT_PRIORITY, EventType, LedgerError, LedgerTx, TransactionKind};
+use crate::ledger::{AuditAction, ChangeRequest, DEFAULT_PRIORITY, EventType, LedgerError, LedgerTx, TransactionKind};
 use crate::ledger::{LotCategory, LotSpec};
 
 /// Where one dispute stands, as stored in `stripe_disputes.state`.
@@ -142,6 +142,17 @@ impl Billing {
         // The difference, and only the difference, goes to the ledger.
         let (reference, organization_id) = (paid.reference(), paid.organization_id());
         let (noun, id) = (paid.noun(), paid.id());
+        if after != before || refunded != applied_refund {
+            let details = serde_json::json!({
+                "paymentIntentId": payment_intent,
+                "refunded": refunded,
+                "heldBackBefore": before,
+                "heldBackAfter": after,
+                "disputesCounted": counted_now,
+                "reinstated": reinstated,
+            });
+            tx.audit(Some(organization_id), AuditAction::SettlePayment, Some(id), details);
+        }
         if after > before {
             let wanted = after - before;
             let cause = clawback_cause(refunded > applied_refund, &counted_now);

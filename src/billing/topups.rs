@@ -12,7 +12,7 @@ use super::settlement::record_refund;
 use super::stripe::{ChargeOutcome, TopUpCharge};
 use super::{Billing, BillingError};
 use crate::ledger::topups::{ClaimedTopUp, TopUpEnd};
-use crate::ledger::{ChangeRequest, EventType, LedgerTx, LotCategory, LotSpec, TransactionKind};
+use crate::ledger::{AuditAction, ChangeRequest, EventType, LedgerTx, LotCategory, LotSpec, TransactionKind};
 
 /// The reference type of a top-up's `PURCHASE`.
 pub const TOP_UP_REFERENCE: &str = "topup";
@@ -168,6 +168,15 @@ impl Billing {
         };
         let (transaction, _, _) = tx.change(&request).await?;
         tx.credited_top_up(&top_up, &transaction.id).await?;
+        let details = serde_json::json!({
+            "packageId": top_up.package_id,
+            "credits": top_up.credits,
+            "amount": top_up.amount,
+            "currency": top_up.currency,
+            "paymentIntentId": payment_intent,
+            "transactionId": transaction.id,
+        });
+        tx.audit(Some(&top_up.organization_id), AuditAction::CompleteTopUp, Some(&top_up.id), details);
         let mut fields = top_up_fields(&top_up.id, "SUCCEEDED", Some(payment_intent));
         fields.insert("transactionId".into(), transaction.id.clone().into());
         fields.insert("credits".into(), top_up.credits.into());

@@ -6,7 +6,7 @@
 use async_graphql::{Context, Enum, ID, InputObject, Object};
 
 use super::Caller;
-use super::context::{Access, caller, scope};
+use super::context::{Access, audited, caller, scope};
 use super::errors::ApiError;
 use super::scalars::DateTime;
 use crate::ledger::{self, ClientScopes, Ledger, SessionTtl};
@@ -113,8 +113,7 @@ pub async fn create(ctx: &Context<'_>, input: CreateClientSessionInput) -> Resul
         Caller::ApiKey { key_id, .. } => Some(key_id.as_str()),
         _ => None,
     };
-    let (session, token) =
-        ctx.data_unchecked::<Ledger>().create_client_session(&organization_id, scopes, ttl, created_by).await?;
+    let (session, token) = audited(ctx).create_client_session(&organization_id, scopes, ttl, created_by).await?;
     Ok(ClientSession { session, token: Some(token) })
 }
 
@@ -133,5 +132,5 @@ pub async fn revoke(ctx: &Context<'_>, id: ID) -> Result<ClientSession, ApiError
     if !visible {
         return Err(ApiError::NotFound("client session"));
     }
-    Ok(ClientSession { session: ledger.revoke_client_session(id.as_str()).await?, token: None })
+    Ok(ClientSession { session: audited(ctx).revoke_client_session(id.as_str()).await?, token: None })
 }

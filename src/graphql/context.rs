@@ -4,7 +4,7 @@ use async_graphql::{Context, ID};
 use chrono::{DateTime, Utc};
 
 use super::errors::ApiError;
-use crate::ledger::{ClientScope, ClientScopes};
+use crate::ledger::{Audit, AuditActor, ClientScope, ClientScopes, Ledger};
 
 /// What a resolver is about to do: client sessions may do only what their scopes say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,12 +136,25 @@ impl Caller {
     pub fn actor(&self) -> crate::ledger::Actor {
         match self {
             Self::ApiKey { key_id, .. } => {
-                crate::ledger::Actor { api_key_id: Some(key_id.clone()), client_session_id: None }
+                crate::ledger::Actor { api_key_id: Some(key_id.clone()), ..Default::default() }
             }
-            Self::Session { session_id, key_id, .. } => {
-                crate::ledger::Actor { api_key_id: key_id.clone(), client_session_id: Some(session_id.clone()) }
-            }
+            Self::Session { session_id, key_id, .. } => crate::ledger::Actor {
+                api_key_id: key_id.clone(),
+                client_session_id: Some(session_id.clone()),
+                ..Default::default()
+            },
             Self::Admin | Self::Anonymous | Self::InvalidToken => crate::ledger::Actor::default(),
+        }
+    }
+
+    /// Who acts, as the audit log says it.
+    pub fn audit_actor(&self) -> AuditActor {
+        match self {
+            Self::Admin => AuditActor::Admin,
+            Self::ApiKey { key_id, .. } => AuditActor::ApiKey(key_id.clone()),
+            Self::Session { session_id, .. } => AuditActor::ClientSession(session_id.clone()),
+            // They change nothing (every write needs a credential); kept apart anyway.
+            Self::Anonymous | Self::InvalidToken => AuditActor::System,
         }
     }
 
@@ -163,6 +176,28 @@ impl Caller {
 pub struct RequestSpan(pub tracing::Span);
 
 /// The caller of this request.
+/// Where a request came from: its client's address and its `x-request-id`, for the
+/// audit rows of what it changes.
+#[derive(Clone, Debug, Default)]
+pub struct Origin {
+    /// The client's address (behind a trusted proxy, the one it reported).
+    pub client_address: Option<String>,
+    /// The request's id.
+    pub request_id: Option<String>,
+}
+
+/// The ledger acting for this request's caller: its audited writes record who, from
+/// where and under which request id.
+pub fn audited(ctx: &Context<'_>) -> Ledger {
+    let origin = ctx.data_opt::<Origin>().cloned().unwrap_or_default();
+    let audit = Audit {
+        actor: caller(ctx).audit_actor(),
+        client_address: origin.client_address,
+        request_id: origin.request_id,
+    };
+    ctx.data_unchecked::<Ledger>().with_audit(audit)
+}
+
 pub fn caller<'a>(ctx: &Context<'a>) -> &'a Caller {
     ctx.data_opt::<Caller>().unwrap_or(&Caller::Anonymous)
 }

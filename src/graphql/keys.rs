@@ -5,10 +5,10 @@
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 
 use super::client_sessions::{self, ClientSession, CreateClientSessionInput};
-use super::context::caller;
+use super::context::{audited, caller};
 use super::errors::ApiError;
 use super::scalars::DateTime;
-use crate::ledger::{self, Ledger};
+use crate::ledger;
 
 /// An organization API key (its secret is shown once, at creation, and never again).
 pub struct ApiKey(pub ledger::ApiKey);
@@ -82,8 +82,7 @@ impl KeysMutation {
         input: CreateApiKeyInput,
     ) -> Result<CreateApiKeyPayload, ApiError> {
         caller(ctx).require_admin()?;
-        let (api_key, secret) =
-            ctx.data_unchecked::<Ledger>().create_api_key(input.organization_id.as_str(), &input.name).await?;
+        let (api_key, secret) = audited(ctx).create_api_key(input.organization_id.as_str(), &input.name).await?;
         Ok(CreateApiKeyPayload { api_key: ApiKey(api_key), secret })
     }
 
@@ -107,6 +106,6 @@ impl KeysMutation {
     /// Revokes an API key at once, and the client sessions it created. Admin only.
     async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> Result<ApiKey, ApiError> {
         caller(ctx).require_admin()?;
-        Ok(ApiKey(ctx.data_unchecked::<Ledger>().revoke_api_key(id.as_str()).await?))
+        Ok(ApiKey(audited(ctx).revoke_api_key(id.as_str()).await?))
     }
 }

@@ -7,7 +7,7 @@ use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 
-use super::context::{Access, caller, scope};
+use super::context::{Access, audited, caller, scope};
 use super::errors::ApiError;
 use super::loaders::LotLoader;
 use super::pagination::{encode_cursor, transaction_page};
@@ -260,7 +260,7 @@ impl LedgerMutation {
     ) -> Result<GrantCreditsPayload, ApiError> {
         caller(ctx).require_admin()?;
         let organization_id = scope(ctx, Some(&input.organization_id), Access::Manage)?;
-        let ledger = ctx.data_unchecked::<Ledger>();
+        let ledger = audited(ctx);
         let request = GrantRequest::new(
             organization_id,
             Amount::parse(input.amount.0)?,
@@ -284,10 +284,8 @@ impl LedgerMutation {
         threshold: Option<Credits>,
     ) -> Result<CreditBalance, ApiError> {
         let organization_id = scope(ctx, organization_id.as_ref(), Access::Manage)?;
-        let (_, balance) = ctx
-            .data_unchecked::<Ledger>()
-            .set_low_balance_threshold(&organization_id, threshold.map(|credits| credits.0))
-            .await?;
+        let (_, balance) =
+            audited(ctx).set_low_balance_threshold(&organization_id, threshold.map(|credits| credits.0)).await?;
         Ok(CreditBalance(balance))
     }
 
@@ -298,7 +296,7 @@ impl LedgerMutation {
         input: CreateOrganizationInput,
     ) -> Result<Organization, ApiError> {
         caller(ctx).require_admin()?;
-        let ledger = ctx.data_unchecked::<Ledger>();
+        let ledger = audited(ctx);
         let organization =
             ledger.create_organization(&input.name, input.low_balance_threshold.map(|credits| credits.0)).await?;
         Ok(Organization(organization))

@@ -68,6 +68,7 @@ const CONNECTION_FIELDS: &[&str] = &[
     "webhookEvents",
     "webhookDeliveries",
     "creditTopUps",
+    "auditEvents",
 ];
 /// Deepest field nesting under an introspection root. The standard query (graphql-js
 /// `getIntrospectionQuery`, `TypeRef` nine `ofType`s deep) reaches 15.

@@ -4,7 +4,7 @@
 use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 
-use super::context::{Access, caller, scope};
+use super::context::{Access, audited, caller, scope};
 use super::errors::ApiError;
 use super::pagination::{decode_cursor, encode_cursor, page_size};
 use super::scalars::Credits;
@@ -111,7 +111,7 @@ impl LotsMutation {
         description: String,
     ) -> Result<VoidCreditLotPayload, ApiError> {
         caller(ctx).require_admin()?;
-        let (lot, transaction, balance) = ctx.data_unchecked::<Ledger>().void_lot(id.as_str(), &description).await?;
+        let (lot, transaction, balance) = audited(ctx).void_lot(id.as_str(), &description).await?;
         Ok(VoidCreditLotPayload {
             lot: CreditLot(lot),
             transaction: transaction.map(CreditTransaction),
@@ -128,7 +128,7 @@ impl LotsMutation {
         limit: Credits,
     ) -> Result<CreditBalance, ApiError> {
         caller(ctx).require_admin()?;
-        let balance = ctx.data_unchecked::<Ledger>().set_overdraft_limit(organization_id.as_str(), limit.0).await?;
+        let balance = audited(ctx).set_overdraft_limit(organization_id.as_str(), limit.0).await?;
         Ok(CreditBalance(balance))
     }
 }

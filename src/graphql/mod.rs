@@ -9,6 +9,7 @@
 //! with `client_sessions`, `node`); each area adds its fields to the root [`Query`] and
 //! [`Mutation`], merged here.
 
+mod audit;
 mod billing;
 mod client_sessions;
 pub mod context;
@@ -33,7 +34,7 @@ mod webhooks;
 use async_graphql::Schema;
 use async_graphql::dataloader::DataLoader;
 
-pub use context::{Access, Caller, RequestSpan};
+pub use context::{Access, Caller, Origin, RequestSpan};
 
 /// The root query type, merged from each area's queries.
 #[derive(async_graphql::MergedObject, Default)]
@@ -46,6 +47,7 @@ pub struct Query(
     usage::UsageReportQuery,
     webhooks::WebhooksQuery,
     topups::TopUpsQuery,
+    audit::AuditQuery,
 );
 
 /// The root mutation type, merged from each area's mutations.
@@ -104,10 +106,12 @@ pub fn request_data(
     request: async_graphql::Request,
     ledger: &Ledger,
     caller: Caller,
+    origin: Origin,
     span: tracing::Span,
 ) -> async_graphql::Request {
     request
         .data(caller)
+        .data(origin)
         .data(RequestSpan(span))
         .data(DataLoader::new(OrganizationLoader(ledger.clone()), tokio::spawn))
         .data(DataLoader::new(BalanceLoader(ledger.clone()), tokio::spawn))

@@ -3,6 +3,7 @@
 
 use async_graphql::{Context, ID, Interface, Object};
 
+use super::audit::AuditEvent;
 use super::billing::CreditPurchase;
 use super::client_sessions::ClientSession;
 use super::context::caller;
@@ -41,6 +42,8 @@ pub enum Node {
     WebhookEvent(WebhookEvent),
     /// An automatic top-up.
     CreditTopUp(CreditTopUp),
+    /// An audit row.
+    AuditEvent(AuditEvent),
 }
 
 /// The `node` query.
@@ -111,6 +114,16 @@ impl NodeQuery {
                 .top_up(&id)
                 .await?
                 .map(|top_up| (top_up.organization_id.clone(), Node::CreditTopUp(CreditTopUp(top_up)))),
+            // The audit log is for its managers only; a row of no organization, the admin's.
+            "aud" => ledger.audit_event(&id).await?.and_then(|event| {
+                let organization_id = event.organization_id.clone().unwrap_or_default();
+                let visible = if organization_id.is_empty() {
+                    matches!(caller, super::context::Caller::Admin)
+                } else {
+                    caller.manages(&organization_id)
+                };
+                visible.then_some((organization_id, Node::AuditEvent(AuditEvent(event))))
+            }),
             _ => None,
         };
         let admin = matches!(caller, super::context::Caller::Admin);

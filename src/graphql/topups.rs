@@ -6,7 +6,7 @@
 use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 
-use super::context::{Access, scope};
+use super::context::{Access, audited, scope};
 use super::errors::ApiError;
 use super::pagination::{decode_time_cursor, newest_first_page, page_size};
 use super::scalars::{Credits, DateTime};
@@ -233,7 +233,7 @@ impl TopUpsMutation {
             package,
             monthly_limit: input.monthly_limit,
         };
-        let ledger = ctx.data_unchecked::<Ledger>();
+        let ledger = &audited(ctx);
         let settings = crate::ledger::retrying(|| async {
             let mut tx = ledger.begin().await?;
             let set = tx.set_auto_top_up(&organization_id, change.clone()).await;

@@ -7,7 +7,7 @@
 use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 
-use super::context::{Access, Caller, caller, scope};
+use super::context::{Access, Caller, audited, caller, scope};
 use super::errors::ApiError;
 use super::pagination::{decode_time_cursor, newest_first_page, page_size};
 use super::scalars::DateTime;
@@ -363,7 +363,7 @@ impl WebhooksMutation {
         let event_types = event_types(input.event_types)?;
         let url = checked_url(ctx, &input.url).await?;
         let new = NewEndpoint { organization_id, url, event_types, description: input.description };
-        let (endpoint, secret) = ctx.data_unchecked::<Ledger>().create_webhook_endpoint(new).await?;
+        let (endpoint, secret) = audited(ctx).create_webhook_endpoint(new).await?;
         Ok(CreateWebhookEndpointPayload { endpoint: WebhookEndpoint(endpoint), secret })
     }
 
@@ -380,7 +380,7 @@ impl WebhooksMutation {
         };
         let event_types = input.event_types.map(|names| event_types(Some(names))).transpose()?;
         let change = EndpointChange { url, event_types, description: input.description, enabled: input.enabled };
-        Ok(WebhookEndpoint(ctx.data_unchecked::<Ledger>().update_webhook_endpoint(&endpoint.id, change).await?))
+        Ok(WebhookEndpoint(audited(ctx).update_webhook_endpoint(&endpoint.id, change).await?))
     }
 
     /// A new secret; the old one still signs deliveries beside it for 24 hours.
@@ -390,14 +390,14 @@ impl WebhooksMutation {
         id: ID,
     ) -> Result<CreateWebhookEndpointPayload, ApiError> {
         let endpoint = managed_endpoint(ctx, &id).await?;
-        let (endpoint, secret) = ctx.data_unchecked::<Ledger>().rotate_webhook_secret(&endpoint.id).await?;
+        let (endpoint, secret) = audited(ctx).rotate_webhook_secret(&endpoint.id).await?;
         Ok(CreateWebhookEndpointPayload { endpoint: WebhookEndpoint(endpoint), secret })
     }
 
     /// Deletes an endpoint; its pending deliveries fail.
     async fn delete_webhook_endpoint(&self, ctx: &Context<'_>, id: ID) -> Result<WebhookEndpoint, ApiError> {
         let endpoint = managed_endpoint(ctx, &id).await?;
-        Ok(WebhookEndpoint(ctx.data_unchecked::<Ledger>().delete_webhook_endpoint(&endpoint.id).await?))
+        Ok(WebhookEndpoint(audited(ctx).delete_webhook_endpoint(&endpoint.id).await?))
     }
 
     /// Delivers an event again to an endpoint that receives it (same `webhook-id`).

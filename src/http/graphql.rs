@@ -16,12 +16,13 @@ use tracing::Span;
 
 use super::AppState;
 use super::auth::{authenticate, bearer_token, cached_caller};
+use super::observe::RequestId;
 use super::rate_limit::RateKey;
 use crate::config::Limits;
 use crate::graphql::context::Caller;
 use crate::graphql::errors::ApiError;
 use crate::graphql::limits::{self, DocumentLimits, LimitError, check_complexity};
-use crate::graphql::request_data;
+use crate::graphql::{Origin, request_data};
 use crate::ledger::CLIENT_SESSION_TOKEN_PREFIX;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -88,7 +89,13 @@ pub(crate) fn refuse(media: MediaType, error: ApiError) -> Response {
 pub(crate) type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
 
 /// `GET /graphql`: GraphiQL for browsers, otherwise a query from the URL.
-pub async fn get(State(state): State<AppState>, peer: Peer, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+pub async fn get(
+    State(state): State<AppState>,
+    peer: Peer,
+    request_id: Option<Extension<RequestId>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let params: Vec<(String, String)> = raw.as_deref().map(parse_query_string).unwrap_or_default();
     let param = |name: &str| params.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
     let wants_html = headers
@@ -132,7 +139,14 @@ pub async fn get(State(state): State<AppState>, peer: Peer, headers: HeaderMap, 
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    execute(state, headers, media, vec![prepared], false, budget).await
+    let origin = origin(&state, &headers, &peer, request_id.map(|Extension(id)| id));
+    execute(state, headers, media, vec![prepared], false, budget, origin).await
+}
+
+/// Where a request came from: its client's address and its id.
+fn origin(state: &AppState, headers: &HeaderMap, peer: &Peer, request_id: Option<RequestId>) -> Origin {
+    let ip = state.client_address.of(headers, peer.as_ref().map(|Extension(ConnectInfo(addr))| *addr));
+    Origin { client_address: Some(ip.to_string()), request_id: request_id.map(|id| id.0.to_string()) }
 }
 
 /// `POST /graphql`: a JSON request, or a batch of them. The budget is spent before the
@@ -141,6 +155,7 @@ pub async fn post(State(state): State<AppState>, peer: Peer, request: Request) -
     // The headers are taken out, not copied: reading the body needs only the rest.
     let (mut parts, body) = request.into_parts();
     let headers = std::mem::take(&mut parts.headers);
+    let request_id = parts.extensions.get::<RequestId>().cloned();
     let Some(media) = MediaType::negotiate(&headers) else {
         return StatusCode::NOT_ACCEPTABLE.into_response();
     };
@@ -171,7 +186,8 @@ pub async fn post(State(state): State<AppState>, peer: Peer, request: Request) -
         Ok(parsed) => parsed,
         Err(error) => return refuse(media, error),
     };
-    execute(state, headers, media, prepared, batch, budget).await
+    let origin = origin(&state, &headers, &peer, request_id);
+    execute(state, headers, media, prepared, batch, budget, origin).await
 }
 
 /// Bodies up to this size are parsed on the worker that received them.
@@ -337,6 +353,7 @@ async fn execute(
     requests: Vec<Prepared>,
     batch: bool,
     budget: Budget,
+    origin: Origin,
 ) -> Response {
     let span = Span::current();
     match (&requests[..], batch) {
@@ -354,7 +371,7 @@ async fn execute(
     };
     let mut requests: Vec<async_graphql::Request> = requests
         .into_iter()
-        .map(|prepared| request_data(prepared.request, &state.ledger, caller.clone(), span.clone()))
+        .map(|prepared| request_data(prepared.request, &state.ledger, caller.clone(), origin.clone(), span.clone()))
         .collect();
     if !batch && let Some(request) = requests.pop() {
         let response = state.schema.execute(request).await;

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::AppState;
 use crate::billing::webhook::{parse_event, verify_signature};
 use crate::billing::{BillingError, EventOutcome};
-use crate::ledger::LedgerError;
+use crate::ledger::{Audit, AuditActor, LedgerError};
 
 /// Stripe's events are far smaller than this; anything bigger is not Stripe.
 pub const MAX_BODY_BYTES: usize = 512 * 1024;
@@ -20,7 +20,13 @@ fn answer(status: StatusCode, message: &str) -> Response {
 
 /// Verifies and applies one delivery. 2xx: applied, a duplicate, or ignored; 400: a bad
 /// signature or body; 5xx: not applied, so Stripe retries.
-pub async fn stripe(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn stripe(
+    State(state): State<AppState>,
+    peer: super::graphql::Peer,
+    request_id: Option<axum::Extension<super::observe::RequestId>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(secret) = &state.stripe_webhook_secret else {
         return answer(StatusCode::SERVICE_UNAVAILABLE, "webhooks are not configured (STRIPE_WEBHOOK_SECRET)");
     };
@@ -40,8 +46,15 @@ pub async fn stripe(State(state): State<AppState>, headers: HeaderMap, body: Byt
         }
     };
     tracing::Span::current().record("operation", event.event_type.as_str());
+    // What the event changes is audited as Stripe's, with this delivery's address and id.
+    let ip = state.client_address.of(&headers, peer.map(|axum::Extension(axum::extract::ConnectInfo(addr))| addr));
+    let billing = state.billing.acting_for(Audit {
+        actor: AuditActor::Stripe,
+        client_address: Some(ip.to_string()),
+        request_id: request_id.map(|axum::Extension(id)| id.0.to_string()),
+    });
     // Serialization failures and deadlocks are retried here; anything else Stripe retries.
-    let applied = crate::ledger::retrying(|| state.billing.apply_event(&event)).await;
+    let applied = crate::ledger::retrying(|| billing.apply_event(&event)).await;
     let counted = match &applied {
         Ok(EventOutcome::Applied) => "applied",
         Ok(EventOutcome::Duplicate) => "duplicate",

@@ -38,8 +38,9 @@ use tokio::task::AbortHandle;
 use super::AppState;
 use super::auth::{bearer_token, caller_for_token};
 use super::graphql::{MediaType, prepare, refuse, render, spend_budget};
+use super::observe::RequestId;
 use super::rate_limit::RateKey;
-use crate::graphql::{Caller, request_data};
+use crate::graphql::{Caller, Origin, request_data};
 
 /// Outgoing messages queued per connection before senders wait.
 const OUTGOING_QUEUE: usize = 64;
@@ -122,6 +123,7 @@ pub async fn upgrade(
     // Refuses (400) an upgrade that offers neither sub-protocol.
     _offered: GraphQLProtocol,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    request_id: Option<Extension<RequestId>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -159,8 +161,10 @@ pub async fn upgrade(
         .unwrap_or(WebSocketProtocols::GraphQLWS);
     let span = tracing::Span::current();
     let open = state.sockets.open();
+    // The upgrade's request id stands for every operation of the socket.
+    let origin = Origin { client_address: Some(ip.to_string()), request_id: request_id.map(|id| id.0.0.to_string()) };
     ws.on_upgrade(move |socket| {
-        let connection = Connection::new(state, protocol, span, ip, open);
+        let connection = Connection::new(state, protocol, span, (ip, origin), open);
         connection.run(socket, header_token)
     })
 }
@@ -186,6 +190,8 @@ struct Connection {
     finished_rx: mpsc::UnboundedReceiver<String>,
     /// The client's address (the rate-limit bucket without a token).
     ip: std::net::IpAddr,
+    /// The client's address and the upgrade's request id, for audit rows.
+    origin: Origin,
     /// This socket in the open counts.
     open: OpenSocket,
 }
@@ -213,7 +219,7 @@ impl Connection {
         state: AppState,
         protocol: WebSocketProtocols,
         span: tracing::Span,
-        ip: std::net::IpAddr,
+        (ip, origin): (std::net::IpAddr, Origin),
         open: OpenSocket,
     ) -> Self {
         let (out, out_rx) = mpsc::channel(OUTGOING_QUEUE);
@@ -228,6 +234,7 @@ impl Connection {
             finished_tx,
             finished_rx,
             ip,
+            origin,
             open,
         }
     }
@@ -463,7 +470,13 @@ impl Connection {
             .check(&RateKey::budget_of(caller, self.ip))
             .and_then(|()| prepare(payload, &self.state.limits));
         let request = match prepared {
-            Ok(prepared) => request_data(prepared.request, &self.state.ledger, caller.clone(), self.span.clone()),
+            Ok(prepared) => request_data(
+                prepared.request,
+                &self.state.ledger,
+                caller.clone(),
+                self.origin.clone(),
+                self.span.clone(),
+            ),
             Err(refusal) => {
                 let errors = [async_graphql::ServerError::from(refusal)];
                 let message = text(json!({ "type": error, "id": id, "payload": errors }));

@@ -5,6 +5,7 @@ mod support;
 // The support modules answer to their short paths (`crate::helpers::…`) everywhere.
 use support::{fake_stripe, helpers, pg_cluster, receiver, ws_client};
 
+mod audit;
 mod bad_input;
 mod browser;
 mod cli;

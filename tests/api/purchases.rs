@@ -484,7 +484,7 @@ async fn oversized_webhook_bodies_are_refused() {
 impl TestApp {
     /// Starts a purchase of `package` and delivers its paid completion through
     /// `payment_intent`; returns the purchase id.
-    async fn paid_purchase(&self, key: &str, org: &str, package: &str, payment_intent: &str) -> String {
+    pub(crate) async fn paid_purchase(&self, key: &str, org: &str, package: &str, payment_intent: &str) -> String {
         let (session, purchase) = self.start_purchase(key, package).await;
         let amount = if package == "credits_basic" { 3999 } else { 999 };
         let paid = paid_session(&session, &metadata(org, package, &purchase), amount, "usd", payment_intent);

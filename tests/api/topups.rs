@@ -88,7 +88,11 @@ async fn a_saved_card_recharges_once_per_crossing_and_credits_arrive_once(engine
     let Some((app, fake)) = stripe_app(engine).await else { return };
     let (org, key) = with_saved_card(&app, &fake, 5_000, 4).await;
     consume(&app, &key, 6_000).await; // 4,000 left: below 5,000
-    let list = wait_for(&app, &key, "credited", |list, balance| list.len() == 1 && balance == 14_000).await;
+    // The list and the balance are two reads: wait until both say so.
+    let list = wait_for(&app, &key, "credited", |list, balance| {
+        list.len() == 1 && list[0]["status"] == "SUCCEEDED" && balance == 14_000
+    })
+    .await;
     let top_up = &list[0];
     assert_eq!(top_up["status"], "SUCCEEDED");
     assert_eq!(
@@ -115,6 +119,18 @@ async fn a_saved_card_recharges_once_per_crossing_and_credits_arrive_once(engine
         assert_eq!(app.webhook(&event(&format!("evt_pi_{n}_{org}"), "payment_intent.succeeded", succeeded)).await, 200);
     }
     assert_eq!(app.balance(&key).await, 14_000);
+    // The worker credited it, audited as the server's own doing.
+    let audited = app
+        .ok(
+            Some(crate::helpers::ADMIN_TOKEN),
+            "query($o: ID) { auditEvents(organizationId: $o, filter: { actions: [\"COMPLETE_TOP_UP\"] }) { edges { node { actorType targetId } } } }",
+            json!({ "o": org }),
+        )
+        .await;
+    assert_eq!(
+        audited["auditEvents"]["edges"],
+        json!([{ "node": { "actorType": "SYSTEM", "targetId": top_up["id"] } }])
+    );
     // Above the threshold again: nothing starts; below it again: a second top-up.
     consume(&app, &key, 1_000).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -352,7 +368,10 @@ async fn a_top_ups_charge_refunded_and_disputed_claws_back_as_for_a_purchase(eng
     let Some((app, fake)) = stripe_app(engine).await else { return };
     let (org, key) = with_saved_card(&app, &fake, 5_000, 4).await;
     consume(&app, &key, 6_000).await;
-    let list = wait_for(&app, &key, "credited", |list, balance| list.len() == 1 && balance == 14_000).await;
+    let list = wait_for(&app, &key, "credited", |list, balance| {
+        list.len() == 1 && list[0]["status"] == "SUCCEEDED" && balance == 14_000
+    })
+    .await;
     turn_off(&app, &key).await;
     let (top_up, intent) = (list[0]["id"].as_str().expect("id"), list[0]["paymentIntentId"].as_str().expect("pi"));
     // A partial refund takes back its share of the top-up's credits, from its own lot.

@@ -4,6 +4,7 @@
 //! database.
 
 mod amount;
+mod audit;
 mod balance;
 mod event;
 mod hold;
@@ -13,6 +14,7 @@ mod transaction;
 mod usage;
 
 pub use amount::{Amount, MAX_CREDITS};
+pub use audit::{Audit, AuditAction, AuditActor, AuditActorType, AuditEvent, AuditFilter};
 pub use balance::Balance;
 pub use event::EventType;
 pub use hold::{

@@ -69,6 +69,9 @@ pub struct Actor {
     pub api_key_id: Option<String>,
     /// `cs_…`
     pub client_session_id: Option<String>,
+    /// For an audited change (a grant): who acts and from where, for its audit row
+    /// (none: the ledger handle's own, see [`crate::Ledger::with_audit`]).
+    pub audit: Option<std::sync::Arc<crate::Audit>>,
 }
 
 /// A request to consume credits, already validated.

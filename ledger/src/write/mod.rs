@@ -30,9 +30,10 @@ use crate::decide::{self, Entry, State};
 use crate::events::EventHub;
 use crate::model::{allocations_json, parse_allocations};
 use crate::outbox::Outbox;
-use crate::{Actor, HoldStatus, LotSpec};
+use crate::{Actor, Audit, AuditAction, HoldStatus, LotSpec};
 use crate::{Balance, ChangeRequest, CreditLot, CreditTransaction, LedgerError, TransactionKind};
 use crate::{CaptureRequest, CreditHold, HoldCaptured, HoldRequest};
+use std::sync::Arc;
 
 /// An organization's balance row as locked by this transaction, and its state as decided so far.
 struct Locked {
@@ -77,6 +78,8 @@ pub struct LedgerTx {
     /// they were written at: used instead of reading lots and holds when the locked row
     /// still shows that generation.
     kept: HashMap<String, KeptState>,
+    /// Who acts, for the audit rows of this transaction's audited changes.
+    audit: Arc<Audit>,
 }
 
 /// An organization's decided state as a committed transaction left it, and the balance
@@ -110,7 +113,26 @@ impl LedgerTx {
             pending_holds: Vec::new(),
             outbox: Outbox::default(),
             kept: HashMap::new(),
+            audit: Arc::new(Audit::system()),
         })
+    }
+
+    /// Records this transaction's audited changes as `audit`'s actor's.
+    pub fn act_for(&mut self, audit: Arc<Audit>) {
+        self.audit = audit;
+    }
+
+    /// Records `action` in the audit log with this transaction (see [`Audit`]): about
+    /// `organization_id`, done to `target_id`, with `details` (never a secret).
+    pub fn audit(
+        &mut self,
+        organization_id: Option<&str>,
+        action: AuditAction,
+        target_id: Option<&str>,
+        details: serde_json::Value,
+    ) {
+        let audit = self.audit.clone();
+        self.outbox.audit(&audit, self.at, organization_id, action, target_id, details);
     }
 
     /// The database transaction, for the caller's own statements in the same commit.
@@ -179,6 +201,21 @@ impl LedgerTx {
         let transaction = self.take_entries(&request.organization_id, main);
         let (_, lot) = decided?;
         let transaction = transaction.ok_or_else(|| LedgerError::internal("decided entry missing"))?;
+        if request.kind == TransactionKind::Grant {
+            let audit = request.by.audit.clone().unwrap_or_else(|| self.audit.clone());
+            let spec = request.lot.clone().unwrap_or_default();
+            let details = serde_json::json!({
+                "amount": request.delta,
+                "description": request.description,
+                "category": spec.category.as_str(),
+                "priority": spec.priority,
+                "expiresAt": spec.expires_at,
+                "idempotencyKey": request.idempotency_key,
+                "lotId": lot,
+            });
+            let organization = Some(request.organization_id.as_str());
+            self.outbox.audit(&audit, at, organization, AuditAction::GrantCredits, Some(&transaction.id), details);
+        }
         Ok((transaction, balance, lot))
     }
 
@@ -283,6 +320,8 @@ impl LedgerTx {
         let main = entry.as_ref().map(|entry| (entry.id.as_str(), &request));
         let transaction = self.take_entries(&organization_id, main);
         let lot = lot.ok_or(LedgerError::NotFound("credit lot"))?;
+        let details = serde_json::json!({ "description": description, "voided": -request.delta });
+        self.audit(Some(&organization_id), AuditAction::VoidCreditLot, Some(lot_id), details);
         Ok((lot, transaction, balance))
     }
 
@@ -309,6 +348,8 @@ impl LedgerTx {
         let balance = balance_of(locked, at);
         let event = crate::events::BalanceEvent::Threshold { organization_id: organization.id.clone(), threshold, at };
         self.outbox.hint(event.hint());
+        let details = serde_json::json!({ "threshold": threshold });
+        self.audit(Some(organization_id), AuditAction::SetLowBalanceThreshold, Some(organization_id), details);
         Ok((organization, balance))
     }
 
@@ -340,7 +381,10 @@ impl LedgerTx {
         let decided = decide::set_overdraft_limit(&mut locked.state, at, limit);
         let balance = balance_of(locked, at);
         self.take_entries(organization_id, None);
-        decided.map(|()| balance)
+        decided?;
+        let details = serde_json::json!({ "limit": limit });
+        self.audit(Some(organization_id), AuditAction::SetOverdraftLimit, Some(organization_id), details);
+        Ok(balance)
     }
 
     /// Reserves credits for a new hold (in draw order, then overdraft), if spendable. A
