@@ -24,6 +24,8 @@
 //!    negative, and every acknowledged consume is exactly one transaction.
 //!
 //! Each result is printed with its ratio to the limit, latency, errors and server memory.
+//! `BENCH_ONLY=metrics` instead measures the price of `/metrics`: the hot-organization
+//! and read rows on a server without metrics and on one with them (scraped every second).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -145,8 +147,58 @@ async fn organizations(server: &Server, count: usize, credits: i64) -> Vec<Strin
         .await
 }
 
+/// The price of `/metrics`: the hot-organization consumes and the reads, on a server
+/// without metrics and then on one with `CREDITS_METRICS_TOKEN`, scraped every second
+/// meanwhile (`BENCH_ONLY=metrics`).
+async fn metrics_cost(label: &str, database_url: Option<&str>, window: Duration, rows: &mut Vec<Row>) {
+    const METRICS_TOKEN: &str = "bench-metrics-token-0123456789";
+    for on in [false, true] {
+        let mut env = vec![("CREDITS_RATE_LIMIT", "off")];
+        if on {
+            env.push(("CREDITS_METRICS_TOKEN", METRICS_TOKEN));
+        }
+        let server = Server::start_on(database_url, &env).await;
+        let key = organizations(&server, 1, 1_000_000_000_000).await.remove(0);
+        let scraping = on.then(|| {
+            let url = format!("{}/metrics", server.base);
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                loop {
+                    let scraped = client.get(&url).bearer_auth(METRICS_TOKEN).send().await;
+                    assert!(scraped.is_ok_and(|response| response.status() == 200), "scrape failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            })
+        });
+        let state = if on { "metrics on" } else { "metrics off" };
+        let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
+        let request = load::post(&server.addr, "/graphql", Some(&key), &consume_body(1));
+        let report = load::run(
+            &server.addr,
+            CONNECTIONS,
+            window,
+            Arc::new(move |_| request.clone()),
+            consume_check(&acknowledged),
+        )
+        .await;
+        let rss_mib = server.rss_kib() / 1024;
+        rows.push(Row { scenario: format!("{label}, {state}: one hot organization, consume"), report, rss_mib });
+        let read = load::post(&server.addr, "/graphql", Some(&key), &json!({ "query": READ }).to_string());
+        let report = load::run(&server.addr, CONNECTIONS, window, Arc::new(move |_| read.clone()), read_check()).await;
+        let rss_mib = server.rss_kib() / 1024;
+        rows.push(Row { scenario: format!("{label}, {state}: creditBalance reads"), report, rss_mib });
+        if let Some(scraping) = scraping {
+            scraping.abort();
+        }
+    }
+}
+
 /// Every scenario on one engine; then the ledger is verified.
 async fn engine(label: &str, database_url: Option<&str>, seconds: u64, rows: &mut Vec<Row>) {
+    if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "metrics") {
+        metrics_cost(label, database_url, Duration::from_secs(seconds), rows).await;
+        return;
+    }
     let server = Server::start_on(
         database_url,
         &[

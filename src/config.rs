@@ -134,6 +134,19 @@ pub struct Config {
     /// A second address serving only `GET /metrics`, without a token
     /// (`CREDITS_METRICS_ADDR`, e.g. `127.0.0.1:9090`).
     pub metrics_addr: Option<SocketAddr>,
+    /// Where spans go, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// Exporting traces to an OpenTelemetry collector over OTLP/HTTP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtlpConfig {
+    /// The collector's base URL (`OTEL_EXPORTER_OTLP_ENDPOINT`); spans go to `/v1/traces`.
+    pub endpoint: String,
+    /// `http/protobuf` (the default) or `http/json` (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+    pub json: bool,
+    /// `service.name` (`OTEL_SERVICE_NAME`, default `credits`).
+    pub service_name: String,
 }
 
 /// How outgoing webhooks are sent.
@@ -345,6 +358,23 @@ impl Config {
                 })
             })
             .transpose()?;
+        let otlp = match get("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            Some(endpoint) => {
+                let json = match get("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {
+                    None | Some("http/protobuf") => false,
+                    Some("http/json") => true,
+                    Some(other) => {
+                        return Err(ConfigError::Invalid {
+                            name: "OTEL_EXPORTER_OTLP_PROTOCOL",
+                            message: format!("{other:?}: only http/protobuf and http/json are supported"),
+                        });
+                    }
+                };
+                let service_name = get("OTEL_SERVICE_NAME").unwrap_or_else(|| "credits".to_owned());
+                Some(OtlpConfig { endpoint, json, service_name })
+            }
+            None => None,
+        };
         let mut webhooks = WebhookConfig {
             allow_http: flag("CREDITS_WEBHOOK_ALLOW_HTTP", false)?,
             allow_private: flag("CREDITS_WEBHOOK_ALLOW_PRIVATE", false)?,
@@ -382,6 +412,7 @@ impl Config {
             secrets_key: get("CREDITS_SECRETS_KEY").map(Secret::new),
             metrics_token,
             metrics_addr,
+            otlp,
         })
     }
 }

@@ -7,7 +7,10 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     let cli = credits::cli::Cli::parse();
     let config = credits::config::Config::from_env().context("invalid configuration")?;
-    credits::telemetry::init(config.log_format, &cli.log_filter(&config.log_filter));
-    credits::cli::run(cli, config).await?;
-    Ok(())
+    let telemetry =
+        credits::telemetry::init(config.log_format, &cli.log_filter(&config.log_filter), config.otlp.as_ref())?;
+    let ran = credits::cli::run(cli, config).await;
+    // The exporter's last spans leave before exit (its shutdown blocks).
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    Ok(ran?)
 }

@@ -117,15 +117,21 @@ enum Fault {
 fn classify(error: &sea_orm::sqlx::Error) -> Fault {
     use sea_orm::sqlx::Error;
     match error {
-        Error::Io(_) | Error::Tls(_) | Error::PoolTimedOut | Error::PoolClosed | Error::WorkerCrashed => {
-            Fault::Unavailable
-        }
+        // A protocol error is a connection that broke mid-message (a proxy cutting it).
+        Error::Io(_)
+        | Error::Tls(_)
+        | Error::Protocol(_)
+        | Error::PoolTimedOut
+        | Error::PoolClosed
+        | Error::WorkerCrashed => Fault::Unavailable,
         Error::Database(database) => match database.code().as_deref() {
             // serialization_failure, deadlock_detected
             Some("40001" | "40P01") => Fault::Conflict,
             // query_canceled (statement_timeout), admin_shutdown, crash_shutdown,
             // cannot_connect_now, lock_not_available, too_many_connections
             Some("57014" | "57P01" | "57P02" | "57P03" | "55P03" | "53300") => Fault::Unavailable,
+            // read_only_sql_transaction: a standby answered, mid-failover (before its promotion)
+            Some("25006") => Fault::Unavailable,
             // connection_exception class
             Some(code) if code.starts_with("08") => Fault::Unavailable,
             // SQLITE_BUSY, SQLITE_LOCKED and their extended codes

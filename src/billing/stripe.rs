@@ -164,6 +164,7 @@ impl StripeGateway {
 
     /// Creates a `payment` mode Checkout Session for one package. The package's Stripe
     /// Price is charged when configured, else inline price data from its price.
+    #[tracing::instrument(name = "stripe", skip_all, fields(otel.name = "stripe POST /v1/checkout/sessions", otel.kind = "client"))]
     pub async fn create_checkout_session(
         &self,
         request: &CheckoutRequest<'_>,
@@ -215,6 +216,7 @@ impl StripeGateway {
 
 impl StripeGateway {
     /// Creates the organization's Stripe Customer (idempotent per organization).
+    #[tracing::instrument(name = "stripe", skip_all, fields(otel.name = "stripe POST /v1/customers", otel.kind = "client"))]
     pub async fn create_customer(&self, organization_id: &str) -> Result<String, GatewayError> {
         let form = CreateCustomer {
             description: format!("credits organization {organization_id}"),
@@ -235,6 +237,7 @@ impl StripeGateway {
     /// Charges a top-up: one PaymentIntent, confirmed off-session with the saved card,
     /// its `Idempotency-Key` the top-up id. `Err` when Stripe failed or timed out (try
     /// again with the same key); a decline or 3-D Secure is an outcome.
+    #[tracing::instrument(name = "stripe", skip_all, fields(otel.name = "stripe POST /v1/payment_intents", otel.kind = "client", top_up = charge.top_up_id))]
     pub async fn charge(&self, charge: &TopUpCharge<'_>) -> Result<ChargeOutcome, GatewayError> {
         let form = CreatePaymentIntent {
             amount: charge.amount,
@@ -273,6 +276,7 @@ impl StripeGateway {
     }
 
     /// The card a PaymentIntent was paid with: brand, last four digits and expiry.
+    #[tracing::instrument(name = "stripe", skip_all, fields(otel.name = "stripe GET /v1/payment_intents", otel.kind = "client"))]
     pub async fn card_of(&self, payment_intent: &str) -> Result<Option<SavedPaymentMethod>, GatewayError> {
         let intent: stripe_shared::PaymentIntent =
             RequestBuilder::new(StripeMethod::Get, format!("/payment_intents/{payment_intent}"))

@@ -101,14 +101,22 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         ))
         .layer(TraceLayer::new_for_http().on_response(DefaultOnResponse::new().level(Level::INFO)).make_span_with(
             |request: &Request<_>| {
-                tracing::info_span!(
+                let span = tracing::info_span!(
                     "request",
+                    otel.name = %format_args!("{} {}", request.method(), crate::metrics::route_of(request.uri().path())),
+                    otel.kind = "server",
                     method = %request.method(),
                     path = %request.uri().path(),
                     request_id = request.extensions().get::<observe::RequestId>().map(|id| &*id.0),
                     operation = tracing::field::Empty,
                     organization = tracing::field::Empty,
-                )
+                );
+                // A child of the caller's trace, when spans are exported and it sent one.
+                if let Some(parent) = crate::telemetry::parent_of(request.headers()) {
+                    use tracing_opentelemetry::OpenTelemetrySpanExt;
+                    let _ = span.set_parent(parent);
+                }
+                span
             },
         ))
         // Outermost: every answer, a timeout's too, carries the id and is counted.

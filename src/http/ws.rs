@@ -34,10 +34,11 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use super::AppState;
 use super::auth::{bearer_token, caller_for_token};
-use super::graphql::{MediaType, prepare, refuse, render, spend_budget};
+use super::graphql::{MediaType, operation_span, prepare, refuse, render, spend_budget};
 use super::observe::RequestId;
 use super::rate_limit::RateKey;
 use crate::graphql::{Caller, Origin, request_data};
@@ -469,13 +470,16 @@ impl Connection {
             .rate_limits
             .check(&RateKey::budget_of(caller, self.ip))
             .and_then(|()| prepare(payload, &self.state.limits));
-        let request = match prepared {
-            Ok(prepared) => request_data(
-                prepared.request,
-                &self.state.ledger,
-                caller.clone(),
-                self.origin.clone(),
-                self.span.clone(),
+        let (request, operation) = match prepared {
+            Ok(prepared) => (
+                request_data(
+                    prepared.request,
+                    &self.state.ledger,
+                    caller.clone(),
+                    self.origin.clone(),
+                    self.span.clone(),
+                ),
+                operation_span(&self.span, prepared.operation.as_ref()),
             ),
             Err(refusal) => {
                 let errors = [async_graphql::ServerError::from(refusal)];
@@ -486,27 +490,30 @@ impl Connection {
         };
         let schema = self.state.schema.clone();
         let task_id = id.clone();
-        let task = tokio::spawn(async move {
-            let mut responses = schema.execute_stream(request);
-            while let Some(response) = responses.next().await {
-                let (is_request_error, body) = render(&response);
-                let message = if is_request_error {
-                    let errors = serde_json::to_string(&response.errors).unwrap_or_else(|_| "[]".into());
-                    format!(r#"{{"type":"{error}","id":{},"payload":{errors}}}"#, json!(task_id))
-                } else {
-                    format!(r#"{{"type":"{next}","id":{},"payload":{body}}}"#, json!(task_id))
-                };
-                if out.send(Message::Text(Utf8Bytes::from(message))).await.is_err() {
-                    return;
+        let task = tokio::spawn(
+            async move {
+                let mut responses = schema.execute_stream(request);
+                while let Some(response) = responses.next().await {
+                    let (is_request_error, body) = render(&response);
+                    let message = if is_request_error {
+                        let errors = serde_json::to_string(&response.errors).unwrap_or_else(|_| "[]".into());
+                        format!(r#"{{"type":"{error}","id":{},"payload":{errors}}}"#, json!(task_id))
+                    } else {
+                        format!(r#"{{"type":"{next}","id":{},"payload":{body}}}"#, json!(task_id))
+                    };
+                    if out.send(Message::Text(Utf8Bytes::from(message))).await.is_err() {
+                        return;
+                    }
+                    if is_request_error {
+                        let _ = finished.send(task_id);
+                        return;
+                    }
                 }
-                if is_request_error {
-                    let _ = finished.send(task_id);
-                    return;
-                }
+                let _ = out.send(text(json!({ "type": "complete", "id": task_id }))).await;
+                let _ = finished.send(task_id);
             }
-            let _ = out.send(text(json!({ "type": "complete", "id": task_id }))).await;
-            let _ = finished.send(task_id);
-        });
+            .instrument(operation),
+        );
         self.operations.insert(id, task.abort_handle());
         Flow::Continue
     }

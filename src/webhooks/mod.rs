@@ -192,6 +192,11 @@ impl Dispatcher {
     }
 
     /// Sends one attempt and says what it came to.
+    #[tracing::instrument(
+        name = "webhook.delivery",
+        skip_all,
+        fields(otel.kind = "client", delivery = %delivery.id, event = %delivery.event_id, attempt = delivery.attempts + 1)
+    )]
     async fn send(&self, delivery: &ClaimedDelivery) -> AttemptOutcome {
         let failed =
             |status_code: Option<u16>, error: String, retry_after: Option<StdDuration>| AttemptOutcome::NotDelivered {

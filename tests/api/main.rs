@@ -11,6 +11,7 @@ mod browser;
 mod cli;
 mod client_sessions;
 mod crash;
+mod failover;
 mod fuzz_api;
 mod graphql_api;
 mod hardening;

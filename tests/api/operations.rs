@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::{Engine, ServerProcess, TestApp};
 use crate::on_both_engines;
@@ -426,4 +426,144 @@ async fn verify_names_the_first_organization_whose_books_are_broken(engine: Engi
             assert!(stderr.contains(&org) && stderr.contains(broken), "{statement}: {stderr}");
         }
     }
+}
+
+/// Bodies received, each with its content type.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A local OpenTelemetry collector: every body POSTed to `/v1/traces`, with its content type.
+struct Collector {
+    base: String,
+    received: Received,
+}
+
+impl Collector {
+    async fn start() -> Self {
+        use axum::routing::post;
+        let received = Received::default();
+        let store = received.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let store = store.clone();
+                async move {
+                    let kind = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                    store.lock().unwrap().push((kind, body.to_vec()));
+                    "{}"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { base, received }
+    }
+
+    /// Every span received as JSON, with its resource's `service.name`.
+    fn spans(&self) -> Vec<(String, Value)> {
+        let mut spans = Vec::new();
+        for (_, body) in self.received.lock().unwrap().iter() {
+            let Ok(export) = serde_json::from_slice::<Value>(body) else { continue };
+            for resource in export["resourceSpans"].as_array().into_iter().flatten() {
+                let service = resource["resource"]["attributes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|attribute| attribute["key"] == "service.name")
+                    .and_then(|attribute| attribute["value"]["stringValue"].as_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                    for span in scope["spans"].as_array().into_iter().flatten() {
+                        spans.push((service.clone(), span.clone()));
+                    }
+                }
+            }
+        }
+        spans
+    }
+}
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT`, one consume's spans reach the collector under the
+/// caller's `traceparent`: request → GraphQL operation → ledger commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consume_is_traced_under_the_callers_traceparent() {
+    let Some(database) = crate::helpers::database(Engine::Sqlite).await else { return };
+    let collector = Collector::start().await;
+    let otlp = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.base.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("OTEL_SERVICE_NAME", "credits-test"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let mut server = ServerProcess::start(&database.url, &otlp).await;
+    let app = TestApp::attach(&server.base, &database.url);
+    let (_, key) = app.funded_org("Traced", 100).await;
+    let (trace, caller_span) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let response = app
+        .client
+        .post(format!("{}/graphql", app.base))
+        .bearer_auth(&key)
+        .header("traceparent", format!("00-{trace}-{caller_span}-01"))
+        .json(&json!({ "query": "mutation Spend { consumeCredits(input: { amount: 5, description: \"traced\" }) { replayed } }" }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+
+    let started = std::time::Instant::now();
+    let ours = loop {
+        let ours: Vec<(String, Value)> =
+            collector.spans().into_iter().filter(|(_, span)| span["traceId"].as_str() == Some(trace)).collect();
+        if ours.iter().any(|(_, span)| span["name"] == "ledger.commit") {
+            break ours;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            let received = collector.received.lock().unwrap().clone();
+            let sample: Vec<String> = received
+                .iter()
+                .map(|(kind, body)| format!("{kind}: {}", String::from_utf8_lossy(&body[..body.len().min(1500)])))
+                .collect();
+            panic!("spans of the trace: {ours:?}; received {} bodies: {sample:?}\n{}", received.len(), server.log());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let named = |name: &str| {
+        ours.iter().find(|(_, span)| span["name"] == name).map(|(_, span)| span.clone()).unwrap_or_else(|| {
+            panic!("no {name} span in {:?}", ours.iter().map(|(_, span)| span["name"].clone()).collect::<Vec<_>>())
+        })
+    };
+    let request = named("POST /graphql");
+    let operation = named("mutation Spend");
+    let commit = named("ledger.commit");
+    assert_eq!(request["parentSpanId"], caller_span, "a child of the caller's span");
+    assert_eq!(operation["parentSpanId"], request["spanId"]);
+    // The commit inside the operation (through whatever spans the ledger's own are).
+    let mut chain = vec![commit["name"].as_str().unwrap_or_default().to_owned()];
+    let mut parent = commit["parentSpanId"].clone();
+    while parent != operation["spanId"] {
+        let Some((_, up)) = ours.iter().find(|(_, span)| span["spanId"] == parent) else {
+            panic!("ledger.commit is not under the operation: {chain:?} then {parent}");
+        };
+        chain.push(up["name"].as_str().unwrap_or_default().to_owned());
+        parent = up["parentSpanId"].clone();
+    }
+    assert!(chain.len() <= 3, "{chain:?}");
+    assert!(ours.iter().all(|(service, _)| service == "credits-test"));
+    server.kill();
+
+    // The default protocol is protobuf.
+    let protobuf = Collector::start().await;
+    let otlp = [("OTEL_EXPORTER_OTLP_ENDPOINT", protobuf.base.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    let mut server = ServerProcess::start(&database.url, &otlp).await;
+    let started = std::time::Instant::now();
+    while protobuf.received.lock().unwrap().is_empty() {
+        TestApp::attach(&server.base, &database.url).balance(&key).await;
+        assert!(started.elapsed() < Duration::from_secs(15), "nothing exported over protobuf");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (kind, body) = protobuf.received.lock().unwrap()[0].clone();
+    assert_eq!(kind, "application/x-protobuf");
+    assert!(!body.is_empty());
+    server.kill();
 }

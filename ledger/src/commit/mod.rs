@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 pub(crate) mod idempotency;
 pub(crate) mod op;
@@ -86,7 +87,10 @@ impl Committer {
         });
         let (reply, answer) = oneshot::channel();
         queue.send(Job { request, reply }).map_err(|_| LedgerError::internal("the committer has stopped"))?;
-        answer.await.map_err(|_| LedgerError::internal("the committer dropped a request"))?
+        // The request's wait for, and share of, the batch that commits it: a span of the
+        // request's trace (the batch itself is `ledger.batch`, in the committer's task).
+        let span = tracing::info_span!("ledger.commit", otel.kind = "internal");
+        answer.instrument(span).await.map_err(|_| LedgerError::internal("the committer dropped a request"))?
     }
 
     /// How many batches failed as a whole and had their members committed again one by
@@ -133,7 +137,8 @@ async fn commit_batch(
 ) -> bool {
     let ops: Vec<&Op> = jobs.iter().map(|job| &job.request).collect();
     let started = std::time::Instant::now();
-    let decided = retrying(|| decide_all(db, hub, clock, kept, &ops)).await;
+    let span = tracing::info_span!("ledger.batch", otel.kind = "internal", size = ops.len());
+    let decided = retrying(|| decide_all(db, hub, clock, kept, &ops)).instrument(span).await;
     crate::metrics::batch(ops.len(), started.elapsed());
     match decided {
         Ok(outcomes) => {
