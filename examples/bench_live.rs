@@ -8,6 +8,9 @@
 //! ```
 //! `DATABASE_URL` picks the database (default: a fresh SQLite file); the server runs
 //! as a separate `target/release/credits` process so its memory is measured alone.
+//! The idle subscribers come as browsers would: each over a `READ` client session of
+//! the quiet organization, [`PER_SESSION`] to a session (the server allows 32 WebSockets
+//! per token).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -25,6 +28,9 @@ use tokio_tungstenite::tungstenite::protocol::Message;
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Idle subscribers per client session: within the server's 32 WebSockets per token.
+const PER_SESSION: usize = 30;
+
 async fn subscribe(base: &str, key: &str, id: String) -> Socket {
     let mut request = format!("{}/graphql/ws", base.replacen("http", "ws", 1)).into_client_request().unwrap();
     request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("graphql-transport-ws"));
@@ -32,10 +38,10 @@ async fn subscribe(base: &str, key: &str, id: String) -> Socket {
     let init = json!({ "type": "connection_init", "payload": { "authorization": key } });
     socket.send(Message::Text(init.to_string().into())).await.unwrap();
     loop {
-        if let Some(Ok(Message::Text(text))) = socket.next().await
-            && text.contains("connection_ack")
-        {
-            break;
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) if text.contains("connection_ack") => break,
+            Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("subscriber {id}: no connection_ack, got {other:?}"),
         }
     }
     let subscribe = json!({ "type": "subscribe", "id": id, "payload": { "query": "subscription { creditBalanceChanged { balance } }" } });
@@ -56,12 +62,25 @@ async fn main() {
     let (_, active_key) = server.organization(&client, "active", 1_000_000_000).await;
     let (_, quiet_key) = server.organization(&client, "quiet", 0).await;
 
-    // Idle subscribers.
+    // Idle subscribers, over client sessions as browsers would open them.
+    let mut sessions = Vec::with_capacity(idle.div_ceil(PER_SESSION));
+    for _ in 0..idle.div_ceil(PER_SESSION) {
+        let minted = server
+            .gql(
+                &client,
+                &quiet_key,
+                "mutation { createClientSession(input: { scopes: [READ], ttlSeconds: 86400 }) { token } }",
+                json!({}),
+            )
+            .await;
+        sessions.push(minted["createClientSession"]["token"].as_str().expect("session token").to_owned());
+    }
     let before = server.rss_kib();
     let mut idle_sockets = Vec::with_capacity(idle);
     for batch in 0..idle.div_ceil(250) {
         let opened = futures::future::join_all(
-            (batch * 250..((batch + 1) * 250).min(idle)).map(|i| subscribe(&base, &quiet_key, format!("idle{i}"))),
+            (batch * 250..((batch + 1) * 250).min(idle))
+                .map(|i| subscribe(&base, &sessions[i / PER_SESSION], format!("idle{i}"))),
         )
         .await;
         idle_sockets.extend(opened);

@@ -4,12 +4,11 @@
 //! mutations. Types are thin views over domain values, never over database rows.
 
 use async_graphql::connection::{Connection, Edge, EmptyFields};
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 
 use super::context::{Access, audited, caller, scope};
 use super::errors::ApiError;
-use super::loaders::LotLoader;
+use super::loaders::Loaders;
 use super::pagination::{encode_cursor, transaction_page};
 use super::scalars::{Credits, DateTime};
 use super::views::{CreditBalance, CreditCategory, CreditLot, CreditTransaction, CreditTransactionKind, Organization};
@@ -146,7 +145,7 @@ impl GrantCreditsPayload {
     /// The lot formed; null only for a replay of a grant from before lots.
     async fn lot(&self, ctx: &Context<'_>) -> Result<Option<CreditLot>, ApiError> {
         let Some(lot_id) = &self.0.lot else { return Ok(None) };
-        Ok(ctx.data_unchecked::<DataLoader<LotLoader>>().load_one(lot_id.clone()).await?.map(CreditLot))
+        Ok(ctx.data_unchecked::<Loaders>().lots().load_one(lot_id.clone()).await?.map(CreditLot))
     }
 }
 

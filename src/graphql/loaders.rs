@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use async_graphql::dataloader::Loader;
+use std::sync::OnceLock;
+
+use async_graphql::dataloader::{DataLoader, Loader};
 
 use super::errors::ApiError;
 use crate::ledger::{Balance, CreditLot, CreditTransaction, Ledger, Organization};
@@ -57,5 +59,48 @@ impl Loader<String> for TransactionLoader {
     async fn load(&self, ids: &[String]) -> Result<HashMap<String, CreditTransaction>, ApiError> {
         let found = self.0.transactions_by_id(ids).await?;
         Ok(found.into_iter().map(|transaction| (transaction.id.clone(), transaction)).collect())
+    }
+}
+
+/// A request's DataLoaders, each made on its first use: most requests need none (a
+/// balance read, a consume), and a subscription would otherwise hold four for its life.
+pub struct Loaders {
+    ledger: Ledger,
+    organizations: OnceLock<DataLoader<OrganizationLoader>>,
+    balances: OnceLock<DataLoader<BalanceLoader>>,
+    lots: OnceLock<DataLoader<LotLoader>>,
+    transactions: OnceLock<DataLoader<TransactionLoader>>,
+}
+
+impl Loaders {
+    /// Loaders over `ledger`, none made yet.
+    pub fn new(ledger: &Ledger) -> Self {
+        Self {
+            ledger: ledger.clone(),
+            organizations: OnceLock::new(),
+            balances: OnceLock::new(),
+            lots: OnceLock::new(),
+            transactions: OnceLock::new(),
+        }
+    }
+
+    /// Organizations by id.
+    pub fn organizations(&self) -> &DataLoader<OrganizationLoader> {
+        self.organizations.get_or_init(|| DataLoader::new(OrganizationLoader(self.ledger.clone()), tokio::spawn))
+    }
+
+    /// Balances by organization id.
+    pub fn balances(&self) -> &DataLoader<BalanceLoader> {
+        self.balances.get_or_init(|| DataLoader::new(BalanceLoader(self.ledger.clone()), tokio::spawn))
+    }
+
+    /// Lots by id.
+    pub fn lots(&self) -> &DataLoader<LotLoader> {
+        self.lots.get_or_init(|| DataLoader::new(LotLoader(self.ledger.clone()), tokio::spawn))
+    }
+
+    /// Transactions by id.
+    pub fn transactions(&self) -> &DataLoader<TransactionLoader> {
+        self.transactions.get_or_init(|| DataLoader::new(TransactionLoader(self.ledger.clone()), tokio::spawn))
     }
 }

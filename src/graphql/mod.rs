@@ -32,7 +32,6 @@ mod views;
 mod webhooks;
 
 use async_graphql::Schema;
-use async_graphql::dataloader::DataLoader;
 
 pub use context::{Access, Caller, Origin, RequestSpan};
 
@@ -66,7 +65,6 @@ pub use subscription::Subscription;
 use crate::billing::{Billing, PackageCatalog, Purchases};
 use crate::config::Limits;
 use crate::ledger::Ledger;
-use loaders::{BalanceLoader, LotLoader, OrganizationLoader, TransactionLoader};
 
 /// The executable schema.
 pub type CreditsSchema = Schema<Query, Mutation, Subscription>;
@@ -100,8 +98,8 @@ pub fn sdl() -> String {
     Schema::build(Query::default(), Mutation::default(), Subscription).finish().sdl()
 }
 
-/// Per-request data: the caller, the request span and fresh DataLoaders (their caches
-/// must not outlive one request).
+/// Per-request data: the caller, where it came from, the request span and fresh
+/// DataLoaders, made on first use (their caches must not outlive one request).
 pub fn request_data(
     request: async_graphql::Request,
     ledger: &Ledger,
@@ -109,12 +107,5 @@ pub fn request_data(
     origin: Origin,
     span: tracing::Span,
 ) -> async_graphql::Request {
-    request
-        .data(caller)
-        .data(origin)
-        .data(RequestSpan(span))
-        .data(DataLoader::new(OrganizationLoader(ledger.clone()), tokio::spawn))
-        .data(DataLoader::new(BalanceLoader(ledger.clone()), tokio::spawn))
-        .data(DataLoader::new(LotLoader(ledger.clone()), tokio::spawn))
-        .data(DataLoader::new(TransactionLoader(ledger.clone()), tokio::spawn))
+    request.data(caller).data(origin).data(RequestSpan(span)).data(loaders::Loaders::new(ledger))
 }

@@ -3,24 +3,25 @@
 //! to its source transaction), so they live in one file; the operations that return them
 //! live in one file per area (`ledger.rs`, `lots.rs`, `holds.rs`).
 
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 
 use super::errors::ApiError;
 use super::guards::LeadsElsewhere;
-use super::loaders::{BalanceLoader, LotLoader, OrganizationLoader, TransactionLoader};
+use super::loaders::Loaders;
 use super::scalars::{Credits, DateTime};
 use crate::ledger::{self, Allocation, Ledger, LotCategory, LotStatus, TransactionKind};
 
 async fn load_organization(ctx: &Context<'_>, id: &str) -> Result<ledger::Organization, ApiError> {
-    ctx.data_unchecked::<DataLoader<OrganizationLoader>>()
+    ctx.data_unchecked::<Loaders>()
+        .organizations()
         .load_one(id.to_owned())
         .await?
         .ok_or(ApiError::NotFound("organization"))
 }
 
 async fn load_balance(ctx: &Context<'_>, organization_id: &str) -> Result<ledger::Balance, ApiError> {
-    ctx.data_unchecked::<DataLoader<BalanceLoader>>()
+    ctx.data_unchecked::<Loaders>()
+        .balances()
         .load_one(organization_id.to_owned())
         .await?
         .ok_or(ApiError::NotFound("organization"))
@@ -380,7 +381,8 @@ impl CreditLot {
     /// The transaction that created it.
     #[graphql(guard = "LeadsElsewhere")]
     async fn source(&self, ctx: &Context<'_>) -> Result<CreditTransaction, ApiError> {
-        ctx.data_unchecked::<DataLoader<TransactionLoader>>()
+        ctx.data_unchecked::<Loaders>()
+            .transactions()
             .load_one(self.0.source_transaction_id.clone())
             .await?
             .map(CreditTransaction)
@@ -402,7 +404,7 @@ impl CreditAllocation {
     #[graphql(guard = "LeadsElsewhere")]
     async fn lot(&self, ctx: &Context<'_>) -> Result<Option<CreditLot>, ApiError> {
         let Some(lot_id) = &self.0.lot_id else { return Ok(None) };
-        Ok(ctx.data_unchecked::<DataLoader<LotLoader>>().load_one(lot_id.clone()).await?.map(CreditLot))
+        Ok(ctx.data_unchecked::<Loaders>().lots().load_one(lot_id.clone()).await?.map(CreditLot))
     }
 
     /// With the transaction's sign.

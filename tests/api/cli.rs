@@ -2,7 +2,8 @@
 
 use std::process::{Command, Output};
 
-fn credits(database_url: &str, args: &[&str]) -> Output {
+/// Runs the `credits` command line on `database_url`.
+pub(crate) fn credits(database_url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_credits"))
         .args(args)
         .env("DATABASE_URL", database_url)

@@ -7,6 +7,7 @@ use support::{fake_stripe, helpers, pg_cluster, receiver, ws_client};
 
 mod audit;
 mod bad_input;
+mod benchmarks;
 mod browser;
 mod cli;
 mod client_sessions;

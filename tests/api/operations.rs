@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::cli::credits;
 use crate::helpers::{Engine, ServerProcess, TestApp};
 use crate::on_both_engines;
 use crate::ws_client::{TRANSPORT_WS, WsClient};
@@ -262,17 +263,6 @@ async fn every_response_carries_a_request_id() {
         .await
         .expect("request");
     assert!(id_of(&graphql).is_some());
-}
-
-/// Runs the `credits` command line on `database_url`.
-fn credits(database_url: &str, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_credits"))
-        .args(args)
-        .env("DATABASE_URL", database_url)
-        .env("RUST_LOG", "warn")
-        .env_remove("CREDITS_ADMIN_TOKEN")
-        .output()
-        .expect("run credits")
 }
 
 /// An organization whose books have every kind of row: lots of several categories, one
