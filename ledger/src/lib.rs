@@ -158,7 +158,7 @@ impl Ledger {
 
     /// Who acts through this handle.
     pub(crate) fn auditor(&self) -> std::sync::Arc<Audit> {
-        self.audit.clone().unwrap_or_else(|| std::sync::Arc::new(Audit::system()))
+        self.audit.clone().unwrap_or_else(Audit::shared_system)
     }
 
     /// Records `action` by this handle's actor in `outbox`, for the writes outside

@@ -555,27 +555,7 @@ impl LedgerTx {
         id: &str,
         payment_intent_id: &str,
     ) -> Result<Option<CreditTopUp>, LedgerError> {
-        let at = self.at();
-        let updated = credit_top_up::Entity::update_many()
-            .col_expr(credit_top_up::Column::Status, Expr::value(TopUpStatus::Succeeded.as_str()))
-            .col_expr(credit_top_up::Column::PaymentIntentId, Expr::value(payment_intent_id))
-            .col_expr(credit_top_up::Column::FailureMessage, Expr::value(Option::<String>::None))
-            .col_expr(credit_top_up::Column::NextAttemptAt, Expr::value(Option::<DateTime<Utc>>::None))
-            .col_expr(credit_top_up::Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
-            .col_expr(credit_top_up::Column::UpdatedAt, Expr::value(at))
-            .filter(credit_top_up::Column::Id.eq(id))
-            .filter(credit_top_up::Column::Status.eq(TopUpStatus::Pending.as_str()))
-            .exec(self.conn())
-            .await?;
-        if updated.rows_affected == 0 {
-            return Ok(None);
-        }
-        let top_up = credit_top_up::Entity::find_by_id(id.to_owned())
-            .one(self.conn())
-            .await?
-            .ok_or(LedgerError::NotFound("credit top-up"))?;
-        self.lock([top_up.organization_id.as_str()]).await?;
-        CreditTopUp::try_from(top_up).map(Some)
+        self.finish_pending(id, TopUpStatus::Succeeded, Some(payment_intent_id), None).await
     }
 
     /// Records the `PURCHASE` that credited a top-up taken by [`LedgerTx::take_paid_top_up`],
@@ -629,25 +609,9 @@ impl LedgerTx {
             TopUpEnd::RequiresAction(message) => (TopUpStatus::RequiresAction, message),
         };
         let message: String = message.chars().take(500).collect();
-        let updated = credit_top_up::Entity::update_many()
-            .col_expr(credit_top_up::Column::Status, Expr::value(status.as_str()))
-            .col_expr(credit_top_up::Column::PaymentIntentId, Expr::value(payment_intent_id))
-            .col_expr(credit_top_up::Column::FailureMessage, Expr::value(message.clone()))
-            .col_expr(credit_top_up::Column::NextAttemptAt, Expr::value(Option::<DateTime<Utc>>::None))
-            .col_expr(credit_top_up::Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
-            .col_expr(credit_top_up::Column::UpdatedAt, Expr::value(at))
-            .filter(credit_top_up::Column::Id.eq(id))
-            .filter(credit_top_up::Column::Status.eq(TopUpStatus::Pending.as_str()))
-            .exec(self.conn())
-            .await?;
-        if updated.rows_affected == 0 {
+        let Some(top_up) = self.finish_pending(id, status, payment_intent_id, Some(&message)).await? else {
             return Ok(None);
-        }
-        let top_up = credit_top_up::Entity::find_by_id(id.to_owned())
-            .one(self.conn())
-            .await?
-            .ok_or(LedgerError::NotFound("credit top-up"))?;
-        self.lock([top_up.organization_id.as_str()]).await?;
+        };
         auto_top_up::Entity::update_many()
             .col_expr(
                 auto_top_up::Column::PausedReason,
@@ -664,6 +628,38 @@ impl LedgerTx {
             .exec(self.conn())
             .await?;
         self.arm_top_up(&top_up.organization_id).await?;
+        Ok(Some(top_up))
+    }
+
+    /// Moves a pending top-up to `status` (once: `None` when it was not pending any
+    /// more, another report of the payment having ended it first), with its PaymentIntent
+    /// and Stripe's message, and locks its organization for the rest of the ending.
+    async fn finish_pending(
+        &mut self,
+        id: &str,
+        status: TopUpStatus,
+        payment_intent_id: Option<&str>,
+        failure_message: Option<&str>,
+    ) -> Result<Option<CreditTopUp>, LedgerError> {
+        let updated = credit_top_up::Entity::update_many()
+            .col_expr(credit_top_up::Column::Status, Expr::value(status.as_str()))
+            .col_expr(credit_top_up::Column::PaymentIntentId, Expr::value(payment_intent_id))
+            .col_expr(credit_top_up::Column::FailureMessage, Expr::value(failure_message))
+            .col_expr(credit_top_up::Column::NextAttemptAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(credit_top_up::Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(credit_top_up::Column::UpdatedAt, Expr::value(self.at()))
+            .filter(credit_top_up::Column::Id.eq(id))
+            .filter(credit_top_up::Column::Status.eq(TopUpStatus::Pending.as_str()))
+            .exec(self.conn())
+            .await?;
+        if updated.rows_affected == 0 {
+            return Ok(None);
+        }
+        let top_up = credit_top_up::Entity::find_by_id(id.to_owned())
+            .one(self.conn())
+            .await?
+            .ok_or(LedgerError::NotFound("credit top-up"))?;
+        self.lock([top_up.organization_id.as_str()]).await?;
         CreditTopUp::try_from(top_up).map(Some)
     }
 }

@@ -96,6 +96,13 @@ impl Audit {
         Self { actor: AuditActor::System, client_address: None, request_id: None }
     }
 
+    /// [`Audit::system`], shared: every batch of the committer starts with it.
+    pub(crate) fn shared_system() -> std::sync::Arc<Self> {
+        static SYSTEM: std::sync::LazyLock<std::sync::Arc<Audit>> =
+            std::sync::LazyLock::new(|| std::sync::Arc::new(Audit::system()));
+        SYSTEM.clone()
+    }
+
     /// An operator at the command line (the admin, without a request).
     pub fn operator() -> Self {
         Self { actor: AuditActor::Admin, client_address: None, request_id: None }

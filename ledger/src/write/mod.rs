@@ -113,7 +113,7 @@ impl LedgerTx {
             pending_holds: Vec::new(),
             outbox: Outbox::default(),
             kept: HashMap::new(),
-            audit: Arc::new(Audit::system()),
+            audit: Audit::shared_system(),
         })
     }
 
