@@ -175,15 +175,15 @@ impl Caller {
 #[derive(Clone, Debug)]
 pub struct RequestSpan(pub tracing::Span);
 
-/// The caller of this request.
 /// Where a request came from: its client's address and its `x-request-id`, for the
-/// audit rows of what it changes.
+/// audit rows of what it changes. Kept as they came (no string is made for a request
+/// that changes nothing audited).
 #[derive(Clone, Debug, Default)]
 pub struct Origin {
     /// The client's address (behind a trusted proxy, the one it reported).
-    pub client_address: Option<String>,
+    pub client_address: Option<std::net::IpAddr>,
     /// The request's id.
-    pub request_id: Option<String>,
+    pub request_id: Option<std::sync::Arc<str>>,
 }
 
 /// The ledger acting for this request's caller: its audited writes record who, from
@@ -192,12 +192,13 @@ pub fn audited(ctx: &Context<'_>) -> Ledger {
     let origin = ctx.data_opt::<Origin>().cloned().unwrap_or_default();
     let audit = Audit {
         actor: caller(ctx).audit_actor(),
-        client_address: origin.client_address,
-        request_id: origin.request_id,
+        client_address: origin.client_address.map(|ip| ip.to_string()),
+        request_id: origin.request_id.map(|id| id.to_string()),
     };
     ctx.data_unchecked::<Ledger>().with_audit(audit)
 }
 
+/// The caller of this request.
 pub fn caller<'a>(ctx: &Context<'a>) -> &'a Caller {
     ctx.data_opt::<Caller>().unwrap_or(&Caller::Anonymous)
 }

@@ -146,7 +146,7 @@ pub async fn get(
 /// Where a request came from: its client's address and its id.
 fn origin(state: &AppState, headers: &HeaderMap, peer: &Peer, request_id: Option<RequestId>) -> Origin {
     let ip = state.client_address.of(headers, peer.as_ref().map(|Extension(ConnectInfo(addr))| *addr));
-    Origin { client_address: Some(ip.to_string()), request_id: request_id.map(|id| id.0.to_string()) }
+    Origin { client_address: Some(ip), request_id: request_id.map(|id| id.0) }
 }
 
 /// `POST /graphql`: a JSON request, or a batch of them. The budget is spent before the

@@ -163,7 +163,7 @@ pub async fn upgrade(
     let span = tracing::Span::current();
     let open = state.sockets.open();
     // The upgrade's request id stands for every operation of the socket.
-    let origin = Origin { client_address: Some(ip.to_string()), request_id: request_id.map(|id| id.0.0.to_string()) };
+    let origin = Origin { client_address: Some(ip), request_id: request_id.map(|id| id.0.0) };
     ws.on_upgrade(move |socket| {
         let connection = Connection::new(state, protocol, span, (ip, origin), open);
         connection.run(socket, header_token)
