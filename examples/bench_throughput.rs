@@ -11,7 +11,10 @@
 //! 2. `credits` with `CREDITS_RATE_LIMIT=off` on a fresh SQLite file and on a throw-away
 //!    PostgreSQL cluster with production durability (fsync and synchronous commit on):
 //!    one hot organization consuming from 64 connections; `creditBalance` reads from 64
-//!    connections while 8 more consume; consumes spread over 10,000 organizations;
+//!    connections while 8 more consume; the same reads alone, then against the read
+//!    anchor (`bare_graphql` answering them with one sqlx `SELECT` per request on the
+//!    same database; `BENCH_ONLY=reads` runs these two alone); consumes spread over
+//!    10,000 organizations;
 //!    and the cost of credit lots: rounds of 64 simultaneous consumes of 3 credits that
 //!    each draw from 2 lots (of 2 credits) or 3 lots (of 1 credit), against the same
 //!    rounds drawing from a single lot, the three taken in turn round by round (the
@@ -110,10 +113,26 @@ fn read_check() -> Arc<dyn Fn(&str) -> bool + Send + Sync> {
 
 /// The bare server's limit for the consume mutation.
 async fn measure_limit(seconds: u64) -> Report {
+    let check: Arc<dyn Fn(&str) -> bool + Send + Sync> =
+        Arc::new(|body: &str| body.contains("\"balanceAfter\"") && !body.contains("errors"));
+    run_bare(&[], &consume_body(1), check, seconds).await
+}
+
+/// The read anchor: `creditBalance` reads answered by async-graphql with one sqlx
+/// `SELECT` of `organization_id`'s balance in `database_url` per request.
+async fn measure_read_anchor(database_url: &str, organization_id: &str, seconds: u64) -> Report {
+    let body = json!({ "query": READ }).to_string();
+    run_bare(&[database_url, organization_id], &body, read_check(), seconds).await
+}
+
+/// `examples/bare_graphql.rs` started with `args`, loaded with `body` from 64
+/// connections for `seconds`.
+async fn run_bare(args: &[&str], body: &str, check: Arc<dyn Fn(&str) -> bool + Send + Sync>, seconds: u64) -> Report {
     let binary = std::env::current_exe().unwrap().parent().unwrap().join("bare_graphql");
     let addr = format!("127.0.0.1:{}", pg_cluster::free_port());
     let mut bare = std::process::Command::new(&binary)
         .arg(&addr)
+        .args(args)
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("start {}: {e} (cargo build --release --examples)", binary.display()));
@@ -123,10 +142,7 @@ async fn measure_limit(seconds: u64) -> Report {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let body = consume_body(1);
-    let request = load::post(&addr, "/graphql", None, &body);
-    let check: Arc<dyn Fn(&str) -> bool + Send + Sync> =
-        Arc::new(|body: &str| body.contains("\"balanceAfter\"") && !body.contains("errors"));
+    let request = load::post(&addr, "/graphql", None, body);
     let report =
         load::run(&addr, CONNECTIONS, Duration::from_secs(seconds), Arc::new(move |_| request.clone()), check).await;
     let _ = bare.kill();
@@ -223,7 +239,12 @@ async fn engine(label: &str, database_url: Option<&str>, seconds: u64, rows: &mu
         verify(&server.database_url, &acknowledged).await;
         return;
     }
-    let hot_key = organizations(&server, 1, 1_000_000_000_000).await.remove(0);
+    let (hot_org, hot_key) = server.organization(&reqwest::Client::new(), "hot", 1_000_000_000_000).await;
+    // `BENCH_ONLY=reads` runs the reads against their anchor alone.
+    if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "reads") {
+        reads_and_anchor(label, &server, &hot_org, &hot_key, seconds, rows).await;
+        return;
+    }
 
     // 1. One hot organization.
     let request = load::post(&server.addr, "/graphql", Some(&hot_key), &consume_body(1));
@@ -249,6 +270,9 @@ async fn engine(label: &str, database_url: Option<&str>, seconds: u64, rows: &mu
         rss_mib: server.rss_kib() / 1024,
     });
 
+    // 2b. Reads alone, against the anchor.
+    reads_and_anchor(label, &server, &hot_org, &hot_key, seconds, rows).await;
+
     // 3. 10,000 organizations, each request to the next one.
     let keys = organizations(&server, 10_000, 1_000_000).await;
     let requests: Arc<Vec<Vec<u8>>> =
@@ -273,6 +297,34 @@ async fn engine(label: &str, database_url: Option<&str>, seconds: u64, rows: &mu
     webhooks(label, &server, window, rows).await;
     let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());
     verify(&server.database_url, &acknowledged).await;
+}
+
+/// `creditBalance { balance }` reads of one organization from 64 connections, then the
+/// same reads from the anchor (async-graphql and one sqlx `SELECT`) on the same database;
+/// prints what share of the anchor `credits` reaches.
+async fn reads_and_anchor(label: &str, server: &Server, org: &str, key: &str, seconds: u64, rows: &mut Vec<Row>) {
+    let window = Duration::from_secs(seconds);
+    let read = load::post(&server.addr, "/graphql", Some(key), &json!({ "query": READ }).to_string());
+    let ours = load::run(&server.addr, CONNECTIONS, window, Arc::new(move |_| read.clone()), read_check()).await;
+    let anchor = measure_read_anchor(&server.database_url, org, seconds).await;
+    println!(
+        "{label}: creditBalance reads {:.0}/s = {:.2} of the one-SELECT anchor's {:.0}/s (p99 {} vs {})",
+        ours.throughput(),
+        ours.throughput() / anchor.throughput(),
+        anchor.throughput(),
+        ms(ours.latency(0.99)),
+        ms(anchor.latency(0.99)),
+    );
+    rows.push(Row {
+        scenario: format!("{label}: creditBalance reads"),
+        report: ours,
+        rss_mib: server.rss_kib() / 1024,
+    });
+    rows.push(Row {
+        scenario: format!("{label}: anchor: async-graphql + one sqlx SELECT per read"),
+        report: anchor,
+        rss_mib: 0,
+    });
 }
 
 /// A local webhook receiver: for each delivery, how long after its event's commit
@@ -307,18 +359,29 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Duration>>>) {
 /// every type; how many events were delivered per second and how soon after commit.
 async fn webhooks(label: &str, server: &Server, window: Duration, rows: &mut Vec<Row>) {
     let client = reqwest::Client::new();
-    let data = server
-        .gql(&client, common::TOKEN, "mutation { createOrganization(input: { name: \"hooked\" }) { id } }", json!({}))
-        .await;
-    let org = data["createOrganization"]["id"].as_str().unwrap().to_owned();
-    let grant = json!({ "query": "mutation($o: ID!) { grantCredits(input: { organizationId: $o, amount: 1, description: \"bench\" }) { transaction { id } } }", "variables": { "o": org } }).to_string();
-    let request = load::post(&server.addr, "/graphql", Some(common::TOKEN), &grant);
-    let check: Arc<dyn Fn(&str) -> bool + Send + Sync> =
-        Arc::new(|body: &str| body.contains("\"transaction\":{\"id\":\"ctx_") && !body.contains("errors"));
-    let storm = |request: Vec<u8>, check: Arc<dyn Fn(&str) -> bool + Send + Sync>| {
-        load::run(&server.addr, CONNECTIONS, window, Arc::new(move |_| request.clone()), check)
+    // Each storm grants to an organization of its own, so both start from no lots.
+    let storm = |name: &'static str| {
+        let client = client.clone();
+        async move {
+            let data = server
+                .gql(
+                    &client,
+                    common::TOKEN,
+                    "mutation($n: String!) { createOrganization(input: { name: $n }) { id } }",
+                    json!({ "n": name }),
+                )
+                .await;
+            let org = data["createOrganization"]["id"].as_str().unwrap().to_owned();
+            let grant = json!({ "query": "mutation($o: ID!) { grantCredits(input: { organizationId: $o, amount: 1, description: \"bench\" }) { transaction { id } } }", "variables": { "o": org } }).to_string();
+            let request = load::post(&server.addr, "/graphql", Some(common::TOKEN), &grant);
+            let check: Arc<dyn Fn(&str) -> bool + Send + Sync> =
+                Arc::new(|body: &str| body.contains("\"transaction\":{\"id\":\"ctx_") && !body.contains("errors"));
+            (org, request, check)
+        }
     };
-    let without = storm(request.clone(), check.clone()).await;
+    let (_, request, check) = storm("not hooked").await;
+    let without = load::run(&server.addr, CONNECTIONS, window, Arc::new(move |_| request.clone()), check).await;
+    let (org, request, check) = storm("hooked").await;
     let (url, delays) = receiver().await;
     server
         .gql(
@@ -329,7 +392,7 @@ async fn webhooks(label: &str, server: &Server, window: Duration, rows: &mut Vec
         )
         .await;
     let started = std::time::Instant::now();
-    let with = storm(request, check).await;
+    let with = load::run(&server.addr, CONNECTIONS, window, Arc::new(move |_| request.clone()), check).await;
     // Every event of the storm (one per grant) delivered, or a minute passed.
     let expected = with.ok as usize;
     while delays.lock().unwrap().len() < expected && started.elapsed() < Duration::from_secs(60 + window.as_secs()) {

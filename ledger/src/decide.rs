@@ -63,8 +63,11 @@ pub struct State {
     pub overdraft_limit: i64,
     /// Credits reserved by active holds.
     pub held: i64,
-    /// Every lot with a `remaining` above zero, and those created or changed here.
-    pub lots: Vec<CreditLot>,
+    /// Every lot with a `remaining` above zero, and those created or changed here. Only
+    /// [`State::add_lot`] and the decisions here change them, so that `facts` stay true.
+    lots: Vec<CreditLot>,
+    /// What is kept up to date about `lots` as they change.
+    facts: LotFacts,
     /// Active holds.
     pub holds: Vec<HeldCredits>,
     /// Entries decided and not yet taken by the caller, in sequence order.
@@ -77,6 +80,24 @@ pub struct State {
     pub created_holds: Vec<HeldCredits>,
     /// Holds resolved by this decision.
     pub resolved_holds: Vec<Resolved>,
+}
+
+/// Facts about a state's lots, kept up to date as the lots change, so that a change costs
+/// the lots it touches and not a walk over every open lot (an organization granted
+/// credits one at a time holds tens of thousands). Debug builds check them against the
+/// walks they replace ([`State::check_facts`]).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+struct LotFacts {
+    /// The sum of the lots' `remaining`.
+    remaining: i64,
+    /// The soonest `expires_at` of an active lot.
+    soonest_expiry: Option<DateTime<Utc>>,
+    /// Whether the lots are in draw order.
+    sorted: bool,
+    /// The lowest and highest `seq` of the lots changed since they were last taken.
+    touched: Option<(i64, i64)>,
+    /// Whether a lot may have nothing left (to be let go when changes are taken).
+    emptied: bool,
 }
 
 /// One decided entry of the organization's history.
@@ -103,9 +124,82 @@ pub struct Entry {
 }
 
 impl State {
+    /// An organization's state with these figures and no lots or holds yet.
+    pub fn new(balance: i64, version: i64, overdraft_limit: i64, held: i64) -> Self {
+        Self { balance, version, overdraft_limit, held, ..Self::default() }
+    }
+
+    /// The lots: every one with a `remaining` above zero, and those changed here.
+    pub fn lots(&self) -> &[CreditLot] {
+        &self.lots
+    }
+
+    /// Adds a lot, read from the database or created by a decision.
+    pub fn add_lot(&mut self, lot: CreditLot) {
+        let facts = &mut self.facts;
+        facts.sorted = self.lots.last().is_none_or(|last| facts.sorted && last.draw_key() <= lot.draw_key());
+        facts.remaining += lot.remaining;
+        facts.emptied |= lot.remaining == 0;
+        if lot.status == LotStatus::Active
+            && let Some(at) = lot.expires_at
+        {
+            facts.soonest_expiry = Some(facts.soonest_expiry.map_or(at, |soonest| soonest.min(at)));
+        }
+        self.lots.push(lot);
+    }
+
+    /// The lots this decision created and those it changed otherwise, to be written; then
+    /// they are no longer changes, and lots with nothing left are let go.
+    pub fn take_lot_changes(&mut self) -> (Vec<CreditLot>, Vec<CreditLot>) {
+        let (mut created, mut changed) = (Vec::new(), Vec::new());
+        if let Some((low, high)) = self.facts.touched.take() {
+            for lot in self.lots.iter().filter(|lot| (low..=high).contains(&lot.seq)) {
+                if self.created_lots.contains(&lot.id) {
+                    created.push(lot.clone());
+                } else if self.changed_lots.contains(&lot.id) {
+                    changed.push(lot.clone());
+                } else {
+                    continue;
+                }
+                self.facts.emptied |= lot.remaining == 0;
+            }
+        }
+        self.created_lots.clear();
+        self.changed_lots.clear();
+        if std::mem::take(&mut self.facts.emptied) {
+            self.lots.retain(|lot| lot.remaining > 0);
+        }
+        self.check_facts();
+        (created, changed)
+    }
+
+    /// Debug builds: the kept facts are what walking the lots gives.
+    fn check_facts(&self) {
+        debug_assert_eq!(self.facts.remaining, self.lots.iter().map(|lot| lot.remaining).sum::<i64>());
+        debug_assert_eq!(
+            self.facts.soonest_expiry,
+            self.lots.iter().filter(|lot| lot.status == LotStatus::Active).filter_map(|lot| lot.expires_at).min()
+        );
+        debug_assert!(!self.facts.sorted || self.lots.is_sorted_by(|a, b| a.draw_key() <= b.draw_key()));
+    }
+
+    /// A lot's `remaining` went down by `amount`.
+    fn took(&mut self, amount: i64) {
+        self.facts.remaining -= amount;
+    }
+
+    /// A lot that expired at `expires_at` is no longer active (its status already says so).
+    fn ended(&mut self, expires_at: Option<DateTime<Utc>>) {
+        if expires_at.is_some() && expires_at == self.facts.soonest_expiry {
+            self.facts.soonest_expiry =
+                self.lots.iter().filter(|lot| lot.status == LotStatus::Active).filter_map(|lot| lot.expires_at).min();
+        }
+    }
+
     /// Credits drawn beyond the lots and not paid back yet.
     pub fn debt(&self) -> i64 {
-        self.lots.iter().map(|lot| lot.remaining).sum::<i64>() - self.balance
+        self.check_facts();
+        self.facts.remaining - self.balance
     }
 
     /// `balance − held`.
@@ -128,8 +222,7 @@ impl State {
 
     /// The earliest instant at which [`settle`] will have something to do.
     pub fn next_event(&self) -> Option<DateTime<Utc>> {
-        let lots = self.lots.iter().filter(|lot| lot.status == LotStatus::Active).filter_map(|lot| lot.expires_at);
-        lots.chain(self.holds.iter().map(|hold| hold.expires_at)).min()
+        self.facts.soonest_expiry.into_iter().chain(self.holds.iter().map(|hold| hold.expires_at)).min()
     }
 
     fn lot_mut(&mut self, id: &str) -> Option<&mut CreditLot> {
@@ -173,8 +266,9 @@ impl State {
     fn plan_draw(&mut self, amount: i64) -> Vec<Allocation> {
         // The lots are kept in draw order (the key never changes), so a batch sorts them
         // once, not once per request.
-        if !self.lots.is_sorted_by(|a, b| a.draw_key() <= b.draw_key()) {
+        if !self.facts.sorted {
             self.lots.sort_by(|a, b| a.draw_key().cmp(&b.draw_key()));
+            self.facts.sorted = true;
         }
         let mut left = amount;
         let mut plan = Vec::new();
@@ -192,8 +286,12 @@ impl State {
         plan
     }
 
-    fn touch(&mut self, lot_id: &str) {
+    /// Marks lot `lot_id` (of sequence number `seq`) as changed here.
+    fn touch(&mut self, lot_id: &str, seq: i64) {
         self.changed_lots.insert(lot_id.to_owned());
+        let (low, high) = self.facts.touched.get_or_insert((seq, seq));
+        *low = (*low).min(seq);
+        *high = (*high).max(seq);
     }
 }
 
@@ -248,6 +346,10 @@ pub fn alerts(before: Standing, after: Standing) -> Vec<EventType> {
 /// remainder as an `EXPIRY` entry dated at that instant, and each hold whose TTL has run
 /// out is released (`EXPIRED`), in the order these happened.
 pub fn settle(state: &mut State, at: DateTime<Utc>) {
+    let lot_due = state.facts.soonest_expiry.is_some_and(|soonest| soonest <= at);
+    if !lot_due && state.holds.iter().all(|hold| hold.expires_at > at) {
+        return;
+    }
     loop {
         let lot = state
             .lots
@@ -281,7 +383,10 @@ fn expire_lot(state: &mut State, lot_id: &str, expires_at: DateTime<Utc>) {
     let unheld = lot.unheld();
     lot.status = LotStatus::Expired;
     lot.remaining -= unheld;
-    state.touch(lot_id);
+    let (seq, expired) = (lot.seq, lot.expires_at);
+    state.took(unheld);
+    state.ended(expired);
+    state.touch(lot_id, seq);
     if unheld > 0 {
         let allocation = Allocation { lot_id: Some(lot_id.to_owned()), amount: -unheld };
         let description = Some(format!("Expiry of lot {lot_id}"));
@@ -305,14 +410,20 @@ pub fn consume(state: &mut State, at: DateTime<Utc>, amount: i64) -> Result<Entr
 /// Takes `plan` out of the lots (lowering `remaining`); returns the allocations, negative.
 fn apply_draw(state: &mut State, plan: &[Allocation]) -> Vec<Allocation> {
     for part in plan {
-        if let Some(lot_id) = &part.lot_id {
-            if let Some(lot) = state.lot_mut(lot_id) {
-                lot.remaining -= part.amount;
-                if lot.remaining == 0 && lot.status == LotStatus::Active {
-                    lot.status = LotStatus::Depleted;
-                }
+        if let Some(lot_id) = &part.lot_id
+            && let Some(lot) = state.lot_mut(lot_id)
+        {
+            lot.remaining -= part.amount;
+            let depleted = lot.remaining == 0 && lot.status == LotStatus::Active;
+            if depleted {
+                lot.status = LotStatus::Depleted;
             }
-            state.touch(lot_id);
+            let (seq, expires_at) = (lot.seq, lot.expires_at);
+            state.took(part.amount);
+            if depleted {
+                state.ended(expires_at);
+            }
+            state.touch(lot_id, seq);
         }
     }
     plan.iter().map(|part| Allocation { lot_id: part.lot_id.clone(), amount: -part.amount }).collect()
@@ -343,7 +454,8 @@ pub fn credit(
         allocations.push(Allocation { lot_id: Some(lot_id.clone()), amount: amount - settled });
     }
     let entry = state.record(kind, amount, at, allocations, None);
-    state.lots.push(CreditLot {
+    let seq = entry.seq;
+    state.add_lot(CreditLot {
         id: lot_id.clone(),
         organization_id: organization_id.to_owned(),
         category: spec.category,
@@ -358,7 +470,7 @@ pub fn credit(
         created_at: at,
     });
     state.created_lots.insert(lot_id.clone());
-    state.touch(&lot_id);
+    state.touch(&lot_id, seq);
     // An expiry already past (a reinstated dispute) takes effect at once.
     settle(state, at);
     Ok((entry, lot_id))
@@ -408,9 +520,15 @@ pub fn void(state: &mut State, at: DateTime<Utc>, lot_id: &str) -> Result<Option
         return Ok(None);
     }
     let unheld = lot.unheld();
+    let was_active = lot.status == LotStatus::Active;
     lot.status = LotStatus::Voided;
     lot.remaining -= unheld;
-    state.touch(lot_id);
+    let (seq, expires_at) = (lot.seq, lot.expires_at);
+    state.took(unheld);
+    if was_active {
+        state.ended(expires_at);
+    }
+    state.touch(lot_id, seq);
     if unheld == 0 {
         return Ok(None);
     }
@@ -433,11 +551,12 @@ pub fn hold(
     }
     let plan = state.plan_draw(amount);
     for part in &plan {
-        if let Some(lot_id) = &part.lot_id {
-            if let Some(lot) = state.lot_mut(lot_id) {
-                lot.held += part.amount;
-            }
-            state.touch(lot_id);
+        if let Some(lot_id) = &part.lot_id
+            && let Some(lot) = state.lot_mut(lot_id)
+        {
+            lot.held += part.amount;
+            let seq = lot.seq;
+            state.touch(lot_id, seq);
         }
     }
     state.held += amount;
@@ -475,10 +594,12 @@ fn unreserve(state: &mut State, allocations: &[Allocation], at: DateTime<Utc>) -
             LotStatus::Voided => Some(TransactionKind::Void),
             LotStatus::Active | LotStatus::Depleted => None,
         };
-        state.touch(lot_id);
+        let seq = lot.seq;
+        state.touch(lot_id, seq);
         if let Some(kind) = ended {
             if let Some(lot) = state.lot_mut(lot_id) {
                 lot.remaining -= part.amount;
+                state.took(part.amount);
             }
             let allocation = Allocation { lot_id: Some(lot_id.clone()), amount: -part.amount };
             let description = Some(format!("Released hold credits of ended lot {lot_id}"));
@@ -618,12 +739,12 @@ mod tests {
     }
 
     fn check(state: &State) {
-        for lot in &state.lots {
+        for lot in state.lots() {
             assert!(0 <= lot.held && lot.held <= lot.remaining && lot.remaining <= lot.original, "{lot:?}");
         }
         assert!(state.debt() >= 0, "debt {}", state.debt());
         assert!(state.balance >= -state.overdraft_limit);
-        let lot_held: i64 = state.lots.iter().map(|lot| lot.held).sum();
+        let lot_held: i64 = state.lots().iter().map(|lot| lot.held).sum();
         let od_held: i64 =
             state.holds.iter().flat_map(|h| &h.allocations).filter(|a| a.lot_id.is_none()).map(|a| a.amount).sum();
         assert_eq!(state.held, lot_held + od_held);
@@ -681,7 +802,7 @@ mod tests {
             vec![Allocation { lot_id: None, amount: 3 }, Allocation { lot_id: Some(lot.clone()), amount: 7 }]
         );
         assert_eq!(state.debt(), 0);
-        assert_eq!(state.lots.iter().find(|l| l.id == lot).unwrap().remaining, 7);
+        assert_eq!(state.lots().iter().find(|l| l.id == lot).unwrap().remaining, 7);
         check(&state);
     }
 
@@ -737,7 +858,7 @@ mod tests {
         assert_eq!(expiries.iter().map(|e| (e.amount, e.at)).collect::<Vec<_>>(), vec![(-3, t(100)), (-2, t(201))]);
         release_hold(&mut state, &second.id, t(202), HoldStatus::Released).unwrap();
         assert_eq!((state.balance, state.held), (0, 0));
-        let lot = state.lots.iter().find(|l| l.id == lot).unwrap();
+        let lot = state.lots().iter().find(|l| l.id == lot).unwrap();
         assert_eq!((lot.remaining, lot.held, lot.status), (0, 0, LotStatus::Expired));
         check(&state);
     }

@@ -3,9 +3,11 @@
 //! lease and settled attempt by attempt. Sending them over HTTP is the server's part;
 //! this module decides nothing about the network.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
 use chrono::{DateTime, Duration, Utc};
 use entity::{webhook_delivery, webhook_endpoint, webhook_event};
-use sea_orm::sea_query::{Condition, Expr, Func};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -579,7 +581,21 @@ impl Ledger {
     /// organization) and marks them, in one transaction; returns how many events. On
     /// PostgreSQL, events another dispatcher is fanning out are skipped.
     pub async fn fan_out_events(&self, limit: u64) -> Result<usize, LedgerError> {
-        let txn = crate::db::begin_write(&self.db).await?;
+        Ok(self.fan_out_and_claim(limit, Duration::zero(), |_| false).await?.0)
+    }
+
+    /// [`Ledger::fan_out_events`], claiming for `lease` the new deliveries `take` accepts
+    /// (it is asked with each one's endpoint, in order), so that a dispatcher with room
+    /// starts them without claiming them in another statement. Returns how many events,
+    /// and the deliveries claimed in the order `take` accepted them.
+    pub async fn fan_out_and_claim(
+        &self,
+        limit: u64,
+        lease: Duration,
+        mut take: impl FnMut(&str) -> bool,
+    ) -> Result<(usize, Vec<ClaimedDelivery>), LedgerError> {
+        use chrono::SubsecRound;
+        let txn = crate::db::begin_bookkeeping(&self.db).await?;
         let mut query = webhook_event::Entity::find()
             .filter(webhook_event::Column::FannedOut.eq(false))
             .order_by_asc(webhook_event::Column::CreatedAt)
@@ -591,7 +607,7 @@ impl Ledger {
         let events = query.all(&txn).await?;
         if events.is_empty() {
             txn.rollback().await?;
-            return Ok(0);
+            return Ok((0, Vec::new()));
         }
         let organizations: Vec<&str> = events.iter().map(|event| event.organization_id.as_str()).collect();
         let endpoints = webhook_endpoint::Entity::find()
@@ -604,14 +620,33 @@ impl Ledger {
             .all(&txn)
             .await?;
         let now = self.now();
+        let until = (now + lease).trunc_subsecs(6);
         let mut rows = Vec::new();
+        let mut claimed = Vec::new();
+        let mut secrets: HashMap<&str, Vec<String>> = HashMap::new();
         for event in &events {
             let Some(kind) = EventType::from_name(&event.event_type) else { continue };
             for endpoint in &endpoints {
                 let own = endpoint.organization_id.as_deref().is_none_or(|own| own == event.organization_id);
                 if own && crate::outbox::takes(endpoint, kind) {
+                    let id = new_id("whd");
+                    let leased = take(&endpoint.id);
+                    if leased {
+                        let secrets =
+                            secrets.entry(&endpoint.id).or_insert_with(|| self.signing_secrets(endpoint, now));
+                        claimed.push(ClaimedDelivery {
+                            id: id.clone(),
+                            attempts: 0,
+                            endpoint_id: endpoint.id.clone(),
+                            url: endpoint.url.clone(),
+                            secrets: secrets.clone(),
+                            event_id: event.id.clone(),
+                            payload: event.payload.clone(),
+                            leased_until: until,
+                        });
+                    }
                     rows.push(webhook_delivery::ActiveModel {
-                        id: Set(new_id("whd")),
+                        id: Set(id),
                         endpoint_id: Set(endpoint.id.clone()),
                         event_id: Set(event.id.clone()),
                         status: Set(DeliveryStatus::Pending.as_str().to_owned()),
@@ -619,7 +654,7 @@ impl Ledger {
                         last_status_code: Set(None),
                         last_error: Set(None),
                         next_attempt_at: Set(Some(now)),
-                        leased_until: Set(None),
+                        leased_until: Set(leased.then_some(until)),
                         delivered_at: Set(None),
                         created_at: Set(event.created_at),
                     });
@@ -635,7 +670,7 @@ impl Ledger {
             .exec(&txn)
             .await?;
         txn.commit().await?;
-        Ok(events.len())
+        Ok((events.len(), claimed))
     }
 
     /// Deliveries waiting to be sent (pending, on any endpoint) and how long the oldest
@@ -658,29 +693,117 @@ impl Ledger {
     /// dispatcher keeps its writes few): each only while its claim still holds it, with
     /// what it means for its endpoint (a success clears its failing streak, a failure
     /// starts one, a disabling one turns it off and fails its other pending deliveries).
-    /// Returns how many claims still held.
+    /// Successes under one lease are one statement. Returns how many claims still held.
     pub async fn record_attempts(
         &self,
         attempts: &[(ClaimedDelivery, AttemptOutcome)],
         failing_for: Duration,
     ) -> Result<usize, LedgerError> {
-        let txn = crate::db::begin_write(&self.db).await?;
-        let mut held = 0;
+        use webhook_delivery::Column;
+        let now = self.now();
+        let txn = crate::db::begin_bookkeeping(&self.db).await?;
+        // Which claims still held: the successes a lease at a time, the failures one by one.
+        let mut held: HashSet<&str> = HashSet::new();
+        let mut succeeded: BTreeMap<(DateTime<Utc>, i32), Vec<&ClaimedDelivery>> = BTreeMap::new();
         for (claimed, outcome) in attempts {
-            if record_in(&txn, self.now(), claimed, outcome, failing_for).await? {
-                held += 1;
+            match outcome {
+                AttemptOutcome::Succeeded { status_code } => {
+                    succeeded.entry((claimed.leased_until, *status_code)).or_default().push(claimed);
+                }
+                AttemptOutcome::NotDelivered { .. } => {
+                    if record_failure(&txn, claimed, outcome).await? {
+                        held.insert(&claimed.id);
+                    }
+                }
+            }
+        }
+        for ((until, status_code), group) in succeeded {
+            for chunk in group.chunks(500) {
+                let updated = webhook_delivery::Entity::update_many()
+                    .col_expr(Column::Status, Expr::value(DeliveryStatus::Succeeded.as_str()))
+                    .col_expr(Column::LastStatusCode, Expr::value(status_code))
+                    .col_expr(Column::LastError, Expr::value(Option::<String>::None))
+                    .col_expr(Column::NextAttemptAt, Expr::value(Option::<DateTime<Utc>>::None))
+                    .col_expr(Column::DeliveredAt, Expr::value(now))
+                    .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
+                    .col_expr(Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+                    .filter(Column::Id.is_in(chunk.iter().map(|claimed| claimed.id.clone())))
+                    .filter(Column::Status.eq(DeliveryStatus::Pending.as_str()))
+                    .filter(Column::LeasedUntil.eq(until))
+                    .exec_with_returning(&txn)
+                    .await?;
+                for row in updated {
+                    if let Some(claimed) = chunk.iter().find(|claimed| claimed.id == row.id) {
+                        held.insert(&claimed.id);
+                    }
+                }
+            }
+        }
+        // What the held attempts mean for their endpoints, in the order they were made.
+        let mut endpoints: HashMap<String, (webhook_endpoint::Model, Option<String>)> =
+            webhook_endpoint::Entity::find()
+                .filter(
+                    webhook_endpoint::Column::Id.is_in(
+                        attempts.iter().map(|(claimed, _)| claimed.endpoint_id.clone()).collect::<BTreeSet<_>>(),
+                    ),
+                )
+                .all(&txn)
+                .await?
+                .into_iter()
+                .map(|endpoint| (endpoint.id.clone(), (endpoint, None)))
+                .collect();
+        let before: HashMap<String, Option<DateTime<Utc>>> =
+            endpoints.iter().map(|(id, (endpoint, _))| (id.clone(), endpoint.failing_since)).collect();
+        for (claimed, outcome) in attempts {
+            let Some((endpoint, disable)) = endpoints.get_mut(&claimed.endpoint_id) else { continue };
+            if !held.contains(claimed.id.as_str()) || disable.is_some() {
+                continue;
+            }
+            match outcome {
+                AttemptOutcome::Succeeded { .. } => endpoint.failing_since = None,
+                AttemptOutcome::NotDelivered { disable: disabling, .. } => {
+                    let since = *endpoint.failing_since.get_or_insert(now);
+                    *disable = disabling.clone().or_else(|| {
+                        (now - since >= failing_for).then(|| "every delivery failed for five days".to_owned())
+                    });
+                }
+            }
+        }
+        // An endpoint is written only when its failing streak or its state changes.
+        for (id, (endpoint, disable)) in endpoints {
+            if before.get(&id) == Some(&endpoint.failing_since) && disable.is_none() {
+                continue;
+            }
+            let failing_since = endpoint.failing_since;
+            let mut row: webhook_endpoint::ActiveModel = endpoint.into();
+            row.failing_since = Set(failing_since);
+            if let Some(reason) = &disable {
+                row.enabled = Set(false);
+                row.disabled_reason = Set(Some(reason.clone()));
+                row.updated_at = Set(now);
+            }
+            row.update(&txn).await?;
+            if let Some(reason) = &disable {
+                fail_pending(&txn, &id, &format!("the endpoint was disabled: {reason}")).await?;
             }
         }
         txn.commit().await?;
-        Ok(held)
+        Ok(held.len())
     }
 
-    /// Claims up to `limit` deliveries that are due, to enabled endpoints, for `lease`
-    /// ([`crate::db::lease_due`]).
-    pub async fn claim_deliveries(&self, limit: u64, lease: Duration) -> Result<Vec<ClaimedDelivery>, LedgerError> {
+    /// Claims up to `limit` deliveries that are due, to enabled endpoints other than
+    /// `busy` (those the caller has no room for), for `lease` ([`crate::db::lease_due`]).
+    pub async fn claim_deliveries(
+        &self,
+        limit: u64,
+        lease: Duration,
+        busy: &[String],
+    ) -> Result<Vec<ClaimedDelivery>, LedgerError> {
         let now = self.now();
         let enabled = "AND endpoint_id IN (SELECT e.id FROM webhook_endpoints e WHERE e.enabled)";
-        let (ids, until) = crate::db::lease_due(&self.db, "webhook_deliveries", enabled, limit, now, lease).await?;
+        let skip = ("endpoint_id", busy);
+        let (ids, until) =
+            crate::db::lease_due(&self.db, "webhook_deliveries", enabled, skip, limit, now, lease).await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -699,26 +822,32 @@ impl Ledger {
             .filter_map(|delivery| {
                 let endpoint = endpoints.iter().find(|endpoint| endpoint.id == delivery.endpoint_id)?;
                 let event = events.iter().find(|event| event.id == delivery.event_id)?;
-                // An unreadable current secret leaves none: the attempt fails on it.
-                let mut secrets: Vec<String> = self.readable_secret(&endpoint.secret).into_iter().collect();
-                if let (Some(previous), Some(until), false) =
-                    (&endpoint.previous_secret, endpoint.previous_secret_until, secrets.is_empty())
-                    && until > now
-                {
-                    secrets.extend(self.readable_secret(previous));
-                }
                 Some(ClaimedDelivery {
                     id: delivery.id,
                     attempts: delivery.attempts,
                     endpoint_id: endpoint.id.clone(),
                     url: endpoint.url.clone(),
-                    secrets,
+                    secrets: self.signing_secrets(endpoint, now),
                     event_id: event.id.clone(),
                     payload: event.payload.clone(),
                     leased_until: until,
                 })
             })
             .collect())
+    }
+
+    /// The secrets to sign `endpoint`'s deliveries with now: its current one, and the
+    /// previous one during the overlap. An unreadable current secret leaves none: the
+    /// attempt fails on it.
+    fn signing_secrets(&self, endpoint: &webhook_endpoint::Model, now: DateTime<Utc>) -> Vec<String> {
+        let mut secrets: Vec<String> = self.readable_secret(&endpoint.secret).into_iter().collect();
+        if let (Some(previous), Some(until), false) =
+            (&endpoint.previous_secret, endpoint.previous_secret_until, secrets.is_empty())
+            && until > now
+        {
+            secrets.extend(self.readable_secret(previous));
+        }
+        secrets
     }
 
     /// Gives claims back unattempted (a dispatcher at its limit for their endpoint).
@@ -736,71 +865,30 @@ impl Ledger {
     }
 }
 
-/// Records an attempt of a claimed delivery inside `txn` (only while its claim still
-/// holds it), and what it means for the endpoint: a success clears its failing streak, a
-/// failure starts one, and a disabling failure turns it off and fails its other pending
-/// deliveries. Returns whether the claim still held.
-async fn record_in(
+/// Records a failed attempt of a claimed delivery inside `txn`, only while its claim
+/// still holds it: the next attempt, or none (the delivery fails). Returns whether the
+/// claim still held.
+async fn record_failure(
     txn: &sea_orm::DatabaseTransaction,
-    now: DateTime<Utc>,
     claimed: &ClaimedDelivery,
     outcome: &AttemptOutcome,
-    failing_for: Duration,
 ) -> Result<bool, LedgerError> {
     use webhook_delivery::Column;
-    let mut update = webhook_delivery::Entity::update_many()
+    let AttemptOutcome::NotDelivered { status_code, error, retry_at, .. } = outcome else { return Ok(false) };
+    let status = if retry_at.is_some() { DeliveryStatus::Pending } else { DeliveryStatus::Failed };
+    let updated = webhook_delivery::Entity::update_many()
         .col_expr(Column::Attempts, Expr::value(claimed.attempts + 1))
-        .col_expr(Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None));
-    let endpoint = webhook_endpoint::Entity::find_by_id(claimed.endpoint_id.clone()).one(txn).await?;
-    let mut disable = None;
-    let mut failing_since = endpoint.as_ref().and_then(|endpoint| endpoint.failing_since);
-    match outcome {
-        AttemptOutcome::Succeeded { status_code } => {
-            update = update
-                .col_expr(Column::Status, Expr::value(DeliveryStatus::Succeeded.as_str()))
-                .col_expr(Column::LastStatusCode, Expr::value(*status_code))
-                .col_expr(Column::LastError, Expr::value(Option::<String>::None))
-                .col_expr(Column::NextAttemptAt, Expr::value(Option::<DateTime<Utc>>::None))
-                .col_expr(Column::DeliveredAt, Expr::value(now));
-            failing_since = None;
-        }
-        AttemptOutcome::NotDelivered { status_code, error, retry_at, disable: disabling } => {
-            let status = if retry_at.is_some() { DeliveryStatus::Pending } else { DeliveryStatus::Failed };
-            update = update
-                .col_expr(Column::Status, Expr::value(status.as_str()))
-                .col_expr(Column::LastStatusCode, Expr::value(*status_code))
-                .col_expr(Column::LastError, Expr::value(truncate(error)))
-                .col_expr(Column::NextAttemptAt, Expr::value(*retry_at));
-            let since = *failing_since.get_or_insert(now);
-            disable = disabling
-                .clone()
-                .or_else(|| (now - since >= failing_for).then(|| "every delivery failed for five days".to_owned()));
-        }
-    }
-    let updated = update
+        .col_expr(Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(Column::Status, Expr::value(status.as_str()))
+        .col_expr(Column::LastStatusCode, Expr::value(*status_code))
+        .col_expr(Column::LastError, Expr::value(truncate(error)))
+        .col_expr(Column::NextAttemptAt, Expr::value(*retry_at))
         .filter(Column::Id.eq(&claimed.id))
         .filter(Column::Status.eq(DeliveryStatus::Pending.as_str()))
         .filter(Column::LeasedUntil.eq(claimed.leased_until))
         .exec(txn)
         .await?;
-    if updated.rows_affected == 0 {
-        return Ok(false);
-    }
-    // The endpoint is written only when its failing streak or its state changes.
-    if let Some(endpoint) = endpoint.filter(|endpoint| endpoint.failing_since != failing_since || disable.is_some()) {
-        let mut row: webhook_endpoint::ActiveModel = endpoint.into();
-        row.failing_since = Set(failing_since);
-        if let Some(reason) = &disable {
-            row.enabled = Set(false);
-            row.disabled_reason = Set(Some(reason.clone()));
-            row.updated_at = Set(now);
-        }
-        row.update(txn).await?;
-        if let Some(reason) = &disable {
-            fail_pending(txn, &claimed.endpoint_id, &format!("the endpoint was disabled: {reason}")).await?;
-        }
-    }
-    Ok(true)
+    Ok(updated.rows_affected > 0)
 }
 
 /// Fails an endpoint's pending deliveries with `why`.

@@ -1,7 +1,8 @@
 //! Outgoing webhooks: the dispatcher that delivers the events the ledger's outbox wrote.
 //!
 //! Every replica runs one. It fans new events out to their endpoints (one delivery per
-//! matching endpoint, many events per transaction), and claims due deliveries under a lease
+//! matching endpoint, many events per transaction, each new delivery it has a slot for
+//! claimed as it is written), and claims due deliveries under a lease
 //! ([`Ledger::claim_deliveries`]: PostgreSQL `FOR UPDATE SKIP LOCKED`, SQLite's single
 //! writer), so no two dispatchers send the same attempt at once; it is woken by this
 //! process's commits and sweeps every second for the rest (other replicas' commits,
@@ -18,7 +19,7 @@ pub mod sign;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration as StdDuration;
+use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -35,6 +36,8 @@ pub const IN_FLIGHT: usize = 64;
 pub const TIMEOUT: StdDuration = StdDuration::from_secs(15);
 /// A claim's lease: longer than an attempt can take.
 const LEASE_SECS: i64 = 60;
+/// How long a claimed delivery may wait for a slot of its endpoint before it is given back.
+const WAIT: StdDuration = StdDuration::from_secs(1);
 /// An endpoint whose deliveries all failed for this long is disabled.
 const FAILING_DAYS: i64 = 5;
 /// The longest `Retry-After` honoured.
@@ -51,6 +54,9 @@ pub struct Dispatcher {
     config: WebhookConfig,
     in_flight: Arc<Semaphore>,
     per_endpoint: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    /// Claimed deliveries whose endpoint had no slot free, since when: started as slots
+    /// free, given back after [`WAIT`] (so that claims need not be undone one round each).
+    waiting: Arc<Mutex<Vec<(Instant, ClaimedDelivery)>>>,
     /// Finished attempts, recorded by one task many at a time (one write transaction
     /// for a burst of deliveries, not one each).
     finished: tokio::sync::mpsc::UnboundedSender<Finished>,
@@ -73,6 +79,7 @@ impl Dispatcher {
             config,
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
             per_endpoint: Arc::default(),
+            waiting: Arc::default(),
             finished,
             finished_queue: Arc::new(Mutex::new(Some(finished_queue))),
         })
@@ -80,7 +87,7 @@ impl Dispatcher {
 
     /// Runs until the runtime stops: delivers whatever is due, when woken or every second.
     pub fn start(self) -> tokio::task::JoinHandle<()> {
-        let queue = self.finished_queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let queue = lock(&self.finished_queue).take();
         if let Some(queue) = queue {
             tokio::spawn(self.clone().record(queue));
         }
@@ -122,40 +129,80 @@ impl Dispatcher {
         }
     }
 
-    /// Fans new events out to their endpoints, then claims and starts due deliveries
-    /// while there are any and room for them.
+    /// Fans new events out to their endpoints, then starts the deliveries that waited for
+    /// a slot, and claims and starts due ones while there are any and room for them.
+    /// Endpoints at their limit are left out of a claim.
     async fn round(&self) -> Result<(), crate::ledger::LedgerError> {
-        while self.ledger.fan_out_events(500).await? == 500 {}
+        // New deliveries start at once where there is a slot for them, claimed as they are
+        // written (no claim of their own).
+        let lease = chrono::Duration::seconds(LEASE_SECS);
         loop {
-            let room = self.in_flight.available_permits().min(32);
-            if room == 0 {
-                return Ok(());
-            }
-            let claimed = self.ledger.claim_deliveries(room as u64, chrono::Duration::seconds(LEASE_SECS)).await?;
-            let full = claimed.len() == room;
-            let mut given_back = Vec::new();
-            for delivery in claimed {
-                match self.permits(&delivery.endpoint_id) {
-                    Some(permits) => {
-                        let dispatcher = self.clone();
-                        tokio::spawn(async move {
-                            dispatcher.attempt(delivery, permits).await;
-                        });
-                    }
-                    None => given_back.push(delivery.id),
+            let mut slots = Vec::new();
+            let take = |endpoint_id: &str| match self.permits(endpoint_id) {
+                Some(permits) => {
+                    slots.push(permits);
+                    true
                 }
+                None => false,
+            };
+            let (events, claimed) = self.ledger.fan_out_and_claim(500, lease, take).await?;
+            for (delivery, permits) in claimed.into_iter().zip(slots) {
+                let dispatcher = self.clone();
+                tokio::spawn(async move {
+                    dispatcher.attempt(delivery, permits).await;
+                });
             }
-            self.ledger.release_deliveries(&given_back).await?;
-            if !full || !given_back.is_empty() {
-                return Ok(());
+            if events < 500 {
+                break;
             }
+        }
+        let mut given_back = Vec::new();
+        let waited = std::mem::take(&mut *lock(&self.waiting));
+        for (since, delivery) in waited {
+            self.start_or_wait(delivery, since, &mut given_back);
+        }
+        loop {
+            let room = self.in_flight.available_permits().saturating_sub(lock(&self.waiting).len()).min(32);
+            if room == 0 {
+                break;
+            }
+            let busy: Vec<String> = lock(&self.per_endpoint)
+                .iter()
+                .filter(|(_, slots)| slots.available_permits() == 0)
+                .map(|(endpoint_id, _)| endpoint_id.clone())
+                .collect();
+            let claimed = self.ledger.claim_deliveries(room as u64, lease, &busy).await?;
+            let full = claimed.len() == room;
+            let now = Instant::now();
+            for delivery in claimed {
+                self.start_or_wait(delivery, now, &mut given_back);
+            }
+            if !full || !lock(&self.waiting).is_empty() {
+                break;
+            }
+        }
+        self.ledger.release_deliveries(&given_back).await
+    }
+
+    /// Starts `delivery` if there is a slot for it; else it waits (claimed `since`), or
+    /// after [`WAIT`] is given back.
+    fn start_or_wait(&self, delivery: ClaimedDelivery, since: Instant, given_back: &mut Vec<String>) {
+        match self.permits(&delivery.endpoint_id) {
+            Some(permits) => {
+                let dispatcher = self.clone();
+                tokio::spawn(async move {
+                    dispatcher.attempt(delivery, permits).await;
+                });
+            }
+            None if since.elapsed() < WAIT => lock(&self.waiting).push((since, delivery)),
+            None => given_back.push(delivery.id),
         }
     }
 
     /// A slot overall and one of the endpoint's, or none if either is full.
     fn permits(&self, endpoint_id: &str) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
         let endpoint = {
-            let mut per_endpoint = self.per_endpoint.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut per_endpoint = lock(&self.per_endpoint);
             if per_endpoint.len() > 10_000 {
                 per_endpoint.retain(|_, semaphore| semaphore.available_permits() < PER_ENDPOINT);
             }
@@ -285,6 +332,11 @@ impl Dispatcher {
 }
 
 /// `wait`, give or take 10 %.
+/// `mutex`, locked; a panic elsewhere while it was held leaves nothing half-done here.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn jittered(wait: StdDuration) -> StdDuration {
     let random = uuid::Uuid::new_v4().as_u128() as u16;
     let factor = 0.9 + 0.2 * f64::from(random) / f64::from(u16::MAX);

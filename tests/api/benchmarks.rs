@@ -77,3 +77,28 @@ fn the_throughput_benchmark_runs() {
         assert!(stdout.contains("| PostgreSQL, metrics on: creditBalance reads |"), "{stdout}");
     }
 }
+
+/// The reads against their anchor (async-graphql and one sqlx `SELECT`), both engines.
+#[test]
+fn the_read_anchor_benchmark_runs() {
+    let Some(stdout) = run_example("bench_throughput", &["1"], &[("BENCH_ONLY", "reads")]) else { return };
+    assert!(stdout.contains("SQLite: creditBalance reads") && stdout.contains("of the one-SELECT anchor"), "{stdout}");
+    assert!(stdout.contains("| SQLite: anchor: async-graphql + one sqlx SELECT per read |"), "{stdout}");
+    if crate::helpers::in_ci() {
+        assert!(stdout.contains("| PostgreSQL: anchor: async-graphql + one sqlx SELECT per read |"), "{stdout}");
+    }
+}
+
+/// The grant storm without and with a webhook endpoint, every event delivered.
+#[test]
+fn the_webhook_benchmark_runs() {
+    let Some(stdout) = run_example("bench_throughput", &["1"], &[("BENCH_ONLY", "webhooks")]) else { return };
+    let line = stdout.lines().find(|line| line.starts_with("SQLite: webhooks:")).unwrap_or_else(|| panic!("{stdout}"));
+    // "… N of M events delivered …": all of them.
+    let counts: Vec<u64> =
+        line.split(" events delivered").next().unwrap_or_default().split(' ').filter_map(|w| w.parse().ok()).collect();
+    assert!(counts.len() >= 2 && counts[counts.len() - 2] >= counts[counts.len() - 1], "{line}");
+    if crate::helpers::in_ci() {
+        assert!(stdout.contains("PostgreSQL: webhooks:"), "{stdout}");
+    }
+}

@@ -624,14 +624,17 @@ async fn secrets_are_sealed_at_rest_and_five_days_of_failures_disable_an_endpoin
     ledger.grant(grant(5)).await.expect("granted");
     // Fanned out, the dispatcher gets it back to sign with; a server without the key gets nothing.
     assert_eq!(ledger.fan_out_events(100).await.expect("fan out"), 2);
-    let claimed = ledger.claim_deliveries(10, chrono::Duration::seconds(60)).await.expect("claim");
+    // An endpoint the dispatcher has no room for is left out of its claim.
+    let busy = [endpoint.id.clone()];
+    assert!(ledger.claim_deliveries(10, chrono::Duration::seconds(60), &busy).await.expect("claim").is_empty());
+    let claimed = ledger.claim_deliveries(10, chrono::Duration::seconds(60), &[]).await.expect("claim");
     assert_eq!(claimed.len(), 2, "recovered and granted");
     assert!(claimed.iter().all(|delivery| delivery.secrets == [secret.clone()]));
     let keyless = Ledger::new(db.clone()).with_clock(clock.clone());
     seconds.store(61, Ordering::SeqCst);
     assert!(
         keyless
-            .claim_deliveries(10, chrono::Duration::seconds(60))
+            .claim_deliveries(10, chrono::Duration::seconds(60), &[])
             .await
             .expect("claim")
             .iter()
@@ -646,7 +649,7 @@ async fn secrets_are_sealed_at_rest_and_five_days_of_failures_disable_an_endpoin
     };
     for (day, disabled) in [(0, false), (4, false), (5, true)] {
         seconds.store(day * 86_400 + 200, Ordering::SeqCst);
-        let claimed = ledger.claim_deliveries(1, chrono::Duration::seconds(60)).await.expect("claim");
+        let claimed = ledger.claim_deliveries(1, chrono::Duration::seconds(60), &[]).await.expect("claim");
         assert_eq!(claimed.len(), 1, "day {day}");
         let attempt = [(claimed[0].clone(), fail(60))];
         assert_eq!(ledger.record_attempts(&attempt, chrono::Duration::days(5)).await.expect("record"), 1);

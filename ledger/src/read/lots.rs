@@ -124,7 +124,7 @@ impl Ledger {
             .into_iter()
             .map(|lot| {
                 let settled =
-                    states.get(&lot.organization_id).and_then(|state| state.lots.iter().find(|l| l.id == lot.id));
+                    states.get(&lot.organization_id).and_then(|state| state.lots().iter().find(|l| l.id == lot.id));
                 match settled {
                     Some(settled) => settled.clone(),
                     None => as_of(lot, at),

@@ -69,16 +69,9 @@ impl LedgerTx {
                 || state.overdraft_limit != locked.row.overdraft_limit
                 || locked.threshold != locked.row.low_balance_threshold
                 || locked.top_up_below != locked.row.auto_top_up_below;
-            for lot in &state.lots {
-                if state.created_lots.contains(&lot.id) {
-                    new_lots.push(lot_row(lot, at));
-                } else if state.changed_lots.contains(&lot.id) {
-                    lot_updates.push(lot.clone());
-                }
-            }
-            state.created_lots.clear();
-            state.changed_lots.clear();
-            state.lots.retain(|lot| lot.remaining > 0);
+            let (created, updated) = state.take_lot_changes();
+            new_lots.extend(created.iter().map(|lot| lot_row(lot, at)));
+            lot_updates.extend(updated);
             resolved.append(&mut state.resolved_holds);
             new_holds.append(&mut state.created_holds);
             if changed {

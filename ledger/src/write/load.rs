@@ -89,13 +89,7 @@ pub(crate) async fn load_states<C: ConnectionTrait>(
     let mut states: HashMap<String, State> = rows
         .iter()
         .map(|row| {
-            let state = State {
-                balance: row.balance,
-                version: row.version,
-                overdraft_limit: row.overdraft_limit,
-                held: row.held,
-                ..State::default()
-            };
+            let state = State::new(row.balance, row.version, row.overdraft_limit, row.held);
             (row.organization_id.clone(), state)
         })
         .collect();
@@ -122,7 +116,7 @@ pub(crate) async fn load_states<C: ConnectionTrait>(
         .await?;
     for lot in lots {
         if let Some(state) = states.get_mut(&lot.organization_id) {
-            state.lots.push(CreditLot::try_from(lot)?);
+            state.add_lot(CreditLot::try_from(lot)?);
         }
     }
     let holding: Vec<&str> = rows.iter().filter(|row| row.held > 0).map(|row| row.organization_id.as_str()).collect();
@@ -149,5 +143,5 @@ pub(crate) async fn load_states<C: ConnectionTrait>(
 /// its latest change when none is open (a lot formed later has a higher `seq`; lots only
 /// ever empty, so none below reopens).
 pub(super) fn open_lots_from(state: &State) -> i64 {
-    state.lots.iter().filter(|lot| lot.remaining > 0).map(|lot| lot.seq).min().unwrap_or(state.version + 1)
+    state.lots().iter().filter(|lot| lot.remaining > 0).map(|lot| lot.seq).min().unwrap_or(state.version + 1)
 }

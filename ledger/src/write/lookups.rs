@@ -81,7 +81,7 @@ impl LedgerTx {
         let locked = self.locked.get(organization_id).ok_or(LedgerError::OrganizationNotFound)?;
         let open: Vec<String> = locked
             .state
-            .lots
+            .lots()
             .iter()
             .filter(|lot| sources.contains(&lot.source_transaction_id))
             .map(|lot| lot.id.clone())

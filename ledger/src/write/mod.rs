@@ -293,18 +293,18 @@ impl LedgerTx {
         self.lock([organization_id.as_str()]).await?;
         let at = self.at;
         let locked = self.locked_mut(&organization_id)?;
-        if !locked.state.lots.iter().any(|lot| lot.id == lot_id) {
+        if !locked.state.lots().iter().any(|lot| lot.id == lot_id) {
             // Not open (remaining 0): read again under the lock.
             let row = credit_lot::Entity::find_by_id(lot_id.to_owned())
                 .one(&self.txn)
                 .await?
                 .ok_or(LedgerError::NotFound("credit lot"))?;
             let locked = self.locked_mut(&organization_id)?;
-            locked.state.lots.push(CreditLot::try_from(row)?);
+            locked.state.add_lot(CreditLot::try_from(row)?);
         }
         let locked = self.locked_mut(&organization_id)?;
         let entry = decide::void(&mut locked.state, at, lot_id)?;
-        let lot = locked.state.lots.iter().find(|lot| lot.id == lot_id).cloned();
+        let lot = locked.state.lots().iter().find(|lot| lot.id == lot_id).cloned();
         let balance = balance_of(locked, at);
         let request = ChangeRequest {
             organization_id: organization_id.clone(),
