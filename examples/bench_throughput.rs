@@ -14,7 +14,7 @@
 //!    connections while 8 more consume; the same reads alone, then against the read
 //!    anchor (`bare_graphql` answering them with one sqlx `SELECT` per request on the
 //!    same database; `BENCH_ONLY=reads` runs these two alone); consumes spread over
-//!    10,000 organizations;
+//!    1,000 organizations (`BENCH_ONLY=organizations` runs this alone), then 10,000;
 //!    and the cost of credit lots: rounds of 64 simultaneous consumes of 3 credits that
 //!    each draw from 2 lots (of 2 credits) or 3 lots (of 1 credit), against the same
 //!    rounds drawing from a single lot, the three taken in turn round by round (the
@@ -239,6 +239,13 @@ async fn engine(label: &str, database_url: Option<&str>, seconds: u64, rows: &mu
         verify(&server.database_url, &acknowledged).await;
         return;
     }
+    // `BENCH_ONLY=organizations` runs the 1,000-organization consumes alone.
+    if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "organizations") {
+        spread(label, &server, 1_000, window, &acknowledged, rows).await;
+        let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());
+        verify(&server.database_url, &acknowledged).await;
+        return;
+    }
     let (hot_org, hot_key) = server.organization(&reqwest::Client::new(), "hot", 1_000_000_000_000).await;
     // `BENCH_ONLY=reads` runs the reads against their anchor alone.
     if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "reads") {
@@ -273,23 +280,10 @@ async fn engine(label: &str, database_url: Option<&str>, seconds: u64, rows: &mu
     // 2b. Reads alone, against the anchor.
     reads_and_anchor(label, &server, &hot_org, &hot_key, seconds, rows).await;
 
-    // 3. 10,000 organizations, each request to the next one.
-    let keys = organizations(&server, 10_000, 1_000_000).await;
-    let requests: Arc<Vec<Vec<u8>>> =
-        Arc::new(keys.iter().map(|key| load::post(&server.addr, "/graphql", Some(key), &consume_body(1))).collect());
-    let report = load::run(
-        &server.addr,
-        CONNECTIONS,
-        window,
-        Arc::new(move |n| requests[(n as usize * 7_919) % requests.len()].clone()),
-        consume_check(&acknowledged),
-    )
-    .await;
-    rows.push(Row {
-        scenario: format!("{label}: 10,000 organizations, consume"),
-        report,
-        rss_mib: server.rss_kib() / 1024,
-    });
+    // 3. 1,000 and 10,000 organizations, each request to another one.
+    for count in [1_000, 10_000] {
+        spread(label, &server, count, window, &acknowledged, rows).await;
+    }
 
     // 4. Lots.
     lots(label, &server, &acknowledged, rows).await;
@@ -297,6 +291,34 @@ async fn engine(label: &str, database_url: Option<&str>, seconds: u64, rows: &mu
     webhooks(label, &server, window, rows).await;
     let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());
     verify(&server.database_url, &acknowledged).await;
+}
+
+/// Consumes from 64 connections spread over `count` new organizations (each request to
+/// another one, in a fixed scattered order).
+async fn spread(
+    label: &str,
+    server: &Server,
+    count: usize,
+    window: Duration,
+    acknowledged: &Arc<Mutex<Vec<String>>>,
+    rows: &mut Vec<Row>,
+) {
+    let keys = organizations(server, count, 1_000_000).await;
+    let requests: Arc<Vec<Vec<u8>>> =
+        Arc::new(keys.iter().map(|key| load::post(&server.addr, "/graphql", Some(key), &consume_body(1))).collect());
+    let report = load::run(
+        &server.addr,
+        CONNECTIONS,
+        window,
+        Arc::new(move |n| requests[(n as usize * 7_919) % requests.len()].clone()),
+        consume_check(acknowledged),
+    )
+    .await;
+    rows.push(Row {
+        scenario: format!("{label}: {},{:03} organizations, consume", count / 1_000, count % 1_000),
+        report,
+        rss_mib: server.rss_kib() / 1024,
+    });
 }
 
 /// `creditBalance { balance }` reads of one organization from 64 connections, then the
