@@ -102,7 +102,7 @@ impl Application {
         let rate_limits = RateLimits::new(config.limits.rate_limit);
         rate_limits.start_pruning();
         let sockets = SocketCounts::default();
-        let state = AppState {
+        let state = AppState::new(crate::http::Shared {
             schema: build_schema(ledger.clone(), packages, billing.clone(), &config.limits, config.webhooks.clone()),
             ledger,
             billing,
@@ -121,7 +121,7 @@ impl Application {
                 handle: (config.metrics_token.is_some() || config.metrics_addr.is_some()).then(crate::metrics::install),
                 token: config.metrics_token.clone(),
             },
-        };
+        });
         let listener =
             TcpListener::bind(config.addr).await.map_err(|source| StartError::Bind { addr: config.addr, source })?;
         let metrics = match config.metrics_addr {

@@ -73,7 +73,7 @@ pub async fn transactions(
         return refuse(MediaType::Json, ApiError::BadUserInput(message.into()));
     }
     match prepare(&state, &headers, &peer, parameters).await {
-        Ok(export) => stream_export(state.ledger, export),
+        Ok(export) => stream_export(state.ledger.clone(), export),
         Err(error) => refuse(MediaType::Json, error),
     }
 }

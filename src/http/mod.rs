@@ -29,9 +29,28 @@ use crate::config::{Limits, Secret};
 use crate::graphql::CreditsSchema;
 use crate::ledger::Ledger;
 
-/// What every handler shares.
+/// What every handler shares: one allocation, so that handing it to a request (axum
+/// clones the state for each) is one reference count, not a copy of every field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(std::sync::Arc<Shared>);
+
+impl AppState {
+    /// The state of an application made of `shared`.
+    pub fn new(shared: Shared) -> Self {
+        Self(std::sync::Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     /// The executable GraphQL schema.
     pub schema: CreditsSchema,
     /// The ledger (for authentication and health).
