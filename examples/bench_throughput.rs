@@ -87,6 +87,13 @@ struct Row {
     rss_mib: u64,
 }
 
+impl Row {
+    /// `scenario`'s `report`, with `server`'s memory now.
+    fn measured(scenario: String, report: Report, server: &Server) -> Self {
+        Self { scenario, report, rss_mib: server.rss_kib() / 1024 }
+    }
+}
+
 fn consume_body(amount: i64) -> String {
     json!({ "query": CONSUME, "variables": { "i": { "amount": amount, "description": "bench" } } }).to_string()
 }
@@ -258,11 +265,7 @@ async fn engine(label: &str, database_url: Option<&str>, seconds: u64, rows: &mu
     let report =
         load::run(&server.addr, CONNECTIONS, window, Arc::new(move |_| request.clone()), consume_check(&acknowledged))
             .await;
-    rows.push(Row {
-        scenario: format!("{label}: one hot organization, consume"),
-        report,
-        rss_mib: server.rss_kib() / 1024,
-    });
+    rows.push(Row::measured(format!("{label}: one hot organization, consume"), report, &server));
 
     // 2. Reads of the same organization while it consumes.
     let read = load::post(&server.addr, "/graphql", Some(&hot_key), &json!({ "query": READ }).to_string());
@@ -271,11 +274,7 @@ async fn engine(label: &str, database_url: Option<&str>, seconds: u64, rows: &mu
         load::run(&server.addr, CONNECTIONS, window, Arc::new(move |_| read.clone()), read_check()),
         load::run(&server.addr, 8, window, Arc::new(move |_| consume.clone()), consume_check(&acknowledged)),
     );
-    rows.push(Row {
-        scenario: format!("{label}: creditBalance reads, 8 consumers alongside"),
-        report: reads,
-        rss_mib: server.rss_kib() / 1024,
-    });
+    rows.push(Row::measured(format!("{label}: creditBalance reads, 8 consumers alongside"), reads, &server));
 
     // 2b. Reads alone, against the anchor.
     reads_and_anchor(label, &server, &hot_org, &hot_key, seconds, rows).await;
@@ -314,11 +313,11 @@ async fn spread(
         consume_check(acknowledged),
     )
     .await;
-    rows.push(Row {
-        scenario: format!("{label}: {},{:03} organizations, consume", count / 1_000, count % 1_000),
+    rows.push(Row::measured(
+        format!("{label}: {},{:03} organizations, consume", count / 1_000, count % 1_000),
         report,
-        rss_mib: server.rss_kib() / 1024,
-    });
+        server,
+    ));
 }
 
 /// `creditBalance { balance }` reads of one organization from 64 connections, then the
@@ -337,11 +336,7 @@ async fn reads_and_anchor(label: &str, server: &Server, org: &str, key: &str, se
         ms(ours.latency(0.99)),
         ms(anchor.latency(0.99)),
     );
-    rows.push(Row {
-        scenario: format!("{label}: creditBalance reads"),
-        report: ours,
-        rss_mib: server.rss_kib() / 1024,
-    });
+    rows.push(Row::measured(format!("{label}: creditBalance reads"), ours, server));
     rows.push(Row {
         scenario: format!("{label}: anchor: async-graphql + one sqlx SELECT per read"),
         report: anchor,
@@ -434,16 +429,8 @@ async fn webhooks(label: &str, server: &Server, window: Duration, rows: &mut Vec
         ms(common::percentile(&delays, 0.5)),
         ms(common::percentile(&delays, 0.99)),
     );
-    rows.push(Row {
-        scenario: format!("{label}: grants, no webhook endpoint"),
-        report: without,
-        rss_mib: server.rss_kib() / 1024,
-    });
-    rows.push(Row {
-        scenario: format!("{label}: grants, one endpoint (every type)"),
-        report: with,
-        rss_mib: server.rss_kib() / 1024,
-    });
+    rows.push(Row::measured(format!("{label}: grants, no webhook endpoint"), without, server));
+    rows.push(Row::measured(format!("{label}: grants, one endpoint (every type)"), with, server));
 }
 
 /// The same rounds of consumes drawing from one lot, from two and from three lots each,
@@ -465,11 +452,7 @@ async fn lots(label: &str, server: &Server, acknowledged: &Arc<Mutex<Vec<String>
         }
     }
     for (run, (_, name)) in runs.into_iter().zip(variants) {
-        rows.push(Row {
-            scenario: format!("{label}: lots, {name}"),
-            report: run.total,
-            rss_mib: server.rss_kib() / 1024,
-        });
+        rows.push(Row::measured(format!("{label}: lots, {name}"), run.total, server));
     }
 }
 

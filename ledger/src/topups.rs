@@ -651,15 +651,9 @@ impl LedgerTx {
             .col_expr(credit_top_up::Column::UpdatedAt, Expr::value(self.at()))
             .filter(credit_top_up::Column::Id.eq(id))
             .filter(credit_top_up::Column::Status.eq(TopUpStatus::Pending.as_str()))
-            .exec(self.conn())
+            .exec_with_returning(self.conn())
             .await?;
-        if updated.rows_affected == 0 {
-            return Ok(None);
-        }
-        let top_up = credit_top_up::Entity::find_by_id(id.to_owned())
-            .one(self.conn())
-            .await?
-            .ok_or(LedgerError::NotFound("credit top-up"))?;
+        let Some(top_up) = updated.into_iter().next() else { return Ok(None) };
         self.lock([top_up.organization_id.as_str()]).await?;
         CreditTopUp::try_from(top_up).map(Some)
     }

@@ -703,7 +703,7 @@ impl Ledger {
         let now = self.now();
         let txn = crate::db::begin_bookkeeping(&self.db).await?;
         // Which claims still held: the successes a lease at a time, the failures one by one.
-        let mut held: HashSet<&str> = HashSet::new();
+        let mut held: HashSet<String> = HashSet::new();
         let mut succeeded: BTreeMap<(DateTime<Utc>, i32), Vec<&ClaimedDelivery>> = BTreeMap::new();
         for (claimed, outcome) in attempts {
             match outcome {
@@ -712,7 +712,7 @@ impl Ledger {
                 }
                 AttemptOutcome::NotDelivered { .. } => {
                     if record_failure(&txn, claimed, outcome).await? {
-                        held.insert(&claimed.id);
+                        held.insert(claimed.id.clone());
                     }
                 }
             }
@@ -732,11 +732,7 @@ impl Ledger {
                     .filter(Column::LeasedUntil.eq(until))
                     .exec_with_returning(&txn)
                     .await?;
-                for row in updated {
-                    if let Some(claimed) = chunk.iter().find(|claimed| claimed.id == row.id) {
-                        held.insert(&claimed.id);
-                    }
-                }
+                held.extend(updated.into_iter().map(|row| row.id));
             }
         }
         // What the held attempts mean for their endpoints, in the order they were made.

@@ -69,6 +69,7 @@ impl AuditEvent {
 
 /// Who acted.
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "ledger::AuditActorType")]
 pub enum AuditActorType {
     /// The admin token (or an operator's command line).
     Admin,
@@ -80,30 +81,6 @@ pub enum AuditActorType {
     Stripe,
     /// The server itself.
     System,
-}
-
-impl From<ledger::AuditActorType> for AuditActorType {
-    fn from(kind: ledger::AuditActorType) -> Self {
-        match kind {
-            ledger::AuditActorType::Admin => Self::Admin,
-            ledger::AuditActorType::ApiKey => Self::ApiKey,
-            ledger::AuditActorType::ClientSession => Self::ClientSession,
-            ledger::AuditActorType::Stripe => Self::Stripe,
-            ledger::AuditActorType::System => Self::System,
-        }
-    }
-}
-
-impl From<AuditActorType> for ledger::AuditActorType {
-    fn from(kind: AuditActorType) -> Self {
-        match kind {
-            AuditActorType::Admin => Self::Admin,
-            AuditActorType::ApiKey => Self::ApiKey,
-            AuditActorType::ClientSession => Self::ClientSession,
-            AuditActorType::Stripe => Self::Stripe,
-            AuditActorType::System => Self::System,
-        }
-    }
 }
 
 /// Which audit rows to list.

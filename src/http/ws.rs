@@ -163,9 +163,9 @@ pub async fn upgrade(
     let span = tracing::Span::current();
     let open = state.sockets.open();
     // The upgrade's request id stands for every operation of the socket.
-    let origin = Origin { client_address: Some(ip), request_id: request_id.map(|id| id.0.0) };
+    let request_id = request_id.map(|id| id.0.0);
     ws.on_upgrade(move |socket| {
-        let connection = Connection::new(state, protocol, span, (ip, origin), open);
+        let connection = Connection::new(state, protocol, span, ip, request_id, open);
         connection.run(socket, header_token)
     })
 }
@@ -191,7 +191,7 @@ struct Connection {
     finished_rx: mpsc::UnboundedReceiver<String>,
     /// The client's address (the rate-limit bucket without a token).
     ip: std::net::IpAddr,
-    /// The client's address and the upgrade's request id, for audit rows.
+    /// That address and the upgrade's request id, for audit rows.
     origin: Origin,
     /// This socket in the open counts.
     open: OpenSocket,
@@ -220,7 +220,8 @@ impl Connection {
         state: AppState,
         protocol: WebSocketProtocols,
         span: tracing::Span,
-        (ip, origin): (std::net::IpAddr, Origin),
+        ip: std::net::IpAddr,
+        request_id: Option<std::sync::Arc<str>>,
         open: OpenSocket,
     ) -> Self {
         let (out, out_rx) = mpsc::channel(OUTGOING_QUEUE);
@@ -235,7 +236,7 @@ impl Connection {
             finished_tx,
             finished_rx,
             ip,
-            origin,
+            origin: Origin { client_address: Some(ip), request_id },
             open,
         }
     }

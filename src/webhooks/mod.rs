@@ -147,10 +147,7 @@ impl Dispatcher {
             };
             let (events, claimed) = self.ledger.fan_out_and_claim(500, lease, take).await?;
             for (delivery, permits) in claimed.into_iter().zip(slots) {
-                let dispatcher = self.clone();
-                tokio::spawn(async move {
-                    dispatcher.attempt(delivery, permits).await;
-                });
+                self.spawn_attempt(delivery, permits);
             }
             if events < 500 {
                 break;
@@ -188,15 +185,16 @@ impl Dispatcher {
     /// after [`WAIT`] is given back.
     fn start_or_wait(&self, delivery: ClaimedDelivery, since: Instant, given_back: &mut Vec<String>) {
         match self.permits(&delivery.endpoint_id) {
-            Some(permits) => {
-                let dispatcher = self.clone();
-                tokio::spawn(async move {
-                    dispatcher.attempt(delivery, permits).await;
-                });
-            }
+            Some(permits) => self.spawn_attempt(delivery, permits),
             None if since.elapsed() < WAIT => lock(&self.waiting).push((since, delivery)),
             None => given_back.push(delivery.id),
         }
+    }
+
+    /// Makes an attempt of `delivery` in its own task, holding `permits` until answered.
+    fn spawn_attempt(&self, delivery: ClaimedDelivery, permits: (OwnedSemaphorePermit, OwnedSemaphorePermit)) {
+        let dispatcher = self.clone();
+        tokio::spawn(async move { dispatcher.attempt(delivery, permits).await });
     }
 
     /// A slot overall and one of the endpoint's, or none if either is full.
