@@ -51,19 +51,23 @@ impl Subscription {
         let ledger = ctx.data_unchecked::<Ledger>().clone();
         // Subscribe before reading the starting point, so nothing falls in between.
         let receiver = ledger.events().subscribe(&organization_id);
-        let start = ledger.balance(&organization_id).await.map_err(ApiError::from)?;
+        // Boxed, like every read here: async-graphql keeps this function's future inside
+        // the subscription's stream for its whole life, at its largest size.
+        let start = Box::pin(ledger.balance(&organization_id)).await.map_err(ApiError::from)?;
         let follower = Follower::new(ledger.clone(), organization_id, receiver, start.version);
         let live = LiveSubscription::start("creditBalanceChanged");
+        // The reads below are boxed: an idle subscription then holds only its wait for a
+        // hint, not the space of a database read (10,000 idle subscribers are the target).
         let changes =
             futures::stream::unfold((follower, start, ledger), |(mut follower, mut current, ledger)| async move {
                 loop {
                     match follower.next().await? {
                         Followed::Changed { seq, balance, at, .. } => {
-                            current = balance_after(&ledger, current, seq, balance, at).await;
+                            current = Box::pin(balance_after(&ledger, current, seq, balance, at)).await;
                             return Some((CreditBalance(current.clone()), (follower, current, ledger)));
                         }
                         Followed::Held { .. } => {
-                            let Some(now) = held_changed(&ledger, &current).await else { continue };
+                            let Some(now) = Box::pin(held_changed(&ledger, &current)).await else { continue };
                             current = now;
                             return Some((CreditBalance(current.clone()), (follower, current, ledger)));
                         }
@@ -94,8 +98,7 @@ impl Subscription {
         }
         let ledger = ctx.data_unchecked::<Ledger>().clone();
         let receiver = ledger.events().subscribe(&organization_id);
-        let organization = ledger
-            .organization(&organization_id)
+        let organization = Box::pin(ledger.organization(&organization_id))
             .await
             .map_err(ApiError::from)?
             .ok_or(ApiError::NotFound("organization"))?;
@@ -107,7 +110,7 @@ impl Subscription {
             )
             .into());
         }
-        let start = ledger.balance(&organization_id).await.map_err(ApiError::from)?;
+        let start = Box::pin(ledger.balance(&organization_id)).await.map_err(ApiError::from)?;
         // "Low" compares what is available (held and expired credits are not).
         let balance = start.available;
         let was_low = is_low(balance, watched);
@@ -196,7 +199,7 @@ impl LowBalanceWatch {
         loop {
             let (transaction_id, at) = match self.follower.next().await? {
                 Followed::Changed { seq, balance, transaction_id, at } => {
-                    self.current = balance_after(&self.ledger, self.current.clone(), seq, balance, at).await;
+                    self.current = Box::pin(balance_after(&self.ledger, self.current.clone(), seq, balance, at)).await;
                     self.balance = self.current.available;
                     (Some(transaction_id), at)
                 }
@@ -206,7 +209,7 @@ impl LowBalanceWatch {
                     (None, at)
                 }
                 Followed::Held { at } => {
-                    let Some(now) = held_changed(&self.ledger, &self.current).await else { continue };
+                    let Some(now) = Box::pin(held_changed(&self.ledger, &self.current)).await else { continue };
                     self.current = now;
                     self.balance = self.current.available;
                     (None, at)

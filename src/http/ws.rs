@@ -30,9 +30,9 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::header::{AUTHORIZATION, HOST, ORIGIN};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
@@ -43,7 +43,11 @@ use super::observe::RequestId;
 use super::rate_limit::RateKey;
 use crate::graphql::{Caller, Origin, request_data};
 
-/// Outgoing messages queued per connection before senders wait.
+/// Outgoing messages queued per connection before senders wait (plus one per sender).
+///
+/// The queue is futures' channel, not Tokio's: Tokio's allocates a block of 32 slots
+/// up front (1.5 KiB per socket), futures' a node per queued message, and an idle
+/// subscriber's queue is empty.
 const OUTGOING_QUEUE: usize = 64;
 /// Longest a single write to the client may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -147,12 +151,13 @@ pub async fn upgrade(
     let header_token =
         headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok()).map(|value| bearer_token(value).to_owned());
     // Small buffers: tungstenite's default 128 KiB read buffer per socket would cost more
-    // than everything else an idle subscriber holds.
+    // than everything else an idle subscriber holds. Clients' messages are small; a
+    // larger one is read in 1 KiB steps into a buffer reserved for its whole length.
     let ws = ws
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(state.limits.body_bytes)
         .max_frame_size(state.limits.body_bytes)
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(1024 * 1024);
     let protocol = ws
@@ -186,9 +191,8 @@ struct Connection {
     span: tracing::Span,
     out: mpsc::Sender<Message>,
     out_rx: Option<mpsc::Receiver<Message>>,
+    /// Operations by id; a finished one stays until the next `start` clears it.
     operations: HashMap<String, AbortHandle>,
-    finished_tx: mpsc::UnboundedSender<String>,
-    finished_rx: mpsc::UnboundedReceiver<String>,
     /// The client's address (the rate-limit bucket without a token).
     ip: std::net::IpAddr,
     /// That address and the upgrade's request id, for audit rows.
@@ -225,7 +229,6 @@ impl Connection {
         open: OpenSocket,
     ) -> Self {
         let (out, out_rx) = mpsc::channel(OUTGOING_QUEUE);
-        let (finished_tx, finished_rx) = mpsc::unbounded_channel();
         Self {
             state,
             legacy: protocol == WebSocketProtocols::SubscriptionsTransportWS,
@@ -233,8 +236,6 @@ impl Connection {
             out,
             out_rx: Some(out_rx),
             operations: HashMap::new(),
-            finished_tx,
-            finished_rx,
             ip,
             origin: Origin { client_address: Some(ip), request_id },
             open,
@@ -245,7 +246,7 @@ impl Connection {
         let (mut sink, mut incoming) = socket.split();
         let Some(mut out_rx) = self.out_rx.take() else { return };
         let writer = tokio::spawn(async move {
-            while let Some(message) = out_rx.recv().await {
+            while let Some(message) = out_rx.next().await {
                 let closing = matches!(message, Message::Close(_));
                 // A peer that stops reading fills its TCP window; give up on it.
                 let sent = tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await;
@@ -293,7 +294,8 @@ impl Connection {
     {
         // 1. `connection_init`, in time, with a valid token.
         let deadline = tokio::time::Instant::now() + self.state.limits.ws_init_timeout;
-        let payload = loop {
+        // Only the token is kept of the payload: an idle socket holds its state for hours.
+        let payload_token = loop {
             let message = match tokio::time::timeout_at(deadline, incoming.next()).await {
                 Err(_) => return Flow::Close(4408, "Connection initialisation timeout"),
                 Ok(Some(Err(error))) if is_too_big(&error) => return Flow::Close(1009, "Message too big"),
@@ -308,7 +310,7 @@ impl Connection {
             };
             let Some(parsed) = parsed else { return Flow::Close(4400, "Invalid message") };
             match parsed.get("type").and_then(Value::as_str) {
-                Some("connection_init") => break parsed.get("payload").cloned().unwrap_or(Value::Null),
+                Some("connection_init") => break parsed.get("payload").and_then(payload_token),
                 Some("ping") if !self.legacy => {
                     self.send(json!({ "type": "pong" }));
                 }
@@ -319,15 +321,19 @@ impl Connection {
         // Watch revocation hints before reading the key, so a revocation committed
         // between the two is still noticed.
         let key_watch = self.state.ledger.events().key_watch();
-        let token = payload_token(&payload).or(header_token);
+        let token = payload_token.or(header_token);
         let caller = match token {
-            Some(token) => match caller_for_token(&token, self.state.admin_token.as_ref(), &self.state.ledger).await {
-                Ok(caller) => caller,
-                Err(error) => {
-                    tracing::error!(%error, "WebSocket authentication failed: database unavailable");
-                    return Flow::Close(4500, "Service unavailable");
+            // Boxed, as every database call of this loop: its future is only alive while
+            // it runs, and the connection's own future stays small for the socket's life.
+            Some(token) => {
+                match Box::pin(caller_for_token(&token, self.state.admin_token.as_ref(), &self.state.ledger)).await {
+                    Ok(caller) => caller,
+                    Err(error) => {
+                        tracing::error!(%error, "WebSocket authentication failed: database unavailable");
+                        return Flow::Close(4500, "Service unavailable");
+                    }
                 }
-            },
+            }
             None => Caller::Anonymous,
         };
         if caller.require_any().is_err() {
@@ -382,7 +388,7 @@ impl Connection {
                     };
                     last_heard = Instant::now();
                     let flow = match message {
-                        Message::Text(text) => self.handle(text.as_str(), &caller).await,
+                        Message::Text(text) => self.handle(text.as_str(), &caller),
                         Message::Binary(_) => Flow::Close(4400, "Invalid message"),
                         Message::Ping(_) | Message::Pong(_) => Flow::Continue,
                         Message::Close(_) => return Flow::Continue,
@@ -391,19 +397,16 @@ impl Connection {
                         return flow;
                     }
                 }
-                Some(id) = self.finished_rx.recv() => {
-                    self.operations.remove(&id);
-                }
                 // Only a hint: the key is re-checked in the database before closing.
                 () = revocation.hinted() => {
-                    if !self.still_authorized(&caller).await {
+                    if !Box::pin(self.still_authorized(&caller)).await {
                         return Flow::Close(4403, "Forbidden");
                     }
                 }
                 _ = ticker.tick() => {
                     if last_checked.elapsed() >= keepalive * 4 {
                         last_checked = Instant::now();
-                        if !self.still_authorized(&caller).await {
+                        if !Box::pin(self.still_authorized(&caller)).await {
                             return Flow::Close(4403, "Forbidden");
                         }
                     }
@@ -425,7 +428,7 @@ impl Connection {
     }
 
     /// One client message after the acknowledgement.
-    async fn handle(&mut self, raw: &str, caller: &Caller) -> Flow {
+    fn handle(&mut self, raw: &str, caller: &Caller) -> Flow {
         let Ok(message) = serde_json::from_str::<Value>(raw) else {
             return Flow::Close(4400, "Invalid message");
         };
@@ -443,7 +446,9 @@ impl Connection {
                 Flow::Continue
             }
             (Some("stop"), Some(id)) if self.legacy => {
-                if let Some(operation) = self.operations.remove(&id) {
+                if let Some(operation) = self.operations.remove(&id)
+                    && !operation.is_finished()
+                {
                     operation.abort();
                     return self.send(json!({ "type": "complete", "id": id }));
                 }
@@ -456,6 +461,8 @@ impl Connection {
 
     /// Starts an operation: its results go out as `next`/`data` messages until it ends.
     fn start(&mut self, id: String, payload: Option<&Value>, caller: &Caller) -> Flow {
+        // A finished operation's id may be used again.
+        self.operations.retain(|_, operation| !operation.is_finished());
         if self.operations.contains_key(&id) {
             return Flow::Close(4409, "Subscriber for this id already exists");
         }
@@ -464,8 +471,7 @@ impl Connection {
         }
         let Some(payload) = payload.cloned() else { return Flow::Close(4400, "Invalid message") };
         let (next, error) = if self.legacy { ("data", "error") } else { ("next", "error") };
-        let out = self.out.clone();
-        let finished = self.finished_tx.clone();
+        let mut out = self.out.clone();
         let prepared = self
             .state
             .rate_limits
@@ -506,12 +512,10 @@ impl Connection {
                         return;
                     }
                     if is_request_error {
-                        let _ = finished.send(task_id);
                         return;
                     }
                 }
                 let _ = out.send(text(json!({ "type": "complete", "id": task_id }))).await;
-                let _ = finished.send(task_id);
             }
             .instrument(operation),
         );
@@ -539,7 +543,7 @@ impl Connection {
 
     /// Queues a message without waiting: a client whose queue is full does not read,
     /// and is dropped rather than allowed to stall this loop.
-    fn send(&self, message: Value) -> Flow {
+    fn send(&mut self, message: Value) -> Flow {
         match self.out.try_send(text(message)) {
             Ok(()) => Flow::Continue,
             Err(_) => Flow::Abandon,

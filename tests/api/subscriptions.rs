@@ -268,6 +268,14 @@ async fn both_sub_protocols_and_their_rules() {
     let error = ws.message().await;
     assert_eq!((error["type"].clone(), error["id"].clone()), (json!("error"), json!("bad")));
     assert_eq!(error["payload"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED");
+    // An operation's id is free again once it has completed; a message many times the
+    // socket's 1 KiB read buffer arrives whole.
+    let padded = format!("{{ creditBalance {{ balance }} }}{}", " ".repeat(40_000));
+    for query in ["{ creditBalance { balance } }", padded.as_str()] {
+        ws.subscribe(false, "again", query, json!({})).await;
+        assert_eq!(payload(&ws.message().await, "creditBalance")["balance"], 95);
+        assert_eq!(ws.message().await, json!({ "type": "complete", "id": "again" }));
+    }
     ws.subscribe(false, "live", CHANGED, json!({})).await;
     ws.subscribe(false, "live", CHANGED, json!({})).await;
     assert_eq!(ws.closed().await, 4409, "duplicate operation id");

@@ -129,7 +129,9 @@ impl Follower {
             if self.failures > 0 {
                 tokio::time::sleep(backoff(self.failures)).await;
             }
-            self.read().await;
+            // Boxed: a read's future is large and alive only while it runs, and an idle
+            // follower (most of them, most of the time) then holds only the wait above.
+            Box::pin(self.read()).await;
         }
     }
 
