@@ -17,7 +17,7 @@ use entity::{audit_event, webhook_endpoint, webhook_event};
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait};
 use serde_json::{Map, Value, json};
 
-use crate::events::{EventHub, Hint, notify_hint, notify_key_revoked};
+use crate::events::{EventHub, Hint, notify_all};
 use crate::{Audit, AuditAction, EventType, LedgerError, new_id};
 
 /// An outgoing event to write with the commit.
@@ -106,14 +106,7 @@ impl Outbox {
             audit_event::Entity::insert_many(self.audits).exec_without_returning(&txn).await?;
         }
         let postgres = txn.get_database_backend() == DbBackend::Postgres;
-        if postgres {
-            for hint in &self.hints {
-                notify_hint(&txn, hint).await?;
-            }
-            for id in &self.revoked {
-                notify_key_revoked(&txn, id).await?;
-            }
-        }
+        notify_all(&txn, &self.hints, &self.revoked).await?;
         txn.commit().await?;
         if deliveries > 0 {
             hub.deliveries().notify_one();

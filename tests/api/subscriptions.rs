@@ -363,6 +363,31 @@ async fn a_change_on_one_replica_reaches_subscribers_of_another() {
     let _ = (org, first);
 }
 
+/// A batch of many organizations' consumes sends all its notifications in one statement;
+/// each organization's subscribers on another replica still hear of their own change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_organization_of_a_batch_reaches_its_subscribers_on_another_replica() {
+    let Some(app) = spawn_app(Engine::Postgres).await else { return };
+    let replica = app.spawn_replica().await;
+    let mut keys = Vec::new();
+    let mut sockets = Vec::new();
+    for n in 0..8 {
+        let (_, key) = app.funded_org(&format!("Batched {n}"), 100).await;
+        let mut ws = WsClient::connect(&replica, TRANSPORT_WS, &key).await;
+        ws.subscribe(false, "c", CHANGED, json!({})).await;
+        keys.push(key);
+        sockets.push(ws);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let consumed = join_all(keys.iter().enumerate().map(|(n, key)| app.consume(key, n as i64 + 1))).await;
+    assert!(consumed.iter().all(Result::is_ok), "{consumed:?}");
+    for (n, ws) in sockets.iter_mut().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let message = message_by(ws, deadline, "its organization's change").await;
+        assert_eq!(payload(&message, "creditBalanceChanged")["balance"], json!(100 - (n as i64 + 1)));
+    }
+}
+
 /// The reference graphql-transport-ws client (npm `graphql-ws`, installed by `.ci/run`
 /// into `tests/audit`) is refused with a wrong token and receives a live change.
 // Multi-threaded: this test blocks its thread reading the client's output.

@@ -35,7 +35,7 @@ pub use follower::{Followed, Follower};
 pub use hub::{EventHub, KeyHint, KeyWatch};
 pub use postgres::listen_postgres;
 pub use sqlite::poll_sqlite_revocations;
-pub use wire::{BALANCE_CHANNEL, BalanceEvent, Hint, KEY_CHANNEL, notify, notify_hint, notify_key_revoked};
+pub use wire::{BALANCE_CHANNEL, BalanceEvent, Hint, KEY_CHANNEL, notify_all};
 
 /// The first wait before a retry.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
