@@ -68,6 +68,12 @@ pub async fn connect_with(url: &str, statement_timeout: Duration) -> Result<Data
 /// serve the same statement outside a write on that connection, and one made outside
 /// may serve it here; our writes and reads alike find their rows by index.
 pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    begin_with(db, "SET LOCAL enable_seqscan = off").await
+}
+
+/// Begins a write; on PostgreSQL with `settings` (one round trip: a simple query may hold
+/// several statements).
+async fn begin_with(db: &DatabaseConnection, settings: &str) -> Result<DatabaseTransaction, DbErr> {
     match db.get_database_backend() {
         DbBackend::Sqlite => {
             let options = TransactionOptions {
@@ -78,7 +84,7 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
         }
         _ => {
             let txn = db.begin().await?;
-            txn.execute_unprepared("SET LOCAL enable_seqscan = off").await?;
+            txn.execute_unprepared(settings).await?;
             Ok(txn)
         }
     }
@@ -117,11 +123,7 @@ fn stable_plans(handle: &mut sea_orm::sqlx::sqlite::LockedSqliteHandle<'_>) {
 /// attempt together. It spares the dispatcher a disk flush per round, which the ledger's
 /// own commits would otherwise queue behind.
 pub(crate) async fn begin_bookkeeping(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
-    let txn = begin_write(db).await?;
-    if db.get_database_backend() == DbBackend::Postgres {
-        txn.execute_unprepared("SET LOCAL synchronous_commit = off").await?;
-    }
-    Ok(txn)
+    begin_with(db, "SET LOCAL enable_seqscan = off; SET LOCAL synchronous_commit = off").await
 }
 
 /// The connection the group committer writes through: on a SQLite file, one of its own
