@@ -423,9 +423,7 @@ async fn webhooks(label: &str, server: &Server, window: Duration, rows: &mut Vec
     // answered within the window are counted; those still in flight at its end (at most
     // one a connection) commit too, and their events arrive as well.
     let expected = with.ok as usize;
-    while heard.lock().unwrap().delays.len() < expected
-        && started.elapsed() < Duration::from_secs(60 + window.as_secs())
-    {
+    while heard.lock().unwrap().ids.len() < expected && started.elapsed() < Duration::from_secs(60 + window.as_secs()) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let drained = started.elapsed();

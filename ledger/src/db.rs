@@ -68,12 +68,12 @@ pub async fn connect_with(url: &str, statement_timeout: Duration) -> Result<Data
 /// serve the same statement outside a write on that connection, and one made outside
 /// may serve it here; our writes and reads alike find their rows by index.
 pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
-    begin_with(db, "SET LOCAL enable_seqscan = off").await
+    begin_with(db, "").await
 }
 
-/// Begins a write; on PostgreSQL with `settings` (one round trip: a simple query may hold
-/// several statements).
-async fn begin_with(db: &DatabaseConnection, settings: &str) -> Result<DatabaseTransaction, DbErr> {
+/// Begins a write; on PostgreSQL with no sequential scans and `more` settings, in one
+/// round trip (a simple query may hold several statements).
+async fn begin_with(db: &DatabaseConnection, more: &str) -> Result<DatabaseTransaction, DbErr> {
     match db.get_database_backend() {
         DbBackend::Sqlite => {
             let options = TransactionOptions {
@@ -84,7 +84,7 @@ async fn begin_with(db: &DatabaseConnection, settings: &str) -> Result<DatabaseT
         }
         _ => {
             let txn = db.begin().await?;
-            txn.execute_unprepared(settings).await?;
+            txn.execute_unprepared(&format!("SET LOCAL enable_seqscan = off;{more}")).await?;
             Ok(txn)
         }
     }
@@ -123,7 +123,7 @@ fn stable_plans(handle: &mut sea_orm::sqlx::sqlite::LockedSqliteHandle<'_>) {
 /// attempt together. It spares the dispatcher a disk flush per round, which the ledger's
 /// own commits would otherwise queue behind.
 pub(crate) async fn begin_bookkeeping(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
-    begin_with(db, "SET LOCAL enable_seqscan = off; SET LOCAL synchronous_commit = off").await
+    begin_with(db, " SET LOCAL synchronous_commit = off").await
 }
 
 /// The connection the group committer writes through: on a SQLite file, one of its own

@@ -51,13 +51,13 @@ impl Subscription {
         let ledger = ctx.data_unchecked::<Ledger>().clone();
         // Subscribe before reading the starting point, so nothing falls in between.
         let receiver = ledger.events().subscribe(&organization_id);
-        // Boxed, like every read here: async-graphql keeps this function's future inside
-        // the subscription's stream for its whole life, at its largest size.
+        // Every database read of these streams is boxed (here, in the follower, in
+        // `balance_after` and `held_changed`): async-graphql keeps this function's future
+        // inside the subscription's stream for its whole life, at its largest size, and an
+        // idle subscriber should hold only its wait for a hint (10,000 are the target).
         let start = Box::pin(ledger.balance(&organization_id)).await.map_err(ApiError::from)?;
         let follower = Follower::new(ledger.clone(), organization_id, receiver, start.version);
         let live = LiveSubscription::start("creditBalanceChanged");
-        // The reads below are boxed: an idle subscription then holds only its wait for a
-        // hint, not the space of a database read (10,000 idle subscribers are the target).
         let changes =
             futures::stream::unfold((follower, start, ledger), |(mut follower, mut current, ledger)| async move {
                 loop {

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -152,7 +152,8 @@ pub async fn upgrade(
         headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok()).map(|value| bearer_token(value).to_owned());
     // Small buffers: tungstenite's default 128 KiB read buffer per socket would cost more
     // than everything else an idle subscriber holds. Clients' messages are small; a
-    // larger one is read in 1 KiB steps into a buffer reserved for its whole length.
+    // larger one is read in 1 KiB steps into a buffer reserved for its whole length
+    // (which the socket then keeps: one large message costs its size for the socket's life).
     let ws = ws
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(state.limits.body_bytes)
@@ -175,6 +176,20 @@ pub async fn upgrade(
     })
 }
 
+/// One running operation of a connection.
+struct Operation {
+    task: AbortHandle,
+    /// Set by the operation before it queues its last message, so that a client that
+    /// reuses the id as soon as it reads that message finds it free.
+    ended: Arc<AtomicBool>,
+}
+
+impl Operation {
+    fn is_over(&self) -> bool {
+        self.ended.load(Ordering::Acquire) || self.task.is_finished()
+    }
+}
+
 /// What the connection loop does next.
 enum Flow {
     /// Keep serving.
@@ -191,8 +206,8 @@ struct Connection {
     span: tracing::Span,
     out: mpsc::Sender<Message>,
     out_rx: Option<mpsc::Receiver<Message>>,
-    /// Operations by id; a finished one stays until the next `start` clears it.
-    operations: HashMap<String, AbortHandle>,
+    /// Operations by id; an ended one stays until the next `start` or keep-alive tick.
+    operations: HashMap<String, Operation>,
     /// The client's address (the rate-limit bucket without a token).
     ip: std::net::IpAddr,
     /// That address and the upgrade's request id, for audit rows.
@@ -260,7 +275,7 @@ impl Connection {
         if let Flow::Abandon = outcome {
             writer.abort();
             for (_, operation) in self.operations.drain() {
-                operation.abort();
+                operation.task.abort();
             }
             return;
         }
@@ -278,7 +293,7 @@ impl Connection {
             .await;
         }
         for (_, operation) in self.operations.drain() {
-            operation.abort();
+            operation.task.abort();
         }
         drop(self.out);
         // A peer that reads nothing cannot hold the socket open for long.
@@ -295,7 +310,7 @@ impl Connection {
         // 1. `connection_init`, in time, with a valid token.
         let deadline = tokio::time::Instant::now() + self.state.limits.ws_init_timeout;
         // Only the token is kept of the payload: an idle socket holds its state for hours.
-        let payload_token = loop {
+        let init_token = loop {
             let message = match tokio::time::timeout_at(deadline, incoming.next()).await {
                 Err(_) => return Flow::Close(4408, "Connection initialisation timeout"),
                 Ok(Some(Err(error))) if is_too_big(&error) => return Flow::Close(1009, "Message too big"),
@@ -321,7 +336,7 @@ impl Connection {
         // Watch revocation hints before reading the key, so a revocation committed
         // between the two is still noticed.
         let key_watch = self.state.ledger.events().key_watch();
-        let token = payload_token.or(header_token);
+        let token = init_token.or(header_token);
         let caller = match token {
             // Boxed, as every database call of this loop: its future is only alive while
             // it runs, and the connection's own future stays small for the socket's life.
@@ -404,6 +419,8 @@ impl Connection {
                     }
                 }
                 _ = ticker.tick() => {
+                    // An ended operation's task is freed now, not at the next `start`.
+                    self.operations.retain(|_, operation| !operation.is_over());
                     if last_checked.elapsed() >= keepalive * 4 {
                         last_checked = Instant::now();
                         if !Box::pin(self.still_authorized(&caller)).await {
@@ -441,15 +458,15 @@ impl Connection {
             (Some("start"), Some(id)) if self.legacy => self.start(id, message.get("payload"), caller),
             (Some("complete"), Some(id)) if !self.legacy => {
                 if let Some(operation) = self.operations.remove(&id) {
-                    operation.abort();
+                    operation.task.abort();
                 }
                 Flow::Continue
             }
             (Some("stop"), Some(id)) if self.legacy => {
                 if let Some(operation) = self.operations.remove(&id)
-                    && !operation.is_finished()
+                    && !operation.is_over()
                 {
-                    operation.abort();
+                    operation.task.abort();
                     return self.send(json!({ "type": "complete", "id": id }));
                 }
                 Flow::Continue
@@ -461,8 +478,8 @@ impl Connection {
 
     /// Starts an operation: its results go out as `next`/`data` messages until it ends.
     fn start(&mut self, id: String, payload: Option<&Value>, caller: &Caller) -> Flow {
-        // A finished operation's id may be used again.
-        self.operations.retain(|_, operation| !operation.is_finished());
+        // An ended operation's id may be used again.
+        self.operations.retain(|_, operation| !operation.is_over());
         if self.operations.contains_key(&id) {
             return Flow::Close(4409, "Subscriber for this id already exists");
         }
@@ -471,7 +488,6 @@ impl Connection {
         }
         let Some(payload) = payload.cloned() else { return Flow::Close(4400, "Invalid message") };
         let (next, error) = if self.legacy { ("data", "error") } else { ("next", "error") };
-        let mut out = self.out.clone();
         let prepared = self
             .state
             .rate_limits
@@ -490,11 +506,14 @@ impl Connection {
             ),
             Err(refusal) => {
                 let errors = [async_graphql::ServerError::from(refusal)];
-                let message = text(json!({ "type": error, "id": id, "payload": errors }));
-                let _ = out.try_send(message);
-                return Flow::Continue;
+                // Through the connection's own sender: a fresh clone of futures' sender
+                // always has a slot, so a client that does not read could grow the queue.
+                return self.send(json!({ "type": error, "id": id, "payload": errors }));
             }
         };
+        let mut out = self.out.clone();
+        let ended = Arc::new(AtomicBool::new(false));
+        let ending = ended.clone();
         let schema = self.state.schema.clone();
         let task_id = id.clone();
         let task = tokio::spawn(
@@ -503,6 +522,7 @@ impl Connection {
                 while let Some(response) = responses.next().await {
                     let (is_request_error, body) = render(&response);
                     let message = if is_request_error {
+                        ending.store(true, Ordering::Release);
                         let errors = serde_json::to_string(&response.errors).unwrap_or_else(|_| "[]".into());
                         format!(r#"{{"type":"{error}","id":{},"payload":{errors}}}"#, json!(task_id))
                     } else {
@@ -515,11 +535,12 @@ impl Connection {
                         return;
                     }
                 }
+                ending.store(true, Ordering::Release);
                 let _ = out.send(text(json!({ "type": "complete", "id": task_id }))).await;
             }
             .instrument(operation),
         );
-        self.operations.insert(id, task.abort_handle());
+        self.operations.insert(id, Operation { task: task.abort_handle(), ended });
         Flow::Continue
     }
 

@@ -159,21 +159,23 @@ fn plausible_id(id: &str) -> bool {
 /// `conn` as PostgreSQL notifications, all in one statement (a batch of many
 /// organizations makes no round trip per organization); inside a transaction they are
 /// delivered only if and when that transaction commits. Does nothing on SQLite.
-pub async fn notify_all<C: ConnectionTrait>(conn: &C, hints: &[Hint], revoked: &[String]) -> Result<(), LedgerError> {
+pub(crate) async fn notify_all<C: ConnectionTrait>(
+    conn: &C,
+    hints: &[Hint],
+    revoked: &[String],
+) -> Result<(), LedgerError> {
     if conn.get_database_backend() != DbBackend::Postgres || (hints.is_empty() && revoked.is_empty()) {
         return Ok(());
     }
     let mut notifications = Vec::with_capacity(hints.len() + revoked.len());
     for hint in hints {
-        notifications.push((BALANCE_CHANNEL, hint.encode()?));
+        notifications.push(serde_json::json!([BALANCE_CHANNEL, hint.encode()?]));
     }
-    notifications.extend(revoked.iter().map(|key_id| (KEY_CHANNEL, key_id.clone())));
-    let notifications =
-        serde_json::to_string(&notifications).map_err(|error| LedgerError::internal(error.to_string()))?;
+    notifications.extend(revoked.iter().map(|key_id| serde_json::json!([KEY_CHANNEL, key_id])));
     conn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "SELECT pg_notify(n ->> 0, n ->> 1) FROM json_array_elements($1::text::json) AS n",
-        [notifications.into()],
+        [serde_json::Value::Array(notifications).to_string().into()],
     ))
     .await?;
     Ok(())
