@@ -62,3 +62,10 @@ pub mod metrics;
 pub use ::ledger;
 pub mod telemetry;
 pub mod webhooks;
+
+/// `mutex`, locked even when a panic elsewhere poisoned it: each of the server's mutexes
+/// guards a table or queue (rate buckets, open sockets, waiting deliveries, a request's
+/// null propagation) that stays usable whatever update was cut short.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -17,7 +17,7 @@
 //! field.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextExecute, NextResolve, ResolveInfo};
 use async_graphql::{PathSegment, QueryPathNode, QueryPathSegment, Response, ServerError, ServerResult, Value};
@@ -123,7 +123,7 @@ impl Extension for Propagation {
     ) -> Response {
         self.executing.store(true, Ordering::Relaxed);
         let mut response = next.run(ctx, operation_name).await;
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = crate::lock(&self.state);
         if state.data_is_null {
             response.data = Value::Null;
         }
@@ -148,7 +148,7 @@ impl Extension for Propagation {
             return result;
         }
         let path = path_of(path_node);
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = crate::lock(&self.state);
         // What this field's descendants left for it or for the items of its lists.
         let mut reached = Vec::new();
         state.pending.retain(|position| {

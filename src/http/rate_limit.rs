@@ -13,7 +13,7 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::graphql::Caller;
 use crate::graphql::errors::ApiError;
+use crate::lock;
 
 /// Address buckets kept at most (about 100 bytes each).
 const MAX_ADDRESSES: usize = 100_000;
@@ -163,12 +164,6 @@ impl RateLimits {
             }
         });
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A bucket table stays usable after a panic elsewhere: it holds no invariant a
-    // half-done update could break.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn token_hash(token: &str) -> [u8; 32] {

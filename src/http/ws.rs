@@ -89,7 +89,7 @@ impl SocketCounts {
 impl OpenSocket {
     /// Counts this socket against its token; false when the token has `max` open already.
     fn claim(&mut self, token: RateKey, max: usize) -> bool {
-        let mut per_token = self.counts.per_token.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut per_token = crate::lock(&self.counts.per_token);
         let count = per_token.entry(token.clone()).or_default();
         if *count >= max {
             return false;
@@ -103,7 +103,7 @@ impl OpenSocket {
 impl Drop for OpenSocket {
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
-            let mut per_token = self.counts.per_token.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut per_token = crate::lock(&self.counts.per_token);
             if let Some(count) = per_token.get_mut(&token) {
                 *count -= 1;
                 if *count == 0 {

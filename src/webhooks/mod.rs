@@ -27,6 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::config::WebhookConfig;
 use crate::ledger::Ledger;
 use crate::ledger::webhooks::{AttemptOutcome, ClaimedDelivery};
+use crate::lock;
 
 /// Attempts in flight per endpoint.
 pub const PER_ENDPOINT: usize = 16;
@@ -330,11 +331,6 @@ impl Dispatcher {
 }
 
 /// `wait`, give or take 10 %.
-/// `mutex`, locked; a panic elsewhere while it was held leaves nothing half-done here.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 fn jittered(wait: StdDuration) -> StdDuration {
     let random = uuid::Uuid::new_v4().as_u128() as u16;
     let factor = 0.9 + 0.2 * f64::from(random) / f64::from(u16::MAX);
