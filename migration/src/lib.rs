@@ -18,6 +18,7 @@ mod m20261206_000012_auto_top_up;
 mod m20261206_000013_fan_out_webhook_events;
 mod m20261206_000014_top_up_refunds;
 mod m20261206_000015_audit_log;
+mod m20261207_000016_index_present_keys_only;
 
 /// Every migration of the schema, oldest first.
 pub struct Migrator;
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000013_fan_out_webhook_events::Migration),
             Box::new(m20261206_000014_top_up_refunds::Migration),
             Box::new(m20261206_000015_audit_log::Migration),
+            Box::new(m20261207_000016_index_present_keys_only::Migration),
         ]
     }
 }
