@@ -6,11 +6,9 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use entity::{credit_hold, credit_lot, credit_transaction, credit_usage};
-use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IdenStatic, QueryFilter, Statement,
-};
+use entity::{credit_hold, credit_lot};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement};
 
 use crate::decide::{self, HeldCredits, Standing};
 use crate::events::Hint;
@@ -43,11 +41,8 @@ impl LedgerTx {
             }
         }
         let pending = std::mem::take(&mut self.pending);
-        let rows: Vec<_> = pending.iter().map(transaction_row).collect();
-        // Within SQLite's and PostgreSQL's bind-parameter limits (12 a row).
-        for chunk in rows.chunks(2_000) {
-            let inserted =
-                credit_transaction::Entity::insert_many(chunk.to_vec()).exec_without_returning(&self.txn).await;
+        if !pending.is_empty() {
+            let inserted = self.txn.execute_raw(insert_transactions(self.txn.get_database_backend(), &pending)).await;
             if let Err(error) = inserted {
                 return Err(duplicate_key_or(error));
             }
@@ -94,46 +89,30 @@ impl LedgerTx {
         // Every changed balance in one statement, each conditional on the version it had
         // when locked (a write that bypassed the lock could never be overwritten silently:
         // then fewer rows match).
-        for chunk in changed_orgs.chunks(500) {
-            let rows = chunk.iter().filter_map(|organization_id| {
-                let locked = self.locked.get(organization_id)?;
-                let state = &locked.state;
-                Some(vec![
-                    (organization_id.clone().into(), "text"),
-                    (state.balance.into(), "bigint"),
-                    (state.version.into(), "bigint"),
-                    (state.held.into(), "bigint"),
-                    (state.overdraft_limit.into(), "bigint"),
-                    (state.next_event().into(), "timestamptz"),
-                    ((locked.row.generation + 1).into(), "bigint"),
-                    (open_lots_from(state).into(), "bigint"),
-                    (locked.threshold.into(), "bigint"),
-                    (locked.top_up_below.into(), "bigint"),
-                    (locked.row.version.into(), "bigint"),
-                    (locked.row.generation.into(), "bigint"),
-                ])
-            });
-            let statement = update_from_values(
-                backend,
-                "credit_balances",
-                "organization_id",
-                &[
-                    "balance",
-                    "version",
-                    "held",
-                    "overdraft_limit",
-                    "next_event_at",
-                    "generation",
-                    "open_lots_from",
-                    "low_balance_threshold",
-                    "auto_top_up_below",
-                ],
-                at,
-                "version = v.column11 AND credit_balances.generation = v.column12",
-                rows,
-            );
-            let updated = self.txn.execute_raw(statement).await?;
-            if updated.rows_affected() != chunk.len() as u64 {
+        if !changed_orgs.is_empty() {
+            let rows: Vec<Value> = changed_orgs
+                .iter()
+                .filter_map(|organization_id| {
+                    let locked = self.locked.get(organization_id)?;
+                    let state = &locked.state;
+                    Some(serde_json::json!([
+                        organization_id,
+                        state.balance,
+                        state.version,
+                        state.held,
+                        state.overdraft_limit,
+                        state.next_event().map(sql_time),
+                        locked.row.generation + 1,
+                        open_lots_from(state),
+                        locked.threshold,
+                        locked.top_up_below,
+                        locked.row.version,
+                        locked.row.generation,
+                    ]))
+                })
+                .collect();
+            let updated = self.txn.execute_raw(update_balances(backend, rows, at)).await?;
+            if updated.rows_affected() != changed_orgs.len() as u64 {
                 return Err(LedgerError::internal("a balance changed under its lock"));
             }
         }
@@ -279,7 +258,6 @@ impl LedgerTx {
     /// sums per organization, slot, reference type and key. Written here, beside the
     /// transactions it sums and nowhere else, the rollup cannot disagree with them.
     async fn add_usage(&self, transactions: &[CreditTransaction]) -> Result<(), LedgerError> {
-        use credit_usage::Column;
         if transactions.is_empty() {
             return Ok(());
         }
@@ -293,54 +271,37 @@ impl LedgerTx {
             );
             sums.entry(key).or_default().count(transaction.kind, transaction.amount);
         }
-        let rows: Vec<_> = sums
+        let values: Vec<Value> = sums
             .into_iter()
-            .map(|((organization_id, slot_start, reference_type, api_key_id), sums)| credit_usage::ActiveModel {
-                organization_id: Set(organization_id.to_owned()),
-                slot_start: Set(slot_start),
-                reference_type: Set(reference_type.to_owned()),
-                api_key_id: Set(api_key_id.to_owned()),
-                consumed: Set(sums.consumed),
-                added: Set(sums.added),
-                expired: Set(sums.expired),
-                refunded: Set(sums.refunded),
-                transactions: Set(sums.transactions),
+            .map(|((organization_id, slot_start, reference_type, api_key_id), sums)| {
+                serde_json::json!([
+                    organization_id,
+                    sql_time(slot_start),
+                    reference_type,
+                    api_key_id,
+                    sums.consumed,
+                    sums.added,
+                    sums.expired,
+                    sums.refunded,
+                    sums.transactions,
+                ])
             })
             .collect();
-        let sums = [Column::Consumed, Column::Added, Column::Expired, Column::Refunded, Column::Transactions];
-        let mut upsert =
-            OnConflict::columns([Column::OrganizationId, Column::SlotStart, Column::ReferenceType, Column::ApiKeyId]);
-        for column in sums {
-            let name = column.as_str();
-            upsert.value(column, Expr::cust(format!("credit_usage.{name} + excluded.{name}")));
-        }
-        for chunk in rows.chunks(1_000) {
-            credit_usage::Entity::insert_many(chunk.to_vec())
-                .on_conflict(upsert.clone())
-                .exec_without_returning(&self.txn)
-                .await?;
-        }
+        let backend = self.txn.get_database_backend();
+        let rows = JsonRows::new(backend);
+        let sums = ["consumed", "added", "expired", "refunded", "transactions"];
+        let sql = format!(
+            "INSERT INTO credit_usage (organization_id, slot_start, reference_type, api_key_id, {}) \
+             SELECT {} FROM {} WHERE true \
+             ON CONFLICT (organization_id, slot_start, reference_type, api_key_id) DO UPDATE SET {}",
+            sums.join(", "),
+            rows.columns(&["text", "timestamptz", "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint"]),
+            rows.source(1),
+            sums.map(|name| format!("{name} = credit_usage.{name} + excluded.{name}")).join(", "),
+        );
+        let values = Value::Array(values).to_string();
+        self.txn.execute_raw(Statement::from_sql_and_values(backend, sql, [values.into()])).await?;
         Ok(())
-    }
-}
-
-fn transaction_row(transaction: &CreditTransaction) -> credit_transaction::ActiveModel {
-    credit_transaction::ActiveModel {
-        id: Set(transaction.id.clone()),
-        organization_id: Set(transaction.organization_id.clone()),
-        seq: Set(transaction.seq),
-        kind: Set(transaction.kind.as_str().to_owned()),
-        amount: Set(transaction.amount),
-        balance_after: Set(transaction.balance_after),
-        description: Set(transaction.description.clone()),
-        reference_type: Set(transaction.reference_type.clone()),
-        reference_id: Set(transaction.reference_id.clone()),
-        idempotency_key: Set(transaction.idempotency_key.clone()),
-        hold_id: Set(transaction.hold_id.clone()),
-        allocations: Set((!transaction.allocations.is_empty()).then(|| allocations_json(&transaction.allocations))),
-        api_key_id: Set(transaction.api_key_id.clone()),
-        client_session_id: Set(transaction.client_session_id.clone()),
-        created_at: Set(transaction.created_at),
     }
 }
 
@@ -388,56 +349,167 @@ fn update_lots(backend: DbBackend, lots: &[CreditLot], at: DateTime<Utc>) -> Sta
     Statement::from_sql_and_values(backend, sql, [at.into(), rows.into()])
 }
 
-/// `UPDATE table SET columns… = v.column2…, updated_at = at FROM (VALUES …) AS v WHERE
-/// table.key = v.column1 AND table.key IN (…) AND table.<matches>`: many rows changed in
-/// one statement, the same on both engines (`VALUES` columns are `column1`, `column2` …
-/// on each). Each row's first value is its key. Each value carries its SQL type, which
-/// PostgreSQL needs spelled out for parameters (a column of NULLs is no type).
-///
-/// The `IN` list repeats the keys so that PostgreSQL finds the rows by their index: with
-/// the join alone it may hash the `VALUES` and scan the whole table, every batch (it did,
-/// 17,000 lots deep, in the lots benchmark, when lots were updated this way).
-fn update_from_values(
-    backend: DbBackend,
-    table: &str,
-    key: &str,
-    columns: &[&str],
-    at: DateTime<Utc>,
-    matches: &str,
-    rows: impl Iterator<Item = Vec<(sea_orm::Value, &'static str)>>,
-) -> Statement {
-    let mut values: Vec<sea_orm::Value> = vec![at.into()];
-    let placeholder = |values: &[sea_orm::Value], cast: &str| match backend {
-        DbBackend::Postgres => format!("${}::{cast}", values.len()),
-        _ => "?".to_owned(),
-    };
-    let at_placeholder = placeholder(&values, "timestamptz");
-    let mut tuples = Vec::new();
-    let mut keys = Vec::new();
-    for row in rows {
-        let mut cells = Vec::with_capacity(row.len());
-        for (n, (value, cast)) in row.into_iter().enumerate() {
-            if n == 0 {
-                keys.push((value.clone(), cast));
-            }
-            values.push(value);
-            cells.push(placeholder(&values, cast));
+/// Rows handed to one statement as a single JSON array parameter (each row an array of
+/// its values), so that the statement's text is the same for any number of rows: each
+/// engine prepares it once per connection and plans it once. A statement whose text grows
+/// with its rows (a `VALUES` list, an `IN` list) is a new statement for every count, and
+/// batches come in every count: with many organizations the transactions, usage and
+/// balance writes of each size pushed one another out of every connection's statement
+/// cache (100 statements), and most batches prepared them again (SQLite compiling them,
+/// PostgreSQL parsing and planning them).
+pub(crate) struct JsonRows(DbBackend);
+
+impl JsonRows {
+    pub(crate) fn new(backend: DbBackend) -> Self {
+        Self(backend)
+    }
+
+    /// The `FROM` item yielding the rows of parameter `n` (counted from 1), as `r`.
+    pub(crate) fn source(&self, n: usize) -> String {
+        match self.0 {
+            DbBackend::Postgres => format!("jsonb_array_elements(${n}::jsonb) AS r(item)"),
+            _ => "json_each(?) AS r".to_owned(),
         }
-        tuples.push(format!("({})", cells.join(", ")));
     }
-    let mut key_cells = Vec::with_capacity(keys.len());
-    for (value, cast) in keys {
-        values.push(value);
-        key_cells.push(placeholder(&values, cast));
+
+    /// Value `i` of a row as `sql_type` (PostgreSQL's name for it; SQLite takes a JSON
+    /// value as it is: text, integer or NULL).
+    pub(crate) fn column(&self, i: usize, sql_type: &str) -> String {
+        match self.0 {
+            DbBackend::Postgres => format!("(r.item ->> {i})::{sql_type}"),
+            _ => format!("json_extract(r.value, '$[{i}]')"),
+        }
     }
-    let assignments: Vec<String> =
-        columns.iter().enumerate().map(|(i, column)| format!("{column} = v.column{}", i + 2)).collect();
+
+    /// The values of a row, in order, as `types`, comma-separated.
+    pub(crate) fn columns(&self, types: &[&str]) -> String {
+        types.iter().enumerate().map(|(i, sql_type)| self.column(i, sql_type)).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// A time as the statements of [`JsonRows`] take it: the text sqlx writes for a bound
+/// time on SQLite (RFC 3339, `+00:00`, as many fraction digits as needed), where times
+/// are stored as text and compared as text (the usage rollup's key, the sweeper's
+/// `next_event_at`), so a row written either way is the same; PostgreSQL reads it as a
+/// `timestamptz`.
+pub(crate) fn sql_time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
+
+/// `INSERT` of the batch's transactions, each carrying its allocations: one statement.
+fn insert_transactions(backend: DbBackend, transactions: &[CreditTransaction]) -> Statement {
+    let values: Vec<Value> = transactions
+        .iter()
+        .map(|transaction| {
+            serde_json::json!([
+                transaction.id,
+                transaction.organization_id,
+                transaction.seq,
+                transaction.kind.as_str(),
+                transaction.amount,
+                transaction.balance_after,
+                transaction.description,
+                transaction.reference_type,
+                transaction.reference_id,
+                transaction.idempotency_key,
+                transaction.hold_id,
+                (!transaction.allocations.is_empty()).then(|| allocations_json(&transaction.allocations)),
+                transaction.api_key_id,
+                transaction.client_session_id,
+                sql_time(transaction.created_at),
+            ])
+        })
+        .collect();
+    let rows = JsonRows::new(backend);
+    let types = [
+        "text",
+        "text",
+        "bigint",
+        "text",
+        "bigint",
+        "bigint",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "timestamptz",
+    ];
     let sql = format!(
-        "UPDATE {table} SET {}, updated_at = {at_placeholder} FROM (VALUES {}) AS v \
-         WHERE {table}.{key} = v.column1 AND {table}.{key} IN ({}) AND {table}.{matches}",
-        assignments.join(", "),
-        tuples.join(", "),
-        key_cells.join(", ")
+        "INSERT INTO credit_transactions (id, organization_id, seq, kind, amount, balance_after, description, \
+         reference_type, reference_id, idempotency_key, hold_id, allocations, api_key_id, client_session_id, \
+         created_at) SELECT {} FROM {}",
+        rows.columns(&types),
+        rows.source(1),
     );
-    Statement::from_sql_and_values(backend, sql, values)
+    Statement::from_sql_and_values(backend, sql, [Value::Array(values).to_string().into()])
+}
+
+/// `UPDATE credit_balances` of the changed organizations, each row
+/// `[organization, balance, version, held, overdraft limit, next event, generation,
+/// open lots from, threshold, top-up below, version locked, generation locked]`, each
+/// written only if it still has the version and generation it was locked at: one
+/// statement. The rows are found by key (`= ANY` on PostgreSQL, which might otherwise
+/// plan the join as a scan of every balance).
+fn update_balances(backend: DbBackend, rows: Vec<Value>, at: DateTime<Utc>) -> Statement {
+    let json = JsonRows::new(backend);
+    let set = [
+        ("balance", 1, "bigint"),
+        ("version", 2, "bigint"),
+        ("held", 3, "bigint"),
+        ("overdraft_limit", 4, "bigint"),
+        ("next_event_at", 5, "timestamptz"),
+        ("generation", 6, "bigint"),
+        ("open_lots_from", 7, "bigint"),
+        ("low_balance_threshold", 8, "bigint"),
+        ("auto_top_up_below", 9, "bigint"),
+    ];
+    let assignments: Vec<String> =
+        set.iter().map(|(column, i, sql_type)| format!("{column} = {}", json.column(*i, sql_type))).collect();
+    let (at_placeholder, by_key) = match backend {
+        DbBackend::Postgres => (
+            "$1",
+            " AND credit_balances.organization_id = ANY (ARRAY(SELECT e ->> 0 FROM jsonb_array_elements($2::jsonb) AS e))",
+        ),
+        _ => ("?", ""),
+    };
+    let sql = format!(
+        "UPDATE credit_balances SET {}, updated_at = {at_placeholder} FROM {} \
+         WHERE credit_balances.organization_id = {}{by_key} \
+         AND credit_balances.version = {} AND credit_balances.generation = {}",
+        assignments.join(", "),
+        json.source(2),
+        json.column(0, "text"),
+        json.column(10, "bigint"),
+        json.column(11, "bigint"),
+    );
+    Statement::from_sql_and_values(backend, sql, [at.into(), Value::Array(rows).to_string().into()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The statements of [`JsonRows`] write times as [`sql_time`] spells them; sqlx
+    /// writes a bound time its own way. On SQLite both must be the same text, or a usage
+    /// slot written one way would not meet the same slot written the other.
+    #[tokio::test]
+    async fn a_time_is_written_as_sqlx_writes_a_bound_one() {
+        let db = sea_orm::Database::connect("sqlite::memory:").await.expect("connect");
+        let times = [
+            DateTime::from_timestamp(1_796_600_000, 0),
+            DateTime::from_timestamp(1_796_600_000, 120_000_000),
+            DateTime::from_timestamp(1_796_600_000, 123_456_000),
+            DateTime::from_timestamp(1_796_600_000, 123_456_789),
+        ];
+        for at in times.into_iter().map(|at| at.expect("a time")) {
+            let bound = Statement::from_sql_and_values(DbBackend::Sqlite, "SELECT ? AS t", [at.into()]);
+            let row = db.query_one_raw(bound).await.expect("query").expect("a row");
+            let text: String = row.try_get("", "t").expect("text");
+            assert_eq!(text, sql_time(at));
+        }
+    }
 }
