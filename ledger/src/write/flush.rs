@@ -1,7 +1,8 @@
-//! Writing what a [`LedgerTx`] decided, once, at commit: one multi-row `INSERT` of the
-//! transactions (their allocations in their own rows), new lots and holds, one `UPDATE`
-//! of the changed lots and one of the changed balances, each conditional on the version
-//! and generation locked; and the row mappers they need.
+//! Writing what a [`LedgerTx`] decided, once, at commit: one `INSERT` of the transactions
+//! (each carrying its allocations), new lots and holds, one `UPDATE` of the changed lots
+//! and one of the changed balances, each conditional on the version and generation
+//! locked, and one upsert of the usage rollup; the batch-sized ones take their rows as
+//! one JSON array ([`JsonRows`]), so their text is the same for any batch.
 
 use std::collections::HashMap;
 
