@@ -1,5 +1,6 @@
 //! Connecting to the database: pools tuned per engine, how a write transaction begins,
-//! the committer's own SQLite connection, and the availability probe.
+//! the committer's own SQLite connection, the availability probe, and statements whose
+//! rows come as one JSON array ([`JsonRows`], [`one_of`]).
 
 use std::time::Duration;
 
@@ -289,4 +290,96 @@ pub async fn vacuum_into(db: &DatabaseConnection, out: &std::path::Path) -> Resu
     let path = out.to_str().ok_or_else(|| DbErr::Custom(format!("{} is not UTF-8", out.display())))?;
     let statement = sea_orm::Statement::from_sql_and_values(DbBackend::Sqlite, "VACUUM INTO ?", [path.into()]);
     db.execute_raw(statement).await.map(drop)
+}
+
+/// Rows handed to one statement as a single JSON array parameter (each row an array of
+/// its values), so that the statement's text is the same for any number of rows: each
+/// engine prepares it once per connection and plans it once. A statement whose text grows
+/// with its rows (a `VALUES` list, an `IN` list) is a new statement for every count, and
+/// batches come in every count: with many organizations the transactions, usage and
+/// balance writes of each size pushed one another out of every connection's statement
+/// cache (100 statements), and most batches prepared them again (SQLite compiling them,
+/// PostgreSQL parsing and planning them).
+pub(crate) struct JsonRows(DbBackend);
+
+impl JsonRows {
+    pub(crate) fn new(backend: DbBackend) -> Self {
+        Self(backend)
+    }
+
+    /// The `FROM` item yielding the rows of parameter `n` (counted from 1), as `r`.
+    pub(crate) fn source(&self, n: usize) -> String {
+        match self.0 {
+            DbBackend::Postgres => format!("jsonb_array_elements(${n}::jsonb) AS r(item)"),
+            _ => "json_each(?) AS r".to_owned(),
+        }
+    }
+
+    /// Value `i` of a row as `sql_type` (PostgreSQL's name for it; SQLite takes a JSON
+    /// value as it is: text, integer or NULL).
+    pub(crate) fn column(&self, i: usize, sql_type: &str) -> String {
+        match self.0 {
+            DbBackend::Postgres => format!("(r.item ->> {i})::{sql_type}"),
+            _ => format!("json_extract(r.value, '$[{i}]')"),
+        }
+    }
+
+    /// The values of a row, in order, as `types`, comma-separated.
+    pub(crate) fn columns(&self, types: &[&str]) -> String {
+        types.iter().enumerate().map(|(i, sql_type)| self.column(i, sql_type)).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// A time as the statements of [`JsonRows`] take it: the text sqlx writes for a bound
+/// time on SQLite (RFC 3339, `+00:00`, as many fraction digits as needed), where times
+/// are stored as text and compared as text (the usage rollup's key, the sweeper's
+/// `next_event_at`), so a row written either way is the same; PostgreSQL reads it as a
+/// `timestamptz`.
+pub(crate) fn sql_time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
+
+/// `column` is one of the strings of a JSON array (`values`, serialized into one
+/// parameter): an `IN` whose text is the same for any number of values (see
+/// [`JsonRows`]). On PostgreSQL an `= ANY` over the array, so the rows are found by
+/// their index.
+pub(crate) fn one_of<'a>(
+    backend: DbBackend,
+    column: &str,
+    values: impl IntoIterator<Item = &'a str>,
+) -> sea_orm::sea_query::SimpleExpr {
+    let values: Vec<&str> = values.into_iter().collect();
+    let json = serde_json::Value::from(values).to_string();
+    let sql = match backend {
+        DbBackend::Postgres => format!("{column} = ANY (ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))"),
+        _ => format!("{column} IN (SELECT value FROM json_each(?))"),
+    };
+    sea_orm::sea_query::Expr::cust_with_values(sql, [json])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::DateTime;
+    use sea_orm::Statement;
+
+    /// The statements of [`JsonRows`] write times as [`sql_time`] spells them; sqlx
+    /// writes a bound time its own way. On SQLite both must be the same text, or a usage
+    /// slot written one way would not meet the same slot written the other.
+    #[tokio::test]
+    async fn a_time_is_written_as_sqlx_writes_a_bound_one() {
+        let db = sea_orm::Database::connect("sqlite::memory:").await.expect("connect");
+        let times = [
+            DateTime::from_timestamp(1_796_600_000, 0),
+            DateTime::from_timestamp(1_796_600_000, 120_000_000),
+            DateTime::from_timestamp(1_796_600_000, 123_456_000),
+            DateTime::from_timestamp(1_796_600_000, 123_456_789),
+        ];
+        for at in times.into_iter().map(|at| at.expect("a time")) {
+            let bound = Statement::from_sql_and_values(DbBackend::Sqlite, "SELECT ? AS t", [at.into()]);
+            let row = db.query_one_raw(bound).await.expect("query").expect("a row");
+            let text: String = row.try_get("", "t").expect("text");
+            assert_eq!(text, sql_time(at));
+        }
+    }
 }

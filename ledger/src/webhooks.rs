@@ -10,9 +10,10 @@ use entity::{webhook_delivery, webhook_endpoint, webhook_event};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    QuerySelect, Statement,
 };
 
+use crate::db::{JsonRows, one_of, sql_time};
 use crate::{AuditAction, EventType, Ledger, LedgerError, new_id};
 
 /// How long a rotated-out secret still signs deliveries, beside the new one.
@@ -609,14 +610,17 @@ impl Ledger {
             txn.rollback().await?;
             return Ok((0, Vec::new()));
         }
+        // Every statement here takes its rows as one JSON array, so its text is the same
+        // for any number of events (see [`crate::db::JsonRows`]).
+        let backend = self.db.get_database_backend();
         let organizations: Vec<&str> = events.iter().map(|event| event.organization_id.as_str()).collect();
         let endpoints = webhook_endpoint::Entity::find()
             .filter(webhook_endpoint::Column::Enabled.eq(true))
-            .filter(
-                Condition::any()
-                    .add(webhook_endpoint::Column::OrganizationId.is_null())
-                    .add(webhook_endpoint::Column::OrganizationId.is_in(organizations)),
-            )
+            .filter(Condition::any().add(webhook_endpoint::Column::OrganizationId.is_null()).add(one_of(
+                backend,
+                "organization_id",
+                organizations,
+            )))
             .all(&txn)
             .await?;
         let now = self.now();
@@ -645,28 +649,37 @@ impl Ledger {
                             leased_until: until,
                         });
                     }
-                    rows.push(webhook_delivery::ActiveModel {
-                        id: Set(id),
-                        endpoint_id: Set(endpoint.id.clone()),
-                        event_id: Set(event.id.clone()),
-                        status: Set(DeliveryStatus::Pending.as_str().to_owned()),
-                        attempts: Set(0),
-                        last_status_code: Set(None),
-                        last_error: Set(None),
-                        next_attempt_at: Set(Some(now)),
-                        leased_until: Set(leased.then_some(until)),
-                        delivered_at: Set(None),
-                        created_at: Set(event.created_at),
-                    });
+                    rows.push(serde_json::json!([
+                        id,
+                        endpoint.id,
+                        event.id,
+                        sql_time(now),
+                        leased.then(|| sql_time(until)),
+                        sql_time(event.created_at),
+                    ]));
                 }
             }
         }
-        for chunk in rows.chunks(500) {
-            webhook_delivery::Entity::insert_many(chunk.to_vec()).exec_without_returning(&txn).await?;
+        if !rows.is_empty() {
+            let json = JsonRows::new(backend);
+            let sql = format!(
+                "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, status, attempts, next_attempt_at, \
+                 leased_until, created_at) SELECT {}, {}, {}, '{}', 0, {}, {}, {} FROM {}",
+                json.column(0, "text"),
+                json.column(1, "text"),
+                json.column(2, "text"),
+                DeliveryStatus::Pending.as_str(),
+                json.column(3, "timestamptz"),
+                json.column(4, "timestamptz"),
+                json.column(5, "timestamptz"),
+                json.source(1),
+            );
+            let rows = serde_json::Value::Array(rows).to_string();
+            txn.execute_raw(Statement::from_sql_and_values(backend, sql, [rows.into()])).await?;
         }
         webhook_event::Entity::update_many()
             .col_expr(webhook_event::Column::FannedOut, Expr::value(true))
-            .filter(webhook_event::Column::Id.is_in(events.iter().map(|event| event.id.clone())))
+            .filter(one_of(backend, "id", events.iter().map(|event| event.id.as_str())))
             .exec(&txn)
             .await?;
         txn.commit().await?;
@@ -701,6 +714,7 @@ impl Ledger {
     ) -> Result<usize, LedgerError> {
         use webhook_delivery::Column;
         let now = self.now();
+        let backend = self.db.get_database_backend();
         let txn = crate::db::begin_bookkeeping(&self.db).await?;
         // Which claims still held: the successes a lease at a time, the failures one by one.
         let mut held: HashSet<String> = HashSet::new();
@@ -727,7 +741,7 @@ impl Ledger {
                     .col_expr(Column::DeliveredAt, Expr::value(now))
                     .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
                     .col_expr(Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
-                    .filter(Column::Id.is_in(chunk.iter().map(|claimed| claimed.id.clone())))
+                    .filter(one_of(backend, "id", chunk.iter().map(|claimed| claimed.id.as_str())))
                     .filter(Column::Status.eq(DeliveryStatus::Pending.as_str()))
                     .filter(Column::LeasedUntil.eq(until))
                     .exec_with_returning(&txn)
@@ -738,11 +752,11 @@ impl Ledger {
         // What the held attempts mean for their endpoints, in the order they were made.
         let mut endpoints: HashMap<String, (webhook_endpoint::Model, Option<String>)> =
             webhook_endpoint::Entity::find()
-                .filter(
-                    webhook_endpoint::Column::Id.is_in(
-                        attempts.iter().map(|(claimed, _)| claimed.endpoint_id.clone()).collect::<BTreeSet<_>>(),
-                    ),
-                )
+                .filter(one_of(
+                    backend,
+                    "id",
+                    attempts.iter().map(|(claimed, _)| claimed.endpoint_id.as_str()).collect::<BTreeSet<_>>(),
+                ))
                 .all(&txn)
                 .await?
                 .into_iter()

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use entity::{credit_balance, credit_hold, credit_lot};
-use sea_orm::{ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement};
+use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::decide::{HeldCredits, State};
 use crate::model::parse_allocations;
@@ -26,22 +26,12 @@ impl LedgerTx {
         if wanted.is_empty() {
             return Ok(());
         }
-        // The organizations as one JSON array, so the statement is the same for any number
-        // of them (see [`JsonRows`](super::flush::JsonRows)); found by key (`= ANY` on PostgreSQL).
+        // One statement text for any number of organizations (see [`crate::db::one_of`]).
         let backend = self.txn.get_database_backend();
-        let sql = match backend {
-            DbBackend::Postgres => {
-                "SELECT * FROM credit_balances WHERE organization_id = ANY \
-                 (ARRAY(SELECT jsonb_array_elements_text($1::jsonb))) ORDER BY organization_id FOR UPDATE"
-            }
-            _ => {
-                "SELECT * FROM credit_balances WHERE organization_id IN (SELECT value FROM json_each(?)) \
-                  ORDER BY organization_id"
-            }
-        };
-        let ids = serde_json::to_string(&wanted).map_err(|error| LedgerError::internal(error.to_string()))?;
         let rows = credit_balance::Entity::find()
-            .from_raw_sql(Statement::from_sql_and_values(backend, sql, [ids.into()]))
+            .filter(crate::db::one_of(backend, "organization_id", wanted.iter().copied()))
+            .order_by_asc(credit_balance::Column::OrganizationId)
+            .lock_exclusive()
             .all(&self.txn)
             .await?;
         for id in &wanted {
