@@ -732,22 +732,20 @@ impl Ledger {
             }
         }
         for ((until, status_code), group) in succeeded {
-            for chunk in group.chunks(500) {
-                let updated = webhook_delivery::Entity::update_many()
-                    .col_expr(Column::Status, Expr::value(DeliveryStatus::Succeeded.as_str()))
-                    .col_expr(Column::LastStatusCode, Expr::value(status_code))
-                    .col_expr(Column::LastError, Expr::value(Option::<String>::None))
-                    .col_expr(Column::NextAttemptAt, Expr::value(Option::<DateTime<Utc>>::None))
-                    .col_expr(Column::DeliveredAt, Expr::value(now))
-                    .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
-                    .col_expr(Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
-                    .filter(one_of(backend, "id", chunk.iter().map(|claimed| claimed.id.as_str())))
-                    .filter(Column::Status.eq(DeliveryStatus::Pending.as_str()))
-                    .filter(Column::LeasedUntil.eq(until))
-                    .exec_with_returning(&txn)
-                    .await?;
-                held.extend(updated.into_iter().map(|row| row.id));
-            }
+            let updated = webhook_delivery::Entity::update_many()
+                .col_expr(Column::Status, Expr::value(DeliveryStatus::Succeeded.as_str()))
+                .col_expr(Column::LastStatusCode, Expr::value(status_code))
+                .col_expr(Column::LastError, Expr::value(Option::<String>::None))
+                .col_expr(Column::NextAttemptAt, Expr::value(Option::<DateTime<Utc>>::None))
+                .col_expr(Column::DeliveredAt, Expr::value(now))
+                .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
+                .col_expr(Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+                .filter(one_of(backend, "id", group.iter().map(|claimed| claimed.id.as_str())))
+                .filter(Column::Status.eq(DeliveryStatus::Pending.as_str()))
+                .filter(Column::LeasedUntil.eq(until))
+                .exec_with_returning(&txn)
+                .await?;
+            held.extend(updated.into_iter().map(|row| row.id));
         }
         // What the held attempts mean for their endpoints, in the order they were made.
         let mut endpoints: HashMap<String, (webhook_endpoint::Model, Option<String>)> =

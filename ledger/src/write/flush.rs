@@ -325,30 +325,24 @@ pub(super) fn lot_row(lot: &CreditLot, at: DateTime<Utc>) -> credit_lot::ActiveM
     }
 }
 
-/// `UPDATE credit_lots` of `lots` as decided: one statement whatever their number, the
-/// rows passed as one JSON array (`[id, remaining, held, status]` each), so that each
-/// engine prepares it once per connection and plans it once (a `VALUES` list is a new
-/// statement for every count of rows, and PostgreSQL planned each one afresh).
+/// `UPDATE credit_lots` of `lots` as decided, each row `[id, remaining, held, status]`:
+/// one statement whatever their number ([`JsonRows`]).
 fn update_lots(backend: DbBackend, lots: &[CreditLot], at: DateTime<Utc>) -> Statement {
-    let rows: Vec<serde_json::Value> =
+    let rows: Vec<Value> =
         lots.iter().map(|lot| serde_json::json!([lot.id, lot.remaining, lot.held, lot.status.as_str()])).collect();
-    let rows = serde_json::Value::Array(rows).to_string();
-    let sql = match backend {
-        // The rows are found by primary key (`= ANY`), not by a join PostgreSQL might
-        // plan as a scan of every lot.
-        DbBackend::Postgres => {
-            "UPDATE credit_lots SET remaining = (v.item ->> 1)::bigint, held = (v.item ->> 2)::bigint, \
-             status = v.item ->> 3, updated_at = $1 FROM jsonb_array_elements($2::jsonb) AS v(item) \
-             WHERE credit_lots.id = v.item ->> 0 \
-             AND credit_lots.id = ANY (ARRAY(SELECT r ->> 0 FROM jsonb_array_elements($2::jsonb) AS r))"
-        }
-        _ => {
-            "UPDATE credit_lots SET remaining = json_extract(v.value, '$[1]'), held = json_extract(v.value, '$[2]'), \
-             status = json_extract(v.value, '$[3]'), updated_at = ? FROM json_each(?) AS v \
-             WHERE credit_lots.id = json_extract(v.value, '$[0]')"
-        }
-    };
-    Statement::from_sql_and_values(backend, sql, [at.into(), rows.into()])
+    let json = JsonRows::new(backend);
+    let at_placeholder = if backend == DbBackend::Postgres { "$1" } else { "?" };
+    let sql = format!(
+        "UPDATE credit_lots SET remaining = {}, held = {}, status = {}, updated_at = {at_placeholder} FROM {} \
+         WHERE credit_lots.id = {}{}",
+        json.column(1, "bigint"),
+        json.column(2, "bigint"),
+        json.column(3, "text"),
+        json.source(2),
+        json.column(0, "text"),
+        json.found_by("credit_lots.id", 2),
+    );
+    Statement::from_sql_and_values(backend, sql, [at.into(), Value::Array(rows).to_string().into()])
 }
 
 /// `INSERT` of the batch's transactions, each carrying its allocations: one statement.
@@ -407,8 +401,7 @@ fn insert_transactions(backend: DbBackend, transactions: &[CreditTransaction]) -
 /// `[organization, balance, version, held, overdraft limit, next event, generation,
 /// open lots from, threshold, top-up below, version locked, generation locked]`, each
 /// written only if it still has the version and generation it was locked at: one
-/// statement. The rows are found by key (`= ANY` on PostgreSQL, which might otherwise
-/// plan the join as a scan of every balance).
+/// statement ([`JsonRows`]).
 fn update_balances(backend: DbBackend, rows: Vec<Value>, at: DateTime<Utc>) -> Statement {
     let json = JsonRows::new(backend);
     let set = [
@@ -424,20 +417,15 @@ fn update_balances(backend: DbBackend, rows: Vec<Value>, at: DateTime<Utc>) -> S
     ];
     let assignments: Vec<String> =
         set.iter().map(|(column, i, sql_type)| format!("{column} = {}", json.column(*i, sql_type))).collect();
-    let (at_placeholder, by_key) = match backend {
-        DbBackend::Postgres => (
-            "$1",
-            " AND credit_balances.organization_id = ANY (ARRAY(SELECT e ->> 0 FROM jsonb_array_elements($2::jsonb) AS e))",
-        ),
-        _ => ("?", ""),
-    };
+    let at_placeholder = if backend == DbBackend::Postgres { "$1" } else { "?" };
     let sql = format!(
         "UPDATE credit_balances SET {}, updated_at = {at_placeholder} FROM {} \
-         WHERE credit_balances.organization_id = {}{by_key} \
+         WHERE credit_balances.organization_id = {}{} \
          AND credit_balances.version = {} AND credit_balances.generation = {}",
         assignments.join(", "),
         json.source(2),
         json.column(0, "text"),
+        json.found_by("credit_balances.organization_id", 2),
         json.column(10, "bigint"),
         json.column(11, "bigint"),
     );
