@@ -316,6 +316,12 @@ async fn a_server_killed_with_a_top_up_unpaid_pays_it_once_after_the_restart(eng
     let (_, key) = with_saved_card(&app, &fake, 5_000, 4).await;
     consume(&app, &key, 6_000).await;
     wait_for_charges(&fake, 1).await;
+    // Killed once the failure is written (killed during the call instead, the top-up would
+    // wait out its claim, `LEASE_SECS`, before another worker may charge it).
+    wait_for(&app, &key, "the failure recorded", |list, _| {
+        list.len() == 1 && list[0]["status"] == "PENDING" && list[0]["failureMessage"].is_string()
+    })
+    .await;
     server.kill();
     fake.card(Card::Pays);
     server.restart().await;
