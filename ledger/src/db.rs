@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
@@ -39,15 +39,7 @@ pub async fn connect_with(url: &str, statement_timeout: Duration) -> Result<Data
                 .busy_timeout(Duration::from_secs(30))
                 .foreign_keys(true)
         });
-        options.map_sqlx_sqlite_pool_opts(|pool| {
-            pool.after_connect(|connection, _| {
-                Box::pin(async move {
-                    let mut handle = connection.lock_handle().await?;
-                    stable_plans(&mut handle);
-                    Ok(())
-                })
-            })
-        });
+        options.map_sqlx_sqlite_pool_opts(with_stable_plans);
     } else {
         let timeout_ms = statement_timeout.as_millis().to_string();
         options
@@ -89,6 +81,17 @@ async fn begin_with(db: &DatabaseConnection, more: &str) -> Result<DatabaseTrans
             Ok(txn)
         }
     }
+}
+
+/// `pool` with every connection it opens planning each statement once ([`stable_plans`]).
+fn with_stable_plans(pool: SqlitePoolOptions) -> SqlitePoolOptions {
+    pool.after_connect(|connection, _| {
+        Box::pin(async move {
+            let mut handle = connection.lock_handle().await?;
+            stable_plans(&mut handle);
+            Ok(())
+        })
+    })
 }
 
 /// Makes a SQLite connection plan each statement once, whatever its bound values (the
@@ -144,7 +147,8 @@ pub async fn writer_for(db: &DatabaseConnection) -> DatabaseConnection {
     if pool.options().get_max_connections() <= 1 || file == ":memory:" || file.starts_with("file:sqlx-in-memory") {
         return db.clone();
     }
-    let own = sea_orm::sqlx::sqlite::SqlitePoolOptions::new()
+    // Its own connection plans each statement once, as the pool's do.
+    let own = with_stable_plans(SqlitePoolOptions::new())
         .max_connections(1)
         .min_connections(1)
         .idle_timeout(None)
