@@ -10,6 +10,9 @@ use sea_orm::{
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
+/// A PostgreSQL connection idle at least this long is pinged before it is used again.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// How long a statement may run on PostgreSQL unless configured otherwise.
 pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -28,6 +31,9 @@ pub async fn connect_with(url: &str, statement_timeout: Duration) -> Result<Data
     options.connect_timeout(Duration::from_secs(3)).acquire_timeout(Duration::from_secs(3)).sqlx_logging(false);
     if url.starts_with("sqlite:") {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        // A connection to a file in this process does not go away: no ping before each
+        // use (sqlx's default), which is a round trip to the connection's worker thread.
+        options.test_before_acquire(false);
         // An in-memory database lives as long as its one connection.
         options.max_connections(if in_memory { 1 } else { 8 });
         if in_memory {
@@ -42,9 +48,13 @@ pub async fn connect_with(url: &str, statement_timeout: Duration) -> Result<Data
         options.map_sqlx_sqlite_pool_opts(with_stable_plans);
     } else {
         let timeout_ms = statement_timeout.as_millis().to_string();
+        // A connection idle for a while is pinged before use (a server restart or a proxy
+        // may have closed it); one in steady use is not: sqlx's default pings before every
+        // use, one more round trip to PostgreSQL per statement.
         options
             .max_connections(20)
             .min_connections(1)
+            .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
             .map_sqlx_postgres_opts(move |opts| opts.options([("statement_timeout", timeout_ms.as_str())]));
     }
     Database::connect(options).await
