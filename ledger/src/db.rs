@@ -157,8 +157,9 @@ pub async fn writer_for(db: &DatabaseConnection) -> DatabaseConnection {
     if pool.options().get_max_connections() <= 1 || file == ":memory:" || file.starts_with("file:sqlx-in-memory") {
         return db.clone();
     }
-    // Its own connection plans each statement once, as the pool's do.
+    // Its own connection plans each statement once and is not pinged, as the pool's.
     let own = with_stable_plans(SqlitePoolOptions::new())
+        .test_before_acquire(false)
         .max_connections(1)
         .min_connections(1)
         .idle_timeout(None)
