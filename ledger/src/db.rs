@@ -176,6 +176,71 @@ pub async fn writer_for(db: &DatabaseConnection) -> DatabaseConnection {
     }
 }
 
+/// The columns of `credit_balances`, in [`credit_balance::Model`]'s order.
+///
+/// [`credit_balance::Model`]: entity::credit_balance::Model
+macro_rules! balance_columns {
+    () => {
+        "id, organization_id, balance, held, overdraft_limit, next_event_at, version, generation, \
+         open_lots_from, low_balance_threshold, auto_top_up_below, updated_at"
+    };
+}
+
+/// An organization's balance row, read with one fixed statement straight through sqlx:
+/// `creditBalance` is the hottest read, and building the statement with SeaORM's query
+/// builder and mapping its columns by name cost it more than the statement itself
+/// (`docs/performance.md`, session 12). Values decode as SeaORM decodes them.
+pub(crate) async fn balance_row(
+    db: &DatabaseConnection,
+    organization_id: &str,
+) -> Result<Option<entity::credit_balance::Model>, DbErr> {
+    use sea_orm::sqlx;
+    let query_error = |error: sqlx::Error| DbErr::Query(sea_orm::RuntimeErr::SqlxError(error.into()));
+    macro_rules! model {
+        ($row:expr) => {{
+            use sqlx::Row as _;
+            let row = $row;
+            entity::credit_balance::Model {
+                id: row.try_get(0)?,
+                organization_id: row.try_get(1)?,
+                balance: row.try_get(2)?,
+                held: row.try_get(3)?,
+                overdraft_limit: row.try_get(4)?,
+                next_event_at: row.try_get(5)?,
+                version: row.try_get(6)?,
+                generation: row.try_get(7)?,
+                open_lots_from: row.try_get(8)?,
+                low_balance_threshold: row.try_get(9)?,
+                auto_top_up_below: row.try_get(10)?,
+                updated_at: row.try_get(11)?,
+            }
+        }};
+    }
+    let found = match db.get_database_backend() {
+        DbBackend::Sqlite => {
+            let sql = concat!("SELECT ", balance_columns!(), " FROM credit_balances WHERE organization_id = ?");
+            let row = sqlx::query(sql).bind(organization_id).fetch_optional(db.get_sqlite_connection_pool()).await;
+            row.and_then(|row| {
+                Ok(match row {
+                    Some(row) => Some(model!(row)),
+                    None => None,
+                })
+            })
+        }
+        _ => {
+            let sql = concat!("SELECT ", balance_columns!(), " FROM credit_balances WHERE organization_id = $1");
+            let row = sqlx::query(sql).bind(organization_id).fetch_optional(db.get_postgres_connection_pool()).await;
+            row.and_then(|row| {
+                Ok(match row {
+                    Some(row) => Some(model!(row)),
+                    None => None,
+                })
+            })
+        }
+    };
+    found.map_err(query_error)
+}
+
 /// Whether the database answers a trivial query.
 pub async fn ping(db: &DatabaseConnection) -> bool {
     db.ping().await.is_ok()

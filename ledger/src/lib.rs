@@ -293,11 +293,7 @@ impl Ledger {
 
     /// The organization's current balance.
     pub async fn balance(&self, organization_id: &str) -> Result<Balance, LedgerError> {
-        let row = credit_balance::Entity::find()
-            .filter(credit_balance::Column::OrganizationId.eq(organization_id))
-            .one(&self.db)
-            .await?
-            .ok_or(LedgerError::OrganizationNotFound)?;
+        let row = crate::db::balance_row(&self.db, organization_id).await?.ok_or(LedgerError::OrganizationNotFound)?;
         Ok(self.settled(vec![row]).await?.remove(0))
     }
 
