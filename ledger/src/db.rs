@@ -196,48 +196,43 @@ pub(crate) async fn balance_row(
 ) -> Result<Option<entity::credit_balance::Model>, DbErr> {
     use sea_orm::sqlx;
     let query_error = |error: sqlx::Error| DbErr::Query(sea_orm::RuntimeErr::SqlxError(error.into()));
-    macro_rules! model {
-        ($row:expr) => {{
+    // The same statement and mapping on either engine's pool (their row types differ).
+    macro_rules! read {
+        ($pool:expr, $sql:expr) => {{
             use sqlx::Row as _;
-            let row = $row;
-            entity::credit_balance::Model {
-                id: row.try_get(0)?,
-                organization_id: row.try_get(1)?,
-                balance: row.try_get(2)?,
-                held: row.try_get(3)?,
-                overdraft_limit: row.try_get(4)?,
-                next_event_at: row.try_get(5)?,
-                version: row.try_get(6)?,
-                generation: row.try_get(7)?,
-                open_lots_from: row.try_get(8)?,
-                low_balance_threshold: row.try_get(9)?,
-                auto_top_up_below: row.try_get(10)?,
-                updated_at: row.try_get(11)?,
-            }
+            let row = sqlx::query($sql).bind(organization_id).fetch_optional($pool).await?;
+            row.map(|row| -> Result<_, sqlx::Error> {
+                Ok(entity::credit_balance::Model {
+                    id: row.try_get(0)?,
+                    organization_id: row.try_get(1)?,
+                    balance: row.try_get(2)?,
+                    held: row.try_get(3)?,
+                    overdraft_limit: row.try_get(4)?,
+                    next_event_at: row.try_get(5)?,
+                    version: row.try_get(6)?,
+                    generation: row.try_get(7)?,
+                    open_lots_from: row.try_get(8)?,
+                    low_balance_threshold: row.try_get(9)?,
+                    auto_top_up_below: row.try_get(10)?,
+                    updated_at: row.try_get(11)?,
+                })
+            })
+            .transpose()
         }};
     }
-    let found = match db.get_database_backend() {
-        DbBackend::Sqlite => {
-            let sql = concat!("SELECT ", balance_columns!(), " FROM credit_balances WHERE organization_id = ?");
-            let row = sqlx::query(sql).bind(organization_id).fetch_optional(db.get_sqlite_connection_pool()).await;
-            row.and_then(|row| {
-                Ok(match row {
-                    Some(row) => Some(model!(row)),
-                    None => None,
-                })
-            })
+    let found = async {
+        match db.get_database_backend() {
+            DbBackend::Sqlite => read!(
+                db.get_sqlite_connection_pool(),
+                concat!("SELECT ", balance_columns!(), " FROM credit_balances WHERE organization_id = ?")
+            ),
+            _ => read!(
+                db.get_postgres_connection_pool(),
+                concat!("SELECT ", balance_columns!(), " FROM credit_balances WHERE organization_id = $1")
+            ),
         }
-        _ => {
-            let sql = concat!("SELECT ", balance_columns!(), " FROM credit_balances WHERE organization_id = $1");
-            let row = sqlx::query(sql).bind(organization_id).fetch_optional(db.get_postgres_connection_pool()).await;
-            row.and_then(|row| {
-                Ok(match row {
-                    Some(row) => Some(model!(row)),
-                    None => None,
-                })
-            })
-        }
-    };
+    }
+    .await;
     found.map_err(query_error)
 }
 
