@@ -362,15 +362,16 @@ async fn receiver() -> (String, Arc<Mutex<Heard>>) {
             let recorded = recorded.clone();
             async move {
                 let id = headers.get("webhook-id").and_then(|id| id.to_str().ok()).unwrap_or_default();
-                recorded.lock().unwrap().ids.insert(id.to_owned());
                 let event: Value = serde_json::from_slice(&body).unwrap_or_default();
                 let committed =
                     event["timestamp"].as_str().and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok());
-                if let Some(committed) = committed {
-                    let delay =
-                        (chrono::Utc::now() - committed.with_timezone(&chrono::Utc)).to_std().unwrap_or_default();
-                    recorded.lock().unwrap().delays.push(delay);
-                }
+                let delay = committed.map(|committed| {
+                    (chrono::Utc::now() - committed.with_timezone(&chrono::Utc)).to_std().unwrap_or_default()
+                });
+                // Both under one lock, so that a reader never sees the id without its delay.
+                let mut heard = recorded.lock().unwrap();
+                heard.ids.insert(id.to_owned());
+                heard.delays.extend(delay);
                 axum::http::StatusCode::NO_CONTENT
             }
         }),
