@@ -31,9 +31,6 @@ pub async fn connect_with(url: &str, statement_timeout: Duration) -> Result<Data
     options.connect_timeout(Duration::from_secs(3)).acquire_timeout(Duration::from_secs(3)).sqlx_logging(false);
     if url.starts_with("sqlite:") {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        // A connection to a file in this process does not go away: no ping before each
-        // use (sqlx's default), which is a round trip to the connection's worker thread.
-        options.test_before_acquire(false);
         // An in-memory database lives as long as its one connection.
         options.max_connections(if in_memory { 1 } else { 8 });
         if in_memory {
@@ -45,7 +42,7 @@ pub async fn connect_with(url: &str, statement_timeout: Duration) -> Result<Data
                 .busy_timeout(Duration::from_secs(30))
                 .foreign_keys(true)
         });
-        options.map_sqlx_sqlite_pool_opts(with_stable_plans);
+        options.map_sqlx_sqlite_pool_opts(sqlite_connections);
     } else {
         let timeout_ms = statement_timeout.as_millis().to_string();
         // A connection idle for a while is pinged before use (a server restart or a proxy
@@ -93,9 +90,12 @@ async fn begin_with(db: &DatabaseConnection, more: &str) -> Result<DatabaseTrans
     }
 }
 
-/// `pool` with every connection it opens planning each statement once ([`stable_plans`]).
-fn with_stable_plans(pool: SqlitePoolOptions) -> SqlitePoolOptions {
-    pool.after_connect(|connection, _| {
+/// How every SQLite connection of ours behaves, the pool's and the committer's own: it
+/// plans each statement once ([`stable_plans`]), and it is not pinged before each use
+/// (sqlx's default): a file opened by this process does not go away, and a ping is a
+/// round trip to the connection's worker thread (half of a read's thread wake-ups).
+fn sqlite_connections(pool: SqlitePoolOptions) -> SqlitePoolOptions {
+    pool.test_before_acquire(false).after_connect(|connection, _| {
         Box::pin(async move {
             let mut handle = connection.lock_handle().await?;
             stable_plans(&mut handle);
@@ -157,9 +157,7 @@ pub async fn writer_for(db: &DatabaseConnection) -> DatabaseConnection {
     if pool.options().get_max_connections() <= 1 || file == ":memory:" || file.starts_with("file:sqlx-in-memory") {
         return db.clone();
     }
-    // Its own connection plans each statement once and is not pinged, as the pool's.
-    let own = with_stable_plans(SqlitePoolOptions::new())
-        .test_before_acquire(false)
+    let own = sqlite_connections(SqlitePoolOptions::new())
         .max_connections(1)
         .min_connections(1)
         .idle_timeout(None)
@@ -450,6 +448,21 @@ mod tests {
     use super::*;
     use chrono::DateTime;
     use sea_orm::Statement;
+
+    /// Every SQLite connection of ours, the pool's and the committer's own, is set up by
+    /// [`sqlite_connections`]: none is pinged before each use.
+    #[tokio::test]
+    async fn sqlite_connections_are_not_pinged_before_each_use() {
+        let dir = std::env::temp_dir().join(format!("credits-db-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.join("ledger.db").display());
+        let db = connect(&url).await.expect("connect");
+        assert!(!db.get_sqlite_connection_pool().options().get_test_before_acquire());
+        let writer = writer_for(&db).await;
+        assert!(!writer.get_sqlite_connection_pool().options().get_test_before_acquire());
+        assert_eq!(writer.get_sqlite_connection_pool().options().get_max_connections(), 1, "its own connection");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     /// The statements of [`JsonRows`] write times as [`sql_time`] spells them; sqlx
     /// writes a bound time its own way. On SQLite both must be the same text, or a usage
