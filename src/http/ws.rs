@@ -100,8 +100,10 @@ impl OpenSocket {
     }
 }
 
-impl Drop for OpenSocket {
-    fn drop(&mut self) {
+impl OpenSocket {
+    /// No longer counts this socket against its token: it is closing, and a client may
+    /// open its next socket at once (the socket itself stays counted until dropped).
+    fn release_token(&mut self) {
         if let Some(token) = self.token.take() {
             let mut per_token = crate::lock(&self.counts.per_token);
             if let Some(count) = per_token.get_mut(&token) {
@@ -111,6 +113,12 @@ impl Drop for OpenSocket {
                 }
             }
         }
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.release_token();
         self.counts.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -280,6 +288,9 @@ impl Connection {
             return;
         }
         if let Flow::Close(code, reason) = outcome {
+            // Closed by the server: the token's allowance is free again before the
+            // handshake below (which waits up to two seconds for a client that has gone).
+            self.open.release_token();
             let _ = self.out.try_send(close(code, reason));
             // Complete the closing handshake: read until the client's Close (briefly), so
             // it can read what was queued before our Close frame.
