@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use async_graphql::parser::types::OperationType;
+use async_graphql::parser::types::{ExecutableDocument, OperationType};
 use async_graphql::{ServerError, Variables};
 use axum::Extension;
 use axum::body::Bytes;
@@ -275,8 +275,9 @@ pub(crate) fn prepare(value: Value, limits: &Limits) -> Result<Prepared, ApiErro
     if limits::nesting_depth(&query) > max_nesting {
         return Err(LimitError::TooDeeplyNested(max_nesting).into());
     }
-    // Parsed once here, measured, and handed to the executor with the request.
-    let parsed = async_graphql::parser::parse_query(&query).ok();
+    // Parsed once here (or found parsed), measured, and handed to the executor with the
+    // request.
+    let parsed = parse_document(&query);
     let (cost, operation) = match &parsed {
         Some(document) => {
             let cost = limits::measure(document, operation_name.as_deref(), &variables, &DocumentLimits::of(limits))?;
@@ -294,6 +295,44 @@ pub(crate) fn prepare(value: Value, limits: &Limits) -> Result<Prepared, ApiErro
         request.set_parsed_query(document);
     }
     Ok(Prepared { request, cost, operation })
+}
+
+/// How many parsed documents [`parse_document`] keeps, and the longest text it keeps one
+/// for: together at most about a megabyte of documents, whatever clients send.
+const CACHED_DOCUMENTS: usize = 128;
+const CACHED_DOCUMENT_MAX_LEN: usize = 4 * 1024;
+
+/// Documents parsed recently, by their text (see [`parse_document`]).
+static PARSED: std::sync::OnceLock<std::sync::Mutex<lru::LruCache<String, ExecutableDocument>>> =
+    std::sync::OnceLock::new();
+
+/// `query` parsed, or `None` when it does not parse (the executor then answers with the
+/// error's position). Applications send the same few documents over and over, and under
+/// 1,000 organizations' consumes the parser took a tenth of the workers' time (`perf`,
+/// docs/performance.md, session 13), while copying a parsed document is a few
+/// allocations: so short documents that parse are kept, by their exact text, in a small
+/// least-recently-used cache shared by the process. A document is a function of its text
+/// alone; every limit is still measured on it, per request, with that request's
+/// variables and limits.
+fn parse_document(query: &str) -> Option<ExecutableDocument> {
+    let cache = || {
+        PARSED
+            .get_or_init(|| {
+                let capacity = std::num::NonZeroUsize::new(CACHED_DOCUMENTS).unwrap_or(std::num::NonZeroUsize::MIN);
+                std::sync::Mutex::new(lru::LruCache::new(capacity))
+            })
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    let cacheable = query.len() <= CACHED_DOCUMENT_MAX_LEN;
+    if cacheable && let Some(document) = cache().get(query) {
+        return Some(document.clone());
+    }
+    let document = async_graphql::parser::parse_query(query).ok()?;
+    if cacheable {
+        cache().put(query.to_owned(), document.clone());
+    }
+    Some(document)
 }
 
 /// Takes the request's token from the one bucket its headers name: its credential's,
@@ -438,4 +477,36 @@ pub(crate) fn render(response: &async_graphql::Response) -> (bool, String) {
         r#"{"errors":[{"message":"internal server error","extensions":{"code":"INTERNAL_SERVER_ERROR"}}]}"#.to_owned()
     });
     (is_request_error, json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(query: &str) -> Option<String> {
+        parse_document(query).map(|document| format!("{document:?}"))
+    }
+
+    #[test]
+    fn a_kept_document_is_the_one_its_text_parses_to() {
+        let queries = ["{ creditBalance { balance } }", "{ creditBalance { available } }", "query Q { a(x: 1) }"];
+        let fresh: Vec<String> = queries
+            .iter()
+            .map(|query| format!("{:?}", async_graphql::parser::parse_query(query).expect("parses")))
+            .collect();
+        // Twice over: the first pass parses and keeps, the second finds each kept.
+        for _ in 0..2 {
+            for (query, fresh) in queries.iter().zip(&fresh) {
+                assert_eq!(parsed(query).as_deref(), Some(fresh.as_str()), "{query}");
+            }
+        }
+        // Text that does not parse is never kept, and a long one parses each time.
+        assert_eq!(parsed("{ creditBalance {"), None);
+        assert_eq!(parsed("{ creditBalance {"), None);
+        let long = format!("{{ a{} }}", " ".repeat(CACHED_DOCUMENT_MAX_LEN));
+        assert!(parsed(&long).is_some());
+        let kept = PARSED.get().expect("in use").lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        assert!(kept.peek(long.as_str()).is_none());
+        assert!(kept.peek(queries[0]).is_some());
+    }
 }
