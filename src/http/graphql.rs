@@ -297,40 +297,50 @@ pub(crate) fn prepare(value: Value, limits: &Limits) -> Result<Prepared, ApiErro
     Ok(Prepared { request, cost, operation })
 }
 
-/// How many parsed documents [`parse_document`] keeps, and the longest text it keeps one
-/// for: together at most about a megabyte of documents, whatever clients send.
-const CACHED_DOCUMENTS: usize = 128;
-const CACHED_DOCUMENT_MAX_LEN: usize = 4 * 1024;
+/// The longest text [`parse_document`] keeps a document for, and the most text it keeps
+/// in all: a parsed document takes up to about a hundred times its text (a field per two
+/// characters), so at most a few megabytes, whatever clients send.
+const KEPT_DOCUMENT_MAX_LEN: usize = 4 * 1024;
+const KEPT_DOCUMENTS_MAX_TEXT: usize = 64 * 1024;
 
-/// Documents parsed recently, by their text (see [`parse_document`]).
-static PARSED: std::sync::OnceLock<std::sync::Mutex<lru::LruCache<String, ExecutableDocument>>> =
-    std::sync::OnceLock::new();
+/// Documents parsed recently, by their text, least recently used first, and the length
+/// of their texts together (see [`parse_document`]).
+struct KeptDocuments {
+    documents: lru::LruCache<String, ExecutableDocument>,
+    text: usize,
+}
+
+static KEPT: std::sync::Mutex<Option<KeptDocuments>> = std::sync::Mutex::new(None);
 
 /// `query` parsed, or `None` when it does not parse (the executor then answers with the
 /// error's position). Applications send the same few documents over and over, and under
 /// 1,000 organizations' consumes the parser took a tenth of the workers' time (`perf`,
 /// docs/performance.md, session 13), while copying a parsed document is a few
-/// allocations: so short documents that parse are kept, by their exact text, in a small
-/// least-recently-used cache shared by the process. A document is a function of its text
-/// alone; every limit is still measured on it, per request, with that request's
-/// variables and limits.
+/// allocations: so short documents that parse are kept, by their exact text, shared by
+/// the process. A document is a function of its text alone; every limit is still
+/// measured on it, per request, with that request's variables and limits.
 fn parse_document(query: &str) -> Option<ExecutableDocument> {
-    let cache = || {
-        PARSED
-            .get_or_init(|| {
-                let capacity = std::num::NonZeroUsize::new(CACHED_DOCUMENTS).unwrap_or(std::num::NonZeroUsize::MIN);
-                std::sync::Mutex::new(lru::LruCache::new(capacity))
-            })
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    };
-    let cacheable = query.len() <= CACHED_DOCUMENT_MAX_LEN;
-    if cacheable && let Some(document) = cache().get(query) {
+    parse_kept(&KEPT, query)
+}
+
+/// [`parse_document`] with the documents kept in `kept`.
+fn parse_kept(kept: &std::sync::Mutex<Option<KeptDocuments>>, query: &str) -> Option<ExecutableDocument> {
+    let lock = || kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let keep = query.len() <= KEPT_DOCUMENT_MAX_LEN;
+    if keep && let Some(document) = lock().as_mut().and_then(|kept| kept.documents.get(query)) {
         return Some(document.clone());
     }
     let document = async_graphql::parser::parse_query(query).ok()?;
-    if cacheable {
-        cache().put(query.to_owned(), document.clone());
+    if keep {
+        let mut kept = lock();
+        let kept = kept.get_or_insert_with(|| KeptDocuments { documents: lru::LruCache::unbounded(), text: 0 });
+        if kept.documents.put(query.to_owned(), document.clone()).is_none() {
+            kept.text += query.len();
+        }
+        while kept.text > KEPT_DOCUMENTS_MAX_TEXT {
+            let Some((text, _)) = kept.documents.pop_lru() else { break };
+            kept.text -= text.len();
+        }
     }
     Some(document)
 }
@@ -481,14 +491,17 @@ pub(crate) fn render(response: &async_graphql::Response) -> (bool, String) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
 
-    fn parsed(query: &str) -> Option<String> {
-        parse_document(query).map(|document| format!("{document:?}"))
+    fn parsed(kept: &Mutex<Option<KeptDocuments>>, query: &str) -> Option<String> {
+        parse_kept(kept, query).map(|document| format!("{document:?}"))
     }
 
     #[test]
     fn a_kept_document_is_the_one_its_text_parses_to() {
+        let kept = Mutex::new(None);
         let queries = ["{ creditBalance { balance } }", "{ creditBalance { available } }", "query Q { a(x: 1) }"];
         let fresh: Vec<String> = queries
             .iter()
@@ -497,16 +510,37 @@ mod tests {
         // Twice over: the first pass parses and keeps, the second finds each kept.
         for _ in 0..2 {
             for (query, fresh) in queries.iter().zip(&fresh) {
-                assert_eq!(parsed(query).as_deref(), Some(fresh.as_str()), "{query}");
+                assert_eq!(parsed(&kept, query).as_deref(), Some(fresh.as_str()), "{query}");
             }
         }
         // Text that does not parse is never kept, and a long one parses each time.
-        assert_eq!(parsed("{ creditBalance {"), None);
-        assert_eq!(parsed("{ creditBalance {"), None);
-        let long = format!("{{ a{} }}", " ".repeat(CACHED_DOCUMENT_MAX_LEN));
-        assert!(parsed(&long).is_some());
-        let kept = PARSED.get().expect("in use").lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        assert!(kept.peek(long.as_str()).is_none());
-        assert!(kept.peek(queries[0]).is_some());
+        assert_eq!(parsed(&kept, "{ creditBalance {"), None);
+        assert_eq!(parsed(&kept, "{ creditBalance {"), None);
+        let long = format!("{{ a{} }}", " ".repeat(KEPT_DOCUMENT_MAX_LEN));
+        assert!(parsed(&kept, &long).is_some());
+        let kept = kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let kept = kept.as_ref().expect("in use");
+        assert_eq!(kept.documents.len(), queries.len());
+        assert!(queries.iter().all(|query| kept.documents.peek(*query).is_some()));
+        assert_eq!(kept.text, queries.iter().map(|query| query.len()).sum::<usize>());
+    }
+
+    #[test]
+    fn kept_documents_are_bounded_by_their_text() {
+        let kept = Mutex::new(None);
+        // Parsed in turn, twice the most text kept: the oldest go, the newest stay.
+        let queries: Vec<String> = (0..2 * KEPT_DOCUMENTS_MAX_TEXT / 1_000)
+            .map(|n| format!("{{ bound{n:04}{} }}", " ".repeat(1_000 - 14)))
+            .collect();
+        for query in &queries {
+            assert!(parsed(&kept, query).is_some());
+        }
+        let kept = kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let kept = kept.as_ref().expect("in use");
+        assert!(kept.text <= KEPT_DOCUMENTS_MAX_TEXT, "{} bytes kept", kept.text);
+        assert!(kept.text > KEPT_DOCUMENTS_MAX_TEXT - 1_000, "{} bytes kept", kept.text);
+        assert_eq!(kept.text, kept.documents.iter().map(|(text, _)| text.len()).sum::<usize>());
+        assert!(kept.documents.peek(queries.last().expect("some").as_str()).is_some());
+        assert!(kept.documents.peek(queries[0].as_str()).is_none());
     }
 }
