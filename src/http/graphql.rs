@@ -310,7 +310,14 @@ struct KeptDocuments {
     text: usize,
 }
 
-static KEPT: std::sync::Mutex<Option<KeptDocuments>> = std::sync::Mutex::new(None);
+impl KeptDocuments {
+    fn new() -> Self {
+        Self { documents: lru::LruCache::unbounded(), text: 0 }
+    }
+}
+
+static KEPT: std::sync::LazyLock<std::sync::Mutex<KeptDocuments>> =
+    std::sync::LazyLock::new(|| std::sync::Mutex::new(KeptDocuments::new()));
 
 /// `query` parsed, or `None` when it does not parse (the executor then answers with the
 /// error's position). Applications send the same few documents over and over, and under
@@ -324,16 +331,14 @@ fn parse_document(query: &str) -> Option<ExecutableDocument> {
 }
 
 /// [`parse_document`] with the documents kept in `kept`.
-fn parse_kept(kept: &std::sync::Mutex<Option<KeptDocuments>>, query: &str) -> Option<ExecutableDocument> {
-    let lock = || kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+fn parse_kept(kept: &std::sync::Mutex<KeptDocuments>, query: &str) -> Option<ExecutableDocument> {
     let keep = query.len() <= KEPT_DOCUMENT_MAX_LEN;
-    if keep && let Some(document) = lock().as_mut().and_then(|kept| kept.documents.get(query)) {
+    if keep && let Some(document) = crate::lock(kept).documents.get(query) {
         return Some(document.clone());
     }
     let document = async_graphql::parser::parse_query(query).ok()?;
     if keep {
-        let mut kept = lock();
-        let kept = kept.get_or_insert_with(|| KeptDocuments { documents: lru::LruCache::unbounded(), text: 0 });
+        let mut kept = crate::lock(kept);
         if kept.documents.put(query.to_owned(), document.clone()).is_none() {
             kept.text += query.len();
         }
@@ -495,13 +500,13 @@ mod tests {
 
     use super::*;
 
-    fn parsed(kept: &Mutex<Option<KeptDocuments>>, query: &str) -> Option<String> {
+    fn parsed(kept: &Mutex<KeptDocuments>, query: &str) -> Option<String> {
         parse_kept(kept, query).map(|document| format!("{document:?}"))
     }
 
     #[test]
     fn a_kept_document_is_the_one_its_text_parses_to() {
-        let kept = Mutex::new(None);
+        let kept = Mutex::new(KeptDocuments::new());
         let queries = ["{ creditBalance { balance } }", "{ creditBalance { available } }", "query Q { a(x: 1) }"];
         let fresh: Vec<String> = queries
             .iter()
@@ -518,8 +523,7 @@ mod tests {
         assert_eq!(parsed(&kept, "{ creditBalance {"), None);
         let long = format!("{{ a{} }}", " ".repeat(KEPT_DOCUMENT_MAX_LEN));
         assert!(parsed(&kept, &long).is_some());
-        let kept = kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let kept = kept.as_ref().expect("in use");
+        let kept = crate::lock(&kept);
         assert_eq!(kept.documents.len(), queries.len());
         assert!(queries.iter().all(|query| kept.documents.peek(*query).is_some()));
         assert_eq!(kept.text, queries.iter().map(|query| query.len()).sum::<usize>());
@@ -527,7 +531,7 @@ mod tests {
 
     #[test]
     fn kept_documents_are_bounded_by_their_text() {
-        let kept = Mutex::new(None);
+        let kept = Mutex::new(KeptDocuments::new());
         // Parsed in turn, twice the most text kept: the oldest go, the newest stay.
         let queries: Vec<String> = (0..2 * KEPT_DOCUMENTS_MAX_TEXT / 1_000)
             .map(|n| format!("{{ bound{n:04}{} }}", " ".repeat(1_000 - 14)))
@@ -535,8 +539,7 @@ mod tests {
         for query in &queries {
             assert!(parsed(&kept, query).is_some());
         }
-        let kept = kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let kept = kept.as_ref().expect("in use");
+        let kept = crate::lock(&kept);
         assert!(kept.text <= KEPT_DOCUMENTS_MAX_TEXT, "{} bytes kept", kept.text);
         assert!(kept.text > KEPT_DOCUMENTS_MAX_TEXT - 1_000, "{} bytes kept", kept.text);
         assert_eq!(kept.text, kept.documents.iter().map(|(text, _)| text.len()).sum::<usize>());

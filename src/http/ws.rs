@@ -98,9 +98,7 @@ impl OpenSocket {
         self.token = Some(token);
         true
     }
-}
 
-impl OpenSocket {
     /// No longer counts this socket against its token: it is closing, and a client may
     /// open its next socket at once (the socket itself stays counted until dropped).
     fn release_token(&mut self) {
