@@ -147,6 +147,14 @@ pub(crate) async fn begin_bookkeeping(db: &DatabaseConnection) -> Result<Databas
 /// otherwise read again, from the file, each page it touches. Elsewhere (PostgreSQL, or
 /// an in-memory SQLite, which [`connect_with`] gives exactly one connection because the
 /// database lives in it) the pool itself.
+///
+/// Its statement journals stay in memory (`temp_store = memory`). A batch is one
+/// transaction of many statements, and each statement that writes many rows keeps a copy
+/// of every page it changes that an earlier statement of the batch had changed, so that
+/// it alone can be undone; on a file that copy was a `pwrite` of 4 KiB each time, about a
+/// fifth of the committer's SQLite time under 1,000 organizations (`docs/performance.md`,
+/// session 14). Such a journal holds one statement's pages, a few hundred KiB at most. Only
+/// this connection: reports sort on the pool's, and their sorts may still spill to disk.
 pub async fn writer_for(db: &DatabaseConnection) -> DatabaseConnection {
     if db.get_database_backend() != DbBackend::Sqlite {
         return db.clone();
@@ -163,7 +171,7 @@ pub async fn writer_for(db: &DatabaseConnection) -> DatabaseConnection {
         .idle_timeout(None)
         .max_lifetime(None)
         .acquire_timeout(pool.options().get_acquire_timeout())
-        .connect_with((*options).clone())
+        .connect_with((*options).clone().pragma("temp_store", "memory"))
         .await;
     match own {
         Ok(own) => sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(own),
@@ -450,9 +458,10 @@ mod tests {
     use sea_orm::Statement;
 
     /// Every SQLite connection of ours, the pool's and the committer's own, is set up by
-    /// [`sqlite_connections`]: none is pinged before each use.
+    /// [`sqlite_connections`]: none is pinged before each use. The committer's own keeps
+    /// its statement journals in memory ([`writer_for`]).
     #[tokio::test]
-    async fn sqlite_connections_are_not_pinged_before_each_use() {
+    async fn sqlite_connections_are_set_up_as_documented() {
         let dir = std::env::temp_dir().join(format!("credits-db-test-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("dir");
         let url = format!("sqlite://{}?mode=rwc", dir.join("ledger.db").display());
@@ -461,6 +470,13 @@ mod tests {
         let writer = writer_for(&db).await;
         assert!(!writer.get_sqlite_connection_pool().options().get_test_before_acquire());
         assert_eq!(writer.get_sqlite_connection_pool().options().get_max_connections(), 1, "its own connection");
+        // Its statement journals are kept in memory (2); the pool's connections keep the default (0).
+        let temp_store = |db: DatabaseConnection| async move {
+            let row = db.query_one_raw(sea_orm::Statement::from_string(DbBackend::Sqlite, "PRAGMA temp_store")).await;
+            row.expect("pragma").expect("a row").try_get_by_index::<i32>(0).expect("a number")
+        };
+        assert_eq!(temp_store(writer.clone()).await, 2, "the committer's journals in memory");
+        assert_eq!(temp_store(db.clone()).await, 0, "the pool's as configured");
         std::fs::remove_dir_all(&dir).ok();
     }
 
