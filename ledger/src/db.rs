@@ -140,6 +140,15 @@ pub(crate) async fn begin_bookkeeping(db: &DatabaseConnection) -> Result<Databas
     begin_with(db, " SET LOCAL synchronous_commit = off").await
 }
 
+/// After how many pages of write-ahead log the committer's connection copies them into
+/// the database file (SQLite's default is 1,000). The batch whose commit crosses it waits
+/// for that copy, so this sets the longest waits: under 1,000 organizations' consumes
+/// (`BENCH_ONLY=organizations … bench_throughput 10`, docs/performance.md, session 14),
+/// every 300 pages gave p99 18.1–18.5 ms at 0.28–0.29 of the limit, every 600 19.2–19.6 ms
+/// at 0.30–0.33, every 1,000 20.6–21.0 ms at 0.30–0.32, every 16,000 26.5–27.0 ms at
+/// 0.33–0.34.
+pub const COMMITTER_CHECKPOINT_PAGES: u32 = 600;
+
 /// The connection the group committer writes through: on a SQLite file, one of its own
 /// that it keeps, so that its page cache stays warm from batch to batch. SQLite drops a
 /// connection's whole cache whenever another connection has committed since its last
@@ -155,6 +164,9 @@ pub(crate) async fn begin_bookkeeping(db: &DatabaseConnection) -> Result<Databas
 /// fifth of the committer's SQLite time under 1,000 organizations (`docs/performance.md`,
 /// session 14). Such a journal holds one statement's pages, a few hundred KiB at most. Only
 /// this connection: reports sort on the pool's, and their sorts may still spill to disk.
+///
+/// It also checkpoints the write-ahead log sooner than SQLite's default, at
+/// [`COMMITTER_CHECKPOINT_PAGES`].
 pub async fn writer_for(db: &DatabaseConnection) -> DatabaseConnection {
     if db.get_database_backend() != DbBackend::Sqlite {
         return db.clone();
@@ -171,7 +183,12 @@ pub async fn writer_for(db: &DatabaseConnection) -> DatabaseConnection {
         .idle_timeout(None)
         .max_lifetime(None)
         .acquire_timeout(pool.options().get_acquire_timeout())
-        .connect_with((*options).clone().pragma("temp_store", "memory"))
+        .connect_with(
+            (*options)
+                .clone()
+                .pragma("temp_store", "memory")
+                .pragma("wal_autocheckpoint", COMMITTER_CHECKPOINT_PAGES.to_string()),
+        )
         .await;
     match own {
         Ok(own) => sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(own),
@@ -459,7 +476,7 @@ mod tests {
 
     /// Every SQLite connection of ours, the pool's and the committer's own, is set up by
     /// [`sqlite_connections`]: none is pinged before each use. The committer's own keeps
-    /// its statement journals in memory ([`writer_for`]).
+    /// its statement journals in memory and checkpoints sooner ([`writer_for`]).
     #[tokio::test]
     async fn sqlite_connections_are_set_up_as_documented() {
         let dir = std::env::temp_dir().join(format!("credits-db-test-{}", uuid::Uuid::new_v4().simple()));
@@ -471,12 +488,16 @@ mod tests {
         assert!(!writer.get_sqlite_connection_pool().options().get_test_before_acquire());
         assert_eq!(writer.get_sqlite_connection_pool().options().get_max_connections(), 1, "its own connection");
         // Its statement journals are kept in memory (2); the pool's connections keep the default (0).
-        let temp_store = |db: DatabaseConnection| async move {
-            let row = db.query_one_raw(sea_orm::Statement::from_string(DbBackend::Sqlite, "PRAGMA temp_store")).await;
+        let pragma = |db: DatabaseConnection, name: &'static str| async move {
+            let sql = format!("PRAGMA {name}");
+            let row = db.query_one_raw(sea_orm::Statement::from_string(DbBackend::Sqlite, sql)).await;
             row.expect("pragma").expect("a row").try_get_by_index::<i32>(0).expect("a number")
         };
-        assert_eq!(temp_store(writer.clone()).await, 2, "the committer's journals in memory");
-        assert_eq!(temp_store(db.clone()).await, 0, "the pool's as configured");
+        assert_eq!(pragma(writer.clone(), "temp_store").await, 2, "the committer's journals in memory");
+        assert_eq!(pragma(db.clone(), "temp_store").await, 0, "the pool's as configured");
+        let checkpoint = i32::try_from(COMMITTER_CHECKPOINT_PAGES).expect("small");
+        assert_eq!(pragma(writer.clone(), "wal_autocheckpoint").await, checkpoint, "the committer's checkpoints");
+        assert_eq!(pragma(db.clone(), "wal_autocheckpoint").await, 1000, "SQLite's default");
         std::fs::remove_dir_all(&dir).ok();
     }
 
