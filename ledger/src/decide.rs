@@ -98,6 +98,8 @@ struct LotFacts {
     touched: Option<(i64, i64)>,
     /// Whether a lot may have nothing left (to be let go when changes are taken).
     emptied: bool,
+    /// The lowest `seq` of the lots.
+    lowest_seq: Option<i64>,
 }
 
 /// One decided entry of the organization's history.
@@ -140,6 +142,7 @@ impl State {
         facts.sorted = self.lots.last().is_none_or(|last| facts.sorted && last.draw_key() <= lot.draw_key());
         facts.remaining += lot.remaining;
         facts.emptied |= lot.remaining == 0;
+        facts.lowest_seq = Some(facts.lowest_seq.map_or(lot.seq, |lowest| lowest.min(lot.seq)));
         if lot.status == LotStatus::Active
             && let Some(at) = lot.expires_at
         {
@@ -150,27 +153,58 @@ impl State {
 
     /// The lots this decision created and those it changed otherwise, to be written; then
     /// they are no longer changes, and lots with nothing left are let go.
+    ///
+    /// The changed lots are looked for from both ends of the lots at once, until all are
+    /// found: a draw changes the first lots in draw order and a grant adds one at the end,
+    /// so an organization granted credits one at a time (tens of thousands of open lots)
+    /// pays for the lots its change touched, not for a walk over all of them. A lot
+    /// changed in the middle still costs a walk to it. They are returned in the lots' order.
     pub fn take_lot_changes(&mut self) -> (Vec<CreditLot>, Vec<CreditLot>) {
         let (mut created, mut changed) = (Vec::new(), Vec::new());
         if let Some((low, high)) = self.facts.touched.take() {
-            for lot in self.lots.iter().filter(|lot| (low..=high).contains(&lot.seq)) {
+            // Every created lot is a changed one too.
+            let wanted = self.changed_lots.len();
+            let is_changed = |lot: &CreditLot| (low..=high).contains(&lot.seq) && self.changed_lots.contains(&lot.id);
+            let mut found = Vec::with_capacity(wanted);
+            let (mut front, mut back) = (0, self.lots.len());
+            while front < back && found.len() < wanted {
+                if is_changed(&self.lots[front]) {
+                    found.push(front);
+                }
+                front += 1;
+                if front < back && found.len() < wanted {
+                    back -= 1;
+                    if is_changed(&self.lots[back]) {
+                        found.push(back);
+                    }
+                }
+            }
+            found.sort_unstable();
+            for lot in found.into_iter().map(|index| &self.lots[index]) {
+                self.facts.emptied |= lot.remaining == 0;
                 if self.created_lots.contains(&lot.id) {
                     created.push(lot.clone());
-                } else if self.changed_lots.contains(&lot.id) {
-                    changed.push(lot.clone());
                 } else {
-                    continue;
+                    changed.push(lot.clone());
                 }
-                self.facts.emptied |= lot.remaining == 0;
             }
         }
         self.created_lots.clear();
         self.changed_lots.clear();
         if std::mem::take(&mut self.facts.emptied) {
             self.lots.retain(|lot| lot.remaining > 0);
+            self.facts.lowest_seq = self.lots.iter().map(|lot| lot.seq).min();
         }
         self.check_facts();
         (created, changed)
+    }
+
+    /// Where reading the open lots will start once changes are taken
+    /// ([`State::take_lot_changes`]): the oldest open lot's `seq`, or past the latest change
+    /// when none is open (a lot formed later has a higher `seq`; lots only ever empty, so
+    /// none below reopens).
+    pub fn open_lots_from(&self) -> i64 {
+        self.facts.lowest_seq.unwrap_or(self.version + 1)
     }
 
     /// Debug builds: the kept facts are what walking the lots gives.
@@ -181,6 +215,7 @@ impl State {
             self.lots.iter().filter(|lot| lot.status == LotStatus::Active).filter_map(|lot| lot.expires_at).min()
         );
         debug_assert!(!self.facts.sorted || self.lots.is_sorted_by(|a, b| a.draw_key() <= b.draw_key()));
+        debug_assert_eq!(self.facts.lowest_seq, self.lots.iter().map(|lot| lot.seq).min());
     }
 
     /// A lot's `remaining` went down by `amount`.
@@ -753,6 +788,40 @@ mod tests {
         for entry in &state.entries {
             assert_eq!(entry.allocations.iter().map(|a| a.amount).sum::<i64>(), entry.amount);
         }
+    }
+
+    #[test]
+    fn lot_changes_are_found_at_either_end_and_in_the_middle() {
+        let paid = spec(LotCategory::Paid, 50, None);
+        let mut state = State::default();
+        let lots: Vec<String> = (0..200).map(|_| grant(&mut state, 2, &paid)).collect();
+        let ids = |lots: &[CreditLot]| lots.iter().map(|lot| lot.id.clone()).collect::<Vec<_>>();
+        let (created, changed) = state.take_lot_changes();
+        assert_eq!((ids(&created), changed.len()), (lots.clone(), 0), "all created, in order");
+        assert_eq!(state.open_lots_from(), 1);
+        // A grant adds one at the end; a consume of 3 empties the first lot and draws on the second.
+        let newest = grant(&mut state, 5, &paid);
+        consume(&mut state, t(1), 3).unwrap();
+        let (created, changed) = state.take_lot_changes();
+        assert_eq!(ids(&created), [newest]);
+        assert_eq!(ids(&changed), [lots[0].clone(), lots[1].clone()]);
+        assert_eq!(state.lots().len(), 200, "the emptied lot is let go");
+        assert_eq!(state.open_lots_from(), 2, "the oldest open lot is the second");
+        // A lot in the middle, voided.
+        void(&mut state, t(2), &lots[120]).unwrap();
+        let (created, changed) = state.take_lot_changes();
+        assert!(created.is_empty());
+        assert_eq!(ids(&changed), [lots[120].clone()]);
+        assert!(state.lots().iter().all(|lot| lot.id != lots[120]));
+        // Nothing changed: nothing taken.
+        assert_eq!(state.take_lot_changes(), (Vec::new(), Vec::new()));
+        // Every lot emptied: reading would start past the latest change.
+        let all = state.balance;
+        consume(&mut state, t(3), all).unwrap();
+        let (_, changed) = state.take_lot_changes();
+        assert_eq!(changed.len(), 199);
+        assert!(state.lots().is_empty());
+        assert_eq!(state.open_lots_from(), state.version + 1);
     }
 
     #[test]

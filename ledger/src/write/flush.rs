@@ -17,7 +17,7 @@ use crate::model::{allocations_json, slot_of};
 use crate::{CreditLot, CreditTransaction, EventType, HoldStatus, LedgerError, TransactionKind, UsageTotals};
 use serde_json::{Map, Value};
 
-use super::{LedgerTx, open_lots_from};
+use super::LedgerTx;
 use crate::commit::idempotency::duplicate_key_or;
 use crate::db::{JsonRows, sql_time};
 
@@ -105,7 +105,7 @@ impl LedgerTx {
                         state.overdraft_limit,
                         state.next_event().map(sql_time),
                         locked.row.generation + 1,
-                        open_lots_from(state),
+                        state.open_lots_from(),
                         locked.threshold,
                         locked.top_up_below,
                         locked.row.version,
@@ -129,7 +129,7 @@ impl LedgerTx {
             locked.row.overdraft_limit = state.overdraft_limit;
             locked.row.next_event_at = state.next_event();
             locked.row.generation += 1;
-            locked.row.open_lots_from = open_lots_from(state);
+            locked.row.open_lots_from = state.open_lots_from();
             locked.row.low_balance_threshold = locked.threshold;
             locked.row.auto_top_up_below = locked.top_up_below;
             locked.row.updated_at = at;

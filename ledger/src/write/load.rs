@@ -140,10 +140,3 @@ pub(crate) async fn load_states<C: ConnectionTrait>(
     }
     Ok(states)
 }
-
-/// Where reading `state`'s open lots will start: its oldest open lot's `seq`, or past
-/// its latest change when none is open (a lot formed later has a higher `seq`; lots only
-/// ever empty, so none below reopens).
-pub(super) fn open_lots_from(state: &State) -> i64 {
-    state.lots().iter().filter(|lot| lot.remaining > 0).map(|lot| lot.seq).min().unwrap_or(state.version + 1)
-}

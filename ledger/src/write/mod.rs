@@ -17,7 +17,6 @@ mod load;
 mod lookups;
 
 pub(crate) use load::load_states;
-use load::open_lots_from;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
