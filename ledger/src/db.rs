@@ -149,8 +149,9 @@ pub(crate) async fn begin_bookkeeping(db: &DatabaseConnection) -> Result<Databas
 /// 0.33–0.34.
 pub const COMMITTER_CHECKPOINT_PAGES: u32 = 600;
 
-/// The connection the group committer writes through: on a SQLite file, one of its own
-/// that it keeps, so that its page cache stays warm from batch to batch. SQLite drops a
+/// The connection the group committer writes through (and the webhooks' bookkeeping,
+/// [`crate::Ledger::bookkeeper`]): on a SQLite file, one of its own that it keeps, so
+/// that its page cache stays warm from batch to batch. SQLite drops a
 /// connection's whole cache whenever another connection has committed since its last
 /// transaction, and a pool hands out its connections in turn, so every batch would
 /// otherwise read again, from the file, each page it touches. Elsewhere (PostgreSQL, or
@@ -498,6 +499,32 @@ mod tests {
         let checkpoint = i32::try_from(COMMITTER_CHECKPOINT_PAGES).expect("small");
         assert_eq!(pragma(writer.clone(), "wal_autocheckpoint").await, checkpoint, "the committer's checkpoints");
         assert_eq!(pragma(db.clone(), "wal_autocheckpoint").await, 1000, "SQLite's default");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// On a SQLite file the webhooks' bookkeeping writes through the committer's own
+    /// connection ([`crate::Ledger::bookkeeper`]), made once: bookkeeping and batches
+    /// queue for it in turn.
+    #[tokio::test]
+    async fn bookkeeping_on_sqlite_writes_through_the_committers_connection() {
+        let dir = std::env::temp_dir().join(format!("credits-db-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.join("ledger.db").display());
+        let ledger = crate::Ledger::new(connect(&url).await.expect("connect"));
+        let bookkeeper = ledger.bookkeeper().await;
+        let pool = bookkeeper.get_sqlite_connection_pool();
+        assert_eq!(pool.options().get_max_connections(), 1, "one connection");
+        let sql = Statement::from_string(DbBackend::Sqlite, "PRAGMA temp_store");
+        let row = bookkeeper.query_one_raw(sql).await.expect("pragma").expect("a row");
+        assert_eq!(row.try_get_by_index::<i32>(0).expect("a number"), 2, "the committer's connection");
+        // The same connection each time: while one handle holds it, another cannot have it.
+        let held = pool.acquire().await.expect("acquire");
+        let again = ledger.bookkeeper().await;
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(200), again.get_sqlite_connection_pool().acquire())
+                .await;
+        assert!(waited.is_err(), "a second connection was made");
+        drop(held);
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -596,7 +596,7 @@ impl Ledger {
         mut take: impl FnMut(&str) -> bool,
     ) -> Result<(usize, Vec<ClaimedDelivery>), LedgerError> {
         use chrono::SubsecRound;
-        let txn = crate::db::begin_bookkeeping(&self.db).await?;
+        let txn = crate::db::begin_bookkeeping(&self.bookkeeper().await).await?;
         let mut query = webhook_event::Entity::find()
             .filter(webhook_event::Column::FannedOut.eq(false))
             .order_by_asc(webhook_event::Column::CreatedAt)
@@ -715,7 +715,7 @@ impl Ledger {
         use webhook_delivery::Column;
         let now = self.now();
         let backend = self.db.get_database_backend();
-        let txn = crate::db::begin_bookkeeping(&self.db).await?;
+        let txn = crate::db::begin_bookkeeping(&self.bookkeeper().await).await?;
         // Which claims still held: the successes a lease at a time, the failures one by one.
         let mut held: HashSet<String> = HashSet::new();
         let mut succeeded: BTreeMap<(DateTime<Utc>, i32), Vec<&ClaimedDelivery>> = BTreeMap::new();
@@ -811,7 +811,8 @@ impl Ledger {
         let enabled = "AND endpoint_id IN (SELECT e.id FROM webhook_endpoints e WHERE e.enabled)";
         let skip = ("endpoint_id", busy);
         let (ids, until) =
-            crate::db::lease_due(&self.db, "webhook_deliveries", enabled, skip, limit, now, lease).await?;
+            crate::db::lease_due(&self.bookkeeper().await, "webhook_deliveries", enabled, skip, limit, now, lease)
+                .await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -863,11 +864,12 @@ impl Ledger {
         if ids.is_empty() {
             return Ok(());
         }
+        let backend = self.db.get_database_backend();
         webhook_delivery::Entity::update_many()
             .col_expr(webhook_delivery::Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
-            .filter(webhook_delivery::Column::Id.is_in(ids.iter().cloned()))
+            .filter(one_of(backend, "id", ids.iter().map(String::as_str)))
             .filter(webhook_delivery::Column::Status.eq(DeliveryStatus::Pending.as_str()))
-            .exec(&self.db)
+            .exec(&self.bookkeeper().await)
             .await?;
         Ok(())
     }

@@ -76,6 +76,9 @@ const POSTGRES_LANES: usize = 2;
 #[derive(Clone, Debug, Default)]
 pub struct Committer {
     lanes: Arc<OnceLock<Vec<mpsc::UnboundedSender<Job>>>>,
+    /// The connection the committer writes through ([`crate::db::writer_for`]), made on
+    /// first use.
+    writer: Arc<tokio::sync::OnceCell<DatabaseConnection>>,
     /// Batches that failed as a whole and were committed again one by one.
     fallbacks: Arc<AtomicU64>,
 }
@@ -87,6 +90,13 @@ impl std::fmt::Debug for Job {
 }
 
 impl Committer {
+    /// The connection the committer writes through, for other writes that should queue
+    /// behind its batches in turn rather than meet them at SQLite's lock
+    /// ([`crate::Ledger::bookkeeper`]).
+    pub async fn writer(&self, db: &DatabaseConnection) -> DatabaseConnection {
+        self.writer.get_or_init(|| crate::db::writer_for(db)).await.clone()
+    }
+
     /// Decides and commits `request` together with whatever else is waiting. Needs a
     /// Tokio runtime; the task ends when the last clone of this committer is dropped.
     pub async fn submit(&self, db: &DatabaseConnection, hub: &EventHub, clock: &Clock, request: Op) -> Outcome {
@@ -98,7 +108,8 @@ impl Committer {
             (0..count)
                 .map(|_| {
                     let (sender, receiver) = mpsc::unbounded_channel();
-                    tokio::spawn(run(db.clone(), hub.clone(), clock.clone(), self.fallbacks.clone(), receiver));
+                    let writer = self.writer.clone();
+                    tokio::spawn(run(db.clone(), writer, hub.clone(), clock.clone(), self.fallbacks.clone(), receiver));
                     sender
                 })
                 .collect()
@@ -131,12 +142,13 @@ fn lane(organization_id: &str, count: usize) -> usize {
 
 async fn run(
     db: DatabaseConnection,
+    writer: Arc<tokio::sync::OnceCell<DatabaseConnection>>,
     hub: EventHub,
     clock: Clock,
     fallbacks: Arc<AtomicU64>,
     mut queue: mpsc::UnboundedReceiver<Job>,
 ) {
-    let db = crate::db::writer_for(&db).await;
+    let db = writer.get_or_init(|| crate::db::writer_for(&db)).await.clone();
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     let kept = Kept::default();
     while let Some(first) = queue.recv().await {
