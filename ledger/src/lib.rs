@@ -227,12 +227,13 @@ impl Ledger {
         self.committer.fallbacks()
     }
 
-    /// Where the outgoing webhooks' bookkeeping writes (fanning events out, claims,
-    /// attempts): on a SQLite file, the committer's own connection, so that it and the
-    /// committer's batches take turns on it, each waiting for the other's transaction
-    /// rather than meeting at SQLite's lock, whose busy handler sleeps between tries (up
-    /// to 100 ms each; a grant storm's p99 was 139–148 ms with a webhook endpoint, max
-    /// about a second, `docs/performance.md`, session 15). Elsewhere the pool.
+    /// Where the background workers' bookkeeping writes (the outgoing webhooks' fan-out,
+    /// claims and attempts; auto top-ups' claims and retries): on a SQLite file, the
+    /// committer's own connection, so that it and the committer's batches take turns on
+    /// it, each waiting for the other's transaction rather than meeting at SQLite's lock,
+    /// whose busy handler sleeps between tries (up to 100 ms a sleep: a grant storm with a
+    /// webhook endpoint had p99 147–194 ms and its slowest grant 0.7–1.6 s,
+    /// `docs/performance.md`, session 15). Elsewhere the pool.
     pub(crate) async fn bookkeeper(&self) -> DatabaseConnection {
         self.committer.writer(&self.db).await
     }

@@ -305,7 +305,8 @@ impl Ledger {
     /// ([`crate::db::lease_due`]).
     pub async fn claim_top_ups(&self, limit: u64, lease: chrono::Duration) -> Result<Vec<ClaimedTopUp>, LedgerError> {
         let (ids, _) =
-            crate::db::lease_due(&self.db, "credit_top_ups", "", ("id", &[]), limit, self.now(), lease).await?;
+            crate::db::lease_due(&self.bookkeeper().await, "credit_top_ups", "", ("id", &[]), limit, self.now(), lease)
+                .await?;
         let mut claimed = Vec::with_capacity(ids.len());
         for row in credit_top_up::Entity::find().filter(credit_top_up::Column::Id.is_in(ids)).all(&self.db).await? {
             let settings = auto_top_up::Entity::find_by_id(row.organization_id.clone()).one(&self.db).await?;
@@ -328,7 +329,7 @@ impl Ledger {
             .col_expr(credit_top_up::Column::UpdatedAt, Expr::value(self.now()))
             .filter(credit_top_up::Column::Id.eq(id))
             .filter(credit_top_up::Column::Status.eq(TopUpStatus::Pending.as_str()))
-            .exec(&self.db)
+            .exec(&self.bookkeeper().await)
             .await?;
         Ok(())
     }
