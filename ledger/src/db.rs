@@ -149,8 +149,8 @@ pub(crate) async fn begin_bookkeeping(db: &DatabaseConnection) -> Result<Databas
 /// 0.33–0.34.
 pub const COMMITTER_CHECKPOINT_PAGES: u32 = 600;
 
-/// The connection the group committer writes through (and the webhooks' bookkeeping,
-/// [`crate::Ledger::bookkeeper`]): on a SQLite file, one of its own that it keeps, so
+/// The connection the group committer writes through (and the background workers'
+/// bookkeeping, [`crate::Ledger::bookkeeper`]): on a SQLite file, one of its own that it keeps, so
 /// that its page cache stays warm from batch to batch. SQLite drops a
 /// connection's whole cache whenever another connection has committed since its last
 /// transaction, and a pool hands out its connections in turn, so every batch would
@@ -343,11 +343,14 @@ pub(crate) async fn lease_due(
         if postgres { ("$1".to_owned(), "$2".to_owned()) } else { ("?".to_owned(), "?".to_owned()) };
     // SQLite numbers its `?` in order, so `now` is bound again where it is used again.
     let now_again = if postgres { "$2".to_owned() } else { placeholder(now.into()) };
+    // One JSON array parameter, so the text is the same for any number skipped: it runs on
+    // the committer's connection (`Ledger::bookkeeper`), whose prepared statements it
+    // would otherwise push out, one text per length.
     let skipped = if skip.1.is_empty() {
         String::new()
     } else {
-        let list: Vec<String> = skip.1.iter().map(|value| placeholder(value.clone().into())).collect();
-        format!("AND {} NOT IN ({})", skip.0, list.join(", "))
+        let at = placeholder(serde_json::Value::from(skip.1.to_vec()).to_string().into());
+        format!("AND NOT ({})", in_json_array(backend, skip.0, &at))
     };
     let limit_at = placeholder((limit as i64).into());
     let locking = if postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
@@ -462,11 +465,16 @@ pub(crate) fn one_of<'a>(
 ) -> sea_orm::sea_query::SimpleExpr {
     let values: Vec<&str> = values.into_iter().collect();
     let json = serde_json::Value::from(values).to_string();
-    let sql = match backend {
-        DbBackend::Postgres => format!("{column} = ANY (ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))"),
-        _ => format!("{column} IN (SELECT value FROM json_each(?))"),
-    };
-    sea_orm::sea_query::Expr::cust_with_values(sql, [json])
+    let parameter = if backend == DbBackend::Postgres { "$1" } else { "?" };
+    sea_orm::sea_query::Expr::cust_with_values(in_json_array(backend, column, parameter), [json])
+}
+
+/// The text of [`one_of`], with the JSON array at `parameter`.
+fn in_json_array(backend: DbBackend, column: &str, parameter: &str) -> String {
+    match backend {
+        DbBackend::Postgres => format!("{column} = ANY (ARRAY(SELECT jsonb_array_elements_text({parameter}::jsonb)))"),
+        _ => format!("{column} IN (SELECT value FROM json_each({parameter}))"),
+    }
 }
 
 #[cfg(test)]
@@ -502,7 +510,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
-    /// On a SQLite file the webhooks' bookkeeping writes through the committer's own
+    /// On a SQLite file the background workers' bookkeeping writes through the committer's own
     /// connection ([`crate::Ledger::bookkeeper`]), made once: bookkeeping and batches
     /// queue for it in turn.
     #[tokio::test]

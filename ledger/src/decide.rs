@@ -192,8 +192,15 @@ impl State {
         self.created_lots.clear();
         self.changed_lots.clear();
         if std::mem::take(&mut self.facts.emptied) {
-            self.lots.retain(|lot| lot.remaining > 0);
-            self.facts.lowest_seq = self.lots.iter().map(|lot| lot.seq).min();
+            let mut lowest: Option<i64> = None;
+            self.lots.retain(|lot| {
+                let open = lot.remaining > 0;
+                if open {
+                    lowest = Some(lowest.map_or(lot.seq, |seq| seq.min(lot.seq)));
+                }
+                open
+            });
+            self.facts.lowest_seq = lowest;
         }
         self.check_facts();
         (created, changed)
