@@ -10,7 +10,8 @@
 //!    `consumeCredits` mutation from memory, no database, driven like everything else;
 //! 2. `credits` with `CREDITS_RATE_LIMIT=off` on a fresh SQLite file and on a throw-away
 //!    PostgreSQL cluster with production durability (fsync and synchronous commit on):
-//!    one hot organization consuming from 64 connections; `creditBalance` reads from 64
+//!    one hot organization consuming from 64 connections (`BENCH_ONLY=hot` runs this
+//!    alone); `creditBalance` reads from 64
 //!    connections while 8 more consume; the same reads alone, then against the read
 //!    anchor (`bare_graphql` answering them with one sqlx `SELECT` per request on the
 //!    same database; `BENCH_ONLY=reads` runs these two alone); consumes spread over
@@ -266,6 +267,12 @@ async fn engine(label: &str, database_url: Option<&str>, seconds: u64, rows: &mu
         load::run(&server.addr, CONNECTIONS, window, Arc::new(move |_| request.clone()), consume_check(&acknowledged))
             .await;
     rows.push(Row::measured(format!("{label}: one hot organization, consume"), report, &server));
+    // `BENCH_ONLY=hot` runs the hot organization alone.
+    if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "hot") {
+        let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());
+        verify(&server.database_url, &acknowledged).await;
+        return;
+    }
 
     // 2. Reads of the same organization while it consumes.
     let read = load::post(&server.addr, "/graphql", Some(&hot_key), &json!({ "query": READ }).to_string());

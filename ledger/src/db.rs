@@ -7,7 +7,7 @@ use std::time::Duration;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 
 /// A PostgreSQL connection idle at least this long is pinged before it is used again.
@@ -154,9 +154,9 @@ pub const COMMITTER_CHECKPOINT_PAGES: u32 = 600;
 /// that its page cache stays warm from batch to batch. SQLite drops a
 /// connection's whole cache whenever another connection has committed since its last
 /// transaction, and a pool hands out its connections in turn, so every batch would
-/// otherwise read again, from the file, each page it touches. Elsewhere (PostgreSQL, or
-/// an in-memory SQLite, which [`connect_with`] gives exactly one connection because the
-/// database lives in it) the pool itself.
+/// otherwise read again, from the file, each page it touches. For an in-memory SQLite,
+/// which [`connect_with`] gives exactly one connection because the database lives in it,
+/// the pool itself. On PostgreSQL, a pool of its own: a connection a lane, planning no sequential scan.
 ///
 /// Its statement journals stay in memory (`temp_store = memory`). A batch is one
 /// transaction of many statements, and each statement that writes many rows keeps a copy
@@ -169,8 +169,10 @@ pub const COMMITTER_CHECKPOINT_PAGES: u32 = 600;
 /// It also checkpoints the write-ahead log sooner than SQLite's default, at
 /// [`COMMITTER_CHECKPOINT_PAGES`].
 pub async fn writer_for(db: &DatabaseConnection) -> DatabaseConnection {
-    if db.get_database_backend() != DbBackend::Sqlite {
-        return db.clone();
+    match db.get_database_backend() {
+        DbBackend::Postgres => return committer_pool(db),
+        DbBackend::Sqlite => {}
+        _ => return db.clone(),
     }
     let pool = db.get_sqlite_connection_pool();
     let options = pool.connect_options();
@@ -197,6 +199,42 @@ pub async fn writer_for(db: &DatabaseConnection) -> DatabaseConnection {
             tracing::warn!(%error, "the committer writes through the shared pool");
             db.clone()
         }
+    }
+}
+
+/// The committer's connections on PostgreSQL: one for each of its lanes, made when first
+/// used, each planning no sequential scan for its whole session (asked for when it
+/// connects), so that a batch begins with `BEGIN` alone ([`begin_committing`]) where
+/// [`begin_write`] needs a second statement. The rest as the pool's: its address and
+/// statement timeout, pinged only after an idle second.
+fn committer_pool(db: &DatabaseConnection) -> DatabaseConnection {
+    use sea_orm::sqlx::Connection;
+    let pool = db.get_postgres_connection_pool();
+    let options = (*pool.connect_options()).clone().options([("enable_seqscan", "off")]);
+    let own = sea_orm::sqlx::postgres::PgPoolOptions::new()
+        .max_connections(crate::commit::POSTGRES_LANES as u32)
+        .min_connections(0)
+        .acquire_timeout(pool.options().get_acquire_timeout())
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+        .connect_lazy_with(options);
+    sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(own)
+}
+
+/// Starts a batch's transaction on the committer's connections ([`writer_for`]): as
+/// [`begin_write`], but on PostgreSQL `BEGIN` alone, those connections planning no
+/// sequential scan already ([`committer_pool`]).
+pub(crate) async fn begin_committing(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    match db.get_database_backend() {
+        DbBackend::Postgres => db.begin().await,
+        _ => begin_write(db).await,
     }
 }
 
@@ -443,6 +481,20 @@ impl JsonRows {
     pub(crate) fn columns(&self, types: &[&str]) -> String {
         types.iter().enumerate().map(|(i, sql_type)| self.column(i, sql_type)).collect::<Vec<_>>().join(", ")
     }
+
+    /// A statement inserting into `table` the rows of `rows`, each the values of
+    /// `columns` (name, type) in order.
+    pub(crate) fn insert(&self, table: &str, columns: &[(&str, &str)], rows: Vec<serde_json::Value>) -> Statement {
+        let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+        let types: Vec<&str> = columns.iter().map(|(_, sql_type)| *sql_type).collect();
+        let sql = format!(
+            "INSERT INTO {table} ({}) SELECT {} FROM {}",
+            names.join(", "),
+            self.columns(&types),
+            self.source(1)
+        );
+        Statement::from_sql_and_values(self.0, sql, [serde_json::Value::Array(rows).to_string().into()])
+    }
 }
 
 /// A time as the statements of [`JsonRows`] take it: the text sqlx writes for a bound
@@ -534,6 +586,30 @@ mod tests {
         assert!(waited.is_err(), "a second connection was made");
         drop(held);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// On PostgreSQL the committer has connections of its own, one a lane, made when
+    /// first used, that plan no sequential scan for their whole session (so its batches
+    /// begin with `BEGIN` alone) and keep the pool's statement timeout; the bookkeeping
+    /// stays on the pool.
+    #[tokio::test]
+    async fn the_committers_postgres_connections_plan_no_sequential_scan() {
+        let mut options = ConnectOptions::new("postgres://nobody@127.0.0.1:9/none");
+        options.connect_lazy(true).map_sqlx_postgres_opts(|opts| opts.options([("statement_timeout", "5000")]));
+        let db = Database::connect(options).await.expect("a pool that connects when used");
+        let writer = writer_for(&db).await;
+        let pool = writer.get_postgres_connection_pool();
+        assert_eq!(pool.options().get_max_connections(), crate::commit::POSTGRES_LANES as u32);
+        assert_eq!(pool.options().get_min_connections(), 0, "none until used");
+        let startup = pool.connect_options().get_options().unwrap_or_default().to_owned();
+        assert!(startup.contains("statement_timeout=5000"), "{startup}");
+        assert!(startup.contains("enable_seqscan=off"), "{startup}");
+        let plans = |db: &DatabaseConnection| {
+            let options = db.get_postgres_connection_pool().connect_options();
+            !options.get_options().unwrap_or_default().contains("enable_seqscan")
+        };
+        assert!(plans(&db), "the pool plans as PostgreSQL does");
+        assert!(plans(&crate::Ledger::new(db.clone()).bookkeeper().await), "bookkeeping on the pool");
     }
 
     /// The statements of [`JsonRows`] write times as [`sql_time`] spells them; sqlx

@@ -235,6 +235,9 @@ impl Ledger {
     /// webhook endpoint had p99 147–194 ms and its slowest grant 0.7–1.6 s,
     /// `docs/performance.md`, session 15). Elsewhere the pool.
     pub(crate) async fn bookkeeper(&self) -> DatabaseConnection {
+        if self.db.get_database_backend() != sea_orm::DbBackend::Sqlite {
+            return self.db.clone();
+        }
         self.committer.writer(&self.db).await
     }
 

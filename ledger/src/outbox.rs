@@ -13,11 +13,13 @@
 //! dispatcher, woken after the commit, fans them out to endpoints.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use entity::{audit_event, webhook_endpoint, webhook_event};
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait};
+use entity::webhook_endpoint;
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend};
 use serde_json::{Map, Value, json};
 
-use crate::events::{EventHub, Hint, notify_all};
+use crate::db::{JsonRows, sql_time};
+use crate::events::{EventHub, Hint, notifications};
+use crate::write::{Expect, Writes};
 use crate::{Audit, AuditAction, EventType, LedgerError, new_id};
 
 /// An outgoing event to write with the commit.
@@ -40,8 +42,8 @@ pub(crate) struct Outbox {
     events: Vec<PendingEvent>,
     /// Whether a top-up was started (the worker is woken after the commit).
     top_ups_started: u64,
-    /// Audit rows, written in the transaction.
-    audits: Vec<audit_event::ActiveModel>,
+    /// Audit rows ([`AUDIT_COLUMNS`]), written in the transaction.
+    audits: Vec<Value>,
 }
 
 impl Outbox {
@@ -78,18 +80,18 @@ impl Outbox {
         target_id: Option<&str>,
         details: Value,
     ) {
-        self.audits.push(audit_event::ActiveModel {
-            id: Set(new_id("aud")),
-            organization_id: Set(organization_id.map(str::to_owned)),
-            actor_type: Set(audit.actor.kind().as_str().to_owned()),
-            actor_id: Set(audit.actor.id().map(str::to_owned)),
-            action: Set(action.as_str().to_owned()),
-            target_id: Set(target_id.map(str::to_owned)),
-            details: Set(details.to_string()),
-            client_address: Set(audit.client_address.clone()),
-            request_id: Set(audit.request_id.clone()),
-            created_at: Set(at),
-        });
+        self.audits.push(json!([
+            new_id("aud"),
+            organization_id,
+            audit.actor.kind().as_str(),
+            audit.actor.id(),
+            action.as_str(),
+            target_id,
+            details.to_string(),
+            audit.client_address,
+            audit.request_id,
+            sql_time(at),
+        ]));
     }
 
     /// Wakes this process's top-up worker after the commit.
@@ -101,12 +103,33 @@ impl Outbox {
     /// inside it, the notifications inside it on PostgreSQL, the hub after it on SQLite.
     /// Nothing is announced unless it committed.
     pub(crate) async fn commit(self, txn: DatabaseTransaction, hub: &EventHub) -> Result<(), LedgerError> {
-        let deliveries = write_events(&txn, &self.events).await?;
-        if !self.audits.is_empty() {
-            audit_event::Entity::insert_many(self.audits).exec_without_returning(&txn).await?;
+        let writes = Writes::new(txn.get_database_backend());
+        self.commit_with(txn, writes, hub).await
+    }
+
+    /// [`Outbox::commit`], after the statements `writes` holds, sent with the outbox's own.
+    pub(crate) async fn commit_with(
+        self,
+        txn: DatabaseTransaction,
+        mut writes: Writes,
+        hub: &EventHub,
+    ) -> Result<(), LedgerError> {
+        let backend = txn.get_database_backend();
+        let deliveries = self.events.len();
+        let rows = JsonRows::new(backend);
+        if !self.events.is_empty() {
+            writes
+                .push(&txn, rows.insert("webhook_events", EVENT_COLUMNS, event_rows(&self.events)), Expect::Any)
+                .await?;
         }
-        let postgres = txn.get_database_backend() == DbBackend::Postgres;
-        notify_all(&txn, &self.hints, &self.revoked).await?;
+        if !self.audits.is_empty() {
+            writes.push(&txn, rows.insert("audit_events", AUDIT_COLUMNS, self.audits), Expect::Any).await?;
+        }
+        if let Some(statement) = notifications(backend, &self.hints, &self.revoked)? {
+            writes.push(&txn, statement, Expect::Any).await?;
+        }
+        writes.send(&txn).await?;
+        let postgres = backend == DbBackend::Postgres;
         txn.commit().await?;
         if deliveries > 0 {
             hub.deliveries().notify_one();
@@ -127,10 +150,34 @@ impl Outbox {
     }
 }
 
-/// Writes `events`, to be fanned out to their endpoints by a dispatcher
-/// ([`crate::Ledger::fan_out_events`]); returns how many.
-async fn write_events(txn: &DatabaseTransaction, events: &[PendingEvent]) -> Result<usize, LedgerError> {
-    let rows: Vec<webhook_event::ActiveModel> = events
+/// The columns of an audit row, as [`Outbox::audit`] gives them.
+const AUDIT_COLUMNS: &[(&str, &str)] = &[
+    ("id", "text"),
+    ("organization_id", "text"),
+    ("actor_type", "text"),
+    ("actor_id", "text"),
+    ("action", "text"),
+    ("target_id", "text"),
+    ("details", "text"),
+    ("client_address", "text"),
+    ("request_id", "text"),
+    ("created_at", "timestamptz"),
+];
+
+/// The columns of an event's row, as [`event_rows`] gives them.
+const EVENT_COLUMNS: &[(&str, &str)] = &[
+    ("id", "text"),
+    ("organization_id", "text"),
+    ("\"type\"", "text"),
+    ("payload", "text"),
+    ("created_at", "timestamptz"),
+    ("fanned_out", "boolean"),
+];
+
+/// The rows of `events` ([`EVENT_COLUMNS`]), to be fanned out to their endpoints by a
+/// dispatcher ([`crate::Ledger::fan_out_events`]).
+fn event_rows(events: &[PendingEvent]) -> Vec<Value> {
+    events
         .iter()
         .map(|event| {
             let body = json!({
@@ -138,20 +185,16 @@ async fn write_events(txn: &DatabaseTransaction, events: &[PendingEvent]) -> Res
                 "timestamp": event.at.to_rfc3339_opts(SecondsFormat::Millis, true),
                 "data": event.data,
             });
-            webhook_event::ActiveModel {
-                id: Set(new_id("evt")),
-                organization_id: Set(event.organization_id.clone()),
-                event_type: Set(event.kind.as_str().to_owned()),
-                payload: Set(body.to_string()),
-                created_at: Set(event.at),
-                fanned_out: Set(false),
-            }
+            json!([
+                new_id("evt"),
+                event.organization_id,
+                event.kind.as_str(),
+                body.to_string(),
+                sql_time(event.at),
+                false
+            ])
         })
-        .collect();
-    for chunk in rows.chunks(500) {
-        webhook_event::Entity::insert_many(chunk.to_vec()).exec_without_returning(txn).await?;
-    }
-    Ok(rows.len())
+        .collect()
 }
 
 /// Whether `endpoint` subscribes to events of `kind` (no types: every type).

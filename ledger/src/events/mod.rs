@@ -35,7 +35,7 @@ pub use follower::{Followed, Follower};
 pub use hub::{EventHub, KeyHint, KeyWatch};
 pub use postgres::listen_postgres;
 pub use sqlite::poll_sqlite_revocations;
-pub(crate) use wire::notify_all;
+pub(crate) use wire::notifications;
 pub use wire::{BALANCE_CHANNEL, BalanceEvent, Hint, KEY_CHANNEL};
 
 /// The first wait before a retry.

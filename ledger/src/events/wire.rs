@@ -7,7 +7,7 @@
 //! once more; what subscribers see is always what the database holds.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm::{DbBackend, Statement};
 use serde::{Deserialize, Serialize};
 
 use crate::{CreditTransaction, LedgerError};
@@ -155,30 +155,28 @@ fn plausible_id(id: &str) -> bool {
         && id.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
 }
 
-/// Sends every hint of `hints`, then a revocation hint for every key id of `revoked`, on
-/// `conn` as PostgreSQL notifications, all in one statement (a batch of many
+/// The statement that sends every hint of `hints`, then a revocation hint for every key
+/// id of `revoked`, as PostgreSQL notifications, all at once (a batch of many
 /// organizations makes no round trip per organization); inside a transaction they are
-/// delivered only if and when that transaction commits. Does nothing on SQLite.
-pub(crate) async fn notify_all<C: ConnectionTrait>(
-    conn: &C,
+/// delivered only if and when that transaction commits. None on SQLite.
+pub(crate) fn notifications(
+    backend: DbBackend,
     hints: &[Hint],
     revoked: &[String],
-) -> Result<(), LedgerError> {
-    if conn.get_database_backend() != DbBackend::Postgres || (hints.is_empty() && revoked.is_empty()) {
-        return Ok(());
+) -> Result<Option<Statement>, LedgerError> {
+    if backend != DbBackend::Postgres || (hints.is_empty() && revoked.is_empty()) {
+        return Ok(None);
     }
     let mut notifications = Vec::with_capacity(hints.len() + revoked.len());
     for hint in hints {
         notifications.push(serde_json::json!([BALANCE_CHANNEL, hint.encode()?]));
     }
     notifications.extend(revoked.iter().map(|key_id| serde_json::json!([KEY_CHANNEL, key_id])));
-    conn.execute_raw(Statement::from_sql_and_values(
+    Ok(Some(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "SELECT pg_notify(n ->> 0, n ->> 1) FROM json_array_elements($1::text::json) AS n",
         [serde_json::Value::Array(notifications).to_string().into()],
-    ))
-    .await?;
-    Ok(())
+    )))
 }
 
 #[cfg(test)]

@@ -152,8 +152,8 @@ impl GrantRequest {
         Self { by, ..self }
     }
 
-    /// The lot this grant forms, validated: priority 0–100, an expiry after `now`.
-    /// Omitted parts keep their defaults.
+    /// The lot this grant forms, validated: priority 0–100, an expiry after `now` (kept
+    /// to the microsecond, as both engines store it). Omitted parts keep their defaults.
     pub fn with_lot(
         mut self,
         category: Option<LotCategory>,
@@ -171,7 +171,7 @@ impl GrantRequest {
             if expires_at <= now {
                 return Err(LedgerError::InvalidInput("expiresAt must be in the future".into()));
             }
-            self.lot.expires_at = Some(expires_at);
+            self.lot.expires_at = Some(expires_at.trunc_subsecs(6));
         }
         if let Some(category) = category {
             self.lot.category = category;

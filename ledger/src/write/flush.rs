@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use entity::{credit_hold, credit_lot};
+use entity::credit_hold;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement};
 
 use crate::decide::{self, HeldCredits, Standing};
 use crate::events::Hint;
@@ -17,7 +17,7 @@ use crate::model::{allocations_json, slot_of};
 use crate::{CreditLot, CreditTransaction, EventType, HoldStatus, LedgerError, TransactionKind, UsageTotals};
 use serde_json::{Map, Value};
 
-use super::LedgerTx;
+use super::{Expect, LedgerTx, Writes};
 use crate::commit::idempotency::duplicate_key_or;
 use crate::db::{JsonRows, sql_time};
 
@@ -28,8 +28,9 @@ impl LedgerTx {
     /// silently).
     ///
     /// A taken idempotency key is [`LedgerError::DuplicateIdempotencyKey`]; the caller
-    /// must then roll back.
-    pub(super) async fn flush(&mut self) -> Result<(), LedgerError> {
+    /// must then roll back. On PostgreSQL the statements batch-sized work writes are
+    /// returned unsent, for the outbox to send with its own ([`Writes`]).
+    pub(super) async fn flush(&mut self) -> Result<Writes, LedgerError> {
         // A change that left `available` below an armed auto top-up threshold starts one.
         let triggered: Vec<String> = self
             .locked
@@ -42,14 +43,13 @@ impl LedgerTx {
                 self.outbox.top_up_started();
             }
         }
+        let backend = self.txn.get_database_backend();
+        let mut writes = Writes::new(backend);
         let pending = std::mem::take(&mut self.pending);
         if !pending.is_empty() {
-            let inserted = self.txn.execute_raw(insert_transactions(self.txn.get_database_backend(), &pending)).await;
-            if let Err(error) = inserted {
-                return Err(duplicate_key_or(error));
-            }
+            writes.push(&self.txn, insert_transactions(backend, &pending), Expect::Any).await?;
+            writes.push(&self.txn, usage(backend, &pending), Expect::Any).await?;
         }
-        self.add_usage(&pending).await?;
         self.raise_events(&pending);
         let at = self.at;
         let mut new_lots = Vec::new();
@@ -67,7 +67,7 @@ impl LedgerTx {
                 || locked.threshold != locked.row.low_balance_threshold
                 || locked.top_up_below != locked.row.auto_top_up_below;
             let (created, updated) = state.take_lot_changes();
-            new_lots.extend(created.iter().map(|lot| lot_row(lot, at)));
+            new_lots.extend(created.iter().map(|lot| lot_values(lot, at)));
             lot_updates.extend(updated);
             resolved.append(&mut state.resolved_holds);
             new_holds.append(&mut state.created_holds);
@@ -76,17 +76,15 @@ impl LedgerTx {
             }
         }
         if !new_lots.is_empty() {
-            for chunk in new_lots.chunks(1_000) {
-                credit_lot::Entity::insert_many(chunk.to_vec()).exec_without_returning(&self.txn).await?;
-            }
+            writes
+                .push(&self.txn, JsonRows::new(backend).insert("credit_lots", LOT_COLUMNS, new_lots), Expect::Any)
+                .await?;
         }
-        let backend = self.txn.get_database_backend();
         if !lot_updates.is_empty() {
-            let updated = self.txn.execute_raw(update_lots(backend, &lot_updates, at)).await?;
-            if updated.rows_affected() != lot_updates.len() as u64 {
-                return Err(LedgerError::internal("a lot vanished under its lock"));
-            }
+            let expect = Expect::Rows(lot_updates.len() as u64, "a lot vanished under its lock");
+            writes.push(&self.txn, update_lots(backend, &lot_updates, at), expect).await?;
         }
+        // Holds are written at once, each resolution seeing the holds created before it.
         self.write_holds(new_holds, resolved, &pending).await?;
         // Every changed balance in one statement, each conditional on the version it had
         // when locked (a write that bypassed the lock could never be overwritten silently:
@@ -113,10 +111,8 @@ impl LedgerTx {
                     ]))
                 })
                 .collect();
-            let updated = self.txn.execute_raw(update_balances(backend, rows, at)).await?;
-            if updated.rows_affected() != changed_orgs.len() as u64 {
-                return Err(LedgerError::internal("a balance changed under its lock"));
-            }
+            let expect = Expect::Rows(changed_orgs.len() as u64, "a balance changed under its lock");
+            writes.push(&self.txn, update_balances(backend, rows, at), expect).await?;
         }
         for organization_id in changed_orgs {
             let Some(locked) = self.locked.get_mut(&organization_id) else { continue };
@@ -140,7 +136,7 @@ impl LedgerTx {
                 Hint::Held { organization_id }
             });
         }
-        Ok(())
+        Ok(writes)
     }
 
     /// Inserts created holds (with their allocations) and records resolved ones.
@@ -255,74 +251,87 @@ impl LedgerTx {
             }
         }
     }
-
-    /// Adds `transactions` to the usage rollup, in this transaction: one upsert of their
-    /// sums per organization, slot, reference type and key. Written here, beside the
-    /// transactions it sums and nowhere else, the rollup cannot disagree with them.
-    async fn add_usage(&self, transactions: &[CreditTransaction]) -> Result<(), LedgerError> {
-        if transactions.is_empty() {
-            return Ok(());
-        }
-        let mut sums: HashMap<(&str, DateTime<Utc>, &str, &str), UsageTotals> = HashMap::new();
-        for transaction in transactions {
-            let key = (
-                transaction.organization_id.as_str(),
-                slot_of(transaction.created_at),
-                transaction.reference_type.as_deref().unwrap_or_default(),
-                transaction.api_key_id.as_deref().unwrap_or_default(),
-            );
-            sums.entry(key).or_default().count(transaction.kind, transaction.amount);
-        }
-        let values: Vec<Value> = sums
-            .into_iter()
-            .map(|((organization_id, slot_start, reference_type, api_key_id), sums)| {
-                serde_json::json!([
-                    organization_id,
-                    sql_time(slot_start),
-                    reference_type,
-                    api_key_id,
-                    sums.consumed,
-                    sums.added,
-                    sums.expired,
-                    sums.refunded,
-                    sums.transactions,
-                ])
-            })
-            .collect();
-        let backend = self.txn.get_database_backend();
-        let rows = JsonRows::new(backend);
-        let sums = ["consumed", "added", "expired", "refunded", "transactions"];
-        let sql = format!(
-            "INSERT INTO credit_usage (organization_id, slot_start, reference_type, api_key_id, {}) \
-             SELECT {} FROM {} WHERE true \
-             ON CONFLICT (organization_id, slot_start, reference_type, api_key_id) DO UPDATE SET {}",
-            sums.join(", "),
-            rows.columns(&["text", "timestamptz", "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint"]),
-            rows.source(1),
-            sums.map(|name| format!("{name} = credit_usage.{name} + excluded.{name}")).join(", "),
-        );
-        let values = Value::Array(values).to_string();
-        self.txn.execute_raw(Statement::from_sql_and_values(backend, sql, [values.into()])).await?;
-        Ok(())
-    }
 }
 
-pub(super) fn lot_row(lot: &CreditLot, at: DateTime<Utc>) -> credit_lot::ActiveModel {
-    credit_lot::ActiveModel {
-        id: Set(lot.id.clone()),
-        organization_id: Set(lot.organization_id.clone()),
-        category: Set(lot.category.as_str().to_owned()),
-        priority: Set(lot.priority),
-        original: Set(lot.original),
-        remaining: Set(lot.remaining),
-        held: Set(lot.held),
-        expires_at: Set(lot.expires_at),
-        status: Set(lot.status.as_str().to_owned()),
-        source_transaction_id: Set(lot.source_transaction_id.clone()),
-        seq: Set(lot.seq),
-        created_at: Set(lot.created_at),
-        updated_at: Set(at),
+/// The statement adding `transactions` to the usage rollup, in their transaction: one
+/// upsert of their sums per organization, slot, reference type and key. Written with the
+/// transactions it sums and nowhere else, the rollup cannot disagree with them.
+fn usage(backend: DbBackend, transactions: &[CreditTransaction]) -> Statement {
+    let mut sums: HashMap<(&str, DateTime<Utc>, &str, &str), UsageTotals> = HashMap::new();
+    for transaction in transactions {
+        let key = (
+            transaction.organization_id.as_str(),
+            slot_of(transaction.created_at),
+            transaction.reference_type.as_deref().unwrap_or_default(),
+            transaction.api_key_id.as_deref().unwrap_or_default(),
+        );
+        sums.entry(key).or_default().count(transaction.kind, transaction.amount);
     }
+    let values: Vec<Value> = sums
+        .into_iter()
+        .map(|((organization_id, slot_start, reference_type, api_key_id), sums)| {
+            serde_json::json!([
+                organization_id,
+                sql_time(slot_start),
+                reference_type,
+                api_key_id,
+                sums.consumed,
+                sums.added,
+                sums.expired,
+                sums.refunded,
+                sums.transactions,
+            ])
+        })
+        .collect();
+    let rows = JsonRows::new(backend);
+    let sums = ["consumed", "added", "expired", "refunded", "transactions"];
+    let sql = format!(
+        "INSERT INTO credit_usage (organization_id, slot_start, reference_type, api_key_id, {}) \
+             SELECT {} FROM {} WHERE true \
+             ON CONFLICT (organization_id, slot_start, reference_type, api_key_id) DO UPDATE SET {}",
+        sums.join(", "),
+        rows.columns(&["text", "timestamptz", "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint"]),
+        rows.source(1),
+        sums.map(|name| format!("{name} = credit_usage.{name} + excluded.{name}")).join(", "),
+    );
+    let values = Value::Array(values).to_string();
+    Statement::from_sql_and_values(backend, sql, [values.into()])
+}
+
+/// The columns of a new lot's row, as [`lot_values`] gives them.
+const LOT_COLUMNS: &[(&str, &str)] = &[
+    ("id", "text"),
+    ("organization_id", "text"),
+    ("category", "text"),
+    ("priority", "integer"),
+    ("original", "bigint"),
+    ("remaining", "bigint"),
+    ("held", "bigint"),
+    ("expires_at", "timestamptz"),
+    ("status", "text"),
+    ("source_transaction_id", "text"),
+    ("seq", "bigint"),
+    ("created_at", "timestamptz"),
+    ("updated_at", "timestamptz"),
+];
+
+/// A new lot's row ([`LOT_COLUMNS`]), written at `at`.
+fn lot_values(lot: &CreditLot, at: DateTime<Utc>) -> Value {
+    serde_json::json!([
+        lot.id,
+        lot.organization_id,
+        lot.category.as_str(),
+        lot.priority,
+        lot.original,
+        lot.remaining,
+        lot.held,
+        lot.expires_at.map(sql_time),
+        lot.status.as_str(),
+        lot.source_transaction_id,
+        lot.seq,
+        sql_time(lot.created_at),
+        sql_time(at),
+    ])
 }
 
 /// `UPDATE credit_lots` of `lots` as decided, each row `[id, remaining, held, status]`:

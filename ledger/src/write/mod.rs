@@ -15,8 +15,10 @@
 mod flush;
 mod load;
 mod lookups;
+mod writes;
 
 pub(crate) use load::load_states;
+pub(crate) use writes::{Expect, Writes};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -101,8 +103,12 @@ impl LedgerTx {
         hub: &EventHub,
         at: DateTime<Utc>,
     ) -> Result<Self, LedgerError> {
-        let txn = crate::db::begin_write(db).await?;
-        Ok(Self {
+        Ok(Self::on(crate::db::begin_write(db).await?, hub, at))
+    }
+
+    /// A transaction on `txn`, begun for writing, at `at`.
+    pub(crate) fn on(txn: DatabaseTransaction, hub: &EventHub, at: DateTime<Utc>) -> Self {
+        Self {
             txn,
             hub: hub.clone(),
             at,
@@ -113,7 +119,7 @@ impl LedgerTx {
             outbox: Outbox::default(),
             kept: HashMap::new(),
             audit: Audit::shared_system(),
-        })
+        }
     }
 
     /// Records this transaction's audited changes as `audit`'s actor's.
@@ -542,8 +548,8 @@ impl LedgerTx {
     /// [`LedgerTx::commit`], returning each locked organization's state as committed,
     /// for a later transaction to be [offered](LedgerTx::offer).
     pub async fn commit_keeping(mut self) -> Result<Vec<(String, KeptState)>, LedgerError> {
-        self.flush().await?;
-        self.outbox.commit(self.txn, &self.hub).await?;
+        let writes = self.flush().await?;
+        self.outbox.commit_with(self.txn, writes, &self.hub).await?;
         Ok(self
             .locked
             .into_iter()

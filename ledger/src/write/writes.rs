@@ -1,0 +1,166 @@
+//! The statements of one commit, sent together where that saves round trips.
+//!
+//! A batch of consumes writes four tables and sends its hints: five statements, each a
+//! round trip to PostgreSQL and a wake-up on either side, while the committer's lane
+//! (and every request in its batch) waits. On PostgreSQL [`Writes`] holds them and sends
+//! them as one statement, each an arm of a `WITH` whose primary query counts every arm's
+//! rows. The arms run against one snapshot, so none may need another's rows: each writes
+//! its own table (or, for the notifications, reads nothing written), and whatever must
+//! see a write (a hold resolved in the batch that created it, say) first sends what is
+//! held ([`Writes::send`]). On SQLite, in this process, there is no round trip to save:
+//! each statement runs as it comes.
+
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement};
+
+use crate::LedgerError;
+use crate::commit::idempotency::duplicate_key_or;
+
+/// Statements written in one transaction, in order.
+#[derive(Debug)]
+pub(crate) struct Writes {
+    backend: DbBackend,
+    held: Vec<(Statement, Expect)>,
+}
+
+/// What a statement must do for the transaction to go on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Expect {
+    /// Anything.
+    Any,
+    /// Touch exactly this many rows, or else fail the transaction with this message (a
+    /// row changed under its lock).
+    Rows(u64, &'static str),
+}
+
+impl Writes {
+    pub(crate) fn new(backend: DbBackend) -> Self {
+        Self { backend, held: Vec::new() }
+    }
+
+    /// Writes `statement` (a data-modifying one, or a `SELECT` for its side effects), on
+    /// PostgreSQL with the next [`Writes::send`]. A taken idempotency key is
+    /// [`LedgerError::DuplicateIdempotencyKey`].
+    pub(crate) async fn push(
+        &mut self,
+        txn: &DatabaseTransaction,
+        statement: Statement,
+        expect: Expect,
+    ) -> Result<(), LedgerError> {
+        if self.backend == DbBackend::Postgres {
+            self.held.push((statement, expect));
+            return Ok(());
+        }
+        let rows = txn.execute_raw(statement).await.map_err(duplicate_key_or)?.rows_affected();
+        check(expect, rows)
+    }
+
+    /// Sends every statement held, as one.
+    pub(crate) async fn send(&mut self, txn: &DatabaseTransaction) -> Result<(), LedgerError> {
+        match self.held.len() {
+            0 => Ok(()),
+            1 => {
+                let (statement, expect) = self.held.pop().expect("one statement");
+                let rows = txn.execute_raw(statement).await.map_err(duplicate_key_or)?.rows_affected();
+                check(expect, rows)
+            }
+            _ => {
+                let held = std::mem::take(&mut self.held);
+                let (statement, expects) = one_statement(held);
+                let row = txn.query_one_raw(statement).await.map_err(duplicate_key_or)?;
+                let row = row.ok_or_else(|| LedgerError::internal("the writes answered no row"))?;
+                for (i, expect) in expects.into_iter().enumerate() {
+                    let rows: i64 = row.try_get_by_index(i)?;
+                    check(expect, rows.max(0) as u64)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn check(expect: Expect, rows: u64) -> Result<(), LedgerError> {
+    match expect {
+        Expect::Rows(wanted, message) if rows != wanted => Err(LedgerError::internal(message)),
+        _ => Ok(()),
+    }
+}
+
+/// PostgreSQL statements as the arms `w0`, `w1`, … of one `WITH`, each data-modifying
+/// one `RETURNING 1`, their parameters numbered on; the primary query answers one row of
+/// each arm's count (which also makes a `SELECT` arm run: only data-modifying arms run
+/// unread).
+fn one_statement(held: Vec<(Statement, Expect)>) -> (Statement, Vec<Expect>) {
+    let mut arms = Vec::with_capacity(held.len());
+    let mut counts = Vec::with_capacity(held.len());
+    let mut values = Vec::new();
+    let mut expects = Vec::with_capacity(held.len());
+    for (i, (statement, expect)) in held.into_iter().enumerate() {
+        let sql = renumbered(&statement.sql, values.len());
+        let returning = if sql.trim_start().starts_with("SELECT") { "" } else { " RETURNING 1" };
+        arms.push(format!("w{i} AS ({sql}{returning})"));
+        counts.push(format!("(SELECT count(*) FROM w{i})"));
+        values.extend(statement.values.map(|values| values.0).unwrap_or_default());
+        expects.push(expect);
+    }
+    let sql = format!("WITH {} SELECT {}", arms.join(", "), counts.join(", "));
+    (Statement::from_sql_and_values(DbBackend::Postgres, sql, values), expects)
+}
+
+/// `sql` with each parameter `$n` outside a quoted string or name made `$(n + by)`.
+fn renumbered(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut chars = sql.chars().peekable();
+    let mut quote = None;
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '$') if chars.peek().is_some_and(char::is_ascii_digit) => {
+                let mut n = 0usize;
+                while let Some(digit) = chars.peek().and_then(|d| d.to_digit(10)) {
+                    n = n * 10 + digit as usize;
+                    chars.next();
+                }
+                out.push('$');
+                out.push_str(&(n + by).to_string());
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_numbered_on_outside_quotes() {
+        assert_eq!(renumbered("SELECT $1, $2::jsonb, '$1', \"$2\", $10", 3), "SELECT $4, $5::jsonb, '$1', \"$2\", $13");
+        assert_eq!(
+            renumbered("UPDATE t SET a = 'it''s $1' WHERE b = $1", 1),
+            "UPDATE t SET a = 'it''s $1' WHERE b = $2"
+        );
+        assert_eq!(renumbered("SELECT $ 1, $x", 5), "SELECT $ 1, $x");
+    }
+
+    #[test]
+    fn statements_become_arms_of_one_with() {
+        let a = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE a SET x = $1 WHERE id = $2",
+            [1.into(), "a".into()],
+        );
+        let b = Statement::from_sql_and_values(DbBackend::Postgres, "SELECT pg_notify($1, 'x')", ["c".into()]);
+        let (statement, expects) = one_statement(vec![(a, Expect::Rows(1, "a")), (b, Expect::Any)]);
+        assert_eq!(
+            statement.sql,
+            "WITH w0 AS (UPDATE a SET x = $1 WHERE id = $2 RETURNING 1), w1 AS (SELECT pg_notify($3, 'x')) \
+             SELECT (SELECT count(*) FROM w0), (SELECT count(*) FROM w1)"
+        );
+        assert_eq!(statement.values.map(|values| values.0.len()), Some(3));
+        assert_eq!(expects.len(), 2);
+    }
+}
