@@ -22,7 +22,8 @@
 //!   lock (`mod.rs`), reads what it decides against (`load.rs`: states, kept states),
 //!   writes once (`flush.rs`: rows, the usage rollup, and the outgoing events decided
 //!   from where each organization stood before and after) and answers billing's
-//!   look-ups (`lookups.rs`); `outbox.rs`: everything a write announces, the webhook
+//!   look-ups (`lookups.rs`), sending the writes of a commit together (`writes.rs`: one
+//!   statement on PostgreSQL); `outbox.rs`: everything a write announces, the webhook
 //!   events and the audit rows written in its transaction, the hints sent only if it
 //!   commits. A [`Ledger`] handle made [`Ledger::with_audit`] records who acts in the
 //!   audit rows of its writes.
