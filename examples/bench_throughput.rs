@@ -10,8 +10,8 @@
 //!    `consumeCredits` mutation from memory, no database, driven like everything else;
 //! 2. `credits` with `CREDITS_RATE_LIMIT=off` on a fresh SQLite file and on a throw-away
 //!    PostgreSQL cluster with production durability (fsync and synchronous commit on):
-//!    one hot organization consuming from 64 connections (`BENCH_ONLY=hot` runs this
-//!    alone); `creditBalance` reads from 64
+//!    one hot organization consuming from 64 connections, then the same with an
+//!    idempotency key on each request (`BENCH_ONLY=hot` runs these alone); `creditBalance` reads from 64
 //!    connections while 8 more consume; the same reads alone, then against the read
 //!    anchor (`bare_graphql` answering them with one sqlx `SELECT` per request on the
 //!    same database; `BENCH_ONLY=reads` runs these two alone); consumes spread over
@@ -97,6 +97,13 @@ impl Row {
 
 fn consume_body(amount: i64) -> String {
     json!({ "query": CONSUME, "variables": { "i": { "amount": amount, "description": "bench" } } }).to_string()
+}
+
+/// A consume of 1 credit under an idempotency key of its own (`n`: the request's number
+/// in its run; this row runs once a server, so no key is used twice).
+fn keyed_consume_body(n: u64) -> String {
+    let input = json!({ "amount": 1, "description": "bench", "idempotencyKey": format!("bench-{n}") });
+    json!({ "query": CONSUME, "variables": { "i": input } }).to_string()
 }
 
 /// A checker for consume answers that keeps each acknowledged transaction id.
@@ -267,6 +274,11 @@ async fn engine(label: &str, database_url: Option<&str>, seconds: u64, rows: &mu
         load::run(&server.addr, CONNECTIONS, window, Arc::new(move |_| request.clone()), consume_check(&acknowledged))
             .await;
     rows.push(Row::measured(format!("{label}: one hot organization, consume"), report, &server));
+    // 1b. The same with an idempotency key each, as a careful client sends them.
+    let (addr, key) = (server.addr.clone(), hot_key.clone());
+    let keyed = move |i: u64| load::post(&addr, "/graphql", Some(&key), &keyed_consume_body(i));
+    let report = load::run(&server.addr, CONNECTIONS, window, Arc::new(keyed), consume_check(&acknowledged)).await;
+    rows.push(Row::measured(format!("{label}: one hot organization, consume with a key each"), report, &server));
     // `BENCH_ONLY=hot` runs the hot organization alone.
     if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "hot") {
         let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());

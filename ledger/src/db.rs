@@ -149,14 +149,15 @@ pub(crate) async fn begin_bookkeeping(db: &DatabaseConnection) -> Result<Databas
 /// 0.33–0.34.
 pub const COMMITTER_CHECKPOINT_PAGES: u32 = 600;
 
-/// The connection the group committer writes through (and the background workers'
-/// bookkeeping, [`crate::Ledger::bookkeeper`]): on a SQLite file, one of its own that it keeps, so
-/// that its page cache stays warm from batch to batch. SQLite drops a
+/// The connection the group committer writes through (and on SQLite the background
+/// workers' bookkeeping, [`crate::Ledger::bookkeeper`]): on a SQLite file, one of its own
+/// that it keeps, so that its page cache stays warm from batch to batch. SQLite drops a
 /// connection's whole cache whenever another connection has committed since its last
 /// transaction, and a pool hands out its connections in turn, so every batch would
 /// otherwise read again, from the file, each page it touches. For an in-memory SQLite,
 /// which [`connect_with`] gives exactly one connection because the database lives in it,
-/// the pool itself. On PostgreSQL, a pool of its own: a connection a lane, planning no sequential scan.
+/// the pool itself. On PostgreSQL, a pool of its own: a connection a lane, planning no
+/// sequential scan.
 ///
 /// Its statement journals stay in memory (`temp_store = memory`). A batch is one
 /// transaction of many statements, and each statement that writes many rows keeps a copy

@@ -14,6 +14,7 @@ on_both_engines!(
     ledger_refuses_unknown_organizations,
     ledger_a_key_reused_while_its_original_commits_is_answered_inside_the_batch,
     migrations_go_down_and_up_again,
+    the_committer_writes_on_connections_of_its_own,
 );
 
 async fn migrations_go_down_and_up_again(engine: Engine) {
@@ -23,6 +24,37 @@ async fn migrations_go_down_and_up_again(engine: Engine) {
     credits::db::migrate(ledger.db()).await.expect("up again");
     let org = ledger.create_organization("Again", None).await.expect("usable after re-migration");
     assert_eq!(ledger.balance(&org.id).await.unwrap().balance, 0);
+}
+
+/// The committer's connections ([`credits::db::writer_for`]): on PostgreSQL, real ones
+/// that plan no sequential scan for their whole session (its batches begin with `BEGIN`
+/// alone) while the pool's plan as PostgreSQL does; on a SQLite file, one of its own.
+async fn the_committer_writes_on_connections_of_its_own(engine: Engine) {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let Some((ledger, _db)) = ledger(engine).await else { return };
+    let writer = credits::db::writer_for(ledger.db()).await;
+    match engine {
+        Engine::Postgres => {
+            let setting = |db: sea_orm::DatabaseConnection| async move {
+                let show = Statement::from_string(DbBackend::Postgres, "SHOW enable_seqscan");
+                let row = db.query_one_raw(show).await.expect("show").expect("a row");
+                row.try_get_by_index::<String>(0).expect("a setting")
+            };
+            assert_eq!(setting(writer).await, "off", "the committer's connection");
+            assert_eq!(setting(ledger.db().clone()).await, "on", "the pool's");
+        }
+        Engine::Sqlite => {
+            assert_eq!(writer.get_sqlite_connection_pool().options().get_max_connections(), 1);
+        }
+    }
+    // And the ledger writes through them.
+    let org = ledger.create_organization("Own", None).await.expect("organization").id;
+    ledger
+        .grant(GrantRequest::new(org.clone(), Amount::parse(5).expect("amount"), "g".into(), None).expect("grant"))
+        .await
+        .expect("granted");
+    ledger.consume(consume(&org, 2, Some("own-1"))).await.expect("consumed");
+    assert_eq!(ledger.balance(&org).await.expect("balance").balance, 3);
 }
 
 async fn ledger(engine: Engine) -> Option<(Ledger, crate::helpers::TestDatabase)> {

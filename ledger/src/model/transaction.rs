@@ -153,7 +153,9 @@ impl GrantRequest {
     }
 
     /// The lot this grant forms, validated: priority 0–100, an expiry after `now` (kept
-    /// to the microsecond, as both engines store it). Omitted parts keep their defaults.
+    /// to the microsecond, as PostgreSQL keeps it: written as text, a finer one would be
+    /// rounded there, not cut, and its retry no longer match). Omitted parts keep their
+    /// defaults.
     pub fn with_lot(
         mut self,
         category: Option<LotCategory>,

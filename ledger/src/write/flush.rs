@@ -25,11 +25,11 @@ impl LedgerTx {
     /// Writes what was decided: the transactions and their allocations, new and changed
     /// lots and holds, then each changed organization's new state, conditional on the
     /// version locked (so a write that bypassed the lock could never be overwritten
-    /// silently).
+    /// silently). On PostgreSQL all but the holds are returned held, for the outbox to
+    /// send with its own in one statement ([`Writes`]).
     ///
     /// A taken idempotency key is [`LedgerError::DuplicateIdempotencyKey`]; the caller
-    /// must then roll back. On PostgreSQL the statements batch-sized work writes are
-    /// returned unsent, for the outbox to send with its own ([`Writes`]).
+    /// must then roll back.
     pub(super) async fn flush(&mut self) -> Result<Writes, LedgerError> {
         // A change that left `available` below an armed auto top-up threshold starts one.
         let triggered: Vec<String> = self
@@ -67,6 +67,8 @@ impl LedgerTx {
                 || locked.threshold != locked.row.low_balance_threshold
                 || locked.top_up_below != locked.row.auto_top_up_below;
             let (created, updated) = state.take_lot_changes();
+            // Their two arms of one statement may not share a lot ([`Writes`]).
+            debug_assert!(updated.iter().all(|lot| created.iter().all(|new| new.id != lot.id)));
             new_lots.extend(created.iter().map(|lot| lot_values(lot, at)));
             lot_updates.extend(updated);
             resolved.append(&mut state.resolved_holds);

@@ -4,19 +4,26 @@
 //! round trip to PostgreSQL and a wake-up on either side, while the committer's lane
 //! (and every request in its batch) waits. On PostgreSQL [`Writes`] holds them and sends
 //! them as one statement, each an arm of a `WITH` whose primary query counts every arm's
-//! rows. The arms run against one snapshot, so none may need another's rows: each writes
-//! its own table (or, for the notifications, reads nothing written), and whatever must
-//! see a write (a hold resolved in the batch that created it, say) first sends what is
-//! held ([`Writes::send`]). On SQLite, in this process, there is no round trip to save:
-//! each statement runs as it comes.
+//! rows. The arms run against one snapshot, in no set order, so no two may touch one row
+//! and none may read another's writes: the transactions, the usage rollup, the balances,
+//! the outgoing events and the audit rows each have an arm of their own table; the lots
+//! have two, the new ones inserted and the changed ones updated, which
+//! [`State::take_lot_changes`](crate::decide::State::take_lot_changes) never lets share a
+//! lot; the notifications read nothing written. Whatever is written at once instead (the
+//! holds, an auto top-up's start) must not refer to a row still held, and nothing does:
+//! no table of ours refers to transactions, lots or balances. On SQLite, in this
+//! process, there is no round trip to save: each statement runs as it comes.
 
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement};
 
 use crate::LedgerError;
 use crate::commit::idempotency::duplicate_key_or;
 
-/// Statements written in one transaction, in order.
+/// Statements written in one transaction: on SQLite already run, on PostgreSQL held
+/// until [`Writes::send`]. Dropped unsent, the held ones are lost, the transaction
+/// committing without them: whoever has one must send it.
 #[derive(Debug)]
+#[must_use = "on PostgreSQL the writes are held until sent"]
 pub(crate) struct Writes {
     backend: DbBackend,
     held: Vec<(Statement, Expect)>,
@@ -33,6 +40,7 @@ pub(crate) enum Expect {
 }
 
 impl Writes {
+    /// None yet, for a transaction on `backend`.
     pub(crate) fn new(backend: DbBackend) -> Self {
         Self { backend, held: Vec::new() }
     }
@@ -56,33 +64,37 @@ impl Writes {
 
     /// Sends every statement held, as one.
     pub(crate) async fn send(&mut self, txn: &DatabaseTransaction) -> Result<(), LedgerError> {
-        match self.held.len() {
-            0 => Ok(()),
-            1 => {
-                let (statement, expect) = self.held.pop().expect("one statement");
-                let rows = txn.execute_raw(statement).await.map_err(duplicate_key_or)?.rows_affected();
-                check(expect, rows)
-            }
-            _ => {
-                let held = std::mem::take(&mut self.held);
-                let (statement, expects) = one_statement(held);
-                let row = txn.query_one_raw(statement).await.map_err(duplicate_key_or)?;
-                let row = row.ok_or_else(|| LedgerError::internal("the writes answered no row"))?;
-                for (i, expect) in expects.into_iter().enumerate() {
-                    let rows: i64 = row.try_get_by_index(i)?;
-                    check(expect, rows.max(0) as u64)?;
-                }
-                Ok(())
-            }
+        if self.held.len() < 2 {
+            let Some((statement, expect)) = self.held.pop() else { return Ok(()) };
+            let rows = txn.execute_raw(statement).await.map_err(duplicate_key_or)?.rows_affected();
+            return check(expect, rows);
         }
+        let (statement, expects) = one_statement(std::mem::take(&mut self.held));
+        let row = txn.query_one_raw(statement).await.map_err(duplicate_key_or)?;
+        let row = row.ok_or_else(|| LedgerError::internal("the writes answered no row"))?;
+        let counts = (0..expects.len()).map(|i| row.try_get_by_index::<i64>(i)).collect::<Result<Vec<_>, _>>()?;
+        check_all(&expects, &counts)
     }
 }
 
+/// Whether a statement that touched `rows` rows did what `expect` asks.
 fn check(expect: Expect, rows: u64) -> Result<(), LedgerError> {
     match expect {
         Expect::Rows(wanted, message) if rows != wanted => Err(LedgerError::internal(message)),
         _ => Ok(()),
     }
+}
+
+/// [`check`] for each arm of one statement, by its count.
+fn check_all(expects: &[Expect], counts: &[i64]) -> Result<(), LedgerError> {
+    if expects.len() != counts.len() {
+        return Err(LedgerError::internal("the writes answered another number of counts"));
+    }
+    for (expect, count) in expects.iter().zip(counts) {
+        let rows = u64::try_from(*count).map_err(|_| LedgerError::internal("a negative count"))?;
+        check(*expect, rows)?;
+    }
+    Ok(())
 }
 
 /// PostgreSQL statements as the arms `w0`, `w1`, … of one `WITH`, each data-modifying
@@ -106,7 +118,9 @@ fn one_statement(held: Vec<(Statement, Expect)>) -> (Statement, Vec<Expect>) {
     (Statement::from_sql_and_values(DbBackend::Postgres, sql, values), expects)
 }
 
-/// `sql` with each parameter `$n` outside a quoted string or name made `$(n + by)`.
+/// `sql` with each parameter `$n` outside a quoted string or name made `$(n + by)`. Our
+/// statements use no dollar-quoted bodies, `E''` strings or comments, which it does not
+/// read as such.
 fn renumbered(sql: &str, by: usize) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
     let mut chars = sql.chars().peekable();
@@ -162,5 +176,17 @@ mod tests {
         );
         assert_eq!(statement.values.map(|values| values.0.len()), Some(3));
         assert_eq!(expects.len(), 2);
+    }
+
+    #[test]
+    fn every_arm_is_held_to_its_own_count() {
+        let expects = [Expect::Any, Expect::Rows(2, "lots"), Expect::Rows(1, "balances")];
+        assert!(check_all(&expects, &[5, 2, 1]).is_ok());
+        let lots = check_all(&expects, &[5, 1, 1]).expect_err("a lot short");
+        assert!(lots.to_string().contains("lots"), "{lots}");
+        let balances = check_all(&expects, &[0, 2, 2]).expect_err("a balance over");
+        assert!(balances.to_string().contains("balances"), "{balances}");
+        assert!(check_all(&expects, &[5, 2]).is_err(), "a count missing");
+        assert!(check_all(&[Expect::Rows(0, "none")], &[-1]).is_err(), "a negative count");
     }
 }
