@@ -523,7 +523,7 @@ pub(crate) fn one_of<'a>(
 }
 
 /// The text of [`one_of`], with the JSON array at `parameter`.
-fn in_json_array(backend: DbBackend, column: &str, parameter: &str) -> String {
+pub(crate) fn in_json_array(backend: DbBackend, column: &str, parameter: &str) -> String {
     match backend {
         DbBackend::Postgres => format!("{column} = ANY (ARRAY(SELECT jsonb_array_elements_text({parameter}::jsonb)))"),
         _ => format!("{column} IN (SELECT value FROM json_each({parameter}))"),

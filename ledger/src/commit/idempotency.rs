@@ -17,10 +17,10 @@
 //! [`LedgerTx`] through it and ends it with [`LedgerTx::finish`]. Nothing retries
 //! around either, so attempts never multiply.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use entity::{credit_hold, credit_lot, credit_transaction};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, SqlErr};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, SqlErr, Statement};
 
 use super::op::{Done, KeyUse, Op};
 use crate::write::LedgerTx;
@@ -41,32 +41,35 @@ impl Keys {
         if keyed.is_empty() {
             return Ok(Self(taken));
         }
-        let organizations = || keyed.iter().map(|op| op.organization_id());
-        let keys = || keyed.iter().filter_map(|op| op.idempotency_key());
-        let holds = credit_hold::Entity::find()
-            .select_only()
-            .column(credit_hold::Column::OrganizationId)
-            .column(credit_hold::Column::IdempotencyKey)
-            .filter(credit_hold::Column::OrganizationId.is_in(organizations()))
-            .filter(credit_hold::Column::IdempotencyKey.is_in(keys()))
-            .into_tuple::<(String, Option<String>)>()
-            .all(tx.conn())
-            .await?;
-        let transactions = credit_transaction::Entity::find()
-            .select_only()
-            .column(credit_transaction::Column::OrganizationId)
-            .column(credit_transaction::Column::IdempotencyKey)
-            .filter(credit_transaction::Column::OrganizationId.is_in(organizations()))
-            .filter(credit_transaction::Column::IdempotencyKey.is_in(keys()))
-            .into_tuple::<(String, Option<String>)>()
-            .all(tx.conn())
-            .await?;
-        let found = holds.into_iter().map(|row| (row, KeyUse::Hold));
-        let found = found.chain(transactions.into_iter().map(|row| (row, KeyUse::Transaction)));
-        for ((organization_id, key), by) in found {
-            if let Some(key) = key {
-                taken.insert((organization_id, key), by);
-            }
+        let organizations: BTreeSet<&str> = keyed.iter().map(|op| op.organization_id()).collect();
+        let keys: BTreeSet<&str> = keyed.iter().filter_map(|op| op.idempotency_key()).collect();
+        let organizations = serde_json::Value::from(organizations.into_iter().collect::<Vec<_>>()).to_string();
+        let keys = serde_json::Value::from(keys.into_iter().collect::<Vec<_>>()).to_string();
+        // Both tables in one statement, its text the same for any batch (the keys as one
+        // JSON parameter, see [`crate::db::JsonRows`]); `IS NOT NULL` lets each engine use
+        // the index of present keys only.
+        let backend = tx.conn().get_database_backend();
+        let (first, second) = if backend == DbBackend::Postgres { ("$1", "$2") } else { ("?", "?") };
+        let of = |table: &str, by: &str| {
+            format!(
+                "SELECT organization_id, idempotency_key, '{by}' AS used_by FROM {table} WHERE {} AND {} \
+                 AND idempotency_key IS NOT NULL",
+                crate::db::in_json_array(backend, "organization_id", first),
+                crate::db::in_json_array(backend, "idempotency_key", second),
+            )
+        };
+        let sql = format!("{} UNION ALL {}", of("credit_holds", "HOLD"), of("credit_transactions", "TRANSACTION"));
+        let mut values: Vec<sea_orm::Value> = vec![organizations.clone().into(), keys.clone().into()];
+        if backend != DbBackend::Postgres {
+            // SQLite numbers each `?` anew.
+            values.extend([organizations.into(), keys.into()]);
+        }
+        let rows = tx.conn().query_all_raw(Statement::from_sql_and_values(backend, sql, values)).await?;
+        for row in rows {
+            let organization_id: String = row.try_get("", "organization_id")?;
+            let key: String = row.try_get("", "idempotency_key")?;
+            let by = if row.try_get::<String>("", "used_by")? == "HOLD" { KeyUse::Hold } else { KeyUse::Transaction };
+            taken.insert((organization_id, key), by);
         }
         Ok(Self(taken))
     }
