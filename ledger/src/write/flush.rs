@@ -358,7 +358,7 @@ fn update_lots(backend: DbBackend, lots: &[CreditLot], at: DateTime<Utc>) -> Sta
 
 /// `INSERT` of the batch's transactions, each carrying its allocations: one statement.
 fn insert_transactions(backend: DbBackend, transactions: &[CreditTransaction]) -> Statement {
-    let values: Vec<Value> = transactions
+    let rows = transactions
         .iter()
         .map(|transaction| {
             serde_json::json!([
@@ -380,33 +380,27 @@ fn insert_transactions(backend: DbBackend, transactions: &[CreditTransaction]) -
             ])
         })
         .collect();
-    let rows = JsonRows::new(backend);
-    let types = [
-        "text",
-        "text",
-        "bigint",
-        "text",
-        "bigint",
-        "bigint",
-        "text",
-        "text",
-        "text",
-        "text",
-        "text",
-        "text",
-        "text",
-        "text",
-        "timestamptz",
-    ];
-    let sql = format!(
-        "INSERT INTO credit_transactions (id, organization_id, seq, kind, amount, balance_after, description, \
-         reference_type, reference_id, idempotency_key, hold_id, allocations, api_key_id, client_session_id, \
-         created_at) SELECT {} FROM {}",
-        rows.columns(&types),
-        rows.source(1),
-    );
-    Statement::from_sql_and_values(backend, sql, [Value::Array(values).to_string().into()])
+    JsonRows::new(backend).insert("credit_transactions", TRANSACTION_COLUMNS, rows)
 }
+
+/// The columns of a transaction's row, as [`insert_transactions`] gives them.
+const TRANSACTION_COLUMNS: &[(&str, &str)] = &[
+    ("id", "text"),
+    ("organization_id", "text"),
+    ("seq", "bigint"),
+    ("kind", "text"),
+    ("amount", "bigint"),
+    ("balance_after", "bigint"),
+    ("description", "text"),
+    ("reference_type", "text"),
+    ("reference_id", "text"),
+    ("idempotency_key", "text"),
+    ("hold_id", "text"),
+    ("allocations", "text"),
+    ("api_key_id", "text"),
+    ("client_session_id", "text"),
+    ("created_at", "timestamptz"),
+];
 
 /// `UPDATE credit_balances` of the changed organizations, each row
 /// `[organization, balance, version, held, overdraft limit, next event, generation,
