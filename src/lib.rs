@@ -10,8 +10,8 @@
 //!   SeaORM; it does not depend on HTTP, GraphQL or Stripe. Its own `# Layout` maps it:
 //!   `decide.rs` (the one pure decision step), `write/` ([`ledger::LedgerTx`]: decide
 //!   under the lock, flush once, look-ups), `outbox.rs` (every hint, and the outgoing
-//!   webhook events written in the same transaction), `commit/` (group commit, its
-//!   operations, idempotency and retries), `read/` (history, lots, usage reports),
+//!   webhook events and their deliveries written in the same transaction), `commit/`
+//!   (group commit, its operations, idempotency and retries), `read/` (history, lots, usage reports),
 //!   `holds.rs`, `webhooks.rs` (endpoints, events, deliveries as stored), `events/`
 //!   (live events as hints), `api_keys.rs`, `client_sessions.rs`, `db.rs` (connecting,
 //!   how a write begins), `error.rs` ([`ledger::LedgerError`]).

@@ -24,8 +24,8 @@
 //!   from where each organization stood before and after) and answers billing's
 //!   look-ups (`lookups.rs`), sending the writes of a commit together (`writes.rs`: one
 //!   statement on PostgreSQL); `outbox.rs`: everything a write announces, the webhook
-//!   events and the audit rows written in its transaction, the hints sent only if it
-//!   commits. A [`Ledger`] handle made [`Ledger::with_audit`] records who acts in the
+//!   events with their deliveries and the audit rows written in its transaction, the
+//!   hints sent only if it commits. A [`Ledger`] handle made [`Ledger::with_audit`] records who acts in the
 //!   audit rows of its writes.
 //! - `commit/`: group commit of [`Ledger`]'s consumes, grants and hold operations
 //!   (`mod.rs`), the committer's `Op` and `Done` (`op.rs`), and idempotency and retries,

@@ -8,13 +8,15 @@
 //! [`LedgerTx`](crate::LedgerTx) for balance changes, and the few writes outside it
 //! (a threshold, a revocation) through the same [`Outbox`].
 //!
-//! Outgoing webhook events are the outbox's durable part: their rows are written inside
-//! the transaction itself, so an event exists if and only if its change committed; the
-//! dispatcher, woken after the commit, fans them out to endpoints.
+//! Outgoing webhook events are the outbox's durable part: their rows, and one pending
+//! delivery for each enabled endpoint that takes each, are written inside the
+//! transaction itself (two statements whose texts do not change with the batch, sent with
+//! the batch's others), so an event and its deliveries exist if and only if its change
+//! committed; the dispatcher, woken after the commit, claims the deliveries.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use entity::webhook_endpoint;
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement};
 use serde_json::{Map, Value, json};
 
 use crate::db::{JsonRows, sql_time};
@@ -118,9 +120,9 @@ impl Outbox {
         let deliveries = self.events.len();
         let rows = JsonRows::new(backend);
         if !self.events.is_empty() {
-            writes
-                .push(&txn, rows.insert("webhook_events", EVENT_COLUMNS, event_rows(&self.events)), Expect::Any)
-                .await?;
+            let (events, fanned) = event_rows(&self.events);
+            writes.push(&txn, rows.insert("webhook_events", EVENT_COLUMNS, events), Expect::Any).await?;
+            writes.push(&txn, fan_out(backend, fanned), Expect::Any).await?;
         }
         if !self.audits.is_empty() {
             writes.push(&txn, rows.insert("audit_events", AUDIT_COLUMNS, self.audits), Expect::Any).await?;
@@ -174,30 +176,56 @@ const EVENT_COLUMNS: &[(&str, &str)] = &[
     ("fanned_out", "boolean"),
 ];
 
-/// The rows of `events` ([`EVENT_COLUMNS`]), to be fanned out to their endpoints by a
-/// dispatcher ([`crate::Ledger::fan_out_events`]).
-fn event_rows(events: &[PendingEvent]) -> Vec<Value> {
+/// The rows of `events` ([`EVENT_COLUMNS`]), and of each its id, organization, type and
+/// time, for [`fan_out`].
+fn event_rows(events: &[PendingEvent]) -> (Vec<Value>, Vec<Value>) {
     events
         .iter()
         .map(|event| {
+            let id = new_id("evt");
+            let at = sql_time(event.at);
             let body = json!({
                 "type": event.kind.as_str(),
                 "timestamp": event.at.to_rfc3339_opts(SecondsFormat::Millis, true),
                 "data": event.data,
             });
-            json!([
-                new_id("evt"),
-                event.organization_id,
-                event.kind.as_str(),
-                body.to_string(),
-                sql_time(event.at),
-                false
-            ])
+            let fanned = json!([id, event.organization_id, event.kind.as_str(), at]);
+            (json!([id, event.organization_id, event.kind.as_str(), body.to_string(), at, true]), fanned)
         })
-        .collect()
+        .unzip()
 }
 
-/// Whether `endpoint` subscribes to events of `kind` (no types: every type).
+/// A statement writing one pending delivery, due at once, of each event of `events`
+/// (rows of id, organization, type and time) to each enabled endpoint that takes it: the
+/// organization's own and those of every organization, subscribed to its type or to every
+/// type (`event_types` empty; else its names, comma-separated, as [`takes`] reads them).
+/// Endpoints are matched in the database, so the statement is the same for any batch and
+/// needs no look-up of its own. A delivery's id is its event's id's first 20 digits (a
+/// UUIDv7's time and more), so deliveries sort as their events do, then 12 random ones.
+fn fan_out(backend: DbBackend, events: Vec<Value>) -> Statement {
+    let rows = JsonRows::new(backend);
+    let (random, contains) = match backend {
+        DbBackend::Postgres => ("substr(md5(random()::text), 1, 12)", "strpos"),
+        _ => ("lower(hex(randomblob(6)))", "instr"),
+    };
+    let sql = format!(
+        "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, status, attempts, next_attempt_at, created_at) \
+         SELECT 'whd_' || substr(v.event_id, 5, 20) || {random}, e.id, v.event_id, 'PENDING', 0, v.at, v.at \
+         FROM (SELECT {} AS event_id, {} AS organization_id, {} AS kind, {} AS at FROM {}) AS v \
+         JOIN webhook_endpoints e ON e.enabled \
+         AND (e.organization_id IS NULL OR e.organization_id = v.organization_id) \
+         AND (e.event_types = '' OR {contains}(',' || e.event_types || ',', ',' || v.kind || ',') > 0)",
+        rows.column(0, "text"),
+        rows.column(1, "text"),
+        rows.column(2, "text"),
+        rows.column(3, "timestamptz"),
+        rows.source(1),
+    );
+    Statement::from_sql_and_values(backend, sql, [Value::Array(events).to_string().into()])
+}
+
+/// Whether `endpoint` subscribes to events of `kind` (no types: every type), as
+/// [`fan_out`] decides it in the database.
 pub(crate) fn takes(endpoint: &webhook_endpoint::Model, kind: EventType) -> bool {
     endpoint.event_types.is_empty() || endpoint.event_types.split(',').any(|name| name == kind.as_str())
 }

@@ -1,13 +1,12 @@
 //! Outgoing webhooks: the dispatcher that delivers the events the ledger's outbox wrote.
 //!
-//! Every replica runs one. It fans new events out to their endpoints (one delivery per
-//! matching endpoint, many events per transaction, each new delivery it has a slot for
-//! claimed as it is written), and claims due deliveries under a lease
-//! ([`Ledger::claim_deliveries`]: PostgreSQL `FOR UPDATE SKIP LOCKED`, SQLite's single
-//! writer), so no two dispatchers send the same attempt at once; it is woken by this
-//! process's commits and sweeps every second for the rest (other replicas' commits,
-//! retries coming due); a claim that could find nothing the last one left is not made
-//! (`Claims::would_find`). At most [`PER_ENDPOINT`] attempts are in flight per endpoint and
+//! Every replica runs one. The ledger writes each event's deliveries with it (one per
+//! matching endpoint, in the change's transaction); the dispatcher claims due deliveries
+//! under a lease ([`Ledger::claim_deliveries`]: PostgreSQL `FOR UPDATE SKIP LOCKED`,
+//! SQLite's single writer), so no two dispatchers send the same attempt at once. It is
+//! woken by this process's commits and sweeps every second for the rest (other replicas'
+//! commits, retries coming due, events of an older version still to fan out). At most
+//! [`PER_ENDPOINT`] attempts are in flight per endpoint and
 //! [`IN_FLIGHT`] in all, each with a 15-second timeout, so a slow or dead endpoint holds
 //! only its own slots; the ledger never waits for any of it. Finished attempts are
 //! recorded by one task, a burst per transaction, so a busy dispatcher writes little.
@@ -18,7 +17,7 @@
 pub mod address;
 pub mod sign;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant};
 
@@ -48,36 +47,6 @@ const MAX_RETRY_AFTER_SECS: u64 = 86_400;
 /// An attempt made and what it came to, waiting to be recorded.
 type Finished = (ClaimedDelivery, AttemptOutcome);
 
-/// What the dispatcher knows of the due deliveries its last claim left.
-#[derive(Default)]
-struct Claims {
-    /// When the last claim came back with fewer than it asked for, and the endpoints it
-    /// skipped (those at their limit then).
-    short: Option<(Instant, HashSet<String>)>,
-    /// Endpoints this dispatcher has since left deliveries unclaimed for (new ones it had
-    /// no slot for, claims it gave back).
-    left: HashSet<String>,
-}
-
-impl Claims {
-    /// Whether a claim skipping the `busy` endpoints may find anything the last one did
-    /// not. Not when the last came back short (it took every due delivery of the
-    /// endpoints it did not skip) under a second ago, it skipped no endpoint that is free
-    /// now, and no delivery has since been left unclaimed for a free one. A claim that
-    /// skips endpoints walks past their due deliveries: under a storm to one endpoint at
-    /// its limit each claim read the whole backlog (on SQLite holding the committer's
-    /// connection meanwhile). Deliveries coming due, leases running out and other
-    /// replicas' fan-outs are found by a claim at least once a second, as before.
-    fn would_find(&self, busy: &[String]) -> bool {
-        let Some((at, skipped)) = &self.short else { return true };
-        if skipped.is_empty() || at.elapsed() >= StdDuration::from_secs(1) {
-            return true;
-        }
-        let busy: HashSet<&str> = busy.iter().map(String::as_str).collect();
-        !(skipped.iter().chain(&self.left).all(|endpoint_id| busy.contains(endpoint_id.as_str())))
-    }
-}
-
 /// Delivers outgoing webhooks; see the module doc.
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -89,8 +58,6 @@ pub struct Dispatcher {
     /// Claimed deliveries whose endpoint had no slot free, since when: started as slots
     /// free, given back after [`WAIT`] (so that claims need not be undone one round each).
     waiting: Arc<Mutex<Vec<(Instant, ClaimedDelivery)>>>,
-    /// What the last claim tells of the rows it left; see [`Claims::would_find`].
-    claims: Arc<Mutex<Claims>>,
     /// Finished attempts, recorded by one task many at a time (one write transaction
     /// for a burst of deliveries, not one each).
     finished: tokio::sync::mpsc::UnboundedSender<Finished>,
@@ -114,7 +81,6 @@ impl Dispatcher {
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
             per_endpoint: Arc::default(),
             waiting: Arc::default(),
-            claims: Arc::default(),
             finished,
             finished_queue: Arc::new(Mutex::new(Some(finished_queue))),
         })
@@ -127,13 +93,19 @@ impl Dispatcher {
             tokio::spawn(self.clone().record(queue));
         }
         tokio::spawn(async move {
+            let mut swept: Option<Instant> = None;
             loop {
+                // A sweep at least every second, however often commits wake it.
+                let sweep = swept.is_none_or(|at| at.elapsed() >= StdDuration::from_secs(1));
+                if sweep {
+                    swept = Some(Instant::now());
+                }
+                if let Err(error) = self.round(sweep).await {
+                    tracing::warn!(%error, "webhooks: claiming deliveries failed; retrying");
+                }
                 tokio::select! {
                     () = self.ledger.events().deliveries().notified() => {}
                     () = tokio::time::sleep(StdDuration::from_secs(1)) => {}
-                }
-                if let Err(error) = self.round().await {
-                    tracing::warn!(%error, "webhooks: claiming deliveries failed; retrying");
                 }
             }
         })
@@ -164,33 +136,30 @@ impl Dispatcher {
         }
     }
 
-    /// Fans new events out to their endpoints, then starts the deliveries that waited for
-    /// a slot, and claims and starts due ones while there are any and room for them.
-    /// Endpoints at their limit are left out of a claim.
-    async fn round(&self) -> Result<(), crate::ledger::LedgerError> {
-        // New deliveries start at once where there is a slot for them, claimed as they are
-        // written (no claim of their own).
+    /// On a `sweep`, fans out events whose deliveries were not written with them (see
+    /// [`Ledger::fan_out_events`]); then starts the deliveries that waited for a slot, and
+    /// claims and starts due ones while there are any and room for them. Endpoints at
+    /// their limit are left out of a claim.
+    async fn round(&self, sweep: bool) -> Result<(), crate::ledger::LedgerError> {
         let lease = chrono::Duration::seconds(LEASE_SECS);
-        loop {
-            let mut slots = Vec::new();
-            let mut declined = Vec::new();
-            let take = |endpoint_id: &str| match self.permits(endpoint_id) {
-                Some(permits) => {
-                    slots.push(permits);
-                    true
+        if sweep {
+            loop {
+                // Those it has a slot for start at once, claimed as they are written.
+                let mut slots = Vec::new();
+                let take = |endpoint_id: &str| match self.permits(endpoint_id) {
+                    Some(permits) => {
+                        slots.push(permits);
+                        true
+                    }
+                    None => false,
+                };
+                let (events, claimed) = self.ledger.fan_out_and_claim(500, lease, take).await?;
+                for (delivery, permits) in claimed.into_iter().zip(slots) {
+                    self.spawn_attempt(delivery, permits);
                 }
-                None => {
-                    declined.push(endpoint_id.to_owned());
-                    false
+                if events < 500 {
+                    break;
                 }
-            };
-            let (events, claimed) = self.ledger.fan_out_and_claim(500, lease, take).await?;
-            lock(&self.claims).left.extend(declined);
-            for (delivery, permits) in claimed.into_iter().zip(slots) {
-                self.spawn_attempt(delivery, permits);
-            }
-            if events < 500 {
-                break;
             }
         }
         let mut given_back = Vec::new();
@@ -208,13 +177,8 @@ impl Dispatcher {
                 .filter(|(_, slots)| slots.available_permits() == 0)
                 .map(|(endpoint_id, _)| endpoint_id.clone())
                 .collect();
-            if !lock(&self.claims).would_find(&busy) {
-                break;
-            }
             let claimed = self.ledger.claim_deliveries(room as u64, lease, &busy).await?;
             let full = claimed.len() == room;
-            *lock(&self.claims) =
-                Claims { short: (!full).then(|| (Instant::now(), busy.into_iter().collect())), left: HashSet::new() };
             let now = Instant::now();
             for delivery in claimed {
                 self.start_or_wait(delivery, now, &mut given_back);
@@ -223,18 +187,16 @@ impl Dispatcher {
                 break;
             }
         }
-        let (ids, endpoints): (Vec<String>, Vec<String>) = given_back.into_iter().unzip();
-        lock(&self.claims).left.extend(endpoints);
-        self.ledger.release_deliveries(&ids).await
+        self.ledger.release_deliveries(&given_back).await
     }
 
     /// Starts `delivery` if there is a slot for it; else it waits (claimed `since`), or
     /// after [`WAIT`] is given back.
-    fn start_or_wait(&self, delivery: ClaimedDelivery, since: Instant, given_back: &mut Vec<(String, String)>) {
+    fn start_or_wait(&self, delivery: ClaimedDelivery, since: Instant, given_back: &mut Vec<String>) {
         match self.permits(&delivery.endpoint_id) {
             Some(permits) => self.spawn_attempt(delivery, permits),
             None if since.elapsed() < WAIT => lock(&self.waiting).push((since, delivery)),
-            None => given_back.push((delivery.id, delivery.endpoint_id)),
+            None => given_back.push(delivery.id),
         }
     }
 
@@ -399,40 +361,4 @@ fn describe(error: &reqwest::Error) -> String {
         source = inner;
     }
     format!("the request {kind}: {source}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn busy(ids: &[&str]) -> Vec<String> {
-        ids.iter().map(|id| (*id).to_owned()).collect()
-    }
-
-    fn short(skipped: &[&str], ago: StdDuration) -> Claims {
-        Claims { short: Some((Instant::now() - ago, busy(skipped).into_iter().collect())), left: HashSet::new() }
-    }
-
-    #[test]
-    fn a_claim_is_made_unless_the_last_one_proves_it_would_find_nothing() {
-        // No claim yet, or the last one came back full: claim.
-        assert!(Claims::default().would_find(&busy(&["whe_a"])));
-        // Short, skipping nothing: whatever it leaves is new; claim (claims are cheap then).
-        assert!(short(&[], StdDuration::ZERO).would_find(&busy(&[])));
-        // Short while skipping a busy endpoint that is still busy: nothing new to find.
-        assert!(!short(&["whe_a"], StdDuration::ZERO).would_find(&busy(&["whe_a"])));
-        assert!(!short(&["whe_a"], StdDuration::ZERO).would_find(&busy(&["whe_a", "whe_b"])));
-        // The endpoint it skipped has a free slot now: its deliveries may be claimed.
-        assert!(short(&["whe_a"], StdDuration::ZERO).would_find(&busy(&[])));
-        assert!(short(&["whe_a", "whe_b"], StdDuration::ZERO).would_find(&busy(&["whe_b"])));
-        // A second on, deliveries may have come due or leases run out: claim.
-        assert!(short(&["whe_a"], StdDuration::from_secs(1)).would_find(&busy(&["whe_a"])));
-        // A delivery was since left unclaimed for an endpoint that is free now: claim;
-        // for one still busy: no need.
-        let mut claims = short(&["whe_a"], StdDuration::ZERO);
-        claims.left.insert("whe_a".to_owned());
-        assert!(!claims.would_find(&busy(&["whe_a"])));
-        claims.left.insert("whe_b".to_owned());
-        assert!(claims.would_find(&busy(&["whe_a"])));
-    }
 }

@@ -620,12 +620,13 @@ async fn secrets_are_sealed_at_rest_and_five_days_of_failures_disable_an_endpoin
     let seal = SecretSeal::new(&[7u8; 32]).expect("seal");
     let ledger = Ledger::new(db.clone()).with_clock(clock.clone()).with_secret_seal(seal);
     let org = ledger.create_organization("Sealed", None).await.expect("organization").id;
-    let new = NewEndpoint {
-        organization_id: Some(org.clone()),
-        url: "https://example.com/hook".into(),
-        event_types: vec![],
+    let hook = |organization: &str, url: &str, event_types| NewEndpoint {
+        organization_id: Some(organization.to_owned()),
+        url: url.to_owned(),
+        event_types,
         description: None,
     };
+    let new = hook(&org, "https://example.com/hook", vec![]);
     let (endpoint, secret) = ledger.create_webhook_endpoint(new).await.expect("endpoint");
     // At rest the secret is sealed: the row holds no trace of it.
     let stored =
@@ -634,9 +635,33 @@ async fn secrets_are_sealed_at_rest_and_five_days_of_failures_disable_an_endpoin
     let grant = |amount| {
         GrantRequest::new(org.clone(), Amount::parse(amount).expect("amount"), "g".into(), None).expect("grant")
     };
+    // One more endpoint of the organization's, subscribed to two types (one of them the
+    // recovery's), and one of another's: each event's deliveries are matched in the database.
+    use credits::ledger::EventType::{BalanceRecovered, Voided};
+    let typed = hook(&org, "https://example.com/typed", vec![Voided, BalanceRecovered]);
+    let (typed, _) = ledger.create_webhook_endpoint(typed).await.expect("typed endpoint");
+    let other = ledger.create_organization("Other", None).await.expect("organization").id;
+    let elsewhere = hook(&other, "https://example.com/other", vec![]);
+    let (elsewhere, _) = ledger.create_webhook_endpoint(elsewhere).await.expect("other endpoint");
     ledger.grant(grant(5)).await.expect("granted");
-    // Fanned out, the dispatcher gets it back to sign with; a server without the key gets nothing.
-    assert_eq!(ledger.fan_out_events(100).await.expect("fan out"), 2);
+    // The grant's two events (recovered, granted) came with their deliveries, written in its
+    // transaction: nothing is left for a dispatcher to fan out.
+    let deliveries = |endpoint: String| {
+        let db = db.clone();
+        async move {
+            count_text(
+                &db,
+                &format!("SELECT CAST(count(*) AS TEXT) AS t FROM webhook_deliveries WHERE endpoint_id = '{endpoint}'"),
+            )
+            .await
+        }
+    };
+    assert_eq!(deliveries(endpoint.id.clone()).await, "2");
+    assert_eq!(deliveries(typed.id.clone()).await, "1");
+    assert_eq!(deliveries(elsewhere.id.clone()).await, "0");
+    assert_eq!(ledger.fan_out_events(100).await.expect("fan out"), 0);
+    ledger.delete_webhook_endpoint(&typed.id).await.expect("deleted");
+    ledger.delete_webhook_endpoint(&elsewhere.id).await.expect("deleted");
     // An endpoint the dispatcher has no room for is left out of its claim.
     let busy = [endpoint.id.clone()];
     assert!(ledger.claim_deliveries(10, chrono::Duration::seconds(60), &busy).await.expect("claim").is_empty());
@@ -674,6 +699,20 @@ async fn secrets_are_sealed_at_rest_and_five_days_of_failures_disable_an_endpoin
     }
     let pending = count_text(&db, &format!("SELECT CAST(COUNT(*) AS TEXT) AS t FROM webhook_deliveries WHERE endpoint_id = '{}' AND status = 'PENDING'", endpoint.id)).await;
     assert_eq!(pending, "0");
+    // An event written by a version that left its deliveries to the dispatcher (marked
+    // not fanned out) still gets them, from the dispatcher's sweep.
+    let later = hook(&org, "https://example.com/later", vec![]);
+    let (later, _) = ledger.create_webhook_endpoint(later).await.expect("endpoint");
+    let legacy = format!(
+        "INSERT INTO webhook_events (id, organization_id, type, payload, created_at, fanned_out) VALUES \
+         ('evt_legacy', '{org}', 'credits.granted', '{{}}', '2033-05-18T03:33:20+00:00', {})",
+        if engine == Engine::Postgres { "false" } else { "0" }
+    );
+    use sea_orm::ConnectionTrait;
+    db.execute_unprepared(&legacy).await.expect("legacy event");
+    assert_eq!(ledger.fan_out_events(100).await.expect("fan out"), 1);
+    assert_eq!(deliveries(later.id.clone()).await, "1");
+    assert_eq!(ledger.fan_out_events(100).await.expect("fan out"), 0);
 }
 
 async fn count_text(db: &sea_orm::DatabaseConnection, sql: &str) -> String {
