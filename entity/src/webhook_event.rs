@@ -2,7 +2,8 @@
 
 use sea_orm::entity::prelude::*;
 
-/// A row of `webhook_events`. Rows are inserted, never updated.
+/// A row of `webhook_events`. Rows are inserted, and updated only to mark an older
+/// version's event fanned out.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "webhook_events")]
 pub struct Model {

@@ -128,10 +128,11 @@ fn stable_plans(handle: &mut sea_orm::sqlx::sqlite::LockedSqliteHandle<'_>) {
     }
 }
 
-/// [`begin_write`] for the outgoing webhooks' own bookkeeping (fanning events out,
-/// claims, attempts): on PostgreSQL its commit does not wait for the WAL to reach the
-/// disk. Nothing is lost by a crash before it does: the events themselves were committed
-/// durably with their changes; deliveries not yet written are fanned out again, and an
+/// [`begin_write`] for the outgoing webhooks' own bookkeeping (claims, attempts, the
+/// fan-out of an older version's events): on PostgreSQL its commit does not wait for the
+/// WAL to reach the disk. Nothing is lost by a crash before it does: the events and their
+/// deliveries were committed durably with their changes; an older version's events not
+/// yet fanned out are fanned out again, and an
 /// attempt not yet recorded is made again (at least once, as the contract says). What
 /// one replica commits is seen by the others at once all the same, so no two send one
 /// attempt together. It spares the dispatcher a disk flush per round, which the ledger's

@@ -228,13 +228,14 @@ impl Ledger {
         self.committer.fallbacks()
     }
 
-    /// Where the background workers' bookkeeping writes (the outgoing webhooks' fan-out,
-    /// claims and attempts; auto top-ups' claims and retries): on a SQLite file, the
-    /// committer's own connection, so that it and the committer's batches take turns on
-    /// it, each waiting for the other's transaction rather than meeting at SQLite's lock,
-    /// whose busy handler sleeps between tries (up to 100 ms a sleep: a grant storm with a
-    /// webhook endpoint had p99 147–194 ms and its slowest grant 0.7–1.6 s,
-    /// `docs/performance.md`, session 15). Elsewhere the pool.
+    /// Where the background workers' bookkeeping writes (the outgoing webhooks' claims
+    /// and attempts, and the fan-out of events an older version left to them; auto
+    /// top-ups' claims and retries): on a SQLite file, the committer's own connection, so
+    /// that it and the committer's batches take turns on it, each waiting for the other's
+    /// transaction rather than meeting at SQLite's lock, whose busy handler sleeps between
+    /// tries (up to 100 ms a sleep: a grant storm with a webhook endpoint had p99 147–194
+    /// ms and its slowest grant 0.7–1.6 s, `docs/performance.md`, session 15). Elsewhere
+    /// the pool.
     pub(crate) async fn bookkeeper(&self) -> DatabaseConnection {
         if self.db.get_database_backend() != sea_orm::DbBackend::Sqlite {
             return self.db.clone();

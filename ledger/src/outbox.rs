@@ -200,17 +200,17 @@ fn event_rows(events: &[PendingEvent]) -> (Vec<Value>, Vec<Value>) {
 /// organization's own and those of every organization, subscribed to its type or to every
 /// type (`event_types` empty; else its names, comma-separated, as [`takes`] reads them).
 /// Endpoints are matched in the database, so the statement is the same for any batch and
-/// needs no look-up of its own. A delivery's id is its event's id's first 20 digits (a
-/// UUIDv7's time and more), so deliveries sort as their events do, then 12 random ones.
+/// needs no look-up of its own. A delivery's id is `whd_`, its event's millisecond (the
+/// first 12 digits of the event's UUIDv7) and 20 random hexadecimal digits (80 bits).
 fn fan_out(backend: DbBackend, events: Vec<Value>) -> Statement {
     let rows = JsonRows::new(backend);
     let (random, contains) = match backend {
-        DbBackend::Postgres => ("substr(md5(random()::text), 1, 12)", "strpos"),
-        _ => ("lower(hex(randomblob(6)))", "instr"),
+        DbBackend::Postgres => ("substr(replace(gen_random_uuid()::text, '-', ''), 1, 20)", "strpos"),
+        _ => ("lower(hex(randomblob(10)))", "instr"),
     };
     let sql = format!(
         "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, status, attempts, next_attempt_at, created_at) \
-         SELECT 'whd_' || substr(v.event_id, 5, 20) || {random}, e.id, v.event_id, 'PENDING', 0, v.at, v.at \
+         SELECT 'whd_' || substr(v.event_id, 5, 12) || {random}, e.id, v.event_id, 'PENDING', 0, v.at, v.at \
          FROM (SELECT {} AS event_id, {} AS organization_id, {} AS kind, {} AS at FROM {}) AS v \
          JOIN webhook_endpoints e ON e.enabled \
          AND (e.organization_id IS NULL OR e.organization_id = v.organization_id) \

@@ -136,31 +136,14 @@ impl Dispatcher {
         }
     }
 
-    /// On a `sweep`, fans out events whose deliveries were not written with them (see
-    /// [`Ledger::fan_out_events`]); then starts the deliveries that waited for a slot, and
-    /// claims and starts due ones while there are any and room for them. Endpoints at
-    /// their limit are left out of a claim.
+    /// On a `sweep`, fans out events whose deliveries were not written with them; then
+    /// starts the deliveries that waited for a slot, and claims and starts due ones while
+    /// there are any and room for them. Endpoints at their limit are left out of a claim.
     async fn round(&self, sweep: bool) -> Result<(), crate::ledger::LedgerError> {
         let lease = chrono::Duration::seconds(LEASE_SECS);
-        if sweep {
-            loop {
-                // Those it has a slot for start at once, claimed as they are written.
-                let mut slots = Vec::new();
-                let take = |endpoint_id: &str| match self.permits(endpoint_id) {
-                    Some(permits) => {
-                        slots.push(permits);
-                        true
-                    }
-                    None => false,
-                };
-                let (events, claimed) = self.ledger.fan_out_and_claim(500, lease, take).await?;
-                for (delivery, permits) in claimed.into_iter().zip(slots) {
-                    self.spawn_attempt(delivery, permits);
-                }
-                if events < 500 {
-                    break;
-                }
-            }
+        if sweep && let Err(error) = self.fan_out(lease).await {
+            // The claims below go on all the same.
+            tracing::warn!(%error, "webhooks: fanning events out failed; retrying");
         }
         let mut given_back = Vec::new();
         let waited = std::mem::take(&mut *lock(&self.waiting));
@@ -188,6 +171,29 @@ impl Dispatcher {
             }
         }
         self.ledger.release_deliveries(&given_back).await
+    }
+
+    /// Fans out the events whose deliveries were not written with them (see
+    /// [`Ledger::fan_out_events`]); those it has a slot for start at once, claimed as
+    /// they are written.
+    async fn fan_out(&self, lease: chrono::Duration) -> Result<(), crate::ledger::LedgerError> {
+        loop {
+            let mut slots = Vec::new();
+            let take = |endpoint_id: &str| match self.permits(endpoint_id) {
+                Some(permits) => {
+                    slots.push(permits);
+                    true
+                }
+                None => false,
+            };
+            let (events, claimed) = self.ledger.fan_out_and_claim(500, lease, take).await?;
+            for (delivery, permits) in claimed.into_iter().zip(slots) {
+                self.spawn_attempt(delivery, permits);
+            }
+            if events < 500 {
+                return Ok(());
+            }
+        }
     }
 
     /// Starts `delivery` if there is a slot for it; else it waits (claimed `since`), or

@@ -660,6 +660,10 @@ async fn secrets_are_sealed_at_rest_and_five_days_of_failures_disable_an_endpoin
     assert_eq!(deliveries(typed.id.clone()).await, "1");
     assert_eq!(deliveries(elsewhere.id.clone()).await, "0");
     assert_eq!(ledger.fan_out_events(100).await.expect("fan out"), 0);
+    // A claim leaving out the endpoints at their limit takes the free one's.
+    let busy = [endpoint.id.clone(), elsewhere.id.clone()];
+    let claimed = ledger.claim_deliveries(10, chrono::Duration::seconds(60), &busy).await.expect("claim");
+    assert_eq!(claimed.iter().map(|delivery| delivery.endpoint_id.as_str()).collect::<Vec<_>>(), [typed.id.as_str()]);
     ledger.delete_webhook_endpoint(&typed.id).await.expect("deleted");
     ledger.delete_webhook_endpoint(&elsewhere.id).await.expect("deleted");
     // An endpoint the dispatcher has no room for is left out of its claim.

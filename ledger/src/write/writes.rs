@@ -6,10 +6,12 @@
 //! them as one statement, each an arm of a `WITH` whose primary query counts every arm's
 //! rows. The arms run against one snapshot, in no set order, so no two may touch one row
 //! and none may read another's writes: the transactions, the usage rollup, the balances,
-//! the outgoing events and the audit rows each have an arm of their own table; the lots
-//! have two, the new ones inserted and the changed ones updated, which
+//! the outgoing events, their deliveries and the audit rows each have an arm of their own
+//! table; the lots have two, the new ones inserted and the changed ones updated, which
 //! [`State::take_lot_changes`](crate::decide::State::take_lot_changes) never lets share a
-//! lot; the notifications read nothing written. Whatever is written at once instead (the
+//! lot; the notifications read nothing written, and the deliveries read only the webhook
+//! endpoints, which no arm writes (each delivery names its event, written by another
+//! arm, by id alone: no foreign key checks it). Whatever is written at once instead (the
 //! holds, an auto top-up's start) must not refer to a row still held, and nothing does:
 //! no table of ours refers to transactions, lots or balances. On SQLite, in this
 //! process, there is no round trip to save: each statement runs as it comes.
