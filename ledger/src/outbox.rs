@@ -202,7 +202,7 @@ fn event_rows(events: &[PendingEvent]) -> (Vec<Value>, Vec<Value>) {
 /// Endpoints are matched in the database, so the statement is the same for any batch and
 /// needs no look-up of its own. A delivery's id is `whd_`, its event's millisecond (the
 /// first 12 digits of the event's UUIDv7) and 20 random hexadecimal digits (80 bits).
-fn fan_out(backend: DbBackend, events: Vec<Value>) -> Statement {
+pub(crate) fn fan_out(backend: DbBackend, events: Vec<Value>) -> Statement {
     let rows = JsonRows::new(backend);
     let (random, contains) = match backend {
         DbBackend::Postgres => ("substr(replace(gen_random_uuid()::text, '-', ''), 1, 20)", "strpos"),

@@ -7,13 +7,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use entity::{webhook_delivery, webhook_endpoint, webhook_event};
-use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func};
+use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement,
+    QuerySelect,
 };
 
-use crate::db::{JsonRows, one_of, sql_time};
+use crate::db::{one_of, sql_time};
 use crate::{AuditAction, EventType, Ledger, LedgerError, new_id};
 
 /// How long a rotated-out secret still signs deliveries, beside the new one.
@@ -581,23 +581,10 @@ impl Ledger {
     /// endpoint that takes each: the organization's own, and those of every
     /// organization) and marks them, in one transaction; returns how many events. On
     /// PostgreSQL, events another dispatcher is fanning out are skipped. The write path
-    /// writes an event's deliveries with it (`outbox`); events of a version that left that
-    /// to the dispatcher (a replica not yet upgraded, a database of before) wait for this.
+    /// writes an event's deliveries with it, by the same statement
+    /// ([`crate::outbox::fan_out`]); events of a version that left that to the dispatcher
+    /// (a replica not yet upgraded, a database of before) wait for this.
     pub async fn fan_out_events(&self, limit: u64) -> Result<usize, LedgerError> {
-        Ok(self.fan_out_and_claim(limit, Duration::zero(), |_| false).await?.0)
-    }
-
-    /// [`Ledger::fan_out_events`], claiming for `lease` the new deliveries `take` accepts
-    /// (it is asked with each one's endpoint, in order), so that a dispatcher with room
-    /// starts them without claiming them in another statement. Returns how many events,
-    /// and the deliveries claimed in the order `take` accepted them.
-    pub async fn fan_out_and_claim(
-        &self,
-        limit: u64,
-        lease: Duration,
-        mut take: impl FnMut(&str) -> bool,
-    ) -> Result<(usize, Vec<ClaimedDelivery>), LedgerError> {
-        use chrono::SubsecRound;
         // Most sweeps find none: looked for on the pool, not in a write transaction (on
         // SQLite a turn on the committer's connection).
         let waiting = webhook_event::Entity::find()
@@ -608,7 +595,7 @@ impl Ledger {
             .one(&self.db)
             .await?;
         if waiting.is_none() {
-            return Ok((0, Vec::new()));
+            return Ok(0);
         }
         let txn = crate::db::begin_bookkeeping(&self.bookkeeper().await).await?;
         let mut query = webhook_event::Entity::find()
@@ -622,82 +609,23 @@ impl Ledger {
         let events = query.all(&txn).await?;
         if events.is_empty() {
             txn.rollback().await?;
-            return Ok((0, Vec::new()));
+            return Ok(0);
         }
-        // Every statement here takes its rows as one JSON array, so its text is the same
-        // for any number of events (see [`crate::db::JsonRows`]).
         let backend = self.db.get_database_backend();
-        let organizations: Vec<&str> = events.iter().map(|event| event.organization_id.as_str()).collect();
-        let endpoints = webhook_endpoint::Entity::find()
-            .filter(webhook_endpoint::Column::Enabled.eq(true))
-            .filter(Condition::any().add(webhook_endpoint::Column::OrganizationId.is_null()).add(one_of(
-                backend,
-                "organization_id",
-                organizations,
-            )))
-            .all(&txn)
-            .await?;
-        let now = self.now();
-        let until = (now + lease).trunc_subsecs(6);
-        let mut rows = Vec::new();
-        let mut claimed = Vec::new();
-        let mut secrets: HashMap<&str, Vec<String>> = HashMap::new();
-        for event in &events {
-            let Some(kind) = EventType::from_name(&event.event_type) else { continue };
-            for endpoint in &endpoints {
-                let own = endpoint.organization_id.as_deref().is_none_or(|own| own == event.organization_id);
-                if own && crate::outbox::takes(endpoint, kind) {
-                    let id = new_id("whd");
-                    let leased = take(&endpoint.id);
-                    if leased {
-                        let secrets =
-                            secrets.entry(&endpoint.id).or_insert_with(|| self.signing_secrets(endpoint, now));
-                        claimed.push(ClaimedDelivery {
-                            id: id.clone(),
-                            attempts: 0,
-                            endpoint_id: endpoint.id.clone(),
-                            url: endpoint.url.clone(),
-                            secrets: secrets.clone(),
-                            event_id: event.id.clone(),
-                            payload: event.payload.clone(),
-                            leased_until: until,
-                        });
-                    }
-                    rows.push(serde_json::json!([
-                        id,
-                        endpoint.id,
-                        event.id,
-                        sql_time(now),
-                        leased.then(|| sql_time(until)),
-                        sql_time(event.created_at),
-                    ]));
-                }
-            }
-        }
-        if !rows.is_empty() {
-            let json = JsonRows::new(backend);
-            let sql = format!(
-                "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, status, attempts, next_attempt_at, \
-                 leased_until, created_at) SELECT {}, {}, {}, '{}', 0, {}, {}, {} FROM {}",
-                json.column(0, "text"),
-                json.column(1, "text"),
-                json.column(2, "text"),
-                DeliveryStatus::Pending.as_str(),
-                json.column(3, "timestamptz"),
-                json.column(4, "timestamptz"),
-                json.column(5, "timestamptz"),
-                json.source(1),
-            );
-            let rows = serde_json::Value::Array(rows).to_string();
-            txn.execute_raw(Statement::from_sql_and_values(backend, sql, [rows.into()])).await?;
-        }
+        let rows = events
+            .iter()
+            .map(|event| {
+                serde_json::json!([event.id, event.organization_id, event.event_type, sql_time(event.created_at)])
+            })
+            .collect();
+        txn.execute_raw(crate::outbox::fan_out(backend, rows)).await?;
         webhook_event::Entity::update_many()
             .col_expr(webhook_event::Column::FannedOut, Expr::value(true))
             .filter(one_of(backend, "id", events.iter().map(|event| event.id.as_str())))
             .exec(&txn)
             .await?;
         txn.commit().await?;
-        Ok((events.len(), claimed))
+        Ok(events.len())
     }
 
     /// Deliveries waiting to be sent (pending, on any endpoint) and how long the oldest

@@ -141,7 +141,7 @@ impl Dispatcher {
     /// there are any and room for them. Endpoints at their limit are left out of a claim.
     async fn round(&self, sweep: bool) -> Result<(), crate::ledger::LedgerError> {
         let lease = chrono::Duration::seconds(LEASE_SECS);
-        if sweep && let Err(error) = self.fan_out(lease).await {
+        if sweep && let Err(error) = self.fan_out().await {
             // The claims below go on all the same.
             tracing::warn!(%error, "webhooks: fanning events out failed; retrying");
         }
@@ -174,26 +174,10 @@ impl Dispatcher {
     }
 
     /// Fans out the events whose deliveries were not written with them (see
-    /// [`Ledger::fan_out_events`]); those it has a slot for start at once, claimed as
-    /// they are written.
-    async fn fan_out(&self, lease: chrono::Duration) -> Result<(), crate::ledger::LedgerError> {
-        loop {
-            let mut slots = Vec::new();
-            let take = |endpoint_id: &str| match self.permits(endpoint_id) {
-                Some(permits) => {
-                    slots.push(permits);
-                    true
-                }
-                None => false,
-            };
-            let (events, claimed) = self.ledger.fan_out_and_claim(500, lease, take).await?;
-            for (delivery, permits) in claimed.into_iter().zip(slots) {
-                self.spawn_attempt(delivery, permits);
-            }
-            if events < 500 {
-                return Ok(());
-            }
-        }
+    /// [`Ledger::fan_out_events`]); the claims that follow take their deliveries.
+    async fn fan_out(&self) -> Result<(), crate::ledger::LedgerError> {
+        while self.ledger.fan_out_events(500).await? == 500 {}
+        Ok(())
     }
 
     /// Starts `delivery` if there is a slot for it; else it waits (claimed `since`), or
