@@ -25,8 +25,8 @@
 //!   look-ups (`lookups.rs`), sending the writes of a commit together (`writes.rs`: one
 //!   statement on PostgreSQL); `outbox.rs`: everything a write announces, the webhook
 //!   events with their deliveries and the audit rows written in its transaction, the
-//!   hints sent only if it commits. A [`Ledger`] handle made [`Ledger::with_audit`] records who acts in the
-//!   audit rows of its writes.
+//!   hints sent only if it commits. A [`Ledger`] handle made [`Ledger::with_audit`]
+//!   records who acts in the audit rows of its writes.
 //! - `commit/`: group commit of [`Ledger`]'s consumes, grants and hold operations
 //!   (`mod.rs`), the committer's `Op` and `Done` (`op.rs`), and idempotency and retries,
 //!   one owner for both (`idempotency.rs`); `holds.rs`: the hold facade.
