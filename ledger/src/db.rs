@@ -358,10 +358,11 @@ impl Availability {
 /// `next_attempt_at` past, no live lease), meet `also` (a fixed SQL condition) and whose
 /// `skip.0` column is none of `skip.1`, until `now + lease`: until then no other worker,
 /// of this process or another replica, takes them. PostgreSQL skips rows another claim
-/// has locked; SQLite's writer lock serializes claims. Returns their ids and the lease's
-/// end (whole microseconds, what PostgreSQL stores, so that it compares equal later). How
-/// outgoing webhooks and auto top-ups are claimed.
-pub(crate) async fn lease_due(
+/// has locked; SQLite's writer lock serializes claims. Returns the leased rows as `M`
+/// (the table's model: no read after the claim) and the lease's end (whole microseconds,
+/// what PostgreSQL stores, so that it compares equal later). How outgoing webhooks and
+/// auto top-ups are claimed.
+pub(crate) async fn lease_due<M: sea_orm::FromQueryResult>(
     db: &DatabaseConnection,
     table: &str,
     also: &str,
@@ -369,7 +370,7 @@ pub(crate) async fn lease_due(
     limit: u64,
     now: chrono::DateTime<chrono::Utc>,
     lease: chrono::Duration,
-) -> Result<(Vec<String>, chrono::DateTime<chrono::Utc>), DbErr> {
+) -> Result<(Vec<M>, chrono::DateTime<chrono::Utc>), DbErr> {
     use chrono::SubsecRound;
     let until = (now + lease).trunc_subsecs(6);
     let backend = db.get_database_backend();
@@ -397,15 +398,15 @@ pub(crate) async fn lease_due(
     let sql = format!(
         "UPDATE {table} SET leased_until = {until_at} WHERE id IN (SELECT id FROM {table} WHERE status = 'PENDING' \
          AND next_attempt_at <= {now_at} AND (leased_until IS NULL OR leased_until <= {now_again}) {also} {skipped} \
-         ORDER BY next_attempt_at LIMIT {limit_at}{locking}) RETURNING id"
+         ORDER BY next_attempt_at LIMIT {limit_at}{locking}) RETURNING *"
     );
-    let ids = db
+    let rows = db
         .query_all_raw(sea_orm::Statement::from_sql_and_values(backend, sql, values))
         .await?
         .iter()
-        .map(|row| row.try_get::<String>("", "id"))
+        .map(|row| M::from_query_result(row, ""))
         .collect::<Result<_, _>>()?;
-    Ok((ids, until))
+    Ok((rows, until))
 }
 
 /// A pool's connections now: (idle, in use).
@@ -508,18 +509,21 @@ pub(crate) fn sql_time(at: chrono::DateTime<chrono::Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
 }
 
-/// `column = value` as a term no index is chosen for on SQLite (`+column`, SQLite's way to
-/// keep a term out of index selection): for a condition that only narrows rows another
-/// term finds by key. SQLite keeps no statistics here, and it rated an equality on the
-/// first column of an index above the primary key of an [`one_of`] list: recording a
-/// burst of webhook attempts (`id` one of a few, `status = 'PENDING'`) walked every pending
-/// delivery, 1.6 ms each under a storm's backlog (`docs/performance.md`, session 18).
+/// `column = value` as a term no index is chosen for (SQLite `+column`, SQLite's way to
+/// keep a term out of index selection; PostgreSQL `column || ''`, an expression no index
+/// is on): for a condition that only narrows rows another term finds by key. Recording
+/// a burst of webhook attempts (`id` one of a few, `status = 'PENDING'`) otherwise walked
+/// every pending delivery: SQLite, which keeps no statistics here, rated an equality on
+/// the first column of an index above the primary key of a [`one_of`] list (1.6 ms a
+/// burst under a storm's backlog), and PostgreSQL's generic plan for it read that index
+/// whole to intersect it with the key's (1.25 ms a burst; `docs/performance.md`, session
+/// 18).
 pub(crate) fn unindexed_eq(
     backend: DbBackend,
     column: &str,
     value: impl Into<sea_orm::Value>,
 ) -> sea_orm::sea_query::SimpleExpr {
-    let sql = if backend == DbBackend::Postgres { format!("{column} = $1") } else { format!("+{column} = ?") };
+    let sql = if backend == DbBackend::Postgres { format!("{column} || '' = $1") } else { format!("+{column} = ?") };
     sea_orm::sea_query::Expr::cust_with_values(sql, [value.into()])
 }
 

@@ -304,11 +304,11 @@ impl Ledger {
     /// Claims up to `limit` pending top-ups that are due, for `lease`
     /// ([`crate::db::lease_due`]).
     pub async fn claim_top_ups(&self, limit: u64, lease: chrono::Duration) -> Result<Vec<ClaimedTopUp>, LedgerError> {
-        let (ids, _) =
+        let (rows, _): (Vec<credit_top_up::Model>, _) =
             crate::db::lease_due(&self.bookkeeper().await, "credit_top_ups", "", ("id", &[]), limit, self.now(), lease)
                 .await?;
-        let mut claimed = Vec::with_capacity(ids.len());
-        for row in credit_top_up::Entity::find().filter(credit_top_up::Column::Id.is_in(ids)).all(&self.db).await? {
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in rows {
             let settings = auto_top_up::Entity::find_by_id(row.organization_id.clone()).one(&self.db).await?;
             claimed.push(ClaimedTopUp {
                 customer_id: settings.as_ref().and_then(|settings| settings.stripe_customer_id.clone()),

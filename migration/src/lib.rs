@@ -19,6 +19,7 @@ mod m20261206_000013_fan_out_webhook_events;
 mod m20261206_000014_top_up_refunds;
 mod m20261206_000015_audit_log;
 mod m20261207_000016_index_present_keys_only;
+mod m20261207_000017_index_unfanned_events_only;
 
 /// Every migration of the schema, oldest first.
 pub struct Migrator;
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000014_top_up_refunds::Migration),
             Box::new(m20261206_000015_audit_log::Migration),
             Box::new(m20261207_000016_index_present_keys_only::Migration),
+            Box::new(m20261207_000017_index_unfanned_events_only::Migration),
         ]
     }
 }

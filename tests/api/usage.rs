@@ -656,8 +656,11 @@ async fn history_written_before_reports_is_in_them_after_the_upgrade(engine: Eng
         ledger.consume(request.expect("consume")).await.expect("consumed");
     }
     // Back to the schema before reports (no rollup, no attribution), and up again: the
-    // upgrade fills the rollup from the transactions already written.
-    migration::Migrator::down(ledger.db(), Some(1)).await.expect("down");
+    // upgrade fills the rollup from the transactions already written. Counted from the
+    // reports' step, however many steps came after it.
+    let steps = migration::Migrator::migrations();
+    let reports = steps.iter().position(|step| step.name().contains("usage_and_attribution")).expect("the step");
+    migration::Migrator::down(ledger.db(), Some((steps.len() - reports) as u32)).await.expect("down");
     migration::Migrator::up(ledger.db(), None).await.expect("up");
     let query = UsageQuery {
         organization_id: org.clone(),
