@@ -354,23 +354,25 @@ impl Availability {
     }
 }
 
-/// Leases up to `limit` rows of `table` that are due (`status = 'PENDING'`,
+/// Leases up to `limit` rows of `table`'s table that are due (`status = 'PENDING'`,
 /// `next_attempt_at` past, no live lease), meet `also` (a fixed SQL condition) and whose
 /// `skip.0` column is none of `skip.1`, until `now + lease`: until then no other worker,
 /// of this process or another replica, takes them. PostgreSQL skips rows another claim
-/// has locked; SQLite's writer lock serializes claims. Returns the leased rows as `M`
-/// (the table's model: no read after the claim) and the lease's end (whole microseconds,
+/// has locked; SQLite's writer lock serializes claims. Returns the leased rows (no read
+/// after the claim) and the lease's end (whole microseconds,
 /// what PostgreSQL stores, so that it compares equal later). How outgoing webhooks and
 /// auto top-ups are claimed.
-pub(crate) async fn lease_due<M: sea_orm::FromQueryResult>(
+pub(crate) async fn lease_due<E: sea_orm::EntityTrait>(
     db: &DatabaseConnection,
-    table: &str,
+    table: E,
     also: &str,
     skip: (&str, &[String]),
     limit: u64,
     now: chrono::DateTime<chrono::Utc>,
     lease: chrono::Duration,
-) -> Result<(Vec<M>, chrono::DateTime<chrono::Utc>), DbErr> {
+) -> Result<(Vec<E::Model>, chrono::DateTime<chrono::Utc>), DbErr> {
+    use sea_orm::FromQueryResult;
+    let table = table.table_name();
     use chrono::SubsecRound;
     let until = (now + lease).trunc_subsecs(6);
     let backend = db.get_database_backend();
@@ -404,7 +406,7 @@ pub(crate) async fn lease_due<M: sea_orm::FromQueryResult>(
         .query_all_raw(sea_orm::Statement::from_sql_and_values(backend, sql, values))
         .await?
         .iter()
-        .map(|row| M::from_query_result(row, ""))
+        .map(|row| E::Model::from_query_result(row, ""))
         .collect::<Result<_, _>>()?;
     Ok((rows, until))
 }

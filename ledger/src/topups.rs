@@ -304,9 +304,16 @@ impl Ledger {
     /// Claims up to `limit` pending top-ups that are due, for `lease`
     /// ([`crate::db::lease_due`]).
     pub async fn claim_top_ups(&self, limit: u64, lease: chrono::Duration) -> Result<Vec<ClaimedTopUp>, LedgerError> {
-        let (rows, _): (Vec<credit_top_up::Model>, _) =
-            crate::db::lease_due(&self.bookkeeper().await, "credit_top_ups", "", ("id", &[]), limit, self.now(), lease)
-                .await?;
+        let (rows, _) = crate::db::lease_due(
+            &self.bookkeeper().await,
+            credit_top_up::Entity,
+            "",
+            ("id", &[]),
+            limit,
+            self.now(),
+            lease,
+        )
+        .await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in rows {
             let settings = auto_top_up::Entity::find_by_id(row.organization_id.clone()).one(&self.db).await?;

@@ -589,22 +589,11 @@ impl Ledger {
         // SQLite a turn on the committer's connection), by the index of such events only
         // (in its order: else PostgreSQL, guessing half the events waiting, reads the
         // table until it finds one, all of it when none waits).
-        let waiting = webhook_event::Entity::find()
-            .select_only()
-            .column(webhook_event::Column::Id)
-            .filter(not_fanned_out())
-            .order_by_asc(webhook_event::Column::CreatedAt)
-            .into_tuple::<String>()
-            .one(&self.db)
-            .await?;
-        if waiting.is_none() {
+        if waiting_events().one(&self.db).await?.is_none() {
             return Ok(0);
         }
         let txn = crate::db::begin_bookkeeping(&self.bookkeeper().await).await?;
-        let mut query = webhook_event::Entity::find()
-            .filter(not_fanned_out())
-            .order_by_asc(webhook_event::Column::CreatedAt)
-            .limit(limit);
+        let mut query = waiting_events().limit(limit);
         if self.db.get_database_backend() == DbBackend::Postgres {
             query = query
                 .lock_with_behavior(sea_orm::sea_query::LockType::Update, sea_orm::sea_query::LockBehavior::SkipLocked);
@@ -763,8 +752,8 @@ impl Ledger {
         }
         let enabled = "AND endpoint_id IN (SELECT e.id FROM webhook_endpoints e WHERE e.enabled)";
         let skip = ("endpoint_id", busy);
-        let (deliveries, until): (Vec<webhook_delivery::Model>, _) =
-            crate::db::lease_due(&self.bookkeeper().await, "webhook_deliveries", enabled, skip, limit, now, lease)
+        let (deliveries, until) =
+            crate::db::lease_due(&self.bookkeeper().await, webhook_delivery::Entity, enabled, skip, limit, now, lease)
                 .await?;
         if deliveries.is_empty() {
             return Ok(Vec::new());
@@ -821,15 +810,15 @@ impl Ledger {
     }
 }
 
-/// Events not yet fanned out, in the words of the index that holds only them (a partial
-/// index serves a query whose condition is its own).
-fn not_fanned_out() -> sea_orm::sea_query::SimpleExpr {
-    Expr::cust("NOT fanned_out")
+/// Events not yet fanned out, oldest first: in the words of the index that holds only
+/// them (a partial index serves a query whose condition is its own), and in its order.
+fn waiting_events() -> sea_orm::Select<webhook_event::Entity> {
+    webhook_event::Entity::find().filter(Expr::cust("NOT fanned_out")).order_by_asc(webhook_event::Column::CreatedAt)
 }
 
 /// Marks the deliveries `ids` delivered (`status_code`, at `now`), those still under the
 /// lease ending `until`. They are found by key: `status` is only checked
-/// ([`unindexed_eq`]), or SQLite walks every pending delivery for them.
+/// ([`unindexed_eq`]), or either engine walks every pending delivery for them.
 fn delivered<'a>(
     backend: DbBackend,
     ids: impl IntoIterator<Item = &'a str>,
@@ -941,12 +930,7 @@ mod tests {
         let backend = DbBackend::Sqlite;
         let now = Utc::now();
         let ids = ["whd_1", "whd_2"];
-        let waiting = webhook_event::Entity::find()
-            .select_only()
-            .column(webhook_event::Column::Id)
-            .filter(not_fanned_out())
-            .order_by_asc(webhook_event::Column::CreatedAt)
-            .limit(500);
+        let waiting = waiting_events().limit(500);
         for (name, statement, index) in [
             (
                 "delivered",

@@ -18,16 +18,18 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        // One call, so one connection (see `m20261207_000016_index_present_keys_only`).
-        let sql = "DROP INDEX ix_webhook_events_fan_out; \
-                   CREATE INDEX ix_webhook_events_unfanned ON webhook_events (created_at) WHERE NOT fanned_out;";
+        // One call, so one connection (see `m20261207_000016_index_present_keys_only`); on
+        // SQLite not one transaction, so a step cut off half way is taken again whole.
+        let sql = "DROP INDEX IF EXISTS ix_webhook_events_fan_out; \
+                   CREATE INDEX IF NOT EXISTS ix_webhook_events_unfanned ON webhook_events (created_at) \
+                   WHERE NOT fanned_out;";
         manager.get_connection().execute_unprepared(sql).await?;
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let sql = "DROP INDEX ix_webhook_events_unfanned; \
-                   CREATE INDEX ix_webhook_events_fan_out ON webhook_events (fanned_out, created_at);";
+        let sql = "DROP INDEX IF EXISTS ix_webhook_events_unfanned; \
+                   CREATE INDEX IF NOT EXISTS ix_webhook_events_fan_out ON webhook_events (fanned_out, created_at);";
         manager.get_connection().execute_unprepared(sql).await?;
         Ok(())
     }

@@ -672,6 +672,22 @@ async fn secrets_are_sealed_at_rest_and_five_days_of_failures_disable_an_endpoin
     let claimed = ledger.claim_deliveries(10, chrono::Duration::seconds(60), &[]).await.expect("claim");
     assert_eq!(claimed.len(), 2, "recovered and granted");
     assert!(claimed.iter().all(|delivery| delivery.secrets == [secret.clone()]));
+    // Given back unattempted (by key), they are claimed again at once, and nothing else is.
+    let mut ids: Vec<String> = claimed.iter().map(|delivery| delivery.id.clone()).collect();
+    ledger.release_deliveries(&ids[..1]).await.expect("given back");
+    let again = ledger.claim_deliveries(10, chrono::Duration::seconds(60), &[]).await.expect("claim");
+    assert_eq!(again.iter().map(|delivery| delivery.id.as_str()).collect::<Vec<_>>(), [ids[0].as_str()]);
+    ledger.release_deliveries(&ids).await.expect("given back");
+    let mut again: Vec<String> = ledger
+        .claim_deliveries(10, chrono::Duration::seconds(60), &[])
+        .await
+        .expect("claim")
+        .into_iter()
+        .map(|delivery| delivery.id)
+        .collect();
+    again.sort();
+    ids.sort();
+    assert_eq!(again, ids);
     let keyless = Ledger::new(db.clone()).with_clock(clock.clone());
     seconds.store(61, Ordering::SeqCst);
     assert!(
