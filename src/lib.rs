@@ -11,10 +11,10 @@
 //!   `decide.rs` (the one pure decision step), `write/` ([`ledger::LedgerTx`]: decide
 //!   under the lock, flush once, look-ups), `outbox.rs` (every hint, and the outgoing
 //!   webhook events and their deliveries written in the same transaction), `commit/`
-//!   (group commit, its operations, idempotency and retries), `read/` (history, lots, usage reports),
-//!   `holds.rs`, `webhooks.rs` (endpoints, events, deliveries as stored), `events/`
-//!   (live events as hints), `api_keys.rs`, `client_sessions.rs`, `db.rs` (connecting,
-//!   how a write begins), `error.rs` ([`ledger::LedgerError`]).
+//!   (group commit, its operations, idempotency and retries), `read/` (history, lots,
+//!   usage reports), `holds.rs`, `webhooks.rs` (endpoints, events, deliveries as stored),
+//!   `events/` (live events as hints), `api_keys.rs`, `client_sessions.rs`, `db.rs`
+//!   (connecting, how a write begins), `error.rs` ([`ledger::LedgerError`]).
 //! - [`billing`]: packages, Stripe Checkout, the webhook state machine
 //!   (`billing/payment_events.rs`, `billing/disputes.rs`), refunds and disputes as one
 //!   rule (`billing/settlement.rs`); [`billing::BillingError`].

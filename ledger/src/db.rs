@@ -359,9 +359,8 @@ impl Availability {
 /// `skip.0` column is none of `skip.1`, until `now + lease`: until then no other worker,
 /// of this process or another replica, takes them. PostgreSQL skips rows another claim
 /// has locked; SQLite's writer lock serializes claims. Returns the leased rows (no read
-/// after the claim) and the lease's end (whole microseconds,
-/// what PostgreSQL stores, so that it compares equal later). How outgoing webhooks and
-/// auto top-ups are claimed.
+/// after the claim) and the lease's end (whole microseconds, what PostgreSQL stores, so
+/// that it compares equal later). How outgoing webhooks and auto top-ups are claimed.
 pub(crate) async fn lease_due<E: sea_orm::EntityTrait>(
     db: &DatabaseConnection,
     table: E,
@@ -371,9 +370,9 @@ pub(crate) async fn lease_due<E: sea_orm::EntityTrait>(
     now: chrono::DateTime<chrono::Utc>,
     lease: chrono::Duration,
 ) -> Result<(Vec<E::Model>, chrono::DateTime<chrono::Utc>), DbErr> {
+    use chrono::SubsecRound;
     use sea_orm::FromQueryResult;
     let table = table.table_name();
-    use chrono::SubsecRound;
     let until = (now + lease).trunc_subsecs(6);
     let backend = db.get_database_backend();
     let postgres = backend == DbBackend::Postgres;

@@ -589,7 +589,8 @@ impl Ledger {
         // SQLite a turn on the committer's connection), by the index of such events only
         // (in its order: else PostgreSQL, guessing half the events waiting, reads the
         // table until it finds one, all of it when none waits).
-        if waiting_events().one(&self.db).await?.is_none() {
+        let waiting = waiting_events().select_only().column(webhook_event::Column::Id).into_tuple::<String>();
+        if waiting.one(&self.db).await?.is_none() {
             return Ok(0);
         }
         let txn = crate::db::begin_bookkeeping(&self.bookkeeper().await).await?;
