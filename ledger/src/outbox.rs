@@ -202,25 +202,44 @@ fn event_rows(events: &[PendingEvent]) -> (Vec<Value>, Vec<Value>) {
 /// Endpoints are matched in the database, so the statement is the same for any batch and
 /// needs no look-up of its own. A delivery's id is `whd_`, its event's millisecond (the
 /// first 12 digits of the event's UUIDv7) and 20 random hexadecimal digits (80 bits).
+///
+/// On PostgreSQL the endpoints it may write to are held until the transaction ends, in
+/// the order of their ids (so two batches cannot wait for each other), by the weakest
+/// lock, which only a deletion or a `FOR UPDATE` waits for: deleting or disabling an
+/// endpoint locks it first, so that it fails the deliveries of a batch that committed
+/// before it, and a batch after it finds the endpoint gone or off. SQLite has one writer.
 pub(crate) fn fan_out(backend: DbBackend, events: Vec<Value>) -> Statement {
     let rows = JsonRows::new(backend);
     let (random, contains) = match backend {
         DbBackend::Postgres => ("substr(replace(gen_random_uuid()::text, '-', ''), 1, 20)", "strpos"),
         _ => ("lower(hex(randomblob(10)))", "instr"),
     };
-    let sql = format!(
-        "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, status, attempts, next_attempt_at, created_at) \
-         SELECT 'whd_' || substr(v.event_id, 5, 12) || {random}, e.id, v.event_id, 'PENDING', 0, v.at, v.at \
-         FROM (SELECT {} AS event_id, {} AS organization_id, {} AS kind, {} AS at FROM {}) AS v \
-         JOIN webhook_endpoints e ON e.enabled \
-         AND (e.organization_id IS NULL OR e.organization_id = v.organization_id) \
-         AND (e.event_types = '' OR {contains}(',' || e.event_types || ',', ',' || v.kind || ',') > 0)",
+    let events_sql = format!(
+        "SELECT {} AS event_id, {} AS organization_id, {} AS kind, {} AS at FROM {}",
         rows.column(0, "text"),
         rows.column(1, "text"),
         rows.column(2, "text"),
         rows.column(3, "timestamptz"),
         rows.source(1),
     );
+    let insert = format!(
+        "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, status, attempts, next_attempt_at, created_at) \
+         SELECT 'whd_' || substr(v.event_id, 5, 12) || {random}, e.id, v.event_id, 'PENDING', 0, v.at, v.at"
+    );
+    let matches = format!(
+        "(e.organization_id IS NULL OR e.organization_id = v.organization_id) \
+         AND (e.event_types = '' OR {contains}(',' || e.event_types || ',', ',' || v.kind || ',') > 0)"
+    );
+    let sql = match backend {
+        DbBackend::Postgres => format!(
+            "WITH v AS ({events_sql}), \
+             e AS (SELECT id, organization_id, event_types FROM webhook_endpoints WHERE enabled \
+             AND (organization_id IS NULL OR organization_id IN (SELECT organization_id FROM v)) \
+             ORDER BY id FOR KEY SHARE) \
+             {insert} FROM v JOIN e ON {matches}"
+        ),
+        _ => format!("{insert} FROM ({events_sql}) AS v JOIN webhook_endpoints e ON e.enabled AND {matches}"),
+    };
     Statement::from_sql_and_values(backend, sql, [Value::Array(events).to_string().into()])
 }
 

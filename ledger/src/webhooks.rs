@@ -436,10 +436,18 @@ impl Ledger {
         Ok((WebhookEndpoint::try_from(row)?, secret))
     }
 
-    /// Deletes an endpoint; its pending deliveries fail. Returns it as it was.
+    /// Deletes an endpoint; its pending deliveries fail. Returns it as it was. The
+    /// endpoint is locked first: that waits for the batches writing deliveries to it
+    /// ([`crate::outbox::fan_out`]), so theirs fail too, and for a dispatcher recording
+    /// attempts to it, which takes the endpoint before its deliveries as this does.
     pub async fn delete_webhook_endpoint(&self, id: &str) -> Result<WebhookEndpoint, LedgerError> {
+        crate::commit::idempotency::retrying(|| self.delete_endpoint_once(id)).await
+    }
+
+    async fn delete_endpoint_once(&self, id: &str) -> Result<WebhookEndpoint, LedgerError> {
         let txn = crate::db::begin_write(&self.db).await?;
         let row = webhook_endpoint::Entity::find_by_id(id.to_owned())
+            .lock_exclusive()
             .one(&txn)
             .await?
             .ok_or(LedgerError::NotFound("webhook endpoint"))?;
@@ -548,11 +556,15 @@ impl Ledger {
         endpoint_id: &str,
         event_id: &str,
     ) -> Result<WebhookDelivery, LedgerError> {
+        let event = self.webhook_event(event_id).await?.ok_or(LedgerError::NotFound("webhook event"))?;
+        // The endpoint is held until the delivery is written, so that it is not deleted
+        // in between (a delivery to no endpoint would wait forever).
+        let txn = crate::db::begin_write(&self.db).await?;
         let endpoint = webhook_endpoint::Entity::find_by_id(endpoint_id.to_owned())
-            .one(&self.db)
+            .lock_shared()
+            .one(&txn)
             .await?
             .ok_or(LedgerError::NotFound("webhook endpoint"))?;
-        let event = self.webhook_event(event_id).await?.ok_or(LedgerError::NotFound("webhook event"))?;
         let own = endpoint.organization_id.as_deref().is_none_or(|own| own == event.organization_id);
         if !own || !crate::outbox::takes(&endpoint, event.event_type) {
             return Err(LedgerError::InvalidInput("the endpoint does not receive this event".into()));
@@ -571,8 +583,9 @@ impl Ledger {
             delivered_at: Set(None),
             created_at: Set(at),
         }
-        .insert(&self.db)
+        .insert(&txn)
         .await?;
+        txn.commit().await?;
         self.events.deliveries().notify_one();
         WebhookDelivery::try_from(row)
     }
@@ -650,6 +663,24 @@ impl Ledger {
         let now = self.now();
         let backend = self.db.get_database_backend();
         let txn = crate::db::begin_bookkeeping(&self.bookkeeper().await).await?;
+        // The endpoints first, held against a change by anyone else (on PostgreSQL; in
+        // the order of their ids, by a lock the batches writing to them do not wait
+        // for), then their deliveries: deleting or disabling one takes them in the same
+        // order, so neither waits for the other in turn.
+        let mut endpoints: HashMap<String, (webhook_endpoint::Model, Option<String>)> =
+            webhook_endpoint::Entity::find()
+                .filter(one_of(
+                    backend,
+                    "id",
+                    attempts.iter().map(|(claimed, _)| claimed.endpoint_id.as_str()).collect::<BTreeSet<_>>(),
+                ))
+                .order_by_asc(webhook_endpoint::Column::Id)
+                .lock(sea_orm::sea_query::LockType::NoKeyUpdate)
+                .all(&txn)
+                .await?
+                .into_iter()
+                .map(|endpoint| (endpoint.id.clone(), (endpoint, None)))
+                .collect();
         // Which claims still held: the successes a lease at a time, the failures one by one.
         let mut held: HashSet<String> = HashSet::new();
         let mut succeeded: BTreeMap<(DateTime<Utc>, i32), Vec<&ClaimedDelivery>> = BTreeMap::new();
@@ -671,18 +702,6 @@ impl Ledger {
             held.extend(updated.into_iter().map(|row| row.id));
         }
         // What the held attempts mean for their endpoints, in the order they were made.
-        let mut endpoints: HashMap<String, (webhook_endpoint::Model, Option<String>)> =
-            webhook_endpoint::Entity::find()
-                .filter(one_of(
-                    backend,
-                    "id",
-                    attempts.iter().map(|(claimed, _)| claimed.endpoint_id.as_str()).collect::<BTreeSet<_>>(),
-                ))
-                .all(&txn)
-                .await?
-                .into_iter()
-                .map(|endpoint| (endpoint.id.clone(), (endpoint, None)))
-                .collect();
         let before: HashMap<String, Option<DateTime<Utc>>> =
             endpoints.iter().map(|(id, (endpoint, _))| (id.clone(), endpoint.failing_since)).collect();
         for (claimed, outcome) in attempts {
@@ -700,26 +719,45 @@ impl Ledger {
                 }
             }
         }
-        // An endpoint is written only when its failing streak or its state changes.
+        // An endpoint is written only when its failing streak changes; one to disable is
+        // turned off after this commits, in a transaction of its own (which waits for
+        // the batches writing to it: not while this holds other endpoints).
+        let mut disabling = Vec::new();
         for (id, (endpoint, disable)) in endpoints {
-            if before.get(&id) == Some(&endpoint.failing_since) && disable.is_none() {
-                continue;
+            if before.get(&id) != Some(&endpoint.failing_since) {
+                let failing_since = endpoint.failing_since;
+                let mut row: webhook_endpoint::ActiveModel = endpoint.into();
+                row.failing_since = Set(failing_since);
+                row.update(&txn).await?;
             }
-            let failing_since = endpoint.failing_since;
-            let mut row: webhook_endpoint::ActiveModel = endpoint.into();
-            row.failing_since = Set(failing_since);
-            if let Some(reason) = &disable {
-                row.enabled = Set(false);
-                row.disabled_reason = Set(Some(reason.clone()));
-                row.updated_at = Set(now);
-            }
-            row.update(&txn).await?;
-            if let Some(reason) = &disable {
-                fail_pending(&txn, &id, &format!("the endpoint was disabled: {reason}")).await?;
-            }
+            disabling.extend(disable.map(|reason| (id, reason)));
         }
         txn.commit().await?;
+        for (id, reason) in disabling {
+            crate::commit::idempotency::retrying(|| self.disable_endpoint(&id, &reason)).await?;
+        }
         Ok(held.len())
+    }
+
+    /// Turns an endpoint off for `reason` and fails its pending deliveries; nothing if
+    /// it is gone or already off. It is locked first, which waits for the batches
+    /// writing deliveries to it ([`crate::outbox::fan_out`]), so theirs fail too.
+    async fn disable_endpoint(&self, id: &str, reason: &str) -> Result<(), LedgerError> {
+        let txn = crate::db::begin_bookkeeping(&self.bookkeeper().await).await?;
+        let Some(endpoint) = webhook_endpoint::Entity::find_by_id(id.to_owned()).lock_exclusive().one(&txn).await?
+        else {
+            return Ok(txn.rollback().await?);
+        };
+        if !endpoint.enabled {
+            return Ok(txn.rollback().await?);
+        }
+        let mut row: webhook_endpoint::ActiveModel = endpoint.into();
+        row.enabled = Set(false);
+        row.disabled_reason = Set(Some(reason.to_owned()));
+        row.updated_at = Set(self.now());
+        row.update(&txn).await?;
+        fail_pending(&txn, id, &format!("the endpoint was disabled: {reason}")).await?;
+        Ok(txn.commit().await?)
     }
 
     /// Claims up to `limit` deliveries that are due, to enabled endpoints other than

@@ -19,6 +19,7 @@ on_both_engines!(
     a_rotated_secret_signs_beside_the_new_one,
     nothing_is_lost_across_sigkill_and_nothing_exists_for_refused_work,
     secrets_are_sealed_at_rest_and_five_days_of_failures_disable_an_endpoint,
+    an_endpoint_deleted_or_disabled_under_a_storm_keeps_no_delivery_waiting,
 );
 
 const CREATE: &str = "mutation($org: ID, $url: String!, $types: [String!]) { createWebhookEndpoint(input: { organizationId: $org, url: $url, eventTypes: $types }) { secret endpoint { id organizationId url eventTypes enabled } } }";
@@ -531,6 +532,75 @@ async fn nothing_is_lost_across_sigkill_and_nothing_exists_for_refused_work(engi
         before
     );
     server.kill();
+}
+
+/// Endpoints are deleted (by their owner) and disabled (by a receiver's `410`) while
+/// grants are committed and fanned out to them: no delivery is left waiting for an
+/// endpoint that is gone or off (it would wait forever, and count in the oldest-pending
+/// metric). On PostgreSQL a batch that wrote a delivery to an endpoint holds it until it
+/// commits, so the deletion or disabling that follows fails that delivery too.
+async fn an_endpoint_deleted_or_disabled_under_a_storm_keeps_no_delivery_waiting(engine: Engine) {
+    let alive = Receiver::ok().await;
+    let gone = Receiver::start(|_, _| Reply::Status(410)).await;
+    let Some(app) = spawn_app_with(engine, &LOCAL).await else { return };
+    let mut orgs = Vec::new();
+    for n in 0..4 {
+        orgs.push(app.create_org(&format!("Churn {n}")).await);
+    }
+    let storming = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let storm: Vec<_> = orgs
+        .iter()
+        .map(|org| {
+            let (base, org, storming) = (app.base.clone(), org.clone(), storming.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut granted = 0;
+                while storming.load(std::sync::atomic::Ordering::Relaxed) {
+                    let sent = http
+                        .post(format!("{base}/graphql"))
+                        .bearer_auth(ADMIN_TOKEN)
+                        .json(&json!({ "query": "mutation($org: ID!) { grantCredits(input: { organizationId: $org, amount: 1, description: \"churn\" }) { replayed } }", "variables": { "org": org } }))
+                        .send()
+                        .await
+                        .expect("grant");
+                    assert!(sent.status().is_success());
+                    granted += 1;
+                }
+                granted
+            })
+        })
+        .collect();
+    for round in 0..30u64 {
+        let (deleted, _) = endpoint(&app, ADMIN_TOKEN, None, &alive.url, None).await;
+        endpoint(&app, ADMIN_TOKEN, None, &gone.url, None).await;
+        tokio::time::sleep(Duration::from_millis(5 + round % 7 * 6)).await;
+        app.ok(
+            Some(ADMIN_TOKEN),
+            "mutation($id: ID!) { deleteWebhookEndpoint(id: $id) { id } }",
+            json!({ "id": deleted }),
+        )
+        .await;
+    }
+    storming.store(false, std::sync::atomic::Ordering::Relaxed);
+    let granted: u64 = futures::future::join_all(storm).await.into_iter().map(|done| done.expect("storm")).sum();
+    assert!(granted > 30, "the storm granted {granted}");
+    app.grant(&orgs[0], 1).await; // something for the last endpoint answering 410 to refuse
+    // Every endpoint answering 410 is turned off once it is reached.
+    let db = credits::db::connect(&app.database_url()).await.expect("connect");
+    let started = Instant::now();
+    while count(&db, "SELECT COUNT(*) AS n FROM webhook_endpoints WHERE enabled").await > 0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "an endpoint answering 410 is still on");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let waiting = count(
+        &db,
+        "SELECT COUNT(*) AS n FROM webhook_deliveries d WHERE d.status = 'PENDING' \
+         AND NOT EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = d.endpoint_id AND e.enabled)",
+    )
+    .await;
+    let written = count(&db, "SELECT COUNT(*) AS n FROM webhook_deliveries").await;
+    assert!(written > 30, "deliveries were written to the churning endpoints: {written}");
+    assert_eq!(waiting, 0, "deliveries waiting for an endpoint that is gone or off, of {written}");
 }
 
 fn uuid_like() -> String {
