@@ -142,13 +142,66 @@ pub(crate) async fn begin_bookkeeping(db: &DatabaseConnection) -> Result<Databas
 }
 
 /// After how many pages of write-ahead log the committer's connection copies them into
-/// the database file (SQLite's default is 1,000). The batch whose commit crosses it waits
-/// for that copy, so this sets the longest waits: under 1,000 organizations' consumes
-/// (`BENCH_ONLY=organizations … bench_throughput 10`, docs/performance.md, session 14),
-/// every 300 pages gave p99 18.1–18.5 ms at 0.28–0.29 of the limit, every 600 19.2–19.6 ms
-/// at 0.30–0.33, every 1,000 20.6–21.0 ms at 0.30–0.32, every 16,000 26.5–27.0 ms at
-/// 0.33–0.34.
-pub const COMMITTER_CHECKPOINT_PAGES: u32 = 600;
+/// the database file itself (SQLite's default is 1,000): a safety net. The copying is done
+/// beside it, every [`CHECKPOINT_EVERY`] ([`checkpoint_beside`]), so what is left when the
+/// log reaches this size is a few pages, and then the log starts again from its beginning
+/// (the file stays this size, 64 MiB at most at 4 KiB pages).
+///
+/// Before, the committer checkpointed every 600 pages itself, and the batch whose commit
+/// crossed that waited for the copy: under 1,000 organizations' consumes (about 120 pages
+/// a batch: each organization's rows and index entries are on pages of their own) its
+/// `COMMIT` took 3.1 ms on average, 1.7 ms with the copying beside it
+/// (docs/performance.md, session 19).
+pub const COMMITTER_CHECKPOINT_PAGES: u32 = 16_000;
+
+/// How often the committer's write-ahead log is copied into the database file beside it.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+
+/// Copies the committer's write-ahead log (`writer`, [`writer_for`]) into the database
+/// file every [`CHECKPOINT_EVERY`], on a connection of its own, for as long as `alive`
+/// lives. A passive checkpoint: it never waits for the committer nor makes it wait, and
+/// copies what no reader still needs from the log, syncing the file as the connection's
+/// `synchronous` setting says. Nothing for PostgreSQL or an in-memory SQLite.
+pub(crate) fn checkpoint_beside<T: Send + Sync + 'static>(writer: &DatabaseConnection, alive: std::sync::Weak<T>) {
+    use sea_orm::sqlx::ConnectOptions as _;
+    if writer.get_database_backend() != DbBackend::Sqlite {
+        return;
+    }
+    let options = (*writer.get_sqlite_connection_pool().connect_options()).clone();
+    if in_memory(&options) {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut connection = None;
+        loop {
+            tokio::time::sleep(CHECKPOINT_EVERY).await;
+            if alive.strong_count() == 0 {
+                return;
+            }
+            let open = match &mut connection {
+                Some(open) => open,
+                None => match options.connect().await {
+                    Ok(open) => connection.insert(open),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot open the checkpoint connection; trying again");
+                        continue;
+                    }
+                },
+            };
+            let checkpoint = sea_orm::sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut *open).await;
+            if let Err(error) = checkpoint {
+                tracing::warn!(%error, "checkpoint failed; reconnecting");
+                connection = None;
+            }
+        }
+    });
+}
+
+/// Whether a SQLite connection is to an in-memory database (which has no log to copy).
+fn in_memory(options: &sea_orm::sqlx::sqlite::SqliteConnectOptions) -> bool {
+    let file = options.get_filename().to_string_lossy();
+    file == ":memory:" || file.starts_with("file:sqlx-in-memory")
+}
 
 /// The connection the group committer writes through (and on SQLite the background
 /// workers' bookkeeping, [`crate::Ledger::bookkeeper`]): on a SQLite file, one of its own
@@ -168,8 +221,8 @@ pub const COMMITTER_CHECKPOINT_PAGES: u32 = 600;
 /// session 14). Such a journal holds one statement's pages, a few hundred KiB at most. Only
 /// this connection: reports sort on the pool's, and their sorts may still spill to disk.
 ///
-/// It also checkpoints the write-ahead log sooner than SQLite's default, at
-/// [`COMMITTER_CHECKPOINT_PAGES`].
+/// Its write-ahead log is copied into the database file beside it ([`checkpoint_beside`]),
+/// and by itself only at [`COMMITTER_CHECKPOINT_PAGES`].
 pub async fn writer_for(db: &DatabaseConnection) -> DatabaseConnection {
     match db.get_database_backend() {
         DbBackend::Postgres => return committer_pool(db),
@@ -178,8 +231,7 @@ pub async fn writer_for(db: &DatabaseConnection) -> DatabaseConnection {
     }
     let pool = db.get_sqlite_connection_pool();
     let options = pool.connect_options();
-    let file = options.get_filename().to_string_lossy();
-    if pool.options().get_max_connections() <= 1 || file == ":memory:" || file.starts_with("file:sqlx-in-memory") {
+    if pool.options().get_max_connections() <= 1 || in_memory(&options) {
         return db.clone();
     }
     let own = sqlite_connections(SqlitePoolOptions::new())
@@ -581,6 +633,44 @@ mod tests {
         let checkpoint = i32::try_from(COMMITTER_CHECKPOINT_PAGES).expect("small");
         assert_eq!(pragma(writer.clone(), "wal_autocheckpoint").await, checkpoint, "the committer's checkpoints");
         assert_eq!(pragma(db.clone(), "wal_autocheckpoint").await, 1000, "SQLite's default");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The committer's log is copied into the database file beside it, long before the
+    /// committer would copy it itself ([`checkpoint_beside`]), and no longer once the
+    /// committer is gone.
+    #[tokio::test]
+    async fn the_committers_log_is_copied_into_the_database_file_beside_it_while_it_lives() {
+        let dir = std::env::temp_dir().join(format!("credits-db-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("ledger.db");
+        let db = connect(&format!("sqlite://{}?mode=rwc", file.display())).await.expect("connect");
+        let writer = writer_for(&db).await;
+        let alive = std::sync::Arc::new(());
+        checkpoint_beside(&writer, std::sync::Arc::downgrade(&alive));
+        let run = |sql: &'static str| {
+            let writer = writer.clone();
+            async move { writer.execute_unprepared(sql).await.expect(sql) }
+        };
+        let fill = "INSERT INTO filler SELECT randomblob(4000) FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 256) SELECT i FROM n)";
+        run("CREATE TABLE filler (x BLOB)").await;
+        run(fill).await; // about 260 pages, far below the committer's own 16,000
+        let size = || std::fs::metadata(&file).map(|meta| meta.len()).unwrap_or(0);
+        let started = std::time::Instant::now();
+        while size() < 1_000_000 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the log was not copied: the file has {} bytes",
+                size()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(alive);
+        tokio::time::sleep(CHECKPOINT_EVERY * 3).await;
+        let copied = size();
+        run(fill).await;
+        tokio::time::sleep(CHECKPOINT_EVERY * 4).await;
+        assert_eq!(size(), copied, "nothing more is copied once the committer is gone");
         std::fs::remove_dir_all(&dir).ok();
     }
 

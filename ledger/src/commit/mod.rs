@@ -16,7 +16,8 @@
 //! replica, the sweeper, a refund) raises it under the same lock. So a batch costs the
 //! same whether an organization has one open lot or hundreds. On a SQLite file the
 //! committer writes through a connection of its own ([`crate::db::writer_for`]), whose
-//! page cache stays warm from batch to batch; on PostgreSQL through connections of its
+//! page cache stays warm from batch to batch and whose log another connection copies
+//! into the database file beside it ([`crate::db::checkpoint_beside`]); on PostgreSQL through connections of its
 //! own, one a lane, whose batches begin with `BEGIN` alone and send their writes (all
 //! but holds) as one statement ([`crate::write::Writes`]): four round trips a batch of
 //! consumes (begin, lock, write, commit) where there were nine.
@@ -97,7 +98,7 @@ impl Committer {
     /// behind its batches in turn rather than meet them at SQLite's lock
     /// ([`crate::Ledger::bookkeeper`]).
     pub async fn writer(&self, db: &DatabaseConnection) -> DatabaseConnection {
-        self.writer.get_or_init(|| crate::db::writer_for(db)).await.clone()
+        writer_of(&self.writer, db).await
     }
 
     /// Decides and commits `request` together with whatever else is waiting. Needs a
@@ -151,7 +152,7 @@ async fn run(
     fallbacks: Arc<AtomicU64>,
     mut queue: mpsc::UnboundedReceiver<Job>,
 ) {
-    let db = writer.get_or_init(|| crate::db::writer_for(&db)).await.clone();
+    let db = writer_of(&writer, &db).await;
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     let kept = Kept::default();
     while let Some(first) = queue.recv().await {
@@ -166,6 +167,21 @@ async fn run(
             fallbacks.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// The committer's connection ([`crate::db::writer_for`]), made on first use, its log
+/// copied beside it while the committer lives ([`crate::db::checkpoint_beside`]).
+async fn writer_of(
+    cell: &Arc<tokio::sync::OnceCell<DatabaseConnection>>,
+    db: &DatabaseConnection,
+) -> DatabaseConnection {
+    cell.get_or_init(|| async {
+        let writer = crate::db::writer_for(db).await;
+        crate::db::checkpoint_beside(&writer, Arc::downgrade(cell));
+        writer
+    })
+    .await
+    .clone()
 }
 
 /// Commits `jobs` together, or else one by one; answers every one of them. Returns
