@@ -143,9 +143,10 @@ pub(crate) async fn begin_bookkeeping(db: &DatabaseConnection) -> Result<Databas
 
 /// After how many pages of write-ahead log the committer's connection copies them into
 /// the database file itself (SQLite's default is 1,000): a safety net. The copying is done
-/// beside it, every [`CHECKPOINT_EVERY`] ([`checkpoint_beside`]), so what is left when the
-/// log reaches this size is a few pages, and then the log starts again from its beginning
-/// (the file stays this size, 64 MiB at most at 4 KiB pages).
+/// beside it, every [`CHECKPOINT_EVERY`] ([`checkpoint_beside`]). The log starts again
+/// from its beginning whenever a checkpoint has copied all of it and no reader still uses
+/// it, so it stays small; a long reader (a backup's `VACUUM INTO`) lets it grow meanwhile,
+/// and the file keeps the largest size it reached.
 ///
 /// Before, the committer checkpointed every 600 pages itself, and the batch whose commit
 /// crossed that waited for the copy: under 1,000 organizations' consumes (about 120 pages

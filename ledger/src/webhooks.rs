@@ -436,25 +436,54 @@ impl Ledger {
         Ok((WebhookEndpoint::try_from(row)?, secret))
     }
 
-    /// Deletes an endpoint; its pending deliveries fail. Returns it as it was. The
-    /// endpoint is locked first: that waits for the batches writing deliveries to it
-    /// ([`crate::outbox::fan_out`]), so theirs fail too, and for a dispatcher recording
-    /// attempts to it, which takes the endpoint before its deliveries as this does.
+    /// Deletes an endpoint; its pending deliveries fail. Returns it as it was. It is
+    /// turned off first ([`Ledger::turn_off`]), so that the deliveries of every batch that
+    /// wrote to it are there to fail, and no batch writes another.
     pub async fn delete_webhook_endpoint(&self, id: &str) -> Result<WebhookEndpoint, LedgerError> {
         crate::commit::idempotency::retrying(|| self.delete_endpoint_once(id)).await
     }
 
     async fn delete_endpoint_once(&self, id: &str) -> Result<WebhookEndpoint, LedgerError> {
+        let turned_off = self.turn_off(crate::db::begin_write(&self.db).await?, id, None).await?;
+        let row = turned_off.ok_or(LedgerError::NotFound("webhook endpoint"))?;
         let txn = crate::db::begin_write(&self.db).await?;
-        let row = webhook_endpoint::Entity::find_by_id(id.to_owned())
-            .lock_exclusive()
-            .one(&txn)
-            .await?
-            .ok_or(LedgerError::NotFound("webhook endpoint"))?;
         fail_pending(&txn, id, "the endpoint was deleted").await?;
-        webhook_endpoint::Entity::delete_by_id(id.to_owned()).exec(&txn).await?;
+        if webhook_endpoint::Entity::delete_by_id(id.to_owned()).exec(&txn).await?.rows_affected == 0 {
+            txn.rollback().await?;
+            return Err(LedgerError::NotFound("webhook endpoint"));
+        }
         self.commit_audited(txn, &row, AuditAction::DeleteWebhookEndpoint).await?;
         WebhookEndpoint::try_from(row)
+    }
+
+    /// Turns endpoint `id` off in `txn` (with `reason` when the server does it) and
+    /// commits; returns it as it was, or `None` when it is gone. It is locked first, which
+    /// waits for the batches writing deliveries to it ([`crate::outbox::fan_out`]); once
+    /// this commits, none writes another. The lock is held for this short transaction
+    /// only: failing the endpoint's pending deliveries, however many, comes after it and
+    /// holds up no batch.
+    async fn turn_off(
+        &self,
+        txn: sea_orm::DatabaseTransaction,
+        id: &str,
+        reason: Option<&str>,
+    ) -> Result<Option<webhook_endpoint::Model>, LedgerError> {
+        let Some(endpoint) = webhook_endpoint::Entity::find_by_id(id.to_owned()).lock_exclusive().one(&txn).await?
+        else {
+            txn.rollback().await?;
+            return Ok(None);
+        };
+        if endpoint.enabled {
+            let mut row: webhook_endpoint::ActiveModel = endpoint.clone().into();
+            row.enabled = Set(false);
+            if let Some(reason) = reason {
+                row.disabled_reason = Set(Some(reason.to_owned()));
+                row.updated_at = Set(self.now());
+            }
+            row.update(&txn).await?;
+        }
+        txn.commit().await?;
+        Ok(Some(endpoint))
     }
 
     /// Commits a change of `endpoint` with its audit row: what it now says, never its
@@ -653,7 +682,8 @@ impl Ledger {
     /// Records attempts of claimed deliveries, a burst in one transaction (how a busy
     /// dispatcher keeps its writes few): each only while its claim still holds it, with
     /// what it means for its endpoint (a success clears its failing streak, a failure
-    /// starts one, a disabling one turns it off and fails its other pending deliveries).
+    /// starts one, a disabling one turns it off and fails its other pending deliveries,
+    /// after this transaction, in transactions of their own).
     /// Successes under one lease are one statement. Returns how many claims still held.
     pub async fn record_attempts(
         &self,
@@ -734,28 +764,23 @@ impl Ledger {
         }
         txn.commit().await?;
         for (id, reason) in disabling {
-            crate::commit::idempotency::retrying(|| self.disable_endpoint(&id, &reason)).await?;
+            // The attempts are recorded whatever happens here; the endpoint's next failed
+            // attempt decides to disable it again.
+            if let Err(error) = crate::commit::idempotency::retrying(|| self.disable_endpoint(&id, &reason)).await {
+                tracing::warn!(%error, endpoint = %id, "could not disable the endpoint; its next failure will try again");
+            }
         }
         Ok(held.len())
     }
 
-    /// Turns an endpoint off for `reason` and fails its pending deliveries; nothing if
-    /// it is gone or already off. It is locked first, which waits for the batches
-    /// writing deliveries to it ([`crate::outbox::fan_out`]), so theirs fail too.
+    /// Turns an endpoint off for `reason` ([`Ledger::turn_off`]), then fails its pending
+    /// deliveries; nothing if it is gone or already off.
     async fn disable_endpoint(&self, id: &str, reason: &str) -> Result<(), LedgerError> {
         let txn = crate::db::begin_bookkeeping(&self.bookkeeper().await).await?;
-        let Some(endpoint) = webhook_endpoint::Entity::find_by_id(id.to_owned()).lock_exclusive().one(&txn).await?
-        else {
-            return Ok(txn.rollback().await?);
-        };
-        if !endpoint.enabled {
-            return Ok(txn.rollback().await?);
+        if !self.turn_off(txn, id, Some(reason)).await?.is_some_and(|endpoint| endpoint.enabled) {
+            return Ok(());
         }
-        let mut row: webhook_endpoint::ActiveModel = endpoint.into();
-        row.enabled = Set(false);
-        row.disabled_reason = Set(Some(reason.to_owned()));
-        row.updated_at = Set(self.now());
-        row.update(&txn).await?;
+        let txn = crate::db::begin_bookkeeping(&self.bookkeeper().await).await?;
         fail_pending(&txn, id, &format!("the endpoint was disabled: {reason}")).await?;
         Ok(txn.commit().await?)
     }
