@@ -693,24 +693,6 @@ impl Ledger {
         let now = self.now();
         let backend = self.db.get_database_backend();
         let txn = crate::db::begin_bookkeeping(&self.bookkeeper().await).await?;
-        // The endpoints first, held against a change by anyone else (on PostgreSQL; in
-        // the order of their ids, by a lock the batches writing to them do not wait
-        // for), then their deliveries: deleting or disabling one takes them in the same
-        // order, so neither waits for the other in turn.
-        let mut endpoints: HashMap<String, (webhook_endpoint::Model, Option<String>)> =
-            webhook_endpoint::Entity::find()
-                .filter(one_of(
-                    backend,
-                    "id",
-                    attempts.iter().map(|(claimed, _)| claimed.endpoint_id.as_str()).collect::<BTreeSet<_>>(),
-                ))
-                .order_by_asc(webhook_endpoint::Column::Id)
-                .lock(sea_orm::sea_query::LockType::NoKeyUpdate)
-                .all(&txn)
-                .await?
-                .into_iter()
-                .map(|endpoint| (endpoint.id.clone(), (endpoint, None)))
-                .collect();
         // Which claims still held: the successes a lease at a time, the failures one by one.
         let mut held: HashSet<String> = HashSet::new();
         let mut succeeded: BTreeMap<(DateTime<Utc>, i32), Vec<&ClaimedDelivery>> = BTreeMap::new();
@@ -732,6 +714,18 @@ impl Ledger {
             held.extend(updated.into_iter().map(|row| row.id));
         }
         // What the held attempts mean for their endpoints, in the order they were made.
+        let mut endpoints: HashMap<String, (webhook_endpoint::Model, Option<String>)> =
+            webhook_endpoint::Entity::find()
+                .filter(one_of(
+                    backend,
+                    "id",
+                    attempts.iter().map(|(claimed, _)| claimed.endpoint_id.as_str()).collect::<BTreeSet<_>>(),
+                ))
+                .all(&txn)
+                .await?
+                .into_iter()
+                .map(|endpoint| (endpoint.id.clone(), (endpoint, None)))
+                .collect();
         let before: HashMap<String, Option<DateTime<Utc>>> =
             endpoints.iter().map(|(id, (endpoint, _))| (id.clone(), endpoint.failing_since)).collect();
         for (claimed, outcome) in attempts {

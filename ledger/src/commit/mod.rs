@@ -17,10 +17,11 @@
 //! same whether an organization has one open lot or hundreds. On a SQLite file the
 //! committer writes through a connection of its own ([`crate::db::writer_for`]), whose
 //! page cache stays warm from batch to batch and whose log another connection copies
-//! into the database file beside it ([`crate::db::checkpoint_beside`]); on PostgreSQL through connections of its
-//! own, one a lane, whose batches begin with `BEGIN` alone and send their writes (all
-//! but holds) as one statement ([`crate::write::Writes`]): four round trips a batch of
-//! consumes (begin, lock, write, commit) where there were nine.
+//! into the database file beside it ([`crate::db::checkpoint_beside`]); on PostgreSQL
+//! through connections of its own, one a lane, whose batches begin with `BEGIN` alone
+//! and send their writes (all but holds) as one statement ([`crate::write::Writes`]):
+//! four round trips a batch of consumes (begin, lock, write, commit) where there were
+//! nine.
 //!
 //! The database stays the arbiter: each batch holds the row locks of its organizations
 //! (replicas on one PostgreSQL take them in the same sorted order). Under those locks it
