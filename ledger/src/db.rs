@@ -360,11 +360,19 @@ pub async fn ping(db: &DatabaseConnection) -> bool {
 
 /// Whether the database is reachable, as a background probe last found it; shared by
 /// every request so that, during an outage, each is refused at once (503) instead of
-/// waiting for the pool's acquire timeout. The probe opens its own connection, outside
-/// the pool, so a pool busy with slow queries is never mistaken for an outage.
-#[derive(Clone, Debug, Default)]
+/// waiting for the pool's acquire timeout, and by the committer, which stops waiting for
+/// a connection the moment the probe finds the database gone ([`Availability::unless_down`]).
+/// The probe opens its own connection, outside the pool, so a pool busy with slow queries
+/// is never mistaken for an outage.
+#[derive(Clone, Debug)]
 pub struct Availability {
-    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    down: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Availability {
+    fn default() -> Self {
+        Self { down: std::sync::Arc::new(tokio::sync::watch::Sender::new(false)) }
+    }
 }
 
 /// How often the probe connects.
@@ -373,7 +381,24 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 impl Availability {
     /// Whether the last probe failed.
     pub fn is_down(&self) -> bool {
-        self.down.load(std::sync::atomic::Ordering::Relaxed)
+        *self.down.borrow()
+    }
+
+    /// Runs `work` (the start of a transaction: nothing written yet), unless the probe
+    /// finds the database gone first: then it is dropped and the answer is
+    /// [`LedgerError::Unavailable`](crate::LedgerError::Unavailable) at once. A pool asked
+    /// for a connection during an outage keeps trying to connect until its acquire
+    /// timeout; whatever queued behind that wait would wait too.
+    pub async fn unless_down<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, DbErr>>,
+    ) -> Result<T, crate::LedgerError> {
+        let mut down = self.down.subscribe();
+        tokio::select! {
+            biased;
+            result = work => Ok(result?),
+            _ = down.wait_for(|down| *down) => Err(unreachable()),
+        }
     }
 
     /// Starts probing `db` (PostgreSQL only: an embedded SQLite file does not go away).
@@ -396,7 +421,7 @@ impl Availability {
                     }
                     _ => false,
                 };
-                let was_down = down.swap(!reachable, std::sync::atomic::Ordering::Relaxed);
+                let was_down = down.send_replace(!reachable);
                 match (was_down, reachable) {
                     (false, false) => tracing::error!("database unreachable; answering 503 until it is back"),
                     (true, true) => tracing::info!("database reachable again"),
@@ -405,6 +430,11 @@ impl Availability {
             }
         });
     }
+}
+
+/// What a request refused during an outage is answered with.
+pub(crate) fn unreachable() -> crate::LedgerError {
+    crate::LedgerError::Unavailable(DbErr::Custom("the database is unreachable".into()))
 }
 
 /// Leases up to `limit` rows of `table`'s table that are due (`status = 'PENDING'`,

@@ -138,11 +138,12 @@ impl std::fmt::Debug for Clock {
 impl Ledger {
     /// A ledger over `db`, whose schema must be migrated.
     pub fn new(db: DatabaseConnection) -> Self {
+        let availability = crate::db::Availability::default();
         Self {
             db,
             events: events::EventHub::default(),
-            availability: Default::default(),
-            committer: Default::default(),
+            committer: commit::Committer::new(availability.clone()),
+            availability,
             keys: Default::default(),
             clock: Clock::system(),
             seal: None,

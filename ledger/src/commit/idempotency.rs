@@ -2,13 +2,14 @@
 //!
 //! An organization's consumes, grants and holds share one namespace of keys. A request
 //! whose key is taken is never applied twice and never reaches the unique index:
-//! - before the lock, [`Ledger::submit_keyed`] answers a key already committed with its
-//!   replay (the original, when every field matches; else
-//!   [`LedgerError::IdempotencyConflict`]);
 //! - under the lock, [`Keys`] knows every key a batch carries that is taken (in the
 //!   database, or earlier in the same batch) and by which kind; the committer answers
-//!   such a request without applying it: its own kind's duplicate (replayed by
-//!   [`Ledger::submit_keyed`] once the batch commits), the other kind's conflict;
+//!   such a request without applying it: its own kind's duplicate, which
+//!   [`Ledger::submit_keyed`] then answers with its replay (the original, when every
+//!   field matches; else [`LedgerError::IdempotencyConflict`]), the other kind's
+//!   conflict. There is no look for the key before the lock: a retry is rare, and that
+//!   look, a read for every keyed request, cost more than the retries it spared the
+//!   queue (one hot organization's keyed consumes, docs/performance.md, session 19);
 //! - a refusal that raced its own original (insufficient credits because the original
 //!   spent them) is answered with the original's replay.
 //!
@@ -113,9 +114,8 @@ pub(crate) fn duplicate_key_or(error: sea_orm::DbErr) -> LedgerError {
 
 impl Ledger {
     /// Submits `op` to the committer, answering its key's original instead when there
-    /// is one: before submitting (without the lock), when the committer found the key
-    /// taken, and when a refusal may be explained by the original having committed
-    /// first. `answer` turns the committer's result into the caller's; `replay` finds
+    /// is one: when the committer found the key taken, and when a refusal may be
+    /// explained by the original having committed first. `answer` turns the committer's result into the caller's; `replay` finds
     /// the original under the key.
     pub(crate) async fn submit_keyed<T, Replay>(
         &self,
@@ -126,14 +126,11 @@ impl Ledger {
     where
         Replay: Future<Output = Result<Option<T>, LedgerError>>,
     {
-        if let Some(original) = replay().await? {
-            return Ok(original);
-        }
         match self.committer.submit(&self.db, &self.events, &self.clock, op).await {
             Ok(done) => answer(done).ok_or_else(|| LedgerError::internal("answered as another operation")),
             Err(LedgerError::DuplicateIdempotencyKey) => {
-                // Committed first: earlier in the same batch, or since the look above
-                // (an earlier batch, another replica).
+                // Committed first: earlier in the same batch, by an earlier batch, or by
+                // another replica.
                 replay().await?.ok_or_else(|| LedgerError::internal("idempotency key vanished after conflict"))
             }
             Err(refusal @ (LedgerError::InsufficientCredits { .. } | LedgerError::BalanceLimitExceeded { .. })) => {

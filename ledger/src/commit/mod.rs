@@ -31,7 +31,10 @@
 //! index. A batch that still fails as a whole (a lost connection, a deadlock that
 //! outlasts its retries) is rolled back and its members are run again one by one, each
 //! getting its own exact answer, so nothing is half-applied; [`Committer::fallbacks`]
-//! counts those.
+//! counts those. While the availability probe finds the database away
+//! ([`crate::db::Availability`]), queued requests are refused at once, and a batch waiting
+//! for a connection stops waiting the moment the probe notices, so nothing queues behind
+//! the pool's acquire timeout.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +47,7 @@ use tracing::Instrument;
 pub(crate) mod idempotency;
 pub(crate) mod op;
 
+use crate::db::Availability;
 use crate::events::EventHub;
 use crate::write::{KeptState, LedgerTx};
 use crate::{Clock, LedgerError};
@@ -86,6 +90,8 @@ pub struct Committer {
     writer: Arc<tokio::sync::OnceCell<DatabaseConnection>>,
     /// Batches that failed as a whole and were committed again one by one.
     fallbacks: Arc<AtomicU64>,
+    /// Whether the database is away: then queued requests are refused at once.
+    availability: Availability,
 }
 
 impl std::fmt::Debug for Job {
@@ -95,6 +101,11 @@ impl std::fmt::Debug for Job {
 }
 
 impl Committer {
+    /// A committer that refuses its queue while `availability` says the database is away.
+    pub fn new(availability: Availability) -> Self {
+        Self { availability, ..Self::default() }
+    }
+
     /// The connection the committer writes through, for other writes that should queue
     /// behind its batches in turn rather than meet them at SQLite's lock
     /// ([`crate::Ledger::bookkeeper`]).
@@ -114,7 +125,13 @@ impl Committer {
                 .map(|_| {
                     let (sender, receiver) = mpsc::unbounded_channel();
                     let writer = self.writer.clone();
-                    tokio::spawn(run(db.clone(), writer, hub.clone(), clock.clone(), self.fallbacks.clone(), receiver));
+                    let shared = Shared {
+                        hub: hub.clone(),
+                        clock: clock.clone(),
+                        availability: self.availability.clone(),
+                        fallbacks: self.fallbacks.clone(),
+                    };
+                    tokio::spawn(run(db.clone(), writer, shared, receiver));
                     sender
                 })
                 .collect()
@@ -145,12 +162,18 @@ fn lane(organization_id: &str, count: usize) -> usize {
     (hasher.finish() % count as u64) as usize
 }
 
+/// What a committer task shares with the process.
+struct Shared {
+    hub: EventHub,
+    clock: Clock,
+    availability: Availability,
+    fallbacks: Arc<AtomicU64>,
+}
+
 async fn run(
     db: DatabaseConnection,
     writer: Arc<tokio::sync::OnceCell<DatabaseConnection>>,
-    hub: EventHub,
-    clock: Clock,
-    fallbacks: Arc<AtomicU64>,
+    shared: Shared,
     mut queue: mpsc::UnboundedReceiver<Job>,
 ) {
     let db = writer_of(&writer, &db).await;
@@ -164,8 +187,16 @@ async fn run(
                 Err(_) => break,
             }
         }
-        if !commit_batch(&db, &hub, &clock, &kept, &mut jobs).await {
-            fallbacks.fetch_add(1, Ordering::Relaxed);
+        if shared.availability.is_down() {
+            // Refused at once, as the HTTP layer refuses new requests: trying would wait
+            // for the pool's acquire timeout, batch after batch.
+            for job in jobs.drain(..) {
+                let _ = job.reply.send(Err(crate::db::unreachable()));
+            }
+            continue;
+        }
+        if !commit_batch(&db, &shared, &kept, &mut jobs).await {
+            shared.fallbacks.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -187,17 +218,11 @@ async fn writer_of(
 
 /// Commits `jobs` together, or else one by one; answers every one of them. Returns
 /// whether they were committed together.
-async fn commit_batch(
-    db: &DatabaseConnection,
-    hub: &EventHub,
-    clock: &Clock,
-    kept: &Kept,
-    jobs: &mut Vec<Job>,
-) -> bool {
+async fn commit_batch(db: &DatabaseConnection, shared: &Shared, kept: &Kept, jobs: &mut Vec<Job>) -> bool {
     let ops: Vec<&Op> = jobs.iter().map(|job| &job.request).collect();
     let started = std::time::Instant::now();
     let span = tracing::info_span!("ledger.batch", otel.kind = "internal", size = ops.len());
-    let decided = retrying(|| decide_all(db, hub, clock, kept, &ops)).instrument(span).await;
+    let decided = retrying(|| decide_all(db, shared, kept, &ops)).instrument(span).await;
     crate::metrics::batch(ops.len(), started.elapsed());
     match decided {
         Ok(outcomes) => {
@@ -215,7 +240,7 @@ async fn commit_batch(
                     Err(clone_error(&error))
                 } else {
                     let one = [&job.request];
-                    retrying(|| decide_all(db, hub, clock, kept, &one))
+                    retrying(|| decide_all(db, shared, kept, &one))
                         .await
                         .and_then(|mut outcomes| outcomes.pop().ok_or_else(|| LedgerError::internal("no outcome")))
                         .and_then(|outcome| outcome)
@@ -245,12 +270,13 @@ fn clone_error(error: &LedgerError) -> LedgerError {
 /// the whole batch (nothing of it is written).
 async fn decide_all(
     db: &DatabaseConnection,
-    hub: &EventHub,
-    clock: &Clock,
+    shared: &Shared,
     kept: &Kept,
     ops: &[&Op],
 ) -> Result<Vec<Outcome>, LedgerError> {
-    let mut tx = LedgerTx::on(crate::db::begin_committing(db).await?, hub, clock.now());
+    let Shared { hub, clock, availability, .. } = shared;
+    let begun = availability.unless_down(crate::db::begin_committing(db)).await?;
+    let mut tx = LedgerTx::on(begun, hub, clock.now());
     // Taken out: a batch that fails drops them, and the next one reads afresh.
     tx.offer(take_kept(kept, ops));
     tx.lock(ops.iter().map(|op| op.organization_id())).await?;
@@ -339,7 +365,13 @@ mod tests {
             let db = db.clone();
             async move {
                 let ops: Vec<&Op> = ops.iter().collect();
-                decide_all(&db, &EventHub::default(), &Clock::system(), &Kept::default(), &ops).await
+                let shared = Shared {
+                    hub: EventHub::default(),
+                    clock: Clock::system(),
+                    availability: Availability::default(),
+                    fallbacks: Default::default(),
+                };
+                decide_all(&db, &shared, &Kept::default(), &ops).await
             }
         };
         let outcomes = decide(vec![
