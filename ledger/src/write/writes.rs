@@ -13,17 +13,21 @@
 //! endpoints, which no arm writes (each delivery names its event, written by another
 //! arm, by id alone: no foreign key checks it). Whatever is written at once instead (the
 //! holds, an auto top-up's start) must not refer to a row still held, and nothing does:
-//! no table of ours refers to transactions, lots or balances. On SQLite, in this
-//! process, there is no round trip to save: each statement runs as it comes.
+//! no table of ours refers to transactions, lots or balances. On SQLite there is no
+//! network, but each statement is still a trip to the connection's worker thread and
+//! back, two thread wake-ups on a busy machine: there [`Writes`] sends the held
+//! statements as one text of several, in the order pushed, each followed by
+//! `SELECT changes()` for its count. They run one after another, so each sees the ones
+//! before it, which is more than the rules above need.
 
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement};
 
 use crate::LedgerError;
 use crate::commit::idempotency::duplicate_key_or;
 
-/// Statements written in one transaction: on SQLite already run, on PostgreSQL held
-/// until [`Writes::send`]. Dropped unsent, the held ones are lost, the transaction
-/// committing without them: whoever has one must send it.
+/// Statements written in one transaction, held until [`Writes::send`]. Dropped unsent,
+/// the held ones are lost, the transaction committing without them: whoever has one must
+/// send it.
 #[derive(Debug)]
 #[must_use = "on PostgreSQL the writes are held until sent"]
 pub(crate) struct Writes {
@@ -47,21 +51,21 @@ impl Writes {
         Self { backend, held: Vec::new() }
     }
 
-    /// Writes `statement` (a data-modifying one, or a `SELECT` for its side effects), on
-    /// PostgreSQL with the next [`Writes::send`]. A taken idempotency key is
-    /// [`LedgerError::DuplicateIdempotencyKey`].
+    /// Writes `statement` (a data-modifying one, or a `SELECT` for its side effects) with
+    /// the next [`Writes::send`]; on SQLite a `SELECT` at once (its rows would be read as
+    /// counts). A taken idempotency key is [`LedgerError::DuplicateIdempotencyKey`].
     pub(crate) async fn push(
         &mut self,
         txn: &DatabaseTransaction,
         statement: Statement,
         expect: Expect,
     ) -> Result<(), LedgerError> {
-        if self.backend == DbBackend::Postgres {
-            self.held.push((statement, expect));
-            return Ok(());
+        if self.backend == DbBackend::Sqlite && statement.sql.trim_start().starts_with("SELECT") {
+            let rows = txn.execute_raw(statement).await.map_err(duplicate_key_or)?.rows_affected();
+            return check(expect, rows);
         }
-        let rows = txn.execute_raw(statement).await.map_err(duplicate_key_or)?.rows_affected();
-        check(expect, rows)
+        self.held.push((statement, expect));
+        Ok(())
     }
 
     /// Sends every statement held, as one.
@@ -71,12 +75,35 @@ impl Writes {
             let rows = txn.execute_raw(statement).await.map_err(duplicate_key_or)?.rows_affected();
             return check(expect, rows);
         }
-        let (statement, expects) = one_statement(std::mem::take(&mut self.held));
+        let held = std::mem::take(&mut self.held);
+        if self.backend == DbBackend::Sqlite {
+            let (statement, expects) = in_sequence(held);
+            let rows = txn.query_all_raw(statement).await.map_err(duplicate_key_or)?;
+            let counts = rows.iter().map(|row| row.try_get_by_index::<i64>(0)).collect::<Result<Vec<_>, _>>()?;
+            return check_all(&expects, &counts);
+        }
+        let (statement, expects) = one_statement(held);
         let row = txn.query_one_raw(statement).await.map_err(duplicate_key_or)?;
         let row = row.ok_or_else(|| LedgerError::internal("the writes answered no row"))?;
         let counts = (0..expects.len()).map(|i| row.try_get_by_index::<i64>(i)).collect::<Result<Vec<_>, _>>()?;
         check_all(&expects, &counts)
     }
+}
+
+/// SQLite statements as one text of several, each followed by `SELECT changes()` (the
+/// rows it changed, inserted or deleted), their parameters (plain `?`, bound in order
+/// across the statements) one list.
+fn in_sequence(held: Vec<(Statement, Expect)>) -> (Statement, Vec<Expect>) {
+    let mut sql = String::new();
+    let mut values = Vec::new();
+    let mut expects = Vec::with_capacity(held.len());
+    for (statement, expect) in held {
+        sql.push_str(statement.sql.trim_end().trim_end_matches(';'));
+        sql.push_str("; SELECT changes(); ");
+        values.extend(statement.values.map(|values| values.0).unwrap_or_default());
+        expects.push(expect);
+    }
+    (Statement::from_sql_and_values(DbBackend::Sqlite, sql, values), expects)
 }
 
 /// Whether a statement that touched `rows` rows did what `expect` asks.
@@ -178,6 +205,47 @@ mod tests {
         );
         assert_eq!(statement.values.map(|values| values.0.len()), Some(3));
         assert_eq!(expects.len(), 2);
+    }
+
+    /// On SQLite the held statements run as one text, in order (each sees the ones
+    /// before it), their plain `?` parameters bound in order across them, each held to
+    /// its own count; a statement pushed is not run before the send.
+    #[tokio::test]
+    async fn sqlite_runs_the_held_statements_as_one_text_in_order() {
+        use sea_orm::TransactionTrait;
+        let db = crate::db::connect("sqlite::memory:").await.expect("in-memory SQLite");
+        db.execute_unprepared("CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER NOT NULL)").await.expect("table");
+        let statement =
+            |sql: &str, values: Vec<sea_orm::Value>| Statement::from_sql_and_values(DbBackend::Sqlite, sql, values);
+        let txn = db.begin().await.expect("begin");
+        let mut writes = Writes::new(DbBackend::Sqlite);
+        let insert =
+            statement("INSERT INTO t (id, n) VALUES (?, ?), (?, ?)", vec!["a".into(), 1.into(), "b".into(), 2.into()]);
+        writes.push(&txn, insert, Expect::Any).await.expect("held");
+        let rows = txn.query_one_raw(statement("SELECT count(*) FROM t", vec![])).await.expect("count").expect("a row");
+        assert_eq!(rows.try_get_by_index::<i64>(0).expect("count"), 0, "held, not run");
+        let update = statement("UPDATE t SET n = n + ? WHERE id = ?", vec![10.into(), "b".into()]);
+        writes.push(&txn, update, Expect::Rows(1, "one row")).await.expect("held");
+        writes.send(&txn).await.expect("sent");
+        let sum = txn.query_one_raw(statement("SELECT sum(n) FROM t", vec![])).await.expect("sum").expect("a row");
+        assert_eq!(
+            sum.try_get_by_index::<i64>(0).expect("sum"),
+            13,
+            "the update saw the insert, its values bound in order"
+        );
+
+        let mut writes = Writes::new(DbBackend::Sqlite);
+        writes
+            .push(&txn, statement("UPDATE t SET n = 0 WHERE n > ?", vec![0.into()]), Expect::Any)
+            .await
+            .expect("held");
+        writes
+            .push(&txn, statement("DELETE FROM t WHERE n = ?", vec![0.into()]), Expect::Rows(1, "one gone"))
+            .await
+            .expect("held");
+        let error = writes.send(&txn).await.expect_err("two rows deleted, one expected");
+        assert!(error.to_string().contains("one gone"), "{error}");
+        txn.rollback().await.expect("rollback");
     }
 
     #[test]
