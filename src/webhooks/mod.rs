@@ -8,8 +8,11 @@
 //! commits, retries coming due, events of an older version still to fan out). At most
 //! [`PER_ENDPOINT`] attempts are in flight per endpoint and
 //! [`IN_FLIGHT`] in all, each with a 15-second timeout, so a slow or dead endpoint holds
-//! only its own slots; the ledger never waits for any of it. Finished attempts are
-//! recorded by one task, a burst per transaction, so a busy dispatcher writes little.
+//! only its own slots; the ledger never waits for any of it. Deliveries are claimed
+//! ahead, `CLAIM` at a time: as many again as may be in flight wait for slots, each
+//! started the moment an attempt is answered, so a claim (a write) serves a burst, not a
+//! slot. Finished attempts are recorded by one task, a burst per transaction (it waits
+//! `LINGER` for the rest of a burst), so a busy dispatcher writes little.
 //!
 //! - `sign.rs`: Standard Webhooks v1 signatures.
 //! - `address.rs`: where webhooks may go (no request forgery), at saving and connecting.
@@ -35,6 +38,10 @@ pub const PER_ENDPOINT: usize = 16;
 pub const IN_FLIGHT: usize = 64;
 /// How long an attempt may take.
 pub const TIMEOUT: StdDuration = StdDuration::from_secs(15);
+/// How long the recorder waits for more finished attempts to record with the first.
+const LINGER: StdDuration = StdDuration::from_millis(2);
+/// The most deliveries one claim takes.
+const CLAIM: usize = 32;
 /// A claim's lease: longer than an attempt can take.
 const LEASE_SECS: i64 = 60;
 /// How long a claimed delivery may wait for a slot of its endpoint before it is given back.
@@ -115,6 +122,16 @@ impl Dispatcher {
     async fn record(self, mut queue: tokio::sync::mpsc::UnboundedReceiver<Finished>) {
         let mut batch = Vec::new();
         while queue.recv_many(&mut batch, 256).await > 0 {
+            // A moment for the rest of a burst: a record is a write transaction, which
+            // on SQLite takes turns with the committer's batches.
+            if batch.len() < 64 {
+                tokio::time::sleep(LINGER).await;
+                while batch.len() < 256
+                    && let Ok(finished) = queue.try_recv()
+                {
+                    batch.push(finished);
+                }
+            }
             let succeeded =
                 batch.iter().filter(|(_, outcome)| matches!(outcome, AttemptOutcome::Succeeded { .. })).count();
             crate::metrics::webhook_deliveries("succeeded", succeeded as u64);
@@ -151,15 +168,17 @@ impl Dispatcher {
             self.start_or_wait(delivery, since, &mut given_back);
         }
         loop {
-            let room = self.in_flight.available_permits().saturating_sub(lock(&self.waiting).len()).min(32);
-            if room == 0 {
+            // Claimed ahead: as many again as may be in flight wait for slots, so that a
+            // claim is made once for a burst, not for each slot that frees (each claim is
+            // a write). A claim waits until there is room for a whole one, unless nothing
+            // waits.
+            let waiting = lock(&self.waiting).len();
+            let in_flight = IN_FLIGHT - self.in_flight.available_permits();
+            let room = (2 * IN_FLIGHT).saturating_sub(in_flight + waiting).min(CLAIM);
+            if room == 0 || (waiting > 0 && room < CLAIM) {
                 break;
             }
-            let busy: Vec<String> = lock(&self.per_endpoint)
-                .iter()
-                .filter(|(_, slots)| slots.available_permits() == 0)
-                .map(|(endpoint_id, _)| endpoint_id.clone())
-                .collect();
+            let busy = self.busy_endpoints();
             let claimed = self.ledger.claim_deliveries(room as u64, lease, &busy).await?;
             let full = claimed.len() == room;
             let now = Instant::now();
@@ -171,6 +190,36 @@ impl Dispatcher {
             }
         }
         self.ledger.release_deliveries(&given_back).await
+    }
+
+    /// The endpoints with every slot taken and as many claimed deliveries waiting: no
+    /// claim takes more of theirs.
+    fn busy_endpoints(&self) -> Vec<String> {
+        let mut waiting: HashMap<String, usize> = HashMap::new();
+        for (_, delivery) in lock(&self.waiting).iter() {
+            *waiting.entry(delivery.endpoint_id.clone()).or_default() += 1;
+        }
+        lock(&self.per_endpoint)
+            .iter()
+            .filter(|(endpoint_id, slots)| {
+                slots.available_permits() == 0 && waiting.get(*endpoint_id).copied().unwrap_or(0) >= PER_ENDPOINT
+            })
+            .map(|(endpoint_id, _)| endpoint_id.clone())
+            .collect()
+    }
+
+    /// Starts the claimed deliveries waiting for a slot that now has one (no database
+    /// work: called as each attempt is answered).
+    fn start_waited(&self) {
+        let waited = std::mem::take(&mut *lock(&self.waiting));
+        let mut still = Vec::new();
+        for (since, delivery) in waited {
+            match self.permits(&delivery.endpoint_id) {
+                Some(permits) => self.spawn_attempt(delivery, permits),
+                None => still.push((since, delivery)),
+            }
+        }
+        lock(&self.waiting).extend(still);
     }
 
     /// Fans out the events whose deliveries were not written with them (see
@@ -214,6 +263,7 @@ impl Dispatcher {
     async fn attempt(&self, delivery: ClaimedDelivery, permits: (OwnedSemaphorePermit, OwnedSemaphorePermit)) {
         let outcome = self.send(&delivery).await;
         drop(permits);
+        self.start_waited();
         match &outcome {
             AttemptOutcome::Succeeded { status_code } => {
                 tracing::debug!(delivery = %delivery.id, event = %delivery.event_id, status_code, "webhook delivered");
