@@ -385,19 +385,25 @@ impl Availability {
     }
 
     /// Runs `work` (the start of a transaction: nothing written yet), unless the probe
-    /// finds the database gone first: then it is dropped and the answer is
-    /// [`LedgerError::Unavailable`](crate::LedgerError::Unavailable) at once. A pool asked
-    /// for a connection during an outage keeps trying to connect until its acquire
+    /// finds the database gone first: then the answer is
+    /// [`LedgerError::Unavailable`](crate::LedgerError::Unavailable) at once, and `work`
+    /// finishes in a task of its own, whatever it began dropped (a transaction whose
+    /// `BEGIN` was already sent is rolled back, not left open on its connection). A pool
+    /// asked for a connection during an outage keeps trying to connect until its acquire
     /// timeout; whatever queued behind that wait would wait too.
-    pub async fn unless_down<T>(
+    pub async fn unless_down<T: Send + 'static>(
         &self,
-        work: impl std::future::Future<Output = Result<T, DbErr>>,
+        work: impl std::future::Future<Output = Result<T, DbErr>> + Send + 'static,
     ) -> Result<T, crate::LedgerError> {
         let mut down = self.down.subscribe();
+        let mut work = Box::pin(work);
         tokio::select! {
             biased;
-            result = work => Ok(result?),
-            _ = down.wait_for(|down| *down) => Err(unreachable()),
+            result = &mut work => Ok(result?),
+            _ = down.wait_for(|down| *down) => {
+                tokio::spawn(async move { drop(work.await) });
+                Err(unreachable())
+            }
         }
     }
 

@@ -65,6 +65,9 @@ pub struct Dispatcher {
     /// Claimed deliveries whose endpoint had no slot free, since when: started as slots
     /// free, given back after [`WAIT`] (so that claims need not be undone one round each).
     waiting: Arc<Mutex<Vec<(Instant, ClaimedDelivery)>>>,
+    /// Endpoints whose claimed deliveries were given back unattempted, since when (see
+    /// [`Dispatcher::busy_endpoints`]).
+    slow: Arc<Mutex<HashMap<String, Instant>>>,
     /// Finished attempts, recorded by one task many at a time (one write transaction
     /// for a burst of deliveries, not one each).
     finished: tokio::sync::mpsc::UnboundedSender<Finished>,
@@ -88,6 +91,7 @@ impl Dispatcher {
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
             per_endpoint: Arc::default(),
             waiting: Arc::default(),
+            slow: Arc::default(),
             finished,
             finished_queue: Arc::new(Mutex::new(Some(finished_queue))),
         })
@@ -118,7 +122,8 @@ impl Dispatcher {
         })
     }
 
-    /// Records finished attempts as they come, a burst at a time; then frees their slots.
+    /// Records finished attempts as they come, a burst at a time (their slots were freed
+    /// as each was answered), then looks for more.
     async fn record(self, mut queue: tokio::sync::mpsc::UnboundedReceiver<Finished>) {
         let mut batch = Vec::new();
         while queue.recv_many(&mut batch, 256).await > 0 {
@@ -167,6 +172,19 @@ impl Dispatcher {
         for (since, delivery) in waited {
             self.start_or_wait(delivery, since, &mut given_back);
         }
+        let claimed = self.claim_and_start(lease, &mut given_back).await;
+        // Given back whatever came of the claims (else they would idle until their lease ends).
+        let released = self.ledger.release_deliveries(&given_back).await;
+        claimed.and(released)
+    }
+
+    /// Claims due deliveries and starts them, or leaves them waiting for a slot, while a
+    /// claim comes back full and none waits.
+    async fn claim_and_start(
+        &self,
+        lease: chrono::Duration,
+        given_back: &mut Vec<String>,
+    ) -> Result<(), crate::ledger::LedgerError> {
         loop {
             // Claimed ahead: as many again as may be in flight wait for slots, so that a
             // claim is made once for a burst, not for each slot that frees (each claim is
@@ -176,45 +194,52 @@ impl Dispatcher {
             let in_flight = IN_FLIGHT - self.in_flight.available_permits();
             let room = (2 * IN_FLIGHT).saturating_sub(in_flight + waiting).min(CLAIM);
             if room == 0 || (waiting > 0 && room < CLAIM) {
-                break;
+                return Ok(());
             }
             let busy = self.busy_endpoints();
             let claimed = self.ledger.claim_deliveries(room as u64, lease, &busy).await?;
             let full = claimed.len() == room;
             let now = Instant::now();
             for delivery in claimed {
-                self.start_or_wait(delivery, now, &mut given_back);
+                self.start_or_wait(delivery, now, given_back);
             }
             if !full || !lock(&self.waiting).is_empty() {
-                break;
+                return Ok(());
             }
         }
-        self.ledger.release_deliveries(&given_back).await
     }
 
-    /// The endpoints with every slot taken and as many claimed deliveries waiting: no
-    /// claim takes more of theirs.
+    /// The endpoints with every slot taken and, waiting for them, as many claimed
+    /// deliveries as there are slots, or claimed deliveries given back unattempted in the
+    /// last [`TIMEOUT`] (a slow or dead endpoint, whose deliveries would only be claimed
+    /// and given back again): no claim takes more of theirs.
     fn busy_endpoints(&self) -> Vec<String> {
         let mut waiting: HashMap<String, usize> = HashMap::new();
         for (_, delivery) in lock(&self.waiting).iter() {
             *waiting.entry(delivery.endpoint_id.clone()).or_default() += 1;
         }
+        let mut slow = lock(&self.slow);
+        slow.retain(|_, since| since.elapsed() < TIMEOUT);
         lock(&self.per_endpoint)
             .iter()
             .filter(|(endpoint_id, slots)| {
-                slots.available_permits() == 0 && waiting.get(*endpoint_id).copied().unwrap_or(0) >= PER_ENDPOINT
+                slots.available_permits() == 0
+                    && (waiting.get(*endpoint_id).copied().unwrap_or(0) >= PER_ENDPOINT
+                        || slow.contains_key(*endpoint_id))
             })
             .map(|(endpoint_id, _)| endpoint_id.clone())
             .collect()
     }
 
     /// Starts the claimed deliveries waiting for a slot that now has one (no database
-    /// work: called as each attempt is answered).
+    /// work: called as each attempt is answered). One that has waited [`WAIT`] is left
+    /// for the next round to give back: started later, it could outlive its lease.
     fn start_waited(&self) {
         let waited = std::mem::take(&mut *lock(&self.waiting));
         let mut still = Vec::new();
         for (since, delivery) in waited {
-            match self.permits(&delivery.endpoint_id) {
+            let permits = if since.elapsed() < WAIT { self.permits(&delivery.endpoint_id) } else { None };
+            match permits {
                 Some(permits) => self.spawn_attempt(delivery, permits),
                 None => still.push((since, delivery)),
             }
@@ -235,7 +260,10 @@ impl Dispatcher {
         match self.permits(&delivery.endpoint_id) {
             Some(permits) => self.spawn_attempt(delivery, permits),
             None if since.elapsed() < WAIT => lock(&self.waiting).push((since, delivery)),
-            None => given_back.push(delivery.id),
+            None => {
+                lock(&self.slow).insert(delivery.endpoint_id, Instant::now());
+                given_back.push(delivery.id);
+            }
         }
     }
 

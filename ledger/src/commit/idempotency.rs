@@ -115,8 +115,8 @@ pub(crate) fn duplicate_key_or(error: sea_orm::DbErr) -> LedgerError {
 impl Ledger {
     /// Submits `op` to the committer, answering its key's original instead when there
     /// is one: when the committer found the key taken, and when a refusal may be
-    /// explained by the original having committed first. `answer` turns the committer's result into the caller's; `replay` finds
-    /// the original under the key.
+    /// explained by the original having committed first. `answer` turns the committer's
+    /// result into the caller's; `replay` finds the original under the key.
     pub(crate) async fn submit_keyed<T, Replay>(
         &self,
         op: Op,

@@ -275,7 +275,8 @@ async fn decide_all(
     ops: &[&Op],
 ) -> Result<Vec<Outcome>, LedgerError> {
     let Shared { hub, clock, availability, .. } = shared;
-    let begun = availability.unless_down(crate::db::begin_committing(db)).await?;
+    let connection = db.clone();
+    let begun = availability.unless_down(async move { crate::db::begin_committing(&connection).await }).await?;
     let mut tx = LedgerTx::on(begun, hub, clock.now());
     // Taken out: a batch that fails drops them, and the next one reads afresh.
     tx.offer(take_kept(kept, ops));

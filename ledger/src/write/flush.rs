@@ -25,8 +25,8 @@ impl LedgerTx {
     /// Writes what was decided: the transactions and their allocations, new and changed
     /// lots and holds, then each changed organization's new state, conditional on the
     /// version locked (so a write that bypassed the lock could never be overwritten
-    /// silently). On PostgreSQL all but the holds are returned held, for the outbox to
-    /// send with its own in one statement ([`Writes`]).
+    /// silently). All but the holds are returned held, for the outbox to send with its
+    /// own at once ([`Writes`]: one statement on PostgreSQL, one text on SQLite).
     ///
     /// A taken idempotency key is [`LedgerError::DuplicateIdempotencyKey`]; the caller
     /// must then roll back.

@@ -29,7 +29,7 @@ use crate::commit::idempotency::duplicate_key_or;
 /// the held ones are lost, the transaction committing without them: whoever has one must
 /// send it.
 #[derive(Debug)]
-#[must_use = "on PostgreSQL the writes are held until sent"]
+#[must_use = "the writes are held until sent"]
 pub(crate) struct Writes {
     backend: DbBackend,
     held: Vec<(Statement, Expect)>,
@@ -60,7 +60,9 @@ impl Writes {
         statement: Statement,
         expect: Expect,
     ) -> Result<(), LedgerError> {
-        if self.backend == DbBackend::Sqlite && statement.sql.trim_start().starts_with("SELECT") {
+        if self.backend == DbBackend::Sqlite
+            && statement.sql.trim_start().get(..6).is_some_and(|word| word.eq_ignore_ascii_case("SELECT"))
+        {
             let rows = txn.execute_raw(statement).await.map_err(duplicate_key_or)?.rows_affected();
             return check(expect, rows);
         }
