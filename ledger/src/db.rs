@@ -160,9 +160,10 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 
 /// Copies the committer's write-ahead log (`writer`, [`writer_for`]) into the database
 /// file every [`CHECKPOINT_EVERY`], on a connection of its own, for as long as `alive`
-/// lives. A passive checkpoint: it never waits for the committer nor makes it wait, and
-/// copies what no reader still needs from the log, syncing the file as the connection's
-/// `synchronous` setting says. Nothing for PostgreSQL or an in-memory SQLite.
+/// lives, when the log has been written since the last. A passive checkpoint: it never
+/// waits for the committer nor makes it wait, and copies what no reader still needs from
+/// the log, syncing the file as the connection's `synchronous` setting says. Nothing for
+/// PostgreSQL or an in-memory SQLite.
 pub(crate) fn checkpoint_beside<T: Send + Sync + 'static>(writer: &DatabaseConnection, alive: std::sync::Weak<T>) {
     use sea_orm::sqlx::ConnectOptions as _;
     if writer.get_database_backend() != DbBackend::Sqlite {
@@ -172,12 +173,24 @@ pub(crate) fn checkpoint_beside<T: Send + Sync + 'static>(writer: &DatabaseConne
     if in_memory(&options) {
         return;
     }
+    let wal = {
+        let mut name = options.get_filename().as_os_str().to_owned();
+        name.push("-wal");
+        std::path::PathBuf::from(name)
+    };
     tokio::spawn(async move {
         let mut connection = None;
+        // When the log was last written as of the last checkpoint: an idle server's log
+        // is not checkpointed again (a stat, not a statement, every tick).
+        let mut copied = None;
         loop {
             tokio::time::sleep(CHECKPOINT_EVERY).await;
             if alive.strong_count() == 0 {
                 return;
+            }
+            let written = std::fs::metadata(&wal).ok().map(|metadata| (metadata.len(), metadata.modified().ok()));
+            if written.is_some() && written == copied {
+                continue;
             }
             let open = match &mut connection {
                 Some(open) => open,
@@ -190,9 +203,12 @@ pub(crate) fn checkpoint_beside<T: Send + Sync + 'static>(writer: &DatabaseConne
                 },
             };
             let checkpoint = sea_orm::sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut *open).await;
-            if let Err(error) = checkpoint {
-                tracing::warn!(%error, "checkpoint failed; reconnecting");
-                connection = None;
+            match checkpoint {
+                Ok(_) => copied = written,
+                Err(error) => {
+                    tracing::warn!(%error, "checkpoint failed; reconnecting");
+                    connection = None;
+                }
             }
         }
     });
