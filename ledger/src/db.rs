@@ -418,7 +418,7 @@ impl Availability {
             result = &mut work => Ok(result?),
             _ = down.wait_for(|down| *down) => {
                 tokio::spawn(async move { drop(work.await) });
-                Err(unreachable())
+                Err(unavailable())
             }
         }
     }
@@ -455,7 +455,7 @@ impl Availability {
 }
 
 /// What a request refused during an outage is answered with.
-pub(crate) fn unreachable() -> crate::LedgerError {
+pub(crate) fn unavailable() -> crate::LedgerError {
     crate::LedgerError::Unavailable(DbErr::Custom("the database is unreachable".into()))
 }
 

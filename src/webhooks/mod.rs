@@ -231,20 +231,21 @@ impl Dispatcher {
             .collect()
     }
 
-    /// Starts the claimed deliveries waiting for a slot that now has one (no database
-    /// work: called as each attempt is answered). One that has waited [`WAIT`] is left
-    /// for the next round to give back: started later, it could outlive its lease.
+    /// Starts the first claimed delivery waiting for a slot that now has one (no database
+    /// work: called as each attempt is answered, which frees one slot of its endpoint and
+    /// one of all, so one at most). One that has waited [`WAIT`] is left for the next
+    /// round to give back: started later, it could outlive its lease.
     fn start_waited(&self) {
-        let waited = std::mem::take(&mut *lock(&self.waiting));
-        let mut still = Vec::new();
-        for (since, delivery) in waited {
+        let mut waiting = lock(&self.waiting);
+        let startable = waiting.iter().enumerate().find_map(|(i, (since, delivery))| {
             let permits = if since.elapsed() < WAIT { self.permits(&delivery.endpoint_id) } else { None };
-            match permits {
-                Some(permits) => self.spawn_attempt(delivery, permits),
-                None => still.push((since, delivery)),
-            }
+            permits.map(|permits| (i, permits))
+        });
+        if let Some((i, permits)) = startable {
+            let (_, delivery) = waiting.remove(i);
+            drop(waiting);
+            self.spawn_attempt(delivery, permits);
         }
-        lock(&self.waiting).extend(still);
     }
 
     /// Fans out the events whose deliveries were not written with them (see

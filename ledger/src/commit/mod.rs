@@ -191,7 +191,7 @@ async fn run(
             // Refused at once, as the HTTP layer refuses new requests: trying would wait
             // for the pool's acquire timeout, batch after batch.
             for job in jobs.drain(..) {
-                let _ = job.reply.send(Err(crate::db::unreachable()));
+                let _ = job.reply.send(Err(crate::db::unavailable()));
             }
             continue;
         }
