@@ -117,12 +117,12 @@ impl Outbox {
         hub: &EventHub,
     ) -> Result<(), LedgerError> {
         let backend = txn.get_database_backend();
-        let deliveries = self.events.len();
         let rows = JsonRows::new(backend);
+        let mut deliveries = None;
         if !self.events.is_empty() {
             let (events, fanned) = event_rows(&self.events);
             writes.push(&txn, rows.insert("webhook_events", EVENT_COLUMNS, events), Expect::Any).await?;
-            writes.push(&txn, fan_out(backend, fanned), Expect::Any).await?;
+            deliveries = writes.push(&txn, fan_out(backend, fanned), Expect::Any).await?;
         }
         if !self.audits.is_empty() {
             writes.push(&txn, rows.insert("audit_events", AUDIT_COLUMNS, self.audits), Expect::Any).await?;
@@ -130,10 +130,11 @@ impl Outbox {
         if let Some(statement) = notifications(backend, &self.hints, &self.revoked)? {
             writes.push(&txn, statement, Expect::Any).await?;
         }
-        writes.send(&txn).await?;
+        let counts = writes.send(&txn).await?;
         let postgres = backend == DbBackend::Postgres;
         txn.commit().await?;
-        if deliveries > 0 {
+        // The dispatcher is woken only for deliveries: events no endpoint takes wake nothing.
+        if deliveries.is_some_and(|held| counts.of(held) > 0) {
             hub.deliveries().notify_one();
         }
         if self.top_ups_started > 0 {

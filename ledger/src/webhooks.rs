@@ -973,6 +973,41 @@ mod tests {
     use migration::MigratorTrait;
     use sea_orm::{QueryTrait, Statement};
 
+    /// A commit wakes the dispatcher only when it wrote deliveries: the events of an
+    /// organization no endpoint takes wake nothing (under a storm of them, each wake was
+    /// a claim, a write, that found nothing).
+    #[tokio::test]
+    async fn only_a_commit_that_wrote_deliveries_wakes_the_dispatcher() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("credits.db").display());
+        let db = crate::db::connect(&url).await.expect("connect");
+        migration::Migrator::up(&db, None).await.expect("migrate");
+        let ledger = crate::Ledger::new(db);
+        let unhooked = ledger.create_organization("Unhooked", None).await.expect("organization").id;
+        let hooked = ledger.create_organization("Hooked", None).await.expect("organization").id;
+        let endpoint = NewEndpoint {
+            organization_id: Some(hooked.clone()),
+            url: "https://example.com/hook".into(),
+            event_types: Vec::new(),
+            description: None,
+        };
+        ledger.create_webhook_endpoint(endpoint).await.expect("endpoint");
+        let woken = || async {
+            tokio::time::timeout(std::time::Duration::from_millis(100), ledger.events().deliveries().notified())
+                .await
+                .is_ok()
+        };
+        woken().await;
+        let grant = |org: &str| {
+            let amount = crate::Amount::parse(5).expect("amount");
+            crate::GrantRequest::new(org.to_owned(), amount, "grant".into(), None).expect("grant")
+        };
+        ledger.grant(grant(&unhooked)).await.expect("granted");
+        assert!(!woken().await, "an event no endpoint takes woke the dispatcher");
+        ledger.grant(grant(&hooked)).await.expect("granted");
+        assert!(woken().await, "a delivery written did not wake the dispatcher");
+    }
+
     /// The dispatcher's statements on large tables find their rows by the index meant
     /// for them on SQLite: recording delivered attempts and giving claims back by key,
     /// not by walking the pending deliveries (a storm's whole backlog, each burst); the

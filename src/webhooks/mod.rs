@@ -9,9 +9,10 @@
 //! [`PER_ENDPOINT`] attempts are in flight per endpoint and
 //! [`IN_FLIGHT`] in all, each with a 15-second timeout, so a slow or dead endpoint holds
 //! only its own slots; the ledger never waits for any of it. Deliveries are claimed
-//! ahead, `CLAIM` at a time: as many again as may be in flight wait for slots, each
-//! started the moment an attempt is answered, so a claim (a write) serves a burst, not a
-//! slot. Finished attempts are recorded by one task, a burst per transaction (it waits
+//! ahead, `CLAIM` at a time: up to three times as many as may be in flight wait for
+//! slots, each started the moment an attempt is answered, so a claim (a write) serves a
+//! burst, not a slot; and a claim woken by a commit waits `GATHER` for the next commits'
+//! deliveries, so a storm of commits is claimed a burst at a time, not one each. Finished attempts are recorded by one task, a burst per transaction (it waits
 //! `LINGER` for the rest of a burst), so a busy dispatcher writes little.
 //!
 //! - `sign.rs`: Standard Webhooks v1 signatures.
@@ -41,7 +42,11 @@ pub const TIMEOUT: StdDuration = StdDuration::from_secs(15);
 /// How long the recorder waits for more finished attempts to record with the first.
 const LINGER: StdDuration = StdDuration::from_millis(2);
 /// The most deliveries one claim takes.
-const CLAIM: usize = 32;
+const CLAIM: usize = 128;
+/// The most deliveries claimed, in flight and waiting for a slot.
+const CLAIMED: usize = 4 * IN_FLIGHT;
+/// How long a claim woken by a commit waits for the deliveries of the next ones.
+const GATHER: StdDuration = StdDuration::from_millis(10);
 /// A claim's lease: longer than an attempt can take.
 const LEASE_SECS: i64 = 60;
 /// How long a claimed delivery may wait for a slot of its endpoint before it is given back.
@@ -115,7 +120,7 @@ impl Dispatcher {
                     tracing::warn!(%error, "webhooks: claiming deliveries failed; retrying");
                 }
                 tokio::select! {
-                    () = self.ledger.events().deliveries().notified() => {}
+                    () = self.ledger.events().deliveries().notified() => tokio::time::sleep(GATHER).await,
                     () = tokio::time::sleep(StdDuration::from_secs(1)) => {}
                 }
             }
@@ -186,13 +191,13 @@ impl Dispatcher {
         given_back: &mut Vec<String>,
     ) -> Result<(), crate::ledger::LedgerError> {
         loop {
-            // Claimed ahead: as many again as may be in flight wait for slots, so that a
+            // Claimed ahead: three times as many as may be in flight wait for slots, so that a
             // claim is made once for a burst, not for each slot that frees (each claim is
             // a write). A claim waits until there is room for a whole one, unless nothing
             // waits.
             let waiting = lock(&self.waiting).len();
             let in_flight = IN_FLIGHT - self.in_flight.available_permits();
-            let room = (2 * IN_FLIGHT).saturating_sub(in_flight + waiting).min(CLAIM);
+            let room = CLAIMED.saturating_sub(in_flight + waiting).min(CLAIM);
             if room == 0 || (waiting > 0 && room < CLAIM) {
                 return Ok(());
             }

@@ -53,29 +53,31 @@ impl Writes {
 
     /// Writes `statement` (a data-modifying one, or a `SELECT` for its side effects) with
     /// the next [`Writes::send`]; on SQLite a `SELECT` at once (its rows would be read as
-    /// counts). A taken idempotency key is [`LedgerError::DuplicateIdempotencyKey`].
+    /// counts). Answers where it is held, to find its count in what [`Writes::send`]
+    /// answers (none for a `SELECT` run at once). A taken idempotency key is
+    /// [`LedgerError::DuplicateIdempotencyKey`].
     pub(crate) async fn push(
         &mut self,
         txn: &DatabaseTransaction,
         statement: Statement,
         expect: Expect,
-    ) -> Result<(), LedgerError> {
+    ) -> Result<Option<Held>, LedgerError> {
         if self.backend == DbBackend::Sqlite
             && statement.sql.trim_start().get(..6).is_some_and(|word| word.eq_ignore_ascii_case("SELECT"))
         {
             let rows = txn.execute_raw(statement).await.map_err(duplicate_key_or)?.rows_affected();
-            return check(expect, rows);
+            return check(expect, rows).map(|()| None);
         }
         self.held.push((statement, expect));
-        Ok(())
+        Ok(Some(Held(self.held.len() - 1)))
     }
 
-    /// Sends every statement held, as one.
-    pub(crate) async fn send(&mut self, txn: &DatabaseTransaction) -> Result<(), LedgerError> {
+    /// Sends every statement held, as one; answers the rows each touched.
+    pub(crate) async fn send(&mut self, txn: &DatabaseTransaction) -> Result<Counts, LedgerError> {
         if self.held.len() < 2 {
-            let Some((statement, expect)) = self.held.pop() else { return Ok(()) };
+            let Some((statement, expect)) = self.held.pop() else { return Ok(Counts(Vec::new())) };
             let rows = txn.execute_raw(statement).await.map_err(duplicate_key_or)?.rows_affected();
-            return check(expect, rows);
+            return check(expect, rows).map(|()| Counts(vec![rows]));
         }
         let held = std::mem::take(&mut self.held);
         if self.backend == DbBackend::Sqlite {
@@ -89,6 +91,21 @@ impl Writes {
         let row = row.ok_or_else(|| LedgerError::internal("the writes answered no row"))?;
         let counts = (0..expects.len()).map(|i| row.try_get_by_index::<i64>(i)).collect::<Result<Vec<_>, _>>()?;
         check_all(&expects, &counts)
+    }
+}
+
+/// Where a held statement stands among those [`Writes::send`] sends.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Held(usize);
+
+/// The rows each held statement touched, in the order held.
+#[derive(Debug)]
+pub(crate) struct Counts(Vec<u64>);
+
+impl Counts {
+    /// The rows the statement `held` touched.
+    pub(crate) fn of(&self, held: Held) -> u64 {
+        self.0.get(held.0).copied().unwrap_or(0)
     }
 }
 
@@ -117,15 +134,17 @@ fn check(expect: Expect, rows: u64) -> Result<(), LedgerError> {
 }
 
 /// [`check`] for each arm of one statement, by its count.
-fn check_all(expects: &[Expect], counts: &[i64]) -> Result<(), LedgerError> {
+fn check_all(expects: &[Expect], counts: &[i64]) -> Result<Counts, LedgerError> {
     if expects.len() != counts.len() {
         return Err(LedgerError::internal("the writes answered another number of counts"));
     }
+    let mut rows = Vec::with_capacity(counts.len());
     for (expect, count) in expects.iter().zip(counts) {
-        let rows = u64::try_from(*count).map_err(|_| LedgerError::internal("a negative count"))?;
-        check(*expect, rows)?;
+        let count = u64::try_from(*count).map_err(|_| LedgerError::internal("a negative count"))?;
+        check(*expect, count)?;
+        rows.push(count);
     }
-    Ok(())
+    Ok(Counts(rows))
 }
 
 /// PostgreSQL statements as the arms `w0`, `w1`, … of one `WITH`, each data-modifying
@@ -223,12 +242,13 @@ mod tests {
         let mut writes = Writes::new(DbBackend::Sqlite);
         let insert =
             statement("INSERT INTO t (id, n) VALUES (?, ?), (?, ?)", vec!["a".into(), 1.into(), "b".into(), 2.into()]);
-        writes.push(&txn, insert, Expect::Any).await.expect("held");
+        let inserted = writes.push(&txn, insert, Expect::Any).await.expect("held").expect("held, not run");
         let rows = txn.query_one_raw(statement("SELECT count(*) FROM t", vec![])).await.expect("count").expect("a row");
         assert_eq!(rows.try_get_by_index::<i64>(0).expect("count"), 0, "held, not run");
         let update = statement("UPDATE t SET n = n + ? WHERE id = ?", vec![10.into(), "b".into()]);
-        writes.push(&txn, update, Expect::Rows(1, "one row")).await.expect("held");
-        writes.send(&txn).await.expect("sent");
+        let updated = writes.push(&txn, update, Expect::Rows(1, "one row")).await.expect("held").expect("held");
+        let counts = writes.send(&txn).await.expect("sent");
+        assert_eq!((counts.of(inserted), counts.of(updated)), (2, 1), "each statement's own count");
         let sum = txn.query_one_raw(statement("SELECT sum(n) FROM t", vec![])).await.expect("sum").expect("a row");
         assert_eq!(
             sum.try_get_by_index::<i64>(0).expect("sum"),
