@@ -12,9 +12,9 @@
 //!    PostgreSQL cluster with production durability (fsync and synchronous commit on):
 //!    one hot organization consuming from 64 connections, then the same with an
 //!    idempotency key on each request (`BENCH_ONLY=hot` runs these alone); `creditBalance` reads from 64
-//!    connections while 8 more consume; the same reads alone, then against the read
-//!    anchor (`bare_graphql` answering them with one sqlx `SELECT` per request on the
-//!    same database; `BENCH_ONLY=reads` runs these two alone); consumes spread over
+//!    connections while 8 more consume; the same reads alone and the read anchor's
+//!    (`bare_graphql` answering them with one sqlx `SELECT` per request on the same
+//!    database), in rounds taken in turn (`BENCH_ONLY=reads` runs these two alone); consumes spread over
 //!    1,000 organizations (`BENCH_ONLY=organizations` runs this alone), then 10,000;
 //!    and the cost of credit lots: rounds of 64 simultaneous consumes of 3 credits that
 //!    each draw from 2 lots (of 2 credits) or 3 lots (of 1 credit), against the same
@@ -135,35 +135,55 @@ async fn measure_limit(seconds: u64) -> Report {
 }
 
 /// The read anchor: `creditBalance` reads answered by async-graphql with one sqlx
-/// `SELECT` of `organization_id`'s balance in `database_url` per request.
-async fn measure_read_anchor(database_url: &str, organization_id: &str, seconds: u64) -> Report {
-    let body = json!({ "query": READ }).to_string();
-    run_bare(&[database_url, organization_id], &body, read_check(), seconds).await
+/// `SELECT` of `organization_id`'s balance in `database_url` per request, started.
+async fn read_anchor(database_url: &str, organization_id: &str) -> Bare {
+    Bare::start(&[database_url, organization_id]).await
 }
 
 /// `examples/bare_graphql.rs` started with `args`, loaded with `body` from 64
 /// connections for `seconds`.
 async fn run_bare(args: &[&str], body: &str, check: Arc<dyn Fn(&str) -> bool + Send + Sync>, seconds: u64) -> Report {
-    let binary = std::env::current_exe().unwrap().parent().unwrap().join("bare_graphql");
-    let addr = format!("127.0.0.1:{}", pg_cluster::free_port());
-    let mut bare = std::process::Command::new(&binary)
-        .arg(&addr)
-        .args(args)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e} (cargo build --release --examples)", binary.display()));
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
-            break;
+    Bare::start(args).await.load(body, check, Duration::from_secs(seconds)).await
+}
+
+/// A running `examples/bare_graphql.rs`, stopped when dropped.
+struct Bare {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Bare {
+    /// Starts it with `args` and waits until it listens.
+    async fn start(args: &[&str]) -> Self {
+        let binary = std::env::current_exe().unwrap().parent().unwrap().join("bare_graphql");
+        let addr = format!("127.0.0.1:{}", pg_cluster::free_port());
+        let child = std::process::Command::new(&binary)
+            .arg(&addr)
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e} (cargo build --release --examples)", binary.display()));
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        Self { child, addr }
     }
-    let request = load::post(&addr, "/graphql", None, body);
-    let report =
-        load::run(&addr, CONNECTIONS, Duration::from_secs(seconds), Arc::new(move |_| request.clone()), check).await;
-    let _ = bare.kill();
-    let _ = bare.wait();
-    report
+
+    /// Loads it with `body` from 64 connections for `window`.
+    async fn load(&self, body: &str, check: Arc<dyn Fn(&str) -> bool + Send + Sync>, window: Duration) -> Report {
+        let request = load::post(&self.addr, "/graphql", None, body);
+        load::run(&self.addr, CONNECTIONS, window, Arc::new(move |_| request.clone()), check).await
+    }
+}
+
+impl Drop for Bare {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Creates `count` organizations with a key and credits each, 64 at a time; their keys.
@@ -343,16 +363,25 @@ async fn spread(
     ));
 }
 
-/// `creditBalance { balance }` reads of one organization from 64 connections, then the
-/// same reads from the anchor (async-graphql and one sqlx `SELECT`) on the same database;
-/// prints what share of the anchor `credits` reaches.
+/// `creditBalance { balance }` reads of one organization from 64 connections, and the
+/// same reads from the anchor (async-graphql and one sqlx `SELECT`) on the same database,
+/// [`READ_ROUNDS`] rounds of each in turn in one window; prints what share of the
+/// anchor `credits` reaches.
 async fn reads_and_anchor(label: &str, server: &Server, org: &str, key: &str, seconds: u64, rows: &mut Vec<Row>) {
-    let window = Duration::from_secs(seconds);
-    let read = load::post(&server.addr, "/graphql", Some(key), &json!({ "query": READ }).to_string());
-    let ours = load::run(&server.addr, CONNECTIONS, window, Arc::new(move |_| read.clone()), read_check()).await;
-    let anchor = measure_read_anchor(&server.database_url, org, seconds).await;
+    let round = Duration::from_secs(seconds) / READ_ROUNDS as u32;
+    let body = json!({ "query": READ }).to_string();
+    let read = load::post(&server.addr, "/graphql", Some(key), &body);
+    let bare = read_anchor(&server.database_url, org).await;
+    let (mut ours, mut anchor) = (Report::default(), Report::default());
+    for _ in 0..READ_ROUNDS {
+        let read = read.clone();
+        ours = ours
+            .merge(load::run(&server.addr, CONNECTIONS, round, Arc::new(move |_| read.clone()), read_check()).await);
+        anchor = anchor.merge(bare.load(&body, read_check(), round).await);
+    }
+    drop(bare);
     println!(
-        "{label}: creditBalance reads {:.0}/s = {:.2} of the one-SELECT anchor's {:.0}/s (p99 {} vs {})",
+        "{label}: creditBalance reads {:.0}/s = {:.2} of the one-SELECT anchor's {:.0}/s (p99 {} vs {}; {READ_ROUNDS} rounds of each in turn)",
         ours.throughput(),
         ours.throughput() / anchor.throughput(),
         anchor.throughput(),
@@ -404,6 +433,10 @@ async fn receiver() -> (String, Arc<Mutex<Heard>>) {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, heard)
 }
+
+/// Rounds of our reads and the anchor's, in turn (so that whatever changes during the run
+/// weighs on both alike: this machine's limit moves by half within the hour).
+const READ_ROUNDS: usize = 3;
 
 /// Rounds of grants without and with a webhook endpoint, in turn.
 const WEBHOOK_ROUNDS: usize = 2;

@@ -161,7 +161,7 @@ impl From<api_key::Model> for ApiKey {
 
 /// Hex SHA-256 of a secret: the only form in which secrets are stored.
 pub(super) fn hash_secret(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
+    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// A fresh secret of 256 random bits after `prefix`.

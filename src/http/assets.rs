@@ -73,7 +73,7 @@ fn content_type(name: &str) -> &'static str {
 
 /// `vendor/graphiql.min.js` with hash `h` → `graphiql.min.h.js`.
 fn hashed_file_name(name: &str, bytes: &[u8]) -> String {
-    let hash: String = Sha256::digest(bytes).iter().take(6).map(|byte| format!("{byte:02x}")).collect();
+    let hash = hex::encode(&Sha256::digest(bytes)[..6]);
     let file = name.rsplit('/').next().unwrap_or(name);
     match file.rsplit_once('.') {
         Some((stem, ext)) => format!("{stem}.{hash}.{ext}"),
