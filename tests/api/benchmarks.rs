@@ -84,6 +84,7 @@ fn the_throughput_benchmark_runs() {
     let row = |engine: &str| format!("| {engine}, metrics on: creditBalance reads |");
     let Some(stdout) = throughput_mode("metrics", row) else { return };
     assert!(stdout.contains("| limit: bare async-graphql-axum"), "{stdout}");
+    assert!(stdout.contains("/s before the scenarios, ") && stdout.contains("/s after them"), "{stdout}");
 }
 
 /// The reads against their anchor (async-graphql and one sqlx `SELECT`), both engines.
