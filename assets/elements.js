@@ -113,8 +113,9 @@ class Client {
     return body.data;
   }
 
-  /** Starts a subscription; `sink` gets next(data), error(CreditsError), complete() and,
-   *  after a reconnection, reconnected(). Returns a function that stops it. */
+  /** Starts a subscription; `sink` gets next(data), error(CreditsError), complete() and
+   *  started(reconnected) each time its subscribe message is sent (first, and after each
+   *  reconnection). Returns a function that stops it. */
   subscribe(query, variables, sink) {
     const id = String(this.nextId++);
     this.operations.set(id, { payload: { query, variables: variables || {} }, sink });
@@ -123,6 +124,7 @@ class Client {
       queueMicrotask(() => sink.error?.(this.fatal));
     } else if (this.acknowledged) {
       this.send({ id, type: "subscribe", payload: { query, variables: variables || {} } });
+      sink.started?.(false);
     } else {
       this.connect();
     }
@@ -174,7 +176,7 @@ class Client {
         this.attempt = 0;
         for (const [id, { payload, sink }] of this.operations) {
           socket.send(JSON.stringify({ id, type: "subscribe", payload }));
-          if (reconnected) sink.reconnected?.();
+          sink.started?.(reconnected);
         }
         break;
       }
@@ -266,8 +268,9 @@ class BalanceFeed {
     this.stop = this.client.subscribe(`subscription { creditBalanceChanged { ${BALANCE_FIELDS} } }`, {}, {
       next: (data) => this.publish(data.creditBalanceChanged),
       error: (error) => this.fail(error),
-      // Changes while the socket was down are not replayed: read the balance afresh.
-      reconnected: () => this.refresh(),
+      // A change before the subscription started (after the first read below, or while
+      // the socket was down) is not replayed: read the balance afresh once it has.
+      started: () => this.refresh(),
     });
     this.refresh();
   }
