@@ -135,12 +135,6 @@ async fn measure_limit(seconds: u64) -> Report {
     run_bare(&[], &consume_body(1), check, seconds).await
 }
 
-/// The read anchor: `creditBalance` reads answered by async-graphql with one sqlx
-/// `SELECT` of `organization_id`'s balance in `database_url` per request, started.
-async fn read_anchor(database_url: &str, organization_id: &str) -> Bare {
-    Bare::start(&[database_url, organization_id]).await
-}
-
 /// `examples/bare_graphql.rs` started with `args`, loaded with `body` from 64
 /// connections for `seconds`.
 async fn run_bare(args: &[&str], body: &str, check: Arc<dyn Fn(&str) -> bool + Send + Sync>, seconds: u64) -> Report {
@@ -372,7 +366,9 @@ async fn reads_and_anchor(label: &str, server: &Server, org: &str, key: &str, se
     let round = Duration::from_secs(seconds) / READ_ROUNDS as u32;
     let body = json!({ "query": READ }).to_string();
     let read = load::post(&server.addr, "/graphql", Some(key), &body);
-    let bare = read_anchor(&server.database_url, org).await;
+    // The anchor: async-graphql answering the reads with one sqlx `SELECT` of the
+    // organization's balance per request, on the same database.
+    let bare = Bare::start(&[&server.database_url, org]).await;
     let (mut ours, mut anchor) = (Report::default(), Report::default());
     for _ in 0..READ_ROUNDS {
         let read = read.clone();

@@ -656,6 +656,17 @@ pub(crate) fn in_json_array(backend: DbBackend, column: &str, parameter: &str) -
     }
 }
 
+/// For tests: a fresh, migrated SQLite file in a temporary directory (removed when the
+/// directory is dropped), and its URL, to open connections on.
+#[cfg(test)]
+pub(crate) async fn migrated_sqlite() -> (tempfile::TempDir, String) {
+    use migration::MigratorTrait;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("credits.db").display());
+    migration::Migrator::up(&connect(&url).await.expect("connect"), None).await.expect("migrate");
+    (dir, url)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -970,7 +970,6 @@ fn url_without_query(url: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use migration::MigratorTrait;
     use sea_orm::{QueryTrait, Statement};
 
     /// A commit wakes the dispatcher only when it wrote deliveries: the events of an
@@ -978,11 +977,8 @@ mod tests {
     /// a claim, a write, that found nothing).
     #[tokio::test]
     async fn only_a_commit_that_wrote_deliveries_wakes_the_dispatcher() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("credits.db").display());
-        let db = crate::db::connect(&url).await.expect("connect");
-        migration::Migrator::up(&db, None).await.expect("migrate");
-        let ledger = crate::Ledger::new(db);
+        let (_dir, url) = crate::db::migrated_sqlite().await;
+        let ledger = crate::Ledger::new(crate::db::connect(&url).await.expect("connect"));
         let unhooked = ledger.create_organization("Unhooked", None).await.expect("organization").id;
         let hooked = ledger.create_organization("Hooked", None).await.expect("organization").id;
         let endpoint = NewEndpoint {
@@ -1014,9 +1010,7 @@ mod tests {
     /// look for events still to fan out by the index of those events only.
     #[tokio::test]
     async fn the_dispatchers_statements_find_their_rows_by_their_index() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("credits.db").display());
-        migration::Migrator::up(&crate::db::connect(&url).await.expect("connect"), None).await.expect("migrate");
+        let (_dir, url) = crate::db::migrated_sqlite().await;
         // Connections opened after the migration: `EXPLAIN` reads no table, so a
         // connection of before would plan with the schema it had.
         let db = crate::db::connect(&url).await.expect("connect");

@@ -12,7 +12,8 @@
 //! ahead, `CLAIM` at a time: up to three times as many as may be in flight wait for
 //! slots, each started the moment an attempt is answered, so a claim (a write) serves a
 //! burst, not a slot; and a claim woken by a commit waits `GATHER` for the next commits'
-//! deliveries, so a storm of commits is claimed a burst at a time, not one each. Finished attempts are recorded by one task, a burst per transaction (it waits
+//! deliveries, so a storm of commits is claimed a burst at a time, not one each.
+//! Finished attempts are recorded by one task, a burst per transaction (it waits
 //! `LINGER` for the rest of a burst), so a busy dispatcher writes little.
 //!
 //! - `sign.rs`: Standard Webhooks v1 signatures.
@@ -191,10 +192,10 @@ impl Dispatcher {
         given_back: &mut Vec<String>,
     ) -> Result<(), crate::ledger::LedgerError> {
         loop {
-            // Claimed ahead: three times as many as may be in flight wait for slots, so that a
-            // claim is made once for a burst, not for each slot that frees (each claim is
-            // a write). A claim waits until there is room for a whole one, unless nothing
-            // waits.
+            // Claimed ahead: three times as many as may be in flight wait for slots, so
+            // that a claim is made once for a burst, not for each slot that frees (each
+            // claim is a write). A claim waits until there is room for a whole one, unless
+            // nothing waits.
             let waiting = lock(&self.waiting).len();
             let in_flight = IN_FLIGHT - self.in_flight.available_permits();
             let room = CLAIMED.saturating_sub(in_flight + waiting).min(CLAIM);

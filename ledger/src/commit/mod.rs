@@ -333,7 +333,6 @@ fn keep(kept: &Kept, states: Vec<(String, KeptState)>) {
 mod tests {
     use super::*;
     use crate::{Amount, ChangeRequest, ConsumeRequest, GrantRequest, HoldRequest, Ledger, TransactionKind};
-    use migration::MigratorTrait;
 
     fn consume(organization_id: &str, amount: i64, key: Option<&str>) -> Op {
         Op::Change(ChangeRequest {
@@ -351,10 +350,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_answers_keys_taken_before_it_or_inside_it_and_commits_as_a_whole() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("credits.db").display());
+        let (_dir, url) = crate::db::migrated_sqlite().await;
         let db = crate::db::connect(&url).await.expect("connect");
-        migration::Migrator::up(&db, None).await.expect("migrate");
         let ledger = Ledger::new(db.clone());
         let org = ledger.create_organization("Batch", None).await.expect("organization").id;
         let amount = |credits| Amount::parse(credits).expect("amount");
